@@ -1,0 +1,17 @@
+"""Errors that describe bad user input; the CLI prints them as one line and exits with code 2."""
+
+
+class JaxstyleError(ValueError):
+    """Base class for errors caused by the user's input rather than by a bug."""
+
+
+class ImageError(JaxstyleError):
+    """An image file is missing, unreadable, truncated, or not an image."""
+
+
+class WeightsError(JaxstyleError):
+    """A weights file is missing, malformed, unsafe, or does not match VGG19's layout."""
+
+
+class OptimizationError(JaxstyleError):
+    """The optimization diverged (a loss became NaN or infinite)."""

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny-width VGG19 written by real torch, its reference activations, images."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxstyle.weights import load_weights
+
+DATA = Path(__file__).parent / "data"
+SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    """vgg19_tiny.pth (widths 8, 16, 32, 64, 64) through the project's own loader."""
+    return load_weights(DATA / "vgg19_tiny.pth", preprocessing="torchvision")
+
+
+@pytest.fixture(scope="session")
+def reference():
+    return dict(np.load(DATA / "vgg19_tiny_reference.npz"))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_file(tmp_path_factory, tiny_weights):
+    """The tiny weights converted to jaxstyle's format, for --weights on the command line."""
+    from jaxstyle.weights import save_converted
+
+    return save_converted(tiny_weights, tmp_path_factory.mktemp("w") / "tiny.msgpack")
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic float32 [h, w, 3] test image in [0, 1] with some structure."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    phases = rng.uniform(0, 6, 3)
+    img = np.stack([0.5 + 0.4 * np.sin(6 * x + 4 * y + p) for p in phases], -1)
+    return np.clip(img + rng.normal(0, 0.05, img.shape), 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def shared_image():
+    def get(name: str) -> Path:
+        path = SHARED_IMAGES / name
+        if not path.is_file():
+            pytest.skip(f"{path} not available (../shared/images is absent)")
+        return path
+
+    return get
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+    return np.transpose(a, (0, 2, 3, 1))
