@@ -1,0 +1,182 @@
+"""Reading the images people actually have, and writing results without ever losing a file.
+
+Reading accepts JPEG (EXIF rotation applied), PNG with alpha (composited on white), grayscale,
+palette, 16-bit and CMYK files, and refuses decompression bombs before decoding them. Writing picks
+the format from the extension and replaces the target atomically, never an input image.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jaxstyle.errors import ImageError
+from jaxstyle.files import atomic_write
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images with more pixels than this are refused unless the caller raises the limit."""
+
+_JPEG_QUALITY = 95
+
+
+def _to_float_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> float32 [H, W, 3] in [0, 1]."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        gray = np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode in ("I", "F"):
+        gray = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if mode == "I" and gray.max(initial=0) > 255 else 255.0
+        gray = np.clip(gray / (1.0 if mode == "F" and gray.max(initial=0) <= 1 else top), 0, 1)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image file as RGB.
+
+    Args:
+      path: any file Pillow reads.
+      max_pixels: refuse images with more pixels than this (checked from the header, before
+        anything is decoded).
+
+    Returns:
+      float32 [H, W, 3] in [0, 1], upright according to its EXIF orientation.
+
+    Raises:
+      ImageError: missing or unreadable file, not an image, truncated, or too large.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ImageError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is over the limit of {max_pixels} "
+                        "(raise it with --max-pixels if the file is genuine)"
+                    )
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_float_rgb(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from None
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """Pillow's format name for an output path's extension.
+
+    Raises:
+      ImageError: the extension is missing or no writable image format.
+    """
+    extension = Path(path).suffix.lower()
+    formats = Image.registered_extensions()
+    fmt = formats.get(extension)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(
+            f"{path}: cannot tell the image format from the extension {extension or '(none)'!r}; "
+            "use .png, .jpg, .webp, .tif, ..."
+        )
+    return fmt
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Checks, before any work, that an image can be written to `path`.
+
+    Raises:
+      ImageError: unknown format, missing or unwritable folder, a folder in the way, or `path`
+        is one of `inputs`.
+    """
+    path = Path(path)
+    output_format(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder; give a file name such as {path / 'out.png'}")
+    for other in inputs:
+        if _same_file(path, Path(other)) or path.resolve() == Path(other).resolve():
+            raise ImageError(f"{path}: refusing to overwrite the input image {other}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ImageError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ImageError(f"{path}: folder {folder} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ImageError(f"{path}: file is not writable")
+    return path
+
+
+def to_uint8(image: np.ndarray | jax.Array) -> np.ndarray:
+    """float [H, W, 3] in [0, 1] (clipped) -> uint8 [H, W, 3], rounding to nearest."""
+    return np.asarray(np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5, dtype=np.uint8)
+
+
+def save_image(
+    path: str | os.PathLike, image: np.ndarray | jax.Array, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
+    """Writes an RGB image atomically: a temporary file in the same folder, then a rename.
+
+    Args:
+      path: the output file; its extension picks the format.
+      image: float [H, W, 3] in [0, 1] (clipped).
+      inputs: paths that must not be overwritten.
+
+    Raises:
+      ImageError: the path is not writable or is an input; the previous file, if any, is intact.
+    """
+    path = check_output_path(path, inputs)
+    fmt = output_format(path)
+    options = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    try:
+        with atomic_write(path) as f:
+            Image.fromarray(to_uint8(image), "RGB").save(f, format=fmt, **options)
+    except OSError as exc:
+        raise ImageError(f"{path}: could not write the image ({exc.strerror or exc})") from None
+    return path
+
+
+def resize(image: jax.Array, height: int, width: int) -> jax.Array:
+    """Antialiased bicubic resize of float [H, W, C] to [height, width, C], clipped to [0, 1]."""
+    if image.shape[:2] == (height, width):
+        return jnp.asarray(image)
+    resized = jax.image.resize(jnp.asarray(image), (height, width, image.shape[2]), "cubic")
+    return jnp.clip(resized, 0.0, 1.0)
+
+
+def fit_longest_side(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """(H, W) scaled so that the longest side is `size`, keeping the aspect ratio."""
+    h, w = shape[:2]
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))

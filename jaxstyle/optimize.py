@@ -1,0 +1,303 @@
+"""Driving the image with jaxopt's L-BFGS or optax's Adam, many steps per compiled call.
+
+This is the only module that imports jaxopt (no longer developed) or optax, so replacing either
+touches one file. The loop is "state in, new state out": `init` builds an `OptState`-like state,
+`run_chunk` advances it by up to a chunk of iterations inside compiled code (a `lax.while_loop`),
+and `minimize` strings chunks together, returning to Python only between chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jaxopt
+import optax
+
+from jaxstyle.errors import OptimizationError
+
+# torch.optim.LBFGS (and so neural-style) skips a curvature pair whose s.y is at most this.
+_CURVATURE_EPS = 1e-10
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """How the image is optimized.
+
+    Attributes:
+      name: "lbfgs" or "adam".
+      learning_rate: L-BFGS step size (1 = neural-style's unit step) or Adam's learning rate, both
+        in the network's input space.
+      history: L-BFGS history size.
+      linesearch: "none" for neural-style's fixed steps, or a jaxopt line search name.
+    """
+
+    name: str = "lbfgs"
+    learning_rate: float = 1.0
+    history: int = 100
+    linesearch: str = "none"
+
+
+class AdamState(NamedTuple):
+    """Adam's state plus the loss, gradient and aux at the current image (as jaxopt keeps them)."""
+
+    opt_state: Any
+    value: jax.Array
+    grad: jax.Array
+    aux: Any
+    num_fun_eval: jax.Array
+
+
+class ChunkResult(NamedTuple):
+    """What one compiled chunk returns.
+
+    Attributes:
+      x: the image after the last good step.
+      state: the optimizer state after the last good step.
+      steps: iterations taken, [] int32.
+      history: ``{"total": [chunk], component: [chunk]}``, the loss after each step (NaN-padded).
+      diverged: [] bool, whether a step produced a NaN or infinite loss (that step is not taken).
+      bad_aux: the loss components of the diverged step (meaningful only when `diverged`).
+    """
+
+    x: jax.Array
+    state: Any
+    steps: jax.Array
+    history: dict
+    diverged: jax.Array
+    bad_aux: dict
+
+
+def _lbfgs(fun: Callable, config: OptimizerConfig) -> jaxopt.LBFGS:
+    fixed = config.linesearch == "none"
+    return jaxopt.LBFGS(
+        fun=fun,
+        has_aux=True,
+        history_size=config.history,
+        stepsize=config.learning_rate if fixed else 0.0,
+        linesearch="zoom" if fixed else config.linesearch,
+        maxiter=1,
+        tol=0.0,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chunk: int):
+    """Builds (and caches) the jitted init and chunk functions for one objective and optimizer."""
+
+    def fun(x, *args):
+        return loss_fn(x, *args, loss_static)
+
+    value_and_grad = jax.value_and_grad(fun, has_aux=True)
+
+    if config.name == "lbfgs":
+        solver = _lbfgs(fun, config)
+
+        def init(x, *args):
+            state = solver.init_state(x, *args)
+            if config.linesearch == "none":
+                # torch.optim.LBFGS's first step is min(1, 1/|g|_1) * lr along -g; with an empty
+                # history jaxopt steps along -gamma * g, so seeding gamma reproduces it exactly.
+                state = state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
+            return state
+
+        def step(x, state, *args):
+            new_x, new_state = solver.update(x, state, *args)
+            # Like torch, ignore a curvature pair with s.y <= eps (jaxopt would keep it and may
+            # then step uphill on this non-convex objective): zero its rho, keep the old gamma.
+            sy = jnp.vdot(new_x - x, new_state.grad - state.grad)
+            skip = sy <= _CURVATURE_EPS
+            slot = state.iter_num % config.history
+            new_state = new_state._replace(
+                rho_history=jnp.where(
+                    skip, new_state.rho_history.at[slot].set(0.0), new_state.rho_history
+                ),
+                gamma=jnp.where(skip, state.gamma, new_state.gamma),
+            )
+            return new_x, new_state
+
+    elif config.name == "adam":
+        tx = optax.adam(config.learning_rate)
+
+        def init(x, *args):
+            (value, aux), grad = value_and_grad(x, *args)
+            return AdamState(tx.init(x), value, grad, aux, jnp.asarray(1, jnp.int32))
+
+        def step(x, state, *args):
+            updates, opt_state = tx.update(state.grad, state.opt_state, x)
+            x = optax.apply_updates(x, updates)
+            (value, aux), grad = value_and_grad(x, *args)
+            return x, AdamState(opt_state, value, grad, aux, state.num_fun_eval + 1)
+
+    else:
+        raise ValueError(f"optimizer: unknown {config.name!r}")
+
+    def run_chunk(x, state, n, *args):
+        def record(history, i, value, aux):
+            entries = {"total": value, **aux}
+            return {k: history[k].at[i].set(entries[k]) for k in history}
+
+        history = {"total": jnp.full(chunk, jnp.nan)}
+        history.update({k: jnp.full(chunk, jnp.nan) for k in state.aux})
+
+        def cond(carry):
+            i, _, _, _, diverged, _ = carry
+            return (i < n) & ~diverged
+
+        def body(carry):
+            i, x, state, history, _, bad_aux = carry
+            new_x, new_state = step(x, state, *args)
+            ok = jnp.isfinite(new_state.value)
+            keep = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.where(ok, a, b))
+            history = jax.lax.cond(
+                ok, lambda h: record(h, i, new_state.value, new_state.aux), lambda h: h, history
+            )
+            bad_aux = keep(bad_aux, new_state.aux)
+            return i + ok, keep(new_x, x), keep(new_state, state), history, ~ok, bad_aux
+
+        carry = (jnp.asarray(0), x, state, history, jnp.asarray(False), state.aux)
+        i, x, state, history, diverged, bad_aux = jax.lax.while_loop(cond, body, carry)
+        return ChunkResult(x, state, i, history, diverged, bad_aux)
+
+    return jax.jit(init), jax.jit(run_chunk)
+
+
+def num_evaluations(state) -> int:
+    """Loss-and-gradient evaluations so far, counted by the optimizer."""
+    return int(state.num_fun_eval)
+
+
+@dataclass
+class Progress:
+    """Reported to `minimize`'s callback after each chunk.
+
+    Attributes:
+      iteration: iterations done so far.
+      total_iterations: iterations asked for.
+      x: the current image in model space, float32 [H, W, 3].
+      state: the optimizer state (the whole run can continue from ``x`` and ``state``).
+      value: the current total loss.
+      components: the current loss components.
+      evaluations: loss-and-gradient evaluations so far.
+      elapsed: seconds since `minimize` started, compilation included.
+    """
+
+    iteration: int
+    total_iterations: int
+    x: jax.Array
+    state: Any
+    value: float
+    components: dict[str, float]
+    evaluations: int
+    elapsed: float
+
+
+class MinimizeResult(NamedTuple):
+    x: jax.Array
+    state: Any
+    history: dict[str, list[float]]
+    evaluations: int
+    compile_seconds: float
+    run_seconds: float
+
+
+def minimize(
+    loss_fn: Callable,
+    loss_static: Any,
+    x0: jax.Array,
+    args: tuple,
+    config: OptimizerConfig,
+    iterations: int,
+    *,
+    chunk: int = 10,
+    stops: Callable[[int], bool] | None = None,
+    callback: Callable[[Progress], None] | None = None,
+    state: Any = None,
+    start_iteration: int = 0,
+) -> MinimizeResult:
+    """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
+
+    Args:
+      loss_fn: a module-level function (it is a cache key), e.g. `jaxstyle.losses.objective`.
+      loss_static: its last, hashable static argument, e.g. a `LossConfig`.
+      x0: the starting image, float32 [H, W, 3] in model space.
+      args: the array arguments after `x` (parameters, targets).
+      config: the optimizer.
+      iterations: total iterations to reach (counting `start_iteration`).
+      chunk: most iterations per compiled call; each chunk ends with a `callback` call.
+      stops: extra iterations at which a chunk must end (e.g. where images are saved).
+      callback: called with a `Progress` after every chunk.
+      state: an optimizer state to continue from (with `x0` the image it belongs to).
+      start_iteration: iterations already done when continuing.
+
+    Returns:
+      The final image and state, the loss history by component, evaluations and timings.
+
+    Raises:
+      OptimizationError: a loss became NaN or infinite; the message names the loss.
+    """
+    init, run_chunk = _compiled(loss_fn, loss_static, config, chunk)
+    start = time.perf_counter()
+    if state is None:
+        state = _compile(init, x0, *args)(x0, *args)
+    compiled_chunk = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
+    compile_seconds = _compile_seconds_since(start)
+    x = x0
+    history: dict[str, list[float]] = {k: [] for k in ("total", *state.aux)}
+    done = start_iteration
+    while done < iterations:
+        n = min(chunk, iterations - done)
+        if stops is not None:
+            n = next((k for k in range(1, n + 1) if stops(done + k)), n)
+        result = compiled_chunk(x, state, jnp.asarray(n), *args)
+        steps = int(result.steps)
+        x, state = result.x, result.state
+        for key, values in result.history.items():
+            history[key].extend(float(v) for v in values[:steps])
+        done += steps
+        if bool(result.diverged):
+            bad = sorted(k for k, v in result.bad_aux.items() if not jnp.isfinite(v))
+            raise OptimizationError(
+                f"the loss became NaN or infinite at iteration {done + 1} "
+                f"(bad: {', '.join(bad) or 'total'}); the last good image is from iteration {done}",
+            )
+        if callback is not None:
+            callback(
+                Progress(
+                    iteration=done,
+                    total_iterations=iterations,
+                    x=x,
+                    state=state,
+                    value=float(state.value),
+                    components={k: float(v) for k, v in state.aux.items()},
+                    evaluations=num_evaluations(state),
+                    elapsed=time.perf_counter() - start,
+                )
+            )
+    total = time.perf_counter() - start
+    return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
+                          total - compile_seconds)
+
+
+_AOT_CACHE: dict = {}
+_COMPILE_LOG: list[tuple[float, float]] = []  # (finished at, seconds), for timing reports
+
+
+def _compile(jitted: Callable, *args):
+    """Compiles `jitted` ahead of time for these argument shapes, once per process."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    key = (jitted, treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
+    if key not in _AOT_CACHE:
+        t0 = time.perf_counter()
+        _AOT_CACHE[key] = jitted.lower(*args).compile()
+        _COMPILE_LOG.append((time.perf_counter(), time.perf_counter() - t0))
+    return _AOT_CACHE[key]
+
+
+def _compile_seconds_since(start: float) -> float:
+    return sum(seconds for finished, seconds in _COMPILE_LOG if finished >= start)

@@ -1,0 +1,132 @@
+"""Every hyper-parameter of a stylization run, with its default, in one frozen dataclass.
+
+The command line is generated from these fields (flag, type, default and help text), so the two
+cannot drift. Defaults follow jcjohnson/neural-style where it has an equivalent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.losses import LossConfig
+from jaxstyle.vgg import POOLINGS, validate_layers
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise")
+LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
+
+
+class OptionsError(JaxstyleError):
+    """An option has an invalid value; the message names the option."""
+
+
+def _option(default, help: str, *, parse=None, choices=None, metavar=None):
+    """A dataclass field carrying its command-line help, parser and choices."""
+    metadata = {"help": help, "parse": parse, "choices": choices, "metavar": metavar}
+    if isinstance(default, (list, dict)):
+        raise TypeError("mutable default")
+    return field(default=default, metadata=metadata)
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """'relu1_1,relu2_1' -> ('relu1_1', 'relu2_1')."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """'0.3,0.7' -> (0.3, 0.7)."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise OptionsError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """Hyper-parameters of `jaxstyle.stylize`. Invalid values raise `OptionsError` on creation."""
+
+    size: int = _option(512, "longest side of the output in pixels (0 keeps the content's size)")
+    iterations: int = _option(1000, "optimizer iterations (neural-style's -num_iterations)")
+    content_weight: float = _option(5.0, "weight of the content loss (w_c)")
+    style_weight: float = _option(100.0, "weight of the style loss (w_s)")
+    tv_weight: float = _option(1e-3, "weight of the total-variation smoothness loss (w_tv)")
+    style_blend_weights: tuple[float, ...] | None = _option(
+        None, "comma-separated weight per style image, normalised to sum 1 (default: equal)",
+        parse=parse_floats, metavar="W,W,...",
+    )
+    style_scale: float = _option(
+        1.0, "style images are resized to this times the output size before their Gram matrices"
+    )
+    content_layers: tuple[str, ...] = _option(
+        ("relu4_2",), "comma-separated layers for the content loss", parse=parse_names,
+        metavar="LAYERS",
+    )
+    style_layers: tuple[str, ...] = _option(
+        ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "comma-separated layers for the style loss", parse=parse_names, metavar="LAYERS",
+    )
+    style_layer_weights: tuple[float, ...] | None = _option(
+        None, "comma-separated multiplier per style layer (default: 1 each)", parse=parse_floats,
+        metavar="W,W,...",
+    )
+    pooling: str = _option("max", "pooling in the network", choices=POOLINGS)
+    init: str = _option("content", "initial image: the content image or seeded noise",
+                        choices=INITS)
+    optimizer: str = _option("lbfgs", "jaxopt's L-BFGS or optax's Adam", choices=OPTIMIZERS)
+    learning_rate: float | None = _option(
+        None, "L-BFGS step size (default 1, neural-style's unit step) or Adam's learning rate in "
+        "pixel units of [0, 1] (default 0.02)",
+    )
+    lbfgs_history: int = _option(100, "L-BFGS history size (neural-style's default)")
+    lbfgs_linesearch: str = _option(
+        "none", "L-BFGS line search; 'none' takes unit steps like neural-style",
+        choices=LINESEARCHES,
+    )
+    seed: int = _option(0, "seed for the noise initialisation and random weights")
+    progress_every: int = _option(10, "iterations between progress reports (one compiled chunk)")
+
+    def __post_init__(self):
+        try:
+            self.loss_config()
+            for name in ("content_layers", "style_layers"):
+                validate_layers(getattr(self, name), name)
+        except ValueError as exc:
+            raise OptionsError(str(exc)) from None
+        checks = {
+            "size": self.size >= 0,
+            "iterations": self.iterations >= 0,
+            "style_scale": self.style_scale > 0 and math.isfinite(self.style_scale),
+            "lbfgs_history": self.lbfgs_history >= 1,
+            "progress_every": self.progress_every >= 1,
+            "learning_rate": self.learning_rate is None
+            or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
+            "style_blend_weights": self.style_blend_weights is None
+            or (min(self.style_blend_weights, default=0) >= 0 and sum(self.style_blend_weights) > 0),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise OptionsError(f"{name}: invalid value {getattr(self, name)!r}")
+        for name, allowed in (("pooling", POOLINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
+                              ("lbfgs_linesearch", LINESEARCHES)):
+            if getattr(self, name) not in allowed:
+                raise OptionsError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(
+            content_layers=tuple(self.content_layers),
+            style_layers=tuple(self.style_layers),
+            content_weight=self.content_weight,
+            style_weight=self.style_weight,
+            tv_weight=self.tv_weight,
+            style_layer_weights=self.style_layer_weights,
+            pooling=self.pooling,
+        )
+
+    def replace(self, **changes) -> StyleOptions:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -1,0 +1,92 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import smooth_image
+
+from jaxstyle import OptimizationError, StyleOptions, stylize
+from jaxstyle.optimize import OptimizerConfig, minimize
+
+A = jnp.asarray(np.random.default_rng(0).normal(size=(6, 6)), jnp.float32)
+H = A @ A.T + 6 * jnp.eye(6)  # a well-conditioned SPD matrix
+B = jnp.arange(6.0)
+
+
+def quadratic(x, h, b, _static):
+    value = 0.5 * x @ h @ x - b @ x
+    return value, {"value": value}
+
+
+def nan_beyond(x, threshold, _static):
+    value = jnp.sum((x - 5.0) ** 2)
+    bad = jnp.where(x[0] > threshold, jnp.nan, 0.0)  # pulled towards 5, NaN past `threshold`
+    return value + bad, {"content": value, "tv": bad}
+
+
+@pytest.mark.parametrize("linesearch", ["none", "zoom"])
+def test_lbfgs_matches_scipy_on_quadratic(linesearch):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    want = scipy_optimize.minimize(
+        lambda x: float(quadratic(jnp.asarray(x, jnp.float32), H, B, None)[0]),
+        np.zeros(6), jac=lambda x: np.asarray(H @ x - B, np.float64), method="L-BFGS-B",
+    ).x
+    config = OptimizerConfig("lbfgs", learning_rate=1.0, history=10, linesearch=linesearch)
+    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 40, chunk=7)
+    np.testing.assert_allclose(result.x, want, atol=1e-4)
+    np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-4)
+    assert len(result.history["total"]) == 40
+    assert result.evaluations >= 41
+
+
+def test_adam_converges_on_quadratic():
+    config = OptimizerConfig("adam", learning_rate=0.05)
+    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 600, chunk=100)
+    np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-3)
+
+
+def test_chunks_report_progress_and_stop_at_requested_iterations():
+    seen = []
+    config = OptimizerConfig("lbfgs", history=5)
+    minimize(quadratic, None, jnp.zeros(6), (H, B), config, 25, chunk=10,
+             stops=lambda i: i % 4 == 0, callback=lambda p: seen.append(p.iteration))
+    assert seen == [4, 8, 12, 16, 20, 24, 25]
+
+
+def test_nan_stops_with_clear_error_naming_the_loss():
+    config = OptimizerConfig("adam", learning_rate=0.5)
+    seen = []
+    with pytest.raises(OptimizationError, match=r"NaN or infinite at iteration \d+ \(bad: tv\)"):
+        minimize(nan_beyond, None, jnp.zeros(3), (1.0,), config, 50, chunk=10,
+                 callback=lambda p: seen.append(p))
+    assert all(np.isfinite(p.value) and p.x[0] <= 1.0 for p in seen)
+
+
+def test_stylize_is_deterministic_and_reports(tiny_weights):
+    content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
+    options = StyleOptions(size=32, iterations=6, init="noise", seed=3, progress_every=3)
+    a = stylize(content, [style], tiny_weights, options)
+    b = stylize(content, [style], tiny_weights, options)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.image.shape == (24, 32, 3) and a.image.min() >= 0 and a.image.max() <= 1
+    assert len(a.history["total"]) == 6 and a.evaluations == 7
+    assert a.history["total"][-1] < a.history["total"][0]
+    assert set(a.losses) >= {"total", "content", "style", "tv"}
+    other_seed = stylize(content, [style], tiny_weights, options.replace(seed=4))
+    assert not np.array_equal(a.image, other_seed.image)
+
+
+def test_stylize_init_image_and_adam(tiny_weights):
+    content, style = smooth_image(20, 20, 0), smooth_image(20, 20, 1)
+    init = np.zeros((10, 10, 3), np.float32)
+    options = StyleOptions(size=20, iterations=0)
+    result = stylize(content, [style], tiny_weights, options, init_image=init)
+    assert np.allclose(result.image, 0.0, atol=1e-6)
+    adam = stylize(content, [style], tiny_weights, options.replace(iterations=5, optimizer="adam"))
+    assert adam.evaluations == 6 and adam.history["total"][-1] < adam.history["total"][0]
+
+
+def test_stylize_rejects_too_small_output(tiny_weights):
+    from jaxstyle import JaxstyleError
+
+    with pytest.raises(JaxstyleError, match="too small for the network"):
+        stylize(smooth_image(8, 8), [smooth_image(32, 32)], tiny_weights, StyleOptions(size=8))
