@@ -1,0 +1,292 @@
+"""The command line: parse, load, call the library, save. Run ``jaxstyle --help``.
+
+Flags of ``jaxstyle stylize`` are generated from `StyleOptions`, so defaults and help live once.
+Any `JaxstyleError` is printed as one line and exits with code 2; nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from jaxstyle import __version__
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.options import StyleOptions
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_SIMPLE_TYPES = {"int": int, "float": float, "str": str, "float | None": float, "int | None": int}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _argtype(parse):
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def _show_default(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "auto" if value is None else str(value)
+
+
+def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Adds one ``--flag`` per `StyleOptions` field, with its type, choices, default and help."""
+    group = parser.add_argument_group("stylization options (defaults from jaxstyle.StyleOptions)")
+    for f in dataclasses.fields(StyleOptions):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        parse = meta.get("parse") or _SIMPLE_TYPES[f.type]
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=_argtype(parse),
+            default=f.default,
+            choices=meta.get("choices"),
+            metavar=meta.get("metavar") or (None if meta.get("choices") else f.name.upper()),
+            help=f"{meta['help']} (default: {_show_default(f.default)})",
+        )
+
+
+def options_from_args(args: argparse.Namespace) -> StyleOptions:
+    names = {f.name for f in dataclasses.fields(StyleOptions)}
+    return StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _log(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _load_weights(spec: str | None, seed: int):
+    from jaxstyle.weights import find_weights, load_weights, random_weights
+
+    if spec == "random":
+        return random_weights(seed)
+    return load_weights(find_weights(spec))
+
+
+def _intermediate_path(output: Path, iteration: int) -> Path:
+    return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
+
+
+def _write_report(path: Path, report: dict) -> None:
+    from jaxstyle.files import atomic_write
+
+    try:
+        with atomic_write(path) as f:
+            f.write(json.dumps(report, indent=2).encode())
+    except OSError as exc:
+        raise JaxstyleError(f"{path}: could not write the report ({exc.strerror or exc})") from None
+
+
+def _check_report_path(path: Path, protected: list[str]) -> None:
+    if any(Path(p).resolve() == path.resolve() for p in protected):
+        raise JaxstyleError(f"{path}: refusing to overwrite an input file with the report")
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise JaxstyleError(f"--report {path}: cannot write there")
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jaxstyle.images import check_output_path, load_image, save_image
+    from jaxstyle.stylize import check_inputs, stylize
+
+    options = options_from_args(args)
+    inputs = [args.content, *args.styles] + ([args.init_image] if args.init_image else [])
+    output = check_output_path(args.output, inputs)
+    if args.report:
+        _check_report_path(Path(args.report), inputs)
+    content = load_image(args.content, args.max_pixels)
+    styles = [load_image(p, args.max_pixels) for p in args.styles]
+    init_image = load_image(args.init_image, args.max_pixels) if args.init_image else None
+    check_inputs(content.shape, [s.shape for s in styles], options)
+    weights = _load_weights(args.weights, options.seed)
+    if weights.is_random:
+        _log(f"weights: {weights.source} -- NOT pretrained: the result shows the pipeline working, "
+             "not real style transfer", args.quiet)
+    else:
+        _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", args.quiet)
+
+    bar = tqdm(total=options.iterations, unit="it", disable=args.quiet, file=sys.stderr,
+               dynamic_ncols=True, delay=0.1)
+
+    def on_progress(p) -> None:
+        bar.set_postfix_str(f"loss {p.value:.4g} evals {p.evaluations}", refresh=False)
+        bar.update(p.iteration - bar.n)
+        if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.total_iterations:
+            save_image(_intermediate_path(output, p.iteration), p.image(), inputs)
+
+    report_at = (lambda i: i % args.save_every == 0) if args.save_every else None
+    try:
+        result = stylize(content, styles, weights, options, init_image=init_image,
+                         callback=on_progress, report_at=report_at)
+    finally:
+        bar.close()
+    save_image(output, result.image, inputs)
+    per_iteration = result.timings["optimize"] / max(1, options.iterations)
+    _log(
+        f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}): loss "
+        f"{result.losses['total']:.6g} (content {result.losses['content']:.4g}, style "
+        f"{result.losses['style']:.4g}, tv {result.losses['tv']:.4g}) after {options.iterations} "
+        f"iterations, {result.evaluations} evaluations, {per_iteration * 1000:.1f} ms/iteration, "
+        f"compile {result.timings['compile']:.1f} s",
+        args.quiet,
+    )
+    if args.report:
+        _write_report(
+            Path(args.report),
+            {
+                "jaxstyle_version": __version__,
+                "content": args.content,
+                "styles": args.styles,
+                "init_image": args.init_image,
+                "output": str(output),
+                "weights": {"source": weights.source, "sha256": weights.source_sha256,
+                            "random": weights.is_random},
+                "options": options.to_dict(),
+                "final_losses": result.losses,
+                "evaluations": result.evaluations,
+                "timings_seconds": {**result.timings, "per_iteration": per_iteration},
+                "history": result.history,
+            },
+        )
+    return 0
+
+
+def cmd_weights_info(args: argparse.Namespace) -> int:
+    from jaxstyle.weights import load_weights
+
+    start = time.perf_counter()
+    weights = load_weights(args.file)
+    seconds = time.perf_counter() - start
+    pre = weights.preprocessing
+    print(f"file:           {args.file}")
+    print(f"source:         {weights.source}")
+    print(f"source sha256:  {weights.source_sha256}")
+    print(f"preprocessing:  {pre.channel_order}, scale {pre.scale:g}, mean {list(pre.mean)}, "
+          f"std {list(pre.std)}")
+    print(f"widths:         {[weights.params[f'conv{b}_1']['kernel'].shape[-1] for b in range(1, 6)]}")
+    print(f"parameters:     {weights.num_parameters():,}")
+    print(f"load time:      {seconds:.3f} s")
+    return 0
+
+
+def cmd_weights_convert(args: argparse.Namespace) -> int:
+    from jaxstyle.weights import CONVERTED_SUFFIX, convert, default_weights_dir, save_converted
+
+    weights = convert(args.input, args.preprocessing)
+    if args.output:
+        output = Path(args.output)
+    else:
+        stem = weights.source if weights.source in ("caffe", "torchvision", "keras") else Path(
+            args.input).stem
+        output = default_weights_dir() / f"vgg19-{stem}{CONVERTED_SUFFIX}"
+    if output.exists() and output.resolve() == Path(args.input).resolve():
+        raise JaxstyleError(f"{output}: refusing to overwrite the input file")
+    if not output.parent.is_dir():
+        raise JaxstyleError(f"{output}: folder {output.parent} does not exist")
+    try:
+        save_converted(weights, output)
+    except OSError as exc:
+        raise JaxstyleError(f"{output}: could not write ({exc.strerror or exc})") from None
+    print(f"converted {args.input} ({weights.source}, {weights.num_parameters():,} parameters) "
+          f"-> {output}")
+    return 0
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    from jaxstyle.download import download_source
+
+    path = download_source(args.source, folder=args.dir, url=args.url, quiet=args.quiet,
+                           timeout=args.timeout)
+    print(f"downloaded, verified and converted {args.source} weights -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxstyle.images import DEFAULT_MAX_PIXELS
+    from jaxstyle.preprocessing import PRESETS
+    from jaxstyle.weights import DEFAULT_SOURCE_ORDER, SOURCES
+
+    parser = _Parser(prog="jaxstyle", description="Neural style transfer (Gatys et al.) on JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("stylize", help="repaint a content image in the style of others",
+                              description="Repaint CONTENT in the style of STYLE images.")
+    run.add_argument("content", help="content image")
+    run.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    run.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
+    run.add_argument("--weights", default=None, metavar="PATH|random",
+                     help="VGG19 weights: a converted or source file, or 'random' (untrained, for "
+                          "trying the pipeline); default: $JAXSTYLE_WEIGHTS, weights/, the cache")
+    run.add_argument("--init-image", default=None, metavar="PATH",
+                     help="start from this image (overrides --init)")
+    run.add_argument("--save-every", type=int, default=0, metavar="N",
+                     help="also save OUTPUT_<iteration> every N iterations (0: never)")
+    run.add_argument("--report", default=None, metavar="PATH",
+                     help="write a JSON summary: options, losses, history, evaluations, timings")
+    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                     help="refuse input images larger than this many pixels")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log")
+    add_option_flags(run)
+    run.set_defaults(func=cmd_stylize)
+
+    weights = commands.add_parser("weights", help="download, convert and inspect VGG19 weights")
+    actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_weights_info)
+    conv = actions.add_parser("convert", help="convert a source file to jaxstyle's format")
+    conv.add_argument("input", help="a .pth (torchvision/Caffe/Gatys layout) or Keras .h5 file")
+    conv.add_argument("output", nargs="?", help="default: weights/ in a checkout, else the cache")
+    conv.add_argument("--preprocessing", choices=sorted(PRESETS), default=None,
+                      help="required for files not recognised by checksum")
+    conv.set_defaults(func=cmd_weights_convert)
+    down = actions.add_parser("download", help="download, verify and convert published weights")
+    down.add_argument("source", nargs="?", default=DEFAULT_SOURCE_ORDER[0], choices=sorted(SOURCES))
+    down.add_argument("--dir", default=None, help="where to put the converted file")
+    down.add_argument("--url", default=None, help="download from this address instead")
+    down.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    down.add_argument("-q", "--quiet", action="store_true")
+    down.set_defaults(func=cmd_weights_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except JaxstyleError as exc:
+        print(f"jaxstyle: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("jaxstyle: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from jaxstyle.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(tmp_path):
+    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
+    Image.fromarray((smooth_image(30, 40, 0) * 255).astype(np.uint8)).save(content)
+    Image.fromarray((smooth_image(36, 36, 1) * 255).astype(np.uint8)).save(style)
+    return content, style
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_stylize_writes_image_and_report(tmp_path, images, tiny_weights_file, capsys):
+    content, style = images
+    out, report = tmp_path / "out.png", tmp_path / "report.json"
+    code, err = _run(capsys, "stylize", content, style, "-o", out, "--weights", tiny_weights_file,
+                     "--size", 32, "--iterations", 4, "--progress-every", 2, "--save-every", 2,
+                     "--report", report, "--style-blend-weights", "1", "--pooling", "avg")
+    assert code == 0, err
+    assert Image.open(out).size == (32, 24)
+    assert (tmp_path / "out_00002.png").is_file()
+    data = json.loads(report.read_text())
+    assert data["options"]["pooling"] == "avg" and data["options"]["iterations"] == 4
+    assert len(data["history"]["total"]) == 4 and data["evaluations"] == 5
+    assert set(data["final_losses"]) >= {"total", "content", "style", "tv"}
+    assert data["timings_seconds"]["per_iteration"] > 0
+    assert "wrote" in err
+
+
+def test_random_weights_are_labelled(tmp_path, images, capsys):
+    content, style = images
+    code, err = _run(capsys, "stylize", content, style, "-o", tmp_path / "o.png",
+                     "--weights", "random", "--size", 16, "--iterations", 1,
+                     "--content-layers", "relu1_1", "--style-layers", "relu1_1,relu2_1")
+    assert code == 0, err
+    assert "random (He init, seed 0) -- NOT pretrained" in err
+
+
+BAD_CASES = {
+    "missing content": (["{missing}", "{style}"], [], "no such file"),
+    "not an image": (["{text}", "{style}"], [], "not an image"),
+    "truncated image": (["{truncated}", "{style}"], [], "cannot decode image"),
+    "unknown layer": (["{content}", "{style}"], ["--style-layers", "relu1_1,relu9_1"],
+                      "unknown layer 'relu9_1'"),
+    "negative weight": (["{content}", "{style}"], ["--style-weight=-1"], "style_weight"),
+    "size too small": (["{content}", "{style}"], ["--size", "8"], "too small for the network"),
+    "output folder missing": (["{content}", "{style}"], ["-o", "{tmp}/nope/out.png"],
+                              "does not exist"),
+    "output is an input": (["{content}", "{style}"], ["-o", "{content}"],
+                           "refusing to overwrite the input"),
+    "unknown extension": (["{content}", "{style}"], ["-o", "{tmp}/out.xyz"], "extension"),
+    "blend weights mismatch": (["{content}", "{style}"], ["--style-blend-weights", "1,2"],
+                               "2 weights for 1 style images"),
+    "bad weights file": (["{content}", "{style}"], ["--weights", "{text}"], "weights"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_exits_2_with_one_line_and_no_output(case, tmp_path, images, capsys,
+                                                       tiny_weights_file):
+    content, style = images
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(content.read_bytes()[:200])
+    names = dict(content=content, style=style, missing=tmp_path / "missing.png", text=text,
+                 truncated=truncated, tmp=tmp_path)
+    positional, extra, message = BAD_CASES[case]
+    argv = ["stylize", *[p.format(**names) for p in positional]]
+    extra = [e.format(**names) for e in extra]
+    if "-o" not in extra:
+        extra += ["-o", str(tmp_path / "out.png")]
+    if "--weights" not in extra:
+        extra += ["--weights", str(tiny_weights_file)]
+    before = sorted(tmp_path.rglob("*"))
+    code, err = _run(capsys, *argv, *extra, "--iterations", 2)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxstyle: error:"), err
+    assert message in lines[0]
+    assert sorted(tmp_path.rglob("*")) == before
+    assert content.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(tmp_path, images, capsys, tiny_weights_file):
+    content, style = images
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, err = _run(capsys, "stylize", content, style, "-o", locked / "o.png",
+                     "--weights", tiny_weights_file)
+    assert code == 2 and "not writable" in err
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stylize", "--iterations", "many", "a.png", "b.png", "-o", "c.png"])
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_checkout_entry_point_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "stylize", "missing.png", "missing2.png",
+         "-o", str(tmp_path / "o.png")], capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "jaxstyle: error: missing.png: no such file"
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "jaxstyle", "stylize", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "--content-weight" in result.stdout and "(default: 5.0)" in result.stdout
