@@ -1,0 +1,229 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import DATA, nhwc
+from torch_format import save_legacy, save_zip, save_zip_raw_pickle
+
+from jaxstyle import LAYERS, WeightsError, load_weights, vgg19_features
+from jaxstyle.cli import main
+from jaxstyle.preprocessing import CAFFE, TORCHVISION
+from jaxstyle.pth import read_state_dict
+from jaxstyle.vgg import CONV_LAYERS
+from jaxstyle.weights import convert, find_weights, save_converted
+
+TORCHVISION_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+
+
+@pytest.fixture(scope="module")
+def state():
+    return read_state_dict(DATA / "vgg19_tiny.pth")
+
+
+def _gatys_layout(state):
+    """Same tensors under Gatys' vgg_conv.pth keys (conv1_1.weight ...), no classifier."""
+    out = {}
+    for name, index in zip(CONV_LAYERS, TORCHVISION_INDEX):
+        out[f"{name}.weight"] = state[f"features.{index}.weight"]
+        out[f"{name}.bias"] = state[f"features.{index}.bias"]
+    return out
+
+
+def _assert_matches_reference(weights, reference, rtol=1e-4):
+    x = jnp.asarray(nhwc(reference["input_nchw"]))
+    for pooling in ("max", "avg"):
+        out = vgg19_features(weights.params, x, LAYERS, pooling)
+        for name in LAYERS:
+            want = nhwc(reference[f"{pooling}/{name}"])
+            rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
+            assert rel < rtol, (pooling, name, rel)
+
+
+def _make(kind, state, path):
+    features_only = {k: v for k, v in state.items() if k.startswith("features.")}
+    builders = {
+        "shared zip": lambda: DATA / "vgg19_tiny.pth",
+        "shared legacy": lambda: DATA / "vgg19_tiny_legacy.pth",
+        "zip without classifier": lambda: save_zip(features_only, path) or path,
+        "legacy without classifier": lambda: save_legacy(features_only, path) or path,
+        "gatys zip": lambda: save_zip(_gatys_layout(state), path) or path,
+        "gatys legacy": lambda: save_legacy(_gatys_layout(state), path) or path,
+        "module prefix": lambda: save_zip({f"module.{k}": v for k, v in state.items()}, path)
+        or path,
+    }
+    return builders[kind]()
+
+
+@pytest.mark.parametrize("kind", ["shared zip", "shared legacy", "zip without classifier",
+                                  "legacy without classifier", "gatys zip", "gatys legacy",
+                                  "module prefix"])
+def test_each_layout_converts_round_trips_and_matches_torch(kind, state, reference, tmp_path):
+    source = _make(kind, state, tmp_path / "renamed-anything.bin")
+    weights = convert(source, "torchvision")
+    _assert_matches_reference(weights, reference)
+    saved = save_converted(weights, tmp_path / "out.msgpack")
+    again = load_weights(saved)
+    assert again.source_sha256 == weights.source_sha256 and again.preprocessing == TORCHVISION
+    for name in CONV_LAYERS:
+        np.testing.assert_array_equal(again.params[name]["kernel"], weights.params[name]["kernel"])
+
+
+def test_float16_file(reference):
+    weights = convert(DATA / "vgg19_tiny_fp16.pth", "torchvision")
+    assert weights.params["conv1_1"]["kernel"].dtype == np.float32
+    # The file's weights are rounded to float16 (relative step 2^-11), so activations can only
+    # match the float32 reference to about that precision.
+    _assert_matches_reference(weights, reference, rtol=5e-3)
+
+
+def test_keras_h5(state, reference, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as f:
+        for name, index in zip(CONV_LAYERS, TORCHVISION_INDEX):
+            group = f.create_group(f"block{name[4]}_conv{name[6]}")
+            kernel = np.transpose(state[f"features.{index}.weight"], (2, 3, 1, 0))
+            group.create_dataset(f"block{name[4]}_conv{name[6]}_W_1:0", data=kernel)
+            group.create_dataset(f"block{name[4]}_conv{name[6]}_b_1:0",
+                                 data=state[f"features.{index}.bias"])
+    weights = convert(path)
+    assert weights.preprocessing == CAFFE and weights.source == "keras"
+    _assert_matches_reference(weights, reference)
+
+
+def test_unknown_file_needs_preprocessing_and_known_ones_are_recognised(tmp_path, monkeypatch):
+    with pytest.raises(WeightsError, match="state its preprocessing"):
+        convert(DATA / "vgg19_tiny.pth")
+    from jaxstyle import weights as weights_module
+
+    checksum = weights_module.sha256_of(DATA / "vgg19_tiny.pth")
+    fake = weights_module.Source("caffe", "x.pth", "http://x", checksum[:8], "", CAFFE, "test")
+    monkeypatch.setitem(weights_module.SOURCES, "caffe", fake)
+    renamed = tmp_path / "my-weights.pth"
+    renamed.write_bytes((DATA / "vgg19_tiny.pth").read_bytes())
+    recognised = convert(renamed)
+    assert recognised.source == "caffe" and recognised.preprocessing == CAFFE
+    with pytest.raises(WeightsError, match="known to use caffe preprocessing"):
+        convert(renamed, "torchvision")
+
+
+def test_hostile_pickle_is_refused_and_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    path = tmp_path / "evil.pth"
+    save_zip_raw_pickle(pickle.dumps({"features.0.weight": Exploit()}, protocol=2), path)
+    with pytest.raises(WeightsError, match=r"refusing to load: the file asks for '(posix|os)\.system'"):
+        load_weights(path, "torchvision")
+    assert not marker.exists()
+    legacy = tmp_path / "evil_legacy.pth"
+    legacy.write_bytes(pickle.dumps(Exploit(), protocol=2))
+    with pytest.raises(WeightsError):
+        load_weights(legacy, "torchvision")
+    assert not marker.exists()
+
+
+def test_wrong_shapes_missing_layers_and_truncation_name_the_problem(state, tmp_path):
+    bad = dict(state)
+    bad["features.7.weight"] = bad["features.7.weight"][:, :4]  # conv2_2 with 4 input channels
+    save_zip(bad, tmp_path / "shape.pth")
+    with pytest.raises(WeightsError, match="layer conv2_2: kernel has shape"):
+        convert(tmp_path / "shape.pth", "torchvision")
+    missing = {k: v for k, v in state.items() if not k.startswith("features.34.")}
+    save_zip(missing, tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match="layer conv5_4 is missing"):
+        convert(tmp_path / "missing.pth", "torchvision")
+    full = (DATA / "vgg19_tiny_legacy.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(full[: len(full) // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        convert(tmp_path / "cut.pth", "torchvision")
+    zipped = (DATA / "vgg19_tiny.pth").read_bytes()
+    (tmp_path / "cut.zip.pth").write_bytes(zipped[: len(zipped) // 2])
+    with pytest.raises(WeightsError):
+        convert(tmp_path / "cut.zip.pth", "torchvision")
+
+
+def test_converted_file_corruption_and_version(tiny_weights, tmp_path):
+    path = save_converted(tiny_weights, tmp_path / "w.msgpack")
+    data = path.read_bytes()
+    (tmp_path / "cut.msgpack").write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match="corrupt converted weights"):
+        load_weights(tmp_path / "cut.msgpack")
+    from flax import serialization
+
+    state = serialization.msgpack_restore(data)
+    state["version"] = 99
+    (tmp_path / "v99.msgpack").write_bytes(serialization.msgpack_serialize(state))
+    with pytest.raises(WeightsError, match="format version 99"):
+        load_weights(tmp_path / "v99.msgpack")
+
+
+def test_resolution_order(tiny_weights, tmp_path, monkeypatch):
+    from jaxstyle import weights as weights_module
+
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    repo.mkdir(), cache.mkdir()
+    monkeypatch.setattr(weights_module, "repo_weights_dir", lambda: repo)
+    monkeypatch.setattr(weights_module, "cache_weights_dir", lambda: cache)
+    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
+    with pytest.raises(WeightsError, match="--weights random"):
+        find_weights()
+    in_cache = save_converted(tiny_weights, cache / "vgg19-torchvision.msgpack")
+    assert find_weights() == in_cache
+    in_repo = save_converted(tiny_weights, repo / "vgg19-caffe.msgpack")
+    assert find_weights() == in_repo
+    env = save_converted(tiny_weights, tmp_path / "env.msgpack")
+    monkeypatch.setenv("JAXSTYLE_WEIGHTS", str(env))
+    assert find_weights() == env
+    assert find_weights(str(in_cache)) == in_cache
+
+
+def test_cli_convert_and_info(tmp_path, capsys):
+    out = tmp_path / "tiny.msgpack"
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny_legacy.pth"), str(out),
+                 "--preprocessing", "torchvision"]) == 0
+    assert main(["weights", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "preprocessing:  RGB, scale 1, mean [0.485, 0.456, 0.406]" in printed
+    assert "parameters:     " in printed and "source sha256:  " in printed
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"), str(tmp_path / "x.msgpack")]) == 2
+    assert "state its preprocessing" in capsys.readouterr().err
+    assert not (tmp_path / "x.msgpack").exists()
+
+
+@pytest.mark.torch
+def test_full_size_file_written_by_real_torch(tmp_path):
+    """A full-width VGG19 saved by real torch (legacy format, like torchvision's file)."""
+    pytest.importorskip("torch")
+    source = tmp_path / "vgg19-random.pth"
+    script = (
+        "import torch, torch.nn as nn\n"
+        "torch.manual_seed(0)\n"
+        "cfg=[64,64,'M',128,128,'M',256,256,256,256,'M',512,512,512,512,'M',512,512,512,512,'M']\n"
+        "layers=[];c=3\n"
+        "for v in cfg:\n"
+        "    layers += [nn.MaxPool2d(2)] if v=='M' else [nn.Conv2d(c,v,3,padding=1), nn.ReLU()]\n"
+        "    c = c if v=='M' else v\n"
+        "m=nn.Module(); m.features=nn.Sequential(*layers)\n"
+        f"torch.save(m.state_dict(), {str(source)!r}, _use_new_zipfile_serialization=False)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    weights = convert(source, "caffe")
+    assert weights.num_parameters() == 20_024_384
+    converted = save_converted(weights, tmp_path / "full.msgpack")
+    start = time.perf_counter()
+    loaded = load_weights(converted)
+    assert time.perf_counter() - start < 10
+    assert loaded.params["conv5_4"]["kernel"].shape == (3, 3, 512, 512)
+    assert Path(converted).stat().st_size > 80_000_000
