@@ -7,9 +7,11 @@ Any `JaxstyleError` is printed as one line and exits with code 2; nothing half-w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,13 +109,84 @@ def _check_report_path(path: Path, protected: list[str]) -> None:
         raise JaxstyleError(f"--report {path}: cannot write there")
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
+class _Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests(quiet: bool):
+    """The first SIGINT/SIGTERM asks the run to stop after the current chunk (checkpointing);
+    a second one gets the default action and ends the process at once. Files are only ever
+    replaced by rename, so nothing on disk is left half-written either way."""
+    requested: list[int] = []
+
+    def handler(signum, _frame):
+        requested.append(signum)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        _log("\nstopping after the current chunk (press Ctrl-C again to quit at once)", quiet)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _describe_inputs(args, weights, weights_path: str) -> dict:
+    from jaxstyle.files import sha256_of
+
+    def entry(path):
+        return None if path is None else {"path": str(Path(path).resolve()),
+                                          "sha256": sha256_of(path)}
+
+    return {
+        "content": entry(args.content),
+        "styles": [entry(p) for p in args.styles],
+        "init_image": entry(args.init_image),
+        "weights": {"path": weights_path, "source": weights.source,
+                    "sha256": weights.source_sha256 or weights.source},
+    }
+
+
+def _partial_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.partial{output.suffix}")
+
+
+def _checkpoint_path(output: Path) -> Path:
+    return output.with_name(output.name + ".ckpt")
+
+
+def _parse_checkpoint_every(text: str) -> int | None:
+    """'auto' -> None (every few minutes of wall time), else an iteration count (0: never)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+AUTO_CHECKPOINT_SECONDS = 120.0
+
+
+def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | None) -> int:
     from tqdm import tqdm
 
+    from jaxstyle.checkpoint import (Checkpoint, CheckpointError, differences, load_checkpoint,
+                                     save_checkpoint)
+    from jaxstyle.errors import OptimizationError
     from jaxstyle.images import check_output_path, load_image, save_image
     from jaxstyle.stylize import check_inputs, stylize
+    from jaxstyle.weights import find_weights
 
-    options = options_from_args(args)
+    saved = load_checkpoint(resume_from) if resume_from else None
     inputs = [args.content, *args.styles] + ([args.init_image] if args.init_image else [])
     output = check_output_path(args.output, inputs)
     if args.report:
@@ -122,30 +195,81 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     styles = [load_image(p, args.max_pixels) for p in args.styles]
     init_image = load_image(args.init_image, args.max_pixels) if args.init_image else None
     check_inputs(content.shape, [s.shape for s in styles], options)
-    weights = _load_weights(args.weights, options.seed)
+    weights_path = "random" if args.weights == "random" else str(find_weights(args.weights))
+    weights = _load_weights(weights_path, options.seed)
+    described = _describe_inputs(args, weights, weights_path)
+    if saved is not None:
+        found = differences(saved, options, described)
+        if found:
+            raise CheckpointError(f"cannot resume {resume_from}: " + "; ".join(found))
     if weights.is_random:
         _log(f"weights: {weights.source} -- NOT pretrained: the result shows the pipeline working, "
              "not real style transfer", args.quiet)
     else:
         _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", args.quiet)
 
-    bar = tqdm(total=options.iterations, unit="it", disable=args.quiet, file=sys.stderr,
-               dynamic_ncols=True, delay=0.1)
+    checkpoint_file = _checkpoint_path(output)
+    every = args.checkpoint_every
+    last_checkpoint = [time.monotonic()]
 
-    def on_progress(p) -> None:
-        bar.set_postfix_str(f"loss {p.value:.4g} evals {p.evaluations}", refresh=False)
-        bar.update(p.iteration - bar.n)
-        if args.save_every and p.iteration % args.save_every == 0 and p.iteration < p.total_iterations:
-            save_image(_intermediate_path(output, p.iteration), p.image(), inputs)
+    def write_checkpoint(run_state) -> None:
+        save_checkpoint(checkpoint_file, Checkpoint(run_state, options, described, str(output)))
+        last_checkpoint[0] = time.monotonic()
 
-    report_at = (lambda i: i % args.save_every == 0) if args.save_every else None
-    try:
-        result = stylize(content, styles, weights, options, init_image=init_image,
-                         callback=on_progress, report_at=report_at)
-    finally:
-        bar.close()
+    def keep_partial(progress, why: str) -> str:
+        write_checkpoint(progress.run_state())
+        partial = save_image(_partial_path(output), progress.image(), inputs)
+        return (f"{why}; wrote {partial} (iteration {progress.iteration}) and the checkpoint "
+                f"{checkpoint_file}; continue with: jaxstyle resume {checkpoint_file}")
+
+    start = saved.run.iteration if saved else 0
+    bar = tqdm(total=options.iterations, initial=start, unit="it", disable=args.quiet,
+               file=sys.stderr, dynamic_ncols=True, delay=0.1)
+
+    with _stop_requests(args.quiet) as stop:
+
+        def on_progress(p) -> None:
+            bar.set_postfix_str(f"loss {p.value:.4g} evals {p.evaluations}", refresh=False)
+            bar.update(p.iteration - bar.n)
+            finished = p.iteration >= p.total_iterations
+            if args.save_every and p.iteration % args.save_every == 0 and not finished:
+                save_image(_intermediate_path(output, p.iteration), p.image(), inputs)
+            if stop:
+                raise _Interrupted(stop[0])
+            due = (every is None and time.monotonic() - last_checkpoint[0] > AUTO_CHECKPOINT_SECONDS
+                   or every and p.iteration % every == 0)
+            if due and not finished:
+                write_checkpoint(p.run_state())
+
+        def report_at(i: int) -> bool:
+            return bool(args.save_every and i % args.save_every == 0 or every and i % every == 0)
+
+        latest = []  # only the newest progress: each one holds a whole optimizer state
+
+        def remember(p) -> None:
+            latest[:] = [p]
+            on_progress(p)
+
+        try:
+            result = stylize(content, styles, weights, options, init_image=init_image,
+                             callback=remember,
+                             report_at=report_at, resume=saved.run if saved else None)
+        except _Interrupted as interrupt:
+            bar.close()
+            name = signal.Signals(interrupt.signum).name
+            _log(keep_partial(latest[0], f"interrupted by {name}"))
+            return 128 + interrupt.signum
+        except OptimizationError as exc:
+            bar.close()
+            if exc.last_good is not None and exc.last_good.iteration > 0:
+                raise OptimizationError(keep_partial(exc.last_good, str(exc))) from None
+            raise
+        finally:
+            bar.close()
     save_image(output, result.image, inputs)
-    per_iteration = result.timings["optimize"] / max(1, options.iterations)
+    checkpoint_file.unlink(missing_ok=True)
+    done = options.iterations - start
+    per_iteration = result.timings["optimize"] / max(1, done)
     _log(
         f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}): loss "
         f"{result.losses['total']:.6g} (content {result.losses['content']:.4g}, style "
@@ -163,6 +287,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 "styles": args.styles,
                 "init_image": args.init_image,
                 "output": str(output),
+                "resumed_from_iteration": start if saved else None,
                 "weights": {"source": weights.source, "sha256": weights.source_sha256,
                             "random": weights.is_random},
                 "options": options.to_dict(),
@@ -173,6 +298,24 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             },
         )
     return 0
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    return _run(args, options, Path(args.resume) if args.resume else None)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from jaxstyle.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(args.checkpoint)
+    recorded = saved.inputs
+    args.content = recorded["content"]["path"]
+    args.styles = [entry["path"] for entry in recorded["styles"]]
+    args.init_image = recorded["init_image"]["path"] if recorded["init_image"] else None
+    args.weights = recorded["weights"]["path"]
+    args.output = args.output or saved.output
+    return _run(args, saved.options, Path(args.checkpoint))
 
 
 def cmd_weights_info(args: argparse.Namespace) -> int:
@@ -225,8 +368,24 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     from jaxstyle.images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--save-every", type=int, default=0, metavar="N",
+                        help="also save OUTPUT_<iteration> every N iterations (0: never)")
+    parser.add_argument("--checkpoint-every", type=_parse_checkpoint_every, default=None,
+                        metavar="N|auto",
+                        help="write OUTPUT.ckpt every N iterations; 'auto' (default): every "
+                             f"{AUTO_CHECKPOINT_SECONDS:.0f} s of running; 0: never. Removed "
+                             "when the run finishes")
+    parser.add_argument("--report", default=None, metavar="PATH",
+                        help="write a JSON summary: options, losses, history, evaluations, timings")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse input images larger than this many pixels")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log")
+
+
+def build_parser() -> argparse.ArgumentParser:
     from jaxstyle.preprocessing import PRESETS
     from jaxstyle.weights import DEFAULT_SOURCE_ORDER, SOURCES
 
@@ -244,15 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "trying the pipeline); default: $JAXSTYLE_WEIGHTS, weights/, the cache")
     run.add_argument("--init-image", default=None, metavar="PATH",
                      help="start from this image (overrides --init)")
-    run.add_argument("--save-every", type=int, default=0, metavar="N",
-                     help="also save OUTPUT_<iteration> every N iterations (0: never)")
-    run.add_argument("--report", default=None, metavar="PATH",
-                     help="write a JSON summary: options, losses, history, evaluations, timings")
-    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                     help="refuse input images larger than this many pixels")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log")
+    run.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                     help="continue the run saved in CHECKPOINT (inputs and options must match)")
+    _add_run_flags(run)
     add_option_flags(run)
     run.set_defaults(func=cmd_stylize)
+
+    again = commands.add_parser("resume", help="continue an interrupted run from its checkpoint",
+                                description="Continue the run saved in CHECKPOINT, with its "
+                                            "inputs and options.")
+    again.add_argument("checkpoint", help="the OUTPUT.ckpt file an interrupted run left")
+    again.add_argument("-o", "--output", default=None, help="default: the run's own output")
+    _add_run_flags(again)
+    again.set_defaults(func=cmd_resume)
 
     weights = commands.add_parser("weights", help="download, convert and inspect VGG19 weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -8,7 +8,6 @@ the converted file. A failed or mismatched download leaves nothing that could pa
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from jaxstyle.errors import WeightsError
+from jaxstyle.files import sha256_of
 from jaxstyle.weights import SOURCES, convert, default_weights_dir, save_converted
 
 _CHUNK = 1 << 20
@@ -71,14 +71,6 @@ def _fetch(url: str, part: Path, timeout: float, quiet: bool) -> None:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_source(
     name: str,
     folder: str | os.PathLike | None = None,
@@ -128,7 +120,7 @@ def download_source(
                     f"download of {url} kept breaking off ({type(exc).__name__}); run the same "
                     f"command again to resume from {part}"
                 ) from None
-    checksum = _sha256(part)
+    checksum = sha256_of(part)
     expected = source.sha256 or _hash_prefix_in_name(url) or source.sha256_prefix
     if not checksum.startswith(expected):
         part.unlink()

@@ -14,4 +14,13 @@ class WeightsError(JaxstyleError):
 
 
 class OptimizationError(JaxstyleError):
-    """The optimization diverged (a loss became NaN or infinite)."""
+    """The optimization diverged (a loss became NaN or infinite).
+
+    Attributes:
+      last_good: the `jaxstyle.optimize.Progress` of the last good iteration (its image and
+        optimizer state), so callers can keep what was achieved.
+    """
+
+    def __init__(self, message: str, last_good=None):
+        super().__init__(message)
+        self.last_good = last_good

@@ -167,6 +167,15 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
     return jax.jit(init), jax.jit(run_chunk)
 
 
+def state_like(
+    loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple, config: OptimizerConfig,
+    chunk: int,
+):
+    """The structure, shapes and dtypes of the optimizer state `minimize` would start from."""
+    init, _ = _compiled(loss_fn, loss_static, config, chunk)
+    return jax.eval_shape(init, x0, *args)
+
+
 def num_evaluations(state) -> int:
     """Loss-and-gradient evaluations so far, counted by the optimizer."""
     return int(state.num_fun_eval)
@@ -185,6 +194,7 @@ class Progress:
       components: the current loss components.
       evaluations: loss-and-gradient evaluations so far.
       elapsed: seconds since `minimize` started, compilation included.
+      history: the loss after each iteration so far, by component.
     """
 
     iteration: int
@@ -195,6 +205,7 @@ class Progress:
     components: dict[str, float]
     evaluations: int
     elapsed: float
+    history: dict[str, list[float]]
 
 
 class MinimizeResult(NamedTuple):
@@ -219,6 +230,7 @@ def minimize(
     callback: Callable[[Progress], None] | None = None,
     state: Any = None,
     start_iteration: int = 0,
+    history: dict[str, list[float]] | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -234,6 +246,7 @@ def minimize(
       callback: called with a `Progress` after every chunk.
       state: an optimizer state to continue from (with `x0` the image it belongs to).
       start_iteration: iterations already done when continuing.
+      history: the loss history of those iterations, continued in the result.
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
@@ -248,7 +261,22 @@ def minimize(
     compiled_chunk = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
     compile_seconds = _compile_seconds_since(start)
     x = x0
-    history: dict[str, list[float]] = {k: [] for k in ("total", *state.aux)}
+    history = {k: list(v) for k, v in (history or {}).items()}
+    for key in ("total", *state.aux):
+        history.setdefault(key, [])
+
+    def progress() -> Progress:
+        return Progress(
+            iteration=done,
+            total_iterations=iterations,
+            x=x,
+            state=state,
+            value=float(state.value),
+            components={k: float(v) for k, v in state.aux.items()},
+            evaluations=num_evaluations(state),
+            elapsed=time.perf_counter() - start,
+            history=history,
+        )
     done = start_iteration
     while done < iterations:
         n = min(chunk, iterations - done)
@@ -265,20 +293,10 @@ def minimize(
             raise OptimizationError(
                 f"the loss became NaN or infinite at iteration {done + 1} "
                 f"(bad: {', '.join(bad) or 'total'}); the last good image is from iteration {done}",
+                last_good=progress(),
             )
         if callback is not None:
-            callback(
-                Progress(
-                    iteration=done,
-                    total_iterations=iterations,
-                    x=x,
-                    state=state,
-                    value=float(state.value),
-                    components={k: float(v) for k, v in state.aux.items()},
-                    evaluations=num_evaluations(state),
-                    elapsed=time.perf_counter() - start,
-                )
-            )
+            callback(progress())
     total = time.perf_counter() - start
     return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
                           total - compile_seconds)

@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import losses
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import fit_longest_side, resize
-from jaxstyle.optimize import OptimizerConfig, Progress, minimize
+from jaxstyle.checkpoint import RunState, restore_state
+from jaxstyle.optimize import OptimizerConfig, Progress, minimize, state_like
 from jaxstyle.options import StyleOptions
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.vgg import min_image_side
@@ -35,6 +36,8 @@ class StylizeProgress:
       elapsed: seconds since optimization started (compilation included).
       x: the image in the network's input space, float32 [H, W, 3].
       state: the optimizer state that goes with `x`.
+      history: the loss after each iteration so far, by component.
+      preprocessing: the weights' preprocessing, for `image`.
     """
 
     iteration: int
@@ -45,7 +48,14 @@ class StylizeProgress:
     elapsed: float
     x: jax.Array
     state: object
+    history: dict[str, list[float]]
     preprocessing: Preprocessing
+
+    def run_state(self) -> RunState:
+        """Everything needed to continue the run from here (see `stylize`'s `resume`)."""
+        return RunState(self.iteration, np.asarray(self.x),
+                        jax.tree_util.tree_map(np.asarray, self.state),
+                        {k: list(v) for k, v in self.history.items()})
 
     def image(self) -> np.ndarray:
         """The current image as float32 [H, W, 3] RGB in [0, 1]."""
@@ -195,6 +205,7 @@ def stylize(
     init_image: jax.Array | None = None,
     callback: Callable[[StylizeProgress], None] | None = None,
     report_at: Callable[[int], bool] | None = None,
+    resume: RunState | None = None,
 ) -> StylizeResult:
     """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
 
@@ -209,12 +220,16 @@ def stylize(
       init_image: start from this image instead of ``options.init``.
       callback: called with a `StylizeProgress` every ``options.progress_every`` iterations.
       report_at: iterations at which a chunk must also end and `callback` be called.
+      resume: continue a run from this state (from `StylizeProgress.run_state` or a checkpoint)
+        instead of starting afresh; the inputs and options must be the run's own. The result is
+        bit for bit that of the uninterrupted run on the same machine.
 
     Returns:
       A `StylizeResult` with the image, the loss history, evaluations and timings.
 
     Raises:
-      JaxstyleError: invalid inputs; `OptimizationError` if the loss becomes NaN or infinite.
+      JaxstyleError: invalid inputs or a `resume` state that does not fit;
+        `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
     """
     options = options or StyleOptions()
     start = time.perf_counter()
@@ -222,25 +237,39 @@ def stylize(
     jax.block_until_ready(targets)
     targets_seconds = time.perf_counter() - start
 
-    def on_progress(p: Progress) -> None:
-        callback(
-            StylizeProgress(
-                p.iteration, p.total_iterations, p.value, p.components, p.evaluations, p.elapsed,
-                p.x, p.state, weights.preprocessing,
-            )
+    def wrap(p: Progress) -> StylizeProgress:
+        return StylizeProgress(
+            p.iteration, p.total_iterations, p.value, p.components, p.evaluations, p.elapsed,
+            p.x, p.state, p.history, weights.preprocessing,
         )
 
-    result = minimize(
-        losses.objective,
-        options.loss_config(),
-        x0,
-        (weights.params, targets),
-        optimizer_config(options, weights.preprocessing),
-        options.iterations,
-        chunk=options.progress_every,
-        stops=report_at,
-        callback=on_progress if callback else None,
-    )
+    args = (weights.params, targets)
+    config = optimizer_config(options, weights.preprocessing)
+    state, start_iteration, history = None, 0, None
+    if resume is not None:
+        if np.shape(resume.x) != x0.shape:
+            raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
+        like = state_like(losses.objective, options.loss_config(), x0, args, config,
+                          options.progress_every)
+        state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
+        x0, start_iteration, history = jnp.asarray(resume.x), resume.iteration, resume.history
+    try:
+        result = minimize(
+            losses.objective,
+            options.loss_config(),
+            x0,
+            args,
+            config,
+            options.iterations,
+            chunk=options.progress_every,
+            stops=report_at,
+            callback=(lambda p: callback(wrap(p))) if callback else None,
+            state=state,
+            start_iteration=start_iteration,
+            history=history,
+        )
+    except OptimizationError as exc:
+        raise OptimizationError(str(exc), last_good=wrap(exc.last_good)) from None
     final = {"total": float(result.state.value)}
     final.update({k: float(v) for k, v in result.state.aux.items()})
     return StylizeResult(

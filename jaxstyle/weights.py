@@ -8,7 +8,6 @@ and the preprocessing the weights were trained with.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import zipfile
@@ -21,7 +20,7 @@ import platformdirs
 from flax import serialization
 
 from jaxstyle.errors import WeightsError
-from jaxstyle.files import atomic_write
+from jaxstyle.files import atomic_write, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
 from jaxstyle.pth import read_state_dict
 from jaxstyle.vgg import CONV_LAYERS, init_params
@@ -113,14 +112,6 @@ def random_weights(seed: int = 0) -> VGGWeights:
     """A seeded, He-initialised full-width VGG19 with torchvision preprocessing (no download)."""
     params = init_params(jax.random.key(seed))
     return VGGWeights(params, TORCHVISION, source=f"random (He init, seed {seed})")
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def known_source(sha256: str) -> Source | None:

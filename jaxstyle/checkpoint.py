@@ -1,0 +1,177 @@
+"""Checkpoints: the whole state of a run, so that a resumed run ends bit for bit where an
+uninterrupted one would.
+
+A checkpoint holds the image, every leaf of the optimizer state (the L-BFGS history included),
+the iteration, the loss history, the options and the SHA-256 of every input file. It is written
+atomically (flax msgpack), and refused on resume when an input or an option differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import serialization
+
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import atomic_write
+from jaxstyle.options import StyleOptions
+
+FORMAT_NAME = "jaxstyle-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(JaxstyleError):
+    """A checkpoint is corrupt, from another version, or does not match the run resumed."""
+
+
+@dataclass
+class RunState:
+    """Where a run stands: enough to continue it exactly.
+
+    Attributes:
+      iteration: iterations done.
+      x: the image in the network's input space, float32 [H, W, 3].
+      state: the optimizer's state (a pytree).
+      history: the loss after each iteration so far, by component.
+    """
+
+    iteration: int
+    x: np.ndarray
+    state: object
+    history: dict[str, list[float]]
+
+
+@dataclass
+class Checkpoint:
+    """A saved run: its state plus what it was computed from.
+
+    Attributes:
+      run: the run's state; ``run.state`` holds the optimizer state's leaves as a list until
+        `restore_state` gives them their structure back.
+      options: the run's options.
+      inputs: ``{"content": {"path", "sha256"}, "styles": [...], "init_image": ... | None,
+        "weights": {"source", "sha256"}}``.
+      output: the output path the run was writing to.
+    """
+
+    run: RunState
+    options: StyleOptions
+    inputs: dict
+    output: str
+
+
+def _options_from_dict(d: dict) -> StyleOptions:
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return StyleOptions(**fields)
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
+    """Writes a checkpoint atomically; the previous checkpoint survives any failure."""
+    leaves = jax.tree_util.tree_leaves(checkpoint.run.state)
+    data = serialization.msgpack_serialize(
+        {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "iteration": checkpoint.run.iteration,
+            "x": np.asarray(checkpoint.run.x),
+            "state": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
+            "history": {k: np.asarray(v, np.float64) for k, v in checkpoint.run.history.items()},
+            "options": json.dumps(checkpoint.options.to_dict()),
+            "inputs": json.dumps(checkpoint.inputs),
+            "output": checkpoint.output,
+        }
+    )
+    path = Path(path)
+    try:
+        with atomic_write(path) as f:
+            f.write(data)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint ({exc.strerror or exc}); the previous one "
+            "is intact"
+        ) from None
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Reads a checkpoint written by `save_checkpoint`.
+
+    Raises:
+      CheckpointError: missing, truncated or corrupt file, or another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        raw = serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a jaxstyle checkpoint")
+    if raw.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {raw.get('version')} is not this jaxstyle's "
+            f"({FORMAT_VERSION}); finish the run with the version that wrote it"
+        )
+    try:
+        state = [raw["state"][str(i)] for i in range(len(raw["state"]))]
+        run = RunState(
+            iteration=int(raw["iteration"]),
+            x=np.asarray(raw["x"]),
+            state=state,
+            history={k: [float(v) for v in vals] for k, vals in raw["history"].items()},
+        )
+        return Checkpoint(
+            run=run,
+            options=_options_from_dict(json.loads(raw["options"])),
+            inputs=json.loads(raw["inputs"]),
+            output=str(raw["output"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def restore_state(leaves: list, like) -> object:
+    """Gives saved optimizer-state leaves the structure of `like` (e.g. a freshly built state).
+
+    Raises:
+      CheckpointError: the leaves do not fit (another optimizer, history size or image size).
+    """
+    like_leaves, treedef = jax.tree_util.tree_flatten(like)
+    if len(like_leaves) != len(leaves) or any(
+        np.shape(a) != np.shape(b) or np.asarray(b).dtype != a.dtype
+        for a, b in zip(like_leaves, leaves)
+    ):
+        raise CheckpointError("the checkpoint's optimizer state does not fit this run")
+    return jax.tree_util.tree_unflatten(treedef, [np.asarray(b) for b in leaves])
+
+
+def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[str]:
+    """What differs between a checkpoint and a run about to resume it (empty: nothing)."""
+    found = []
+    theirs, ours = saved.options.to_dict(), options.to_dict()
+    for key in ours:
+        if theirs.get(key) != ours[key]:
+            found.append(f"option {key}: checkpoint has {theirs.get(key)!r}, now {ours[key]!r}")
+
+    def describe(entry):
+        return None if entry is None else entry.get("sha256")
+
+    pairs = [("content image", saved.inputs.get("content"), inputs.get("content")),
+             ("weights", saved.inputs.get("weights"), inputs.get("weights")),
+             ("init image", saved.inputs.get("init_image"), inputs.get("init_image"))]
+    old_styles, new_styles = saved.inputs.get("styles", []), inputs.get("styles", [])
+    if len(old_styles) != len(new_styles):
+        found.append(f"style images: checkpoint has {len(old_styles)}, now {len(new_styles)}")
+    else:
+        pairs += [(f"style image {i + 1}", a, b) for i, (a, b) in enumerate(zip(old_styles, new_styles))]
+    for what, old, new in pairs:
+        if describe(old) != describe(new):
+            where = (new or old or {}).get("path", "")
+            found.append(f"{what} {where} has changed since the checkpoint".replace("  ", " "))
+    return found

@@ -1,0 +1,196 @@
+"""Checkpoints, resume, signals and divergence (issue: long runs that survive interruption)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from jaxstyle import StyleOptions, load_image, stylize
+from jaxstyle.checkpoint import CheckpointError, load_checkpoint
+from jaxstyle.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_resumed_run_equals_uninterrupted_in_process(tiny_weights, optimizer):
+    content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
+    options = StyleOptions(size=32, iterations=12, progress_every=4, optimizer=optimizer)
+    full = stylize(content, [style], tiny_weights, options)
+    saved = []
+    stylize(content, [style], tiny_weights, options.replace(iterations=8),
+            callback=lambda p: saved.append(p.run_state()) if p.iteration == 4 else None)
+    resumed = stylize(content, [style], tiny_weights, options, resume=saved[0])
+    np.testing.assert_array_equal(full.image, resumed.image)
+    assert full.history == resumed.history and full.evaluations == resumed.evaluations
+
+
+@pytest.fixture
+def run_files(tmp_path, tiny_weights_file):
+    content, style = tmp_path / "content.png", tmp_path / "style.png"
+    Image.fromarray((smooth_image(40, 48, 0) * 255).astype(np.uint8)).save(content)
+    Image.fromarray((smooth_image(40, 40, 1) * 255).astype(np.uint8)).save(style)
+    return content, style, tiny_weights_file
+
+
+def _cli(*argv):
+    return [sys.executable, str(ROOT / "cli.py"), *map(str, argv)]
+
+
+def _args(content, style, weights, out, optimizer, iterations):
+    return ["stylize", content, style, "-o", out, "--weights", weights, "--size", 48,
+            "--iterations", iterations, "--progress-every", 25, "--checkpoint-every", 25,
+            "--optimizer", optimizer, "-q"]
+
+
+def _wait_for(path: Path, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("optimizer, sig", [("lbfgs", signal.SIGINT), ("adam", signal.SIGTERM)])
+def test_signal_checkpoint_and_resume_match_uninterrupted_run(tmp_path, run_files, optimizer, sig):
+    content, style, weights = run_files
+    iterations = 500
+    reference = tmp_path / "reference.png"
+    subprocess.run(_cli(*_args(content, style, weights, reference, optimizer, iterations)),
+                   check=True)
+
+    out = tmp_path / "out.png"
+    child = subprocess.Popen(_cli(*_args(content, style, weights, out, optimizer, iterations)),
+                             stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "out.png.ckpt"
+    _wait_for(checkpoint, child)
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 128 + sig, err
+    assert "interrupted by" in err and "jaxstyle resume" in err
+    assert not out.exists() and (tmp_path / "out.partial.png").is_file()
+    stopped_at = load_checkpoint(checkpoint).run.iteration
+    assert 0 < stopped_at < iterations
+
+    resumed = subprocess.run(_cli("resume", checkpoint, "-q", "--report", tmp_path / "r.json"),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not checkpoint.exists()
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(reference)))
+
+
+def test_second_signal_exits_at_once_without_corrupting_checkpoint(tmp_path, run_files):
+    content, style, weights = run_files
+    out = tmp_path / "out.png"
+    child = subprocess.Popen(_cli(*_args(content, style, weights, out, "lbfgs", 100000)),
+                             stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "out.png.ckpt"
+    _wait_for(checkpoint, child)
+    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGINT)
+    child.wait(timeout=60)
+    assert child.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
+    assert load_checkpoint(checkpoint).run.iteration > 0
+
+
+def test_resume_refuses_changed_inputs_and_options(tmp_path, run_files, capsys):
+    content, style, weights = run_files
+    out = tmp_path / "out.png"
+    child = subprocess.Popen(_cli(*_args(content, style, weights, out, "lbfgs", 100000)),
+                             stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "out.png.ckpt"
+    _wait_for(checkpoint, child)
+    child.send_signal(signal.SIGTERM)
+    child.wait(timeout=60)
+    before = checkpoint.read_bytes()
+
+    base = [str(a) for a in _args(content, style, weights, out, "lbfgs", 100000)]
+    assert main(base + ["--style-weight", "50", "--resume", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "option style_weight: checkpoint has 100.0, now 50.0" in err
+
+    Image.fromarray((smooth_image(40, 40, 7) * 255).astype(np.uint8)).save(style)
+    assert main(["resume", str(checkpoint), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "style image 1" in err and "has changed" in err
+    assert checkpoint.read_bytes() == before and not out.exists()
+
+
+def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, capsys):
+    for name, data, message in [
+        ("cut.ckpt", None, "corrupt or truncated"),
+        ("text.ckpt", b"hello", "corrupt or truncated"),
+    ]:
+        path = tmp_path / name
+        if data is None:
+            from flax import serialization
+
+            data = serialization.msgpack_serialize({"format": "jaxstyle-checkpoint",
+                                                    "version": 1, "x": np.zeros(100)})[:30]
+        path.write_bytes(data)
+        assert main(["resume", str(path)]) == 2
+        assert message in capsys.readouterr().err
+    from flax import serialization
+
+    (tmp_path / "v9.ckpt").write_bytes(serialization.msgpack_serialize(
+        {"format": "jaxstyle-checkpoint", "version": 9}))
+    with pytest.raises(CheckpointError, match="format version 9"):
+        load_checkpoint(tmp_path / "v9.ckpt")
+    assert main(["resume", str(tmp_path / "missing.ckpt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_nan_keeps_last_good_image_and_checkpoint(tmp_path, run_files, monkeypatch, capsys):
+    import jaxstyle.losses as losses
+
+    content, style, weights = run_files
+    out = tmp_path / "out.png"
+    base = ["stylize", content, style, "-o", out, "--weights", weights, "--size", 48,
+            "--progress-every", 2, "--checkpoint-every", 0, "-q"]
+    assert main([str(a) for a in base + ["--iterations", 0, "--report", tmp_path / "r0.json"]]) == 0
+    import json
+
+    tv0 = json.loads((tmp_path / "r0.json").read_text())["final_losses"]["tv"]
+    real = losses.objective
+
+    def objective_with_nan(image, params, targets, config):
+        total, parts = real(image, params, targets, config)
+        tv = jnp.where(parts["tv"] < 0.9 * tv0, jnp.nan, parts["tv"])
+        return total - parts["tv"] + tv, {**parts, "tv": tv}
+
+    monkeypatch.setattr(losses, "objective", objective_with_nan)
+    out.unlink()
+    code = main([str(a) for a in base + ["--iterations", 200]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "NaN or infinite" in err and "(bad: tv)" in err and "out.partial.png" in err
+    assert not out.exists()
+    kept = load_image(tmp_path / "out.partial.png")
+    assert np.isfinite(kept).all()
+    assert 0 < load_checkpoint(tmp_path / "out.png.ckpt").run.iteration < 200
+
+
+def test_decompression_bomb_header_is_refused_fast(tmp_path, capsys):
+    import struct
+    import zlib
+
+    path = tmp_path / "bomb.png"
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    start = time.perf_counter()
+    code = main(["stylize", str(path), str(path), "-o", str(tmp_path / "o.png"),
+                 "--weights", "random"])
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err
+    assert code == 2 and "100000x100000 pixels is over the limit" in err
