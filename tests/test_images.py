@@ -112,3 +112,13 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         save_image(out, np.zeros((3, 3, 3)))
     assert out.read_bytes() == before
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["out.png"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    out = save_image(tmp_path / "o.png", np.zeros((2, 2, 3)))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+    out.chmod(0o640)
+    save_image(out, np.ones((2, 2, 3)))
+    assert out.stat().st_mode & 0o777 == 0o640

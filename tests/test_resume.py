@@ -194,3 +194,22 @@ def test_decompression_bomb_header_is_refused_fast(tmp_path, capsys):
     assert time.perf_counter() - start < 5
     err = capsys.readouterr().err
     assert code == 2 and "100000x100000 pixels is over the limit" in err
+
+
+def test_full_disk_while_checkpointing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    from jaxstyle.checkpoint import Checkpoint, RunState, save_checkpoint
+
+    run = RunState(3, np.zeros((4, 4, 3), np.float32), [np.ones(2)], {"total": [1.0, 0.5, 0.2]})
+    path = save_checkpoint(tmp_path / "o.ckpt", Checkpoint(run, StyleOptions(), {}, "o.png"))
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    later = RunState(9, np.ones((4, 4, 3), np.float32), [np.ones(2)], {"total": [0.1]})
+    with pytest.raises(CheckpointError, match="No space left on device.*previous one is intact"):
+        save_checkpoint(path, Checkpoint(later, StyleOptions(), {}, "o.png"))
+    assert path.read_bytes() == before
+    assert load_checkpoint(path).run.iteration == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ckpt"]
