@@ -208,6 +208,8 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     else:
         _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", args.quiet)
 
+    label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
+        " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
     checkpoint_file = _checkpoint_path(output)
     every = args.checkpoint_every
     last_checkpoint = [time.monotonic()]
@@ -218,7 +220,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
 
     def keep_partial(progress, why: str) -> str:
         write_checkpoint(progress.run_state())
-        partial = save_image(_partial_path(output), progress.image(), inputs)
+        partial = save_image(_partial_path(output), progress.image(), inputs, label)
         return (f"{why}; wrote {partial} (iteration {progress.iteration}) and the checkpoint "
                 f"{checkpoint_file}; continue with: jaxstyle resume {checkpoint_file}")
 
@@ -233,7 +235,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
             bar.update(p.iteration - bar.n)
             finished = p.iteration >= p.total_iterations
             if args.save_every and p.iteration % args.save_every == 0 and not finished:
-                save_image(_intermediate_path(output, p.iteration), p.image(), inputs)
+                save_image(_intermediate_path(output, p.iteration), p.image(), inputs, label)
             if stop:
                 raise _Interrupted(stop[0])
             due = (every is None and time.monotonic() - last_checkpoint[0] > AUTO_CHECKPOINT_SECONDS
@@ -266,7 +268,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
             raise
         finally:
             bar.close()
-    save_image(output, result.image, inputs)
+    save_image(output, result.image, inputs, label)
     checkpoint_file.unlink(missing_ok=True)
     done = options.iterations - start
     per_iteration = result.timings["optimize"] / max(1, done)

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from jaxstyle.errors import ImageError
 from jaxstyle.files import atomic_write
@@ -148,8 +148,28 @@ def to_uint8(image: np.ndarray | jax.Array) -> np.ndarray:
     return np.asarray(np.clip(np.asarray(image, np.float32), 0, 1) * 255 + 0.5, dtype=np.uint8)
 
 
+def _metadata(fmt: str, description: str | None) -> dict:
+    """Pillow save arguments that embed `description` (PNG text chunk, else EXIF)."""
+    if not description:
+        return {}
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", "jaxstyle")
+        info.add_text("Description", description)
+        return {"pnginfo": info}
+    if fmt in ("JPEG", "WEBP", "TIFF"):
+        exif = Image.Exif()
+        exif[0x010E] = description  # ImageDescription
+        exif[0x0131] = "jaxstyle"  # Software
+        return {"exif": exif}
+    return {}
+
+
 def save_image(
-    path: str | os.PathLike, image: np.ndarray | jax.Array, inputs: Iterable[str | os.PathLike] = ()
+    path: str | os.PathLike,
+    image: np.ndarray | jax.Array,
+    inputs: Iterable[str | os.PathLike] = (),
+    description: str | None = None,
 ) -> Path:
     """Writes an RGB image atomically: a temporary file in the same folder, then a rename.
 
@@ -157,6 +177,8 @@ def save_image(
       path: the output file; its extension picks the format.
       image: float [H, W, 3] in [0, 1] (clipped).
       inputs: paths that must not be overwritten.
+      description: text embedded in the file (PNG text chunk or EXIF ImageDescription), e.g.
+        which weights made it.
 
     Raises:
       ImageError: the path is not writable or is an input; the previous file, if any, is intact.
@@ -164,6 +186,7 @@ def save_image(
     path = check_output_path(path, inputs)
     fmt = output_format(path)
     options = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
+    options.update(_metadata(fmt, description))
     try:
         with atomic_write(path) as f:
             Image.fromarray(to_uint8(image), "RGB").save(f, format=fmt, **options)

@@ -52,6 +52,8 @@ def test_random_weights_are_labelled(tmp_path, images, capsys):
                      "--content-layers", "relu1_1", "--style-layers", "relu1_1,relu2_1")
     assert code == 0, err
     assert "random (He init, seed 0) -- NOT pretrained" in err
+    with Image.open(tmp_path / "o.png") as written:
+        assert "random (He init, seed 0) (NOT pretrained)" in written.text["Description"]
 
 
 BAD_CASES = {

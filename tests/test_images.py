@@ -122,3 +122,11 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     out.chmod(0o640)
     save_image(out, np.ones((2, 2, 3)))
     assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_description_is_embedded(tmp_path):
+    save_image(tmp_path / "o.png", np.zeros((2, 2, 3)), description="weights: random")
+    save_image(tmp_path / "o.jpg", np.zeros((2, 2, 3)), description="weights: random")
+    with Image.open(tmp_path / "o.png") as png, Image.open(tmp_path / "o.jpg") as jpg:
+        assert png.text["Description"] == "weights: random"
+        assert jpg.getexif()[0x010E] == "weights: random"
