@@ -18,7 +18,7 @@ import numpy as np
 from flax import serialization
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.files import atomic_write
+from jaxstyle.files import atomic_write, read_tagged_msgpack
 from jaxstyle.options import StyleOptions
 
 FORMAT_NAME = "jaxstyle-checkpoint"
@@ -107,17 +107,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        raw = serialization.msgpack_restore(path.read_bytes())
-    except Exception as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a jaxstyle checkpoint")
-    if raw.get("version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {raw.get('version')} is not this jaxstyle's "
-            f"({FORMAT_VERSION}); finish the run with the version that wrote it"
-        )
+    raw = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, CheckpointError, "checkpoint",
+                              "finish the run with the version that wrote it")
     try:
         state = [raw["state"][str(i)] for i in range(len(raw["state"]))]
         run = RunState(

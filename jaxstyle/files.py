@@ -47,3 +47,29 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_tagged_msgpack(
+    path: str | os.PathLike, format_name: str, version: int, error: type[Exception], kind: str,
+    advice: str,
+) -> dict:
+    """Reads a flax msgpack file whose top level carries ``format`` and ``version`` tags.
+
+    Raises:
+      error: the file is truncated or corrupt, another format, or another version (the message
+        ends with `advice`).
+    """
+    from flax import serialization
+
+    try:
+        raw = serialization.msgpack_restore(Path(path).read_bytes())
+    except Exception as exc:  # msgpack raises many types on damaged input
+        raise error(f"{path}: corrupt or truncated {kind} ({type(exc).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != format_name:
+        raise error(f"{path}: not a jaxstyle {kind}")
+    if raw.get("version") != version:
+        raise error(
+            f"{path}: {kind} format version {raw.get('version')} is not this jaxstyle's "
+            f"({version}); {advice}"
+        )
+    return raw

@@ -20,7 +20,7 @@ import platformdirs
 from flax import serialization
 
 from jaxstyle.errors import WeightsError
-from jaxstyle.files import atomic_write, sha256_of
+from jaxstyle.files import atomic_write, read_tagged_msgpack, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
 from jaxstyle.pth import read_state_dict
 from jaxstyle.vgg import CONV_LAYERS, init_params
@@ -293,18 +293,8 @@ def save_converted(weights: VGGWeights, path: str | os.PathLike) -> Path:
 
 
 def _load_converted(path: str) -> VGGWeights:
-    try:
-        with open(path, "rb") as f:
-            state = serialization.msgpack_restore(f.read())
-    except Exception as exc:
-        raise WeightsError(f"{path}: corrupt converted weights ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
-        raise WeightsError(f"{path}: not a jaxstyle weights file")
-    if state.get("version") != FORMAT_VERSION:
-        raise WeightsError(
-            f"{path}: converted with format version {state.get('version')}, this jaxstyle reads "
-            f"version {FORMAT_VERSION}; convert the source file again"
-        )
+    state = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, WeightsError,
+                                "converted weights", "convert the source file again")
     raw = state["params"]
     params = _check_and_pack(
         {n: (raw[n]["kernel"], raw[n]["bias"]) for n in CONV_LAYERS if n in raw}

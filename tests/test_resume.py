@@ -87,29 +87,31 @@ def test_signal_checkpoint_and_resume_match_uninterrupted_run(tmp_path, run_file
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(reference)))
 
 
-def test_second_signal_exits_at_once_without_corrupting_checkpoint(tmp_path, run_files):
+def _interrupt_long_run(tmp_path, run_files, *signals):
+    """Starts an endless run, waits for its first checkpoint, sends `signals`; returns the
+    child's exit code and the checkpoint's path."""
     content, style, weights = run_files
     out = tmp_path / "out.png"
     child = subprocess.Popen(_cli(*_args(content, style, weights, out, "lbfgs", 100000)),
                              stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "out.png.ckpt"
     _wait_for(checkpoint, child)
-    child.send_signal(signal.SIGINT)
-    child.send_signal(signal.SIGINT)
-    child.wait(timeout=60)
-    assert child.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
+    for sig in signals:
+        child.send_signal(sig)
+    return child.wait(timeout=60), checkpoint
+
+
+def test_second_signal_exits_at_once_without_corrupting_checkpoint(tmp_path, run_files):
+    code, checkpoint = _interrupt_long_run(tmp_path, run_files, signal.SIGINT, signal.SIGINT)
+    assert code in (-signal.SIGINT, 128 + signal.SIGINT)
     assert load_checkpoint(checkpoint).run.iteration > 0
 
 
 def test_resume_refuses_changed_inputs_and_options(tmp_path, run_files, capsys):
     content, style, weights = run_files
     out = tmp_path / "out.png"
-    child = subprocess.Popen(_cli(*_args(content, style, weights, out, "lbfgs", 100000)),
-                             stderr=subprocess.DEVNULL)
-    checkpoint = tmp_path / "out.png.ckpt"
-    _wait_for(checkpoint, child)
-    child.send_signal(signal.SIGTERM)
-    child.wait(timeout=60)
+    code, checkpoint = _interrupt_long_run(tmp_path, run_files, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
     before = checkpoint.read_bytes()
 
     base = [str(a) for a in _args(content, style, weights, out, "lbfgs", 100000)]

@@ -158,7 +158,7 @@ def test_converted_file_corruption_and_version(tiny_weights, tmp_path):
     path = save_converted(tiny_weights, tmp_path / "w.msgpack")
     data = path.read_bytes()
     (tmp_path / "cut.msgpack").write_bytes(data[: len(data) // 3])
-    with pytest.raises(WeightsError, match="corrupt converted weights"):
+    with pytest.raises(WeightsError, match="corrupt or truncated converted weights"):
         load_weights(tmp_path / "cut.msgpack")
     from flax import serialization
 
