@@ -150,19 +150,23 @@ def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[
         if theirs.get(key) != ours[key]:
             found.append(f"option {key}: checkpoint has {theirs.get(key)!r}, now {ours[key]!r}")
 
-    def describe(entry):
-        return None if entry is None else entry.get("sha256")
+    names = {"content": "content image", "styles": "style image", "init_image": "init image",
+             "style_masks": "style mask", "content_mask": "content mask", "weights": "weights"}
 
-    pairs = [("content image", saved.inputs.get("content"), inputs.get("content")),
-             ("weights", saved.inputs.get("weights"), inputs.get("weights")),
-             ("init image", saved.inputs.get("init_image"), inputs.get("init_image"))]
-    old_styles, new_styles = saved.inputs.get("styles", []), inputs.get("styles", [])
-    if len(old_styles) != len(new_styles):
-        found.append(f"style images: checkpoint has {len(old_styles)}, now {len(new_styles)}")
-    else:
-        pairs += [(f"style image {i + 1}", a, b) for i, (a, b) in enumerate(zip(old_styles, new_styles))]
-    for what, old, new in pairs:
-        if describe(old) != describe(new):
-            where = (new or old or {}).get("path", "")
-            found.append(f"{what} {where} has changed since the checkpoint".replace("  ", " "))
+    def checksums(recorded: dict) -> dict[str, tuple[str | None, str]]:
+        found = {}
+        for key, value in recorded.items():
+            entries = value if isinstance(value, list) else [value]
+            for i, entry in enumerate(entries):
+                label = names.get(key, key) + (f" {i + 1}" if isinstance(value, list) else "")
+                found[label] = (entry or {}).get("sha256"), (entry or {}).get("path", "")
+        return found
+
+    old, new = checksums(saved.inputs), checksums(inputs)
+    for label in dict.fromkeys([*old, *new]):
+        (before, path_before), (now, path_now) = old.get(label, (None, "")), new.get(label, (None, ""))
+        if before != now:
+            where = path_now or path_before
+            found.append(f"{label} {where} has changed since the checkpoint" if before and now
+                         else f"{label}: {'added' if now else 'removed'} since the checkpoint")
     return found

@@ -57,9 +57,14 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         if f.name in skip:
             continue
         meta = f.metadata
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action="store_true", default=f.default,
+                               help=meta["help"])
+            continue
         parse = meta.get("parse") or _SIMPLE_TYPES[f.type]
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag,
             dest=f.name,
             type=_argtype(parse),
             default=f.default,
@@ -147,6 +152,8 @@ def _describe_inputs(args, weights, weights_path: str) -> dict:
         "content": entry(args.content),
         "styles": [entry(p) for p in args.styles],
         "init_image": entry(args.init_image),
+        "style_masks": [entry(p) for p in args.style_masks] if args.style_masks else None,
+        "content_mask": entry(args.content_mask),
         "weights": {"path": weights_path, "source": weights.source,
                     "sha256": weights.source_sha256 or weights.source},
     }
@@ -187,13 +194,21 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     from jaxstyle.weights import find_weights
 
     saved = load_checkpoint(resume_from) if resume_from else None
-    inputs = [args.content, *args.styles] + ([args.init_image] if args.init_image else [])
+    masks = args.style_masks or []
+    if masks and len(masks) != len(args.styles):
+        raise JaxstyleError(f"--style-masks: {len(masks)} masks for {len(args.styles)} style images")
+    extra = [p for p in (args.init_image, args.content_mask) if p]
+    inputs = [args.content, *args.styles, *masks, *extra]
     output = check_output_path(args.output, inputs)
+    if options.scales and args.checkpoint_every:
+        raise JaxstyleError("--checkpoint-every: multi-scale runs cannot be checkpointed yet")
     if args.report:
         _check_report_path(Path(args.report), inputs)
     content = load_image(args.content, args.max_pixels)
     styles = [load_image(p, args.max_pixels) for p in args.styles]
     init_image = load_image(args.init_image, args.max_pixels) if args.init_image else None
+    style_masks = [load_image(p, args.max_pixels) for p in masks] or None
+    content_mask = load_image(args.content_mask, args.max_pixels) if args.content_mask else None
     check_inputs(content.shape, [s.shape for s in styles], options)
     weights_path = "random" if args.weights == "random" else str(find_weights(args.weights))
     weights = _load_weights(weights_path, options.seed)
@@ -211,7 +226,11 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
         " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
     checkpoint_file = _checkpoint_path(output)
-    every = args.checkpoint_every
+    every = 0 if options.scales else args.checkpoint_every
+    per_scale = list(options.scale_iterations or (options.iterations,))
+    if options.scales and len(per_scale) == 1:
+        per_scale *= len(options.scales)
+    offsets = [sum(per_scale[:i]) for i in range(len(per_scale))]
     last_checkpoint = [time.monotonic()]
 
     def write_checkpoint(run_state) -> None:
@@ -225,17 +244,18 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
                 f"{checkpoint_file}; continue with: jaxstyle resume {checkpoint_file}")
 
     start = saved.run.iteration if saved else 0
-    bar = tqdm(total=options.iterations, initial=start, unit="it", disable=args.quiet,
+    bar = tqdm(total=sum(per_scale), initial=start, unit="it", disable=args.quiet,
                file=sys.stderr, dynamic_ncols=True, delay=0.1)
 
     with _stop_requests(args.quiet) as stop:
 
         def on_progress(p) -> None:
             bar.set_postfix_str(f"loss {p.value:.4g} evals {p.evaluations}", refresh=False)
-            bar.update(p.iteration - bar.n)
+            bar.update(offsets[p.scale] + p.iteration - bar.n)
             finished = p.iteration >= p.total_iterations
             if args.save_every and p.iteration % args.save_every == 0 and not finished:
-                save_image(_intermediate_path(output, p.iteration), p.image(), inputs, label)
+                name = _intermediate_path(output, offsets[p.scale] + p.iteration)
+                save_image(name, p.image(), inputs, label)
             if stop:
                 raise _Interrupted(stop[0])
             due = (every is None and time.monotonic() - last_checkpoint[0] > AUTO_CHECKPOINT_SECONDS
@@ -254,6 +274,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
 
         try:
             result = stylize(content, styles, weights, options, init_image=init_image,
+                             style_masks=style_masks, content_mask=content_mask,
                              callback=remember,
                              report_at=report_at, resume=saved.run if saved else None)
         except _Interrupted as interrupt:
@@ -270,7 +291,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
             bar.close()
     save_image(output, result.image, inputs, label)
     checkpoint_file.unlink(missing_ok=True)
-    done = options.iterations - start
+    done = sum(per_scale) - start
     per_iteration = result.timings["optimize"] / max(1, done)
     _log(
         f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]}): loss "
@@ -315,6 +336,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     args.content = recorded["content"]["path"]
     args.styles = [entry["path"] for entry in recorded["styles"]]
     args.init_image = recorded["init_image"]["path"] if recorded["init_image"] else None
+    args.style_masks = [e["path"] for e in recorded["style_masks"]] if recorded.get(
+        "style_masks") else None
+    args.content_mask = recorded["content_mask"]["path"] if recorded.get("content_mask") else None
     args.weights = recorded["weights"]["path"]
     args.output = args.output or saved.output
     return _run(args, saved.options, Path(args.checkpoint))
@@ -372,6 +396,12 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     from jaxstyle.images import DEFAULT_MAX_PIXELS
+
+    if parser.prog.endswith("stylize"):
+        parser.add_argument("--style-masks", nargs="+", default=None, metavar="MASK",
+                            help="one mask image per style: white = this style applies there")
+        parser.add_argument("--content-mask", default=None, metavar="MASK",
+                            help="the content loss counts only where this mask is white")
 
     parser.add_argument("--save-every", type=int, default=0, metavar="N",
                         help="also save OUTPUT_<iteration> every N iterations (0: never)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import jax
@@ -32,26 +32,117 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     Returns:
       float32 [C, C], ``F^T F / (C * H * W)`` with F the [H*W, C] matrix of features.
     """
-    _check_hwc(features, "features")
-    h, w, c = features.shape
-    flat = features.reshape(h * w, c).astype(jnp.float32)
-    return flat.T @ flat / (c * h * w)
+    return gram_statistics(features)
 
 
-def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
-    """Mean squared difference between activations, float [H, W, C] each -> scalar."""
+def content_loss(
+    features: jax.Array, target: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """Mean squared difference of activations [H, W, C], over the region `mask` [H, W] if given."""
     _check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    return jnp.mean(jnp.square(features.astype(jnp.float32) - target))
+    diff, area = _masked(features - target, mask)
+    return jnp.sum(jnp.square(diff)) / (area * features.shape[-1])
 
 
 def style_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     """Mean squared difference of Gram matrices: features [H, W, C], target [C, C] -> scalar."""
-    gram = gram_matrix(features)
-    if target_gram.shape != gram.shape:
-        raise ValueError(f"target_gram: shape {target_gram.shape}, expected {gram.shape}")
-    return jnp.mean(jnp.square(gram - target_gram))
+    c = features.shape[-1]
+    if target_gram.shape != (c, c):
+        raise ValueError(f"target_gram: shape {target_gram.shape}, expected {(c, c)}")
+    return gram_distance(features, target_gram)
+
+
+def _masked(features: jax.Array, mask: jax.Array | None):
+    """(features * mask, number of pixels weighted in); mask float [H, W] in [0, 1] or None."""
+    h, w, _ = features.shape
+    if mask is None:
+        return features.astype(jnp.float32), h * w
+    return features.astype(jnp.float32) * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
+
+
+def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Gram matrix of features [H, W, C] over the region `mask` [H, W] (all of it if None).
+
+    With a mask the normalisation is C times the mask's area rather than C*H*W, so a region's
+    Gram matrix is comparable to a whole style image's.
+    """
+    _check_hwc(features, "features")
+    f, area = _masked(features, mask)
+    flat = f.reshape(-1, f.shape[-1])
+    return flat.T @ flat / (f.shape[-1] * area)
+
+
+def gram_distance(features: jax.Array, target: jax.Array, mask: jax.Array | None = None):
+    """neural-style's style loss, ``mean((G - A)^2)``, on the region `mask`."""
+    return jnp.mean(jnp.square(gram_statistics(features, mask) - target))
+
+
+def mean_covariance_statistics(features: jax.Array, mask: jax.Array | None = None) -> dict:
+    """Per-channel mean [C] and covariance [C, C] of features [H, W, C], weighted by `mask`."""
+    _check_hwc(features, "features")
+    flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
+    weights = jnp.ones(flat.shape[0]) if mask is None else mask.reshape(-1)
+    total = jnp.maximum(jnp.sum(weights), 1e-6)
+    mean = weights @ flat / total
+    centred = (flat - mean) * jnp.sqrt(weights)[:, None]
+    return {"mean": mean, "cov": centred.T @ centred / total}
+
+
+def _psd_sqrt(a: jax.Array) -> jax.Array:
+    values, vectors = jnp.linalg.eigh(a)
+    return (vectors * jnp.sqrt(jnp.maximum(values, 1e-8))) @ vectors.T
+
+
+def _mean_covariance_prepare(target: dict) -> dict:
+    return {**target, "cov_sqrt": _psd_sqrt(target["cov"])}
+
+
+def wasserstein_distance(features: jax.Array, target: dict, mask: jax.Array | None = None):
+    """Squared 2-Wasserstein distance between Gaussians fitted to the features and the target.
+
+    ``|mu - mu_t|^2 + tr(S + S_t - 2 (S_t^1/2 S S_t^1/2)^1/2)``, the mean+covariance style loss
+    of crowsonkb/style-transfer-pytorch; `target` comes from `mean_covariance_statistics` plus
+    ``cov_sqrt`` (added by the `StyleLoss`'s ``prepare``). Averaged over channels so its scale
+    does not grow with the layer's width.
+    """
+    stats = mean_covariance_statistics(features, mask)
+    root = target["cov_sqrt"]
+    cross = _psd_sqrt(root @ stats["cov"] @ root)
+    distance = (jnp.sum(jnp.square(stats["mean"] - target["mean"]))
+                + jnp.trace(stats["cov"]) + jnp.trace(target["cov"]) - 2 * jnp.trace(cross))
+    return jnp.maximum(distance, 0.0) / features.shape[-1]
+
+
+def _identity(target):
+    return target
+
+
+@dataclass(frozen=True)
+class StyleLoss:
+    """A style loss as pure functions, so research users can plug in their own.
+
+    Attributes:
+      name: shown in reports.
+      statistics: ``(features [H, W, C], mask [H, W] | None) -> target`` (any pytree); targets of
+        several style images are blended by a weighted sum of these.
+      distance: ``(features [H, W, C], target, mask [H, W] | None) -> scalar``.
+      prepare: applied to a blended target once, before optimization (e.g. a matrix square root).
+    """
+
+    name: str
+    statistics: Callable
+    distance: Callable
+    prepare: Callable = _identity
+
+
+GRAM = StyleLoss("gram", gram_statistics, gram_distance)
+MEAN_COVARIANCE = StyleLoss("mean_cov", mean_covariance_statistics, wasserstein_distance,
+                            _mean_covariance_prepare)
+STYLE_LOSSES = {loss.name: loss for loss in (GRAM, MEAN_COVARIANCE)}
+WEIGHT_NORMALIZATIONS = ("neural-style", "resolution")
+_REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
 
 
 def tv_loss(image: jax.Array) -> jax.Array:
@@ -72,6 +163,11 @@ class LossConfig:
       tv_weight: w_tv, multiplies the total variation of the model-space image.
       style_layer_weights: per-style-layer multipliers (on top of w_s), one per style layer.
       pooling: "max" or "avg".
+      style_loss: a `StyleLoss`: `GRAM` (neural-style's), `MEAN_COVARIANCE`, or your own.
+      weight_normalization: "neural-style" keeps its formulas exactly; "resolution" divides the
+        TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
+        image side), so the same weights behave alike at 256 px and 1024 px; content and Gram
+        losses are means and need no change. Identical to "neural-style" at 512 px.
     """
 
     content_layers: tuple[str, ...] = ("relu4_2",)
@@ -81,8 +177,17 @@ class LossConfig:
     tv_weight: float = 1e-3
     style_layer_weights: tuple[float, ...] | None = None
     pooling: str = "max"
+    style_loss: StyleLoss = GRAM
+    weight_normalization: str = "neural-style"
 
     def __post_init__(self):
+        if not isinstance(self.style_loss, StyleLoss):
+            raise ValueError(f"style_loss: expected a StyleLoss, got {self.style_loss!r}")
+        if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
+            raise ValueError(
+                f"weight_normalization: expected one of {WEIGHT_NORMALIZATIONS}, "
+                f"got {self.weight_normalization!r}"
+            )
         validate_layers(self.content_layers, "content_layers")
         validate_layers(self.style_layers, "style_layers")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -116,39 +221,106 @@ def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dic
     return _features(params, content, config.content_layers, config.pooling)
 
 
+def _check_blend(n: int, blend_weights: Sequence[float] | None) -> jax.Array:
+    if n == 0:
+        raise ValueError("styles: at least one style image is needed")
+    weights = jnp.ones(n) if blend_weights is None else jnp.asarray(blend_weights, float)
+    if weights.shape != (n,):
+        raise ValueError(f"blend_weights: {weights.shape[0]} weights for {n} style images")
+    if bool(jnp.any(weights < 0)) or float(weights.sum()) <= 0:
+        raise ValueError("blend_weights: weights must be >= 0 and not all zero")
+    return weights / weights.sum()
+
+
 def style_targets(
     params: dict,
     styles: Sequence[jax.Array],
     config: LossConfig,
     blend_weights: Sequence[float] | None = None,
-) -> dict[str, jax.Array]:
-    """Blended target Gram matrices of one or more model-space style images.
+) -> dict:
+    """Blended style statistics (Gram matrices by default) of one or more model-space images.
 
     Args:
       params: VGG19 parameters.
       styles: model-space style images, each float32 [H_i, W_i, 3] (sizes may differ).
-      config: the objective's layers and pooling.
+      config: the objective's layers, pooling and style loss.
       blend_weights: one non-negative weight per style image, normalised to sum 1 (default: equal).
 
     Returns:
-      ``{layer: float32 [C, C]}``, the weighted sum of the styles' Gram matrices.
+      ``{layer: target}``, the weighted sum of the styles' statistics (``float32 [C, C]`` for
+      Gram matrices), prepared for ``config.style_loss.distance``.
 
     Raises:
       ValueError: no styles, or blend weights that do not match or sum to zero.
     """
-    if not styles:
-        raise ValueError("styles: at least one style image is needed")
-    weights = jnp.ones(len(styles)) if blend_weights is None else jnp.asarray(blend_weights, float)
-    if weights.shape != (len(styles),):
-        raise ValueError(f"blend_weights: {weights.shape[0]} weights for {len(styles)} style images")
-    if bool(jnp.any(weights < 0)) or float(weights.sum()) <= 0:
-        raise ValueError("blend_weights: weights must be >= 0 and not all zero")
-    weights = weights / weights.sum()
-    targets = {name: 0.0 for name in config.style_layers}
+    weights = _check_blend(len(styles), blend_weights)
+    stats = config.style_loss.statistics
+    targets = None
     for weight, style in zip(weights, styles):
         feats = _features(params, style, config.style_layers, config.pooling)
-        for name in config.style_layers:
-            targets[name] = targets[name] + weight * gram_matrix(feats[name])
+        one = {name: jax.tree_util.tree_map(lambda t: weight * t, stats(feats[name], None))
+               for name in config.style_layers}
+        targets = one if targets is None else jax.tree_util.tree_map(jnp.add, targets, one)
+    return {name: config.style_loss.prepare(t) for name, t in targets.items()}
+
+
+def layer_masks(mask: jax.Array, shapes: dict[str, tuple[int, int]]) -> dict[str, jax.Array]:
+    """Area-downsamples a mask float [H, W] in [0, 1] to each layer's (h, w)."""
+    return {
+        name: jnp.clip(jax.image.resize(mask, hw, "linear", antialias=True), 0.0, 1.0)
+        for name, hw in shapes.items()
+    }
+
+
+def region_targets(
+    params: dict,
+    content: jax.Array,
+    styles: Sequence[jax.Array],
+    config: LossConfig,
+    style_masks: Sequence[jax.Array | None] | None = None,
+    content_mask: jax.Array | None = None,
+    blend_weights: Sequence[float] | None = None,
+) -> dict:
+    """All targets of `objective`, with optional regions.
+
+    Without masks the styles are blended into one target (neural-style's behaviour). With
+    `style_masks`, style i is matched only where its mask is white: each style keeps its own
+    target and its loss is computed on the output's features inside the mask, downsampled to every
+    layer's resolution; `blend_weights` then scale each region's loss (default 1 each).
+
+    Args:
+      params: VGG19 parameters.
+      content: model-space content image float32 [H, W, 3] (the output's size).
+      styles: model-space style images.
+      config: the objective's configuration.
+      style_masks: one float [H, W] mask in [0, 1] per style image, or None for no regions; a
+        None entry means "everywhere".
+      content_mask: float [H, W] in [0, 1]: the content loss counts only where it is white.
+      blend_weights: per-style weights.
+
+    Returns:
+      ``{"content", "content_mask", "style", "style_masks", "style_weights"}`` for `objective`.
+    """
+    layers = config.layers
+    feats = _features(params, content, layers, config.pooling)
+    shapes = {name: feats[name].shape[:2] for name in layers}
+    targets = {"content": {n: feats[n] for n in config.content_layers}, "content_mask": None}
+    if content_mask is not None:
+        targets["content_mask"] = layer_masks(content_mask, {n: shapes[n] for n in config.content_layers})
+    if style_masks is None:
+        targets["style"] = [style_targets(params, styles, config, blend_weights)]
+        targets["style_masks"] = [None]
+        targets["style_weights"] = jnp.ones(1)
+        return targets
+    if len(style_masks) != len(styles):
+        raise ValueError(f"style_masks: {len(style_masks)} masks for {len(styles)} style images")
+    weights = _check_blend(len(styles), blend_weights) * len(styles)
+    targets["style"] = [style_targets(params, [style], config) for style in styles]
+    targets["style_masks"] = [
+        None if m is None else layer_masks(m, {n: shapes[n] for n in config.style_layers})
+        for m in style_masks
+    ]
+    targets["style_weights"] = weights
     return targets
 
 
@@ -157,30 +329,41 @@ def objective(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The total neural-style loss of one model-space image and its components.
 
-    ``total = sum_l w_c * mean((F_l - P_l)^2) + sum_l w_s * a_l * mean((G_l - A_l)^2)
-    + w_tv * TV(image)`` with a_l the per-layer style weights.
+    ``total = sum_l w_c * mean((F_l - P_l)^2) + sum_l w_s * a_l * D(F_l, A_l)
+    + w_tv * TV(image)`` with a_l the per-layer style weights and D the style distance
+    (``mean((G - A)^2)`` of Gram matrices by default).
 
     Args:
       image: float32 [H, W, 3] in the network's input space.
       params: VGG19 parameters.
-      targets: ``{"content": content_targets(...), "style": style_targets(...)}``.
-      config: layers, weights and pooling (static under `jax.jit`).
+      targets: from `region_targets`, or ``{"content": content_targets(...), "style":
+        style_targets(...)}``.
+      config: layers, weights, pooling and style loss (static under `jax.jit`).
 
     Returns:
       ``(total, components)`` with components ``content``, ``style``, ``tv`` and
       ``style/<layer>`` for each style layer, all float32 scalars.
     """
     feats = _features(params, image, config.layers, config.pooling)
+    content_mask = targets.get("content_mask")
     content = sum(
-        config.content_weight * content_loss(feats[name], targets["content"][name])
+        config.content_weight * content_loss(
+            feats[name], targets["content"][name], content_mask and content_mask[name])
         for name in config.content_layers
     )
+    styles = targets["style"] if isinstance(targets["style"], (list, tuple)) else [targets["style"]]
+    masks = targets.get("style_masks") or [None] * len(styles)
+    weights = targets.get("style_weights", jnp.ones(len(styles)))
+    distance = config.style_loss.distance
     components = {}
     for name, layer_weight in zip(config.style_layers, config.layer_weights()):
-        components[f"style/{name}"] = (
-            config.style_weight * layer_weight * style_loss(feats[name], targets["style"][name])
-        )
+        per_style = [weights[i] * distance(feats[name], styles[i][name], masks[i] and masks[i][name])
+                     for i in range(len(styles))]
+        components[f"style/{name}"] = config.style_weight * layer_weight * sum(per_style)
     style = sum(components[f"style/{name}"] for name in config.style_layers)
     tv = config.tv_weight * tv_loss(image)
+    if config.weight_normalization == "resolution":
+        # A sum of neighbour differences of the same picture grows linearly with its side.
+        tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
     components.update(content=content, style=style, tv=tv)
     return content + style + tv, components

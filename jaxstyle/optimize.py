@@ -35,12 +35,32 @@ class OptimizerConfig:
         in the network's input space.
       history: L-BFGS history size.
       linesearch: "none" for neural-style's fixed steps, or a jaxopt line search name.
+      ema_decay: decay of the moving average of iterates kept in `LoopState.ema` (0: the average
+        is just the current iterate).
     """
 
     name: str = "lbfgs"
     learning_rate: float = 1.0
     history: int = 100
     linesearch: str = "none"
+    ema_decay: float = 0.0
+
+
+class LoopState(NamedTuple):
+    """Everything the loop carries from one iteration to the next.
+
+    Attributes:
+      opt: the optimizer's own state (jaxopt's `LbfgsState` or `AdamState`), with the loss
+        ``value`` and components ``aux`` at the current iterate.
+      ema: exponential moving average of the iterates (crowsonkb's iterate averaging).
+      best_x: the iterate with the lowest loss so far.
+      best_value: its loss.
+    """
+
+    opt: Any
+    ema: jax.Array
+    best_x: jax.Array
+    best_value: jax.Array
 
 
 class AdamState(NamedTuple):
@@ -98,7 +118,7 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
     if config.name == "lbfgs":
         solver = _lbfgs(fun, config)
 
-        def init(x, *args):
+        def init_opt(x, *args):
             state = solver.init_state(x, *args)
             if config.linesearch == "none":
                 # torch.optim.LBFGS's first step is min(1, 1/|g|_1) * lr along -g; with an empty
@@ -106,7 +126,7 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
                 state = state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
             return state
 
-        def step(x, state, *args):
+        def opt_step(x, state, *args):
             new_x, new_state = solver.update(x, state, *args)
             # Like torch, ignore a curvature pair with s.y <= eps (jaxopt would keep it and may
             # then step uphill on this non-convex objective): zero its rho, keep the old gamma.
@@ -124,11 +144,11 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
     elif config.name == "adam":
         tx = optax.adam(config.learning_rate)
 
-        def init(x, *args):
+        def init_opt(x, *args):
             (value, aux), grad = value_and_grad(x, *args)
             return AdamState(tx.init(x), value, grad, aux, jnp.asarray(1, jnp.int32))
 
-        def step(x, state, *args):
+        def opt_step(x, state, *args):
             updates, opt_state = tx.update(state.grad, state.opt_state, x)
             x = optax.apply_updates(x, updates)
             (value, aux), grad = value_and_grad(x, *args)
@@ -137,13 +157,25 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
     else:
         raise ValueError(f"optimizer: unknown {config.name!r}")
 
+    def init(x, *args):
+        opt = init_opt(x, *args)
+        return LoopState(opt, x, x, opt.value)
+
+    def step(x, state, *args):
+        new_x, opt = opt_step(x, state.opt, *args)
+        decay = config.ema_decay
+        ema = decay * state.ema + (1.0 - decay) * new_x if decay else new_x
+        better = opt.value < state.best_value
+        best_x = jnp.where(better, new_x, state.best_x)
+        return new_x, LoopState(opt, ema, best_x, jnp.where(better, opt.value, state.best_value))
+
     def run_chunk(x, state, n, *args):
         def record(history, i, value, aux):
             entries = {"total": value, **aux}
             return {k: history[k].at[i].set(entries[k]) for k in history}
 
         history = {"total": jnp.full(chunk, jnp.nan)}
-        history.update({k: jnp.full(chunk, jnp.nan) for k in state.aux})
+        history.update({k: jnp.full(chunk, jnp.nan) for k in state.opt.aux})
 
         def cond(carry):
             i, _, _, _, diverged, _ = carry
@@ -152,15 +184,16 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         def body(carry):
             i, x, state, history, _, bad_aux = carry
             new_x, new_state = step(x, state, *args)
-            ok = jnp.isfinite(new_state.value)
+            ok = jnp.isfinite(new_state.opt.value)
             keep = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.where(ok, a, b))
             history = jax.lax.cond(
-                ok, lambda h: record(h, i, new_state.value, new_state.aux), lambda h: h, history
+                ok, lambda h: record(h, i, new_state.opt.value, new_state.opt.aux), lambda h: h,
+                history,
             )
-            bad_aux = keep(bad_aux, new_state.aux)
+            bad_aux = keep(bad_aux, new_state.opt.aux)
             return i + ok, keep(new_x, x), keep(new_state, state), history, ~ok, bad_aux
 
-        carry = (jnp.asarray(0), x, state, history, jnp.asarray(False), state.aux)
+        carry = (jnp.asarray(0), x, state, history, jnp.asarray(False), state.opt.aux)
         i, x, state, history, diverged, bad_aux = jax.lax.while_loop(cond, body, carry)
         return ChunkResult(x, state, i, history, diverged, bad_aux)
 
@@ -177,8 +210,8 @@ def state_like(
 
 
 def num_evaluations(state) -> int:
-    """Loss-and-gradient evaluations so far, counted by the optimizer."""
-    return int(state.num_fun_eval)
+    """Loss-and-gradient evaluations so far, counted by the optimizer (from a `LoopState`)."""
+    return int(state.opt.num_fun_eval)
 
 
 @dataclass
@@ -262,7 +295,7 @@ def minimize(
     compile_seconds = _compile_seconds_since(start)
     x = x0
     history = {k: list(v) for k, v in (history or {}).items()}
-    for key in ("total", *state.aux):
+    for key in ("total", *state.opt.aux):
         history.setdefault(key, [])
 
     def progress() -> Progress:
@@ -271,8 +304,8 @@ def minimize(
             total_iterations=iterations,
             x=x,
             state=state,
-            value=float(state.value),
-            components={k: float(v) for k, v in state.aux.items()},
+            value=float(state.opt.value),
+            components={k: float(v) for k, v in state.opt.aux.items()},
             evaluations=num_evaluations(state),
             elapsed=time.perf_counter() - start,
             history=history,

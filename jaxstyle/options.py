@@ -11,12 +11,13 @@ import math
 from dataclasses import dataclass, field
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import LossConfig
+from jaxstyle.losses import STYLE_LOSSES, WEIGHT_NORMALIZATIONS, LossConfig
 from jaxstyle.vgg import POOLINGS, validate_layers
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
+ORIGINAL_COLORS = ("none", "luminance", "swap")
 
 
 class OptionsError(JaxstyleError):
@@ -34,6 +35,14 @@ def _option(default, help: str, *, parse=None, choices=None, metavar=None):
 def parse_names(text: str) -> tuple[str, ...]:
     """'relu1_1,relu2_1' -> ('relu1_1', 'relu2_1')."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """'256,512' -> (256, 512)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise OptionsError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 def parse_floats(text: str) -> tuple[float, ...]:
@@ -87,6 +96,39 @@ class StyleOptions:
     )
     seed: int = _option(0, "seed for the noise initialisation and random weights")
     progress_every: int = _option(10, "iterations between progress reports (one compiled chunk)")
+    style_loss: str = _option(
+        "gram", "style statistics: neural-style's Gram matrices, or mean+covariance compared by "
+        "the 2-Wasserstein distance (crowsonkb's)", choices=tuple(STYLE_LOSSES),
+    )
+    weight_normalization: str = _option(
+        "neural-style", "'neural-style' keeps its formulas; 'resolution' makes the same weights "
+        "behave alike at any output size (equal at 512 px)", choices=WEIGHT_NORMALIZATIONS,
+    )
+    style_scales: tuple[float, ...] | None = _option(
+        None, "comma-separated scale per style image (overrides --style-scale)",
+        parse=parse_floats, metavar="S,S,...",
+    )
+    original_colors: str = _option(
+        "none", "keep the content's colours: 'luminance' optimizes luminance only (Gatys et al. "
+        "2017); 'swap' replaces the result's chroma afterwards (neural-style)",
+        choices=ORIGINAL_COLORS,
+    )
+    match_style_colors: bool = _option(
+        False, "recolour the style images to the content's colour mean and covariance first"
+    )
+    scales: tuple[int, ...] | None = _option(
+        None, "coarse-to-fine sizes, e.g. 256,512,1024; each starts from the previous result "
+        "upsampled (overrides --size)", parse=parse_ints, metavar="SIZE,SIZE,...",
+    )
+    scale_iterations: tuple[int, ...] | None = _option(
+        None, "iterations at each of --scales (one number for all; default: --iterations each)",
+        parse=parse_ints, metavar="N,N,...",
+    )
+    ema_decay: float = _option(
+        0.0, "output an exponential moving average of the iterates with this decay (e.g. 0.99; "
+        "0: off)",
+    )
+    keep_best: bool = _option(False, "output the iterate with the lowest loss, not the last")
 
     def __post_init__(self):
         try:
@@ -103,14 +145,25 @@ class StyleOptions:
             "progress_every": self.progress_every >= 1,
             "learning_rate": self.learning_rate is None
             or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
+            "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "scales": self.scales is None or (len(self.scales) > 0 and min(self.scales) > 0),
+            "scale_iterations": self.scale_iterations is None
+            or (len(self.scale_iterations) in (1, len(self.scales or ()))
+                and min(self.scale_iterations) >= 0),
+            "style_scales": self.style_scales is None
+            or (len(self.style_scales) > 0 and min(self.style_scales) > 0),
             "style_blend_weights": self.style_blend_weights is None
             or (min(self.style_blend_weights, default=0) >= 0 and sum(self.style_blend_weights) > 0),
         }
         for name, ok in checks.items():
             if not ok:
                 raise OptionsError(f"{name}: invalid value {getattr(self, name)!r}")
+        if self.ema_decay and self.keep_best:
+            raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
         for name, allowed in (("pooling", POOLINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
-                              ("lbfgs_linesearch", LINESEARCHES)):
+                              ("lbfgs_linesearch", LINESEARCHES), ("style_loss", STYLE_LOSSES),
+                              ("original_colors", ORIGINAL_COLORS),
+                              ("weight_normalization", WEIGHT_NORMALIZATIONS)):
             if getattr(self, name) not in allowed:
                 raise OptionsError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
 
@@ -123,6 +176,8 @@ class StyleOptions:
             tv_weight=self.tv_weight,
             style_layer_weights=self.style_layer_weights,
             pooling=self.pooling,
+            style_loss=STYLE_LOSSES[self.style_loss],
+            weight_normalization=self.weight_normalization,
         )
 
     def replace(self, **changes) -> StyleOptions:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import losses
+from jaxstyle import color, losses
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.checkpoint import RunState, restore_state
@@ -37,7 +37,8 @@ class StylizeProgress:
       x: the image in the network's input space, float32 [H, W, 3].
       state: the optimizer state that goes with `x`.
       history: the loss after each iteration so far, by component.
-      preprocessing: the weights' preprocessing, for `image`.
+      to_image: turns `x` into RGB (see `Problem`).
+      scale: which of ``options.scales`` is running (0 for single-scale runs).
     """
 
     iteration: int
@@ -49,7 +50,8 @@ class StylizeProgress:
     x: jax.Array
     state: object
     history: dict[str, list[float]]
-    preprocessing: Preprocessing
+    to_image: Callable[[jax.Array], np.ndarray]
+    scale: int = 0
 
     def run_state(self) -> RunState:
         """Everything needed to continue the run from here (see `stylize`'s `resume`)."""
@@ -59,7 +61,7 @@ class StylizeProgress:
 
     def image(self) -> np.ndarray:
         """The current image as float32 [H, W, 3] RGB in [0, 1]."""
-        return to_rgb(self.x, self.preprocessing)
+        return self.to_image(self.x)
 
 
 @dataclass
@@ -131,22 +133,71 @@ def check_inputs(
     config = options.loss_config()
     shape = fit_longest_side(content_shape, options.size) if options.size else content_shape[:2]
     _check_size(shape, config.layers, "the output")
-    style_side = max(1, round(options.style_scale * max(shape)))
+    scales = options.style_scales or (options.style_scale,) * len(style_shapes)
+    if len(scales) != len(style_shapes):
+        raise JaxstyleError(
+            f"style_scales: {len(scales)} scales for {len(style_shapes)} style images"
+        )
     style_hws = []
-    for i, style_shape in enumerate(style_shapes):
-        hw = fit_longest_side(style_shape, style_side)
+    for i, (style_shape, scale) in enumerate(zip(style_shapes, scales)):
+        hw = fit_longest_side(style_shape, max(1, round(scale * max(shape))))
         _check_size(hw, config.style_layers, f"style image {i + 1} at style_scale")
         style_hws.append(hw)
     return tuple(shape), style_hws
 
 
-def optimizer_config(options: StyleOptions, preprocessing: Preprocessing) -> OptimizerConfig:
-    """The optimizer settings for `options`, with learning rates in the weights' input space."""
+def optimizer_config(
+    options: StyleOptions, preprocessing: Preprocessing, pixel_units: bool = False
+) -> OptimizerConfig:
+    """The optimizer settings for `options`, with Adam's rate in the variable's units."""
     if options.optimizer == "adam":
-        lr = (options.learning_rate or _ADAM_DEFAULT_LR) * preprocessing.model_range()
+        lr = options.learning_rate or _ADAM_DEFAULT_LR
+        lr = lr if pixel_units else lr * preprocessing.model_range()
     else:
         lr = options.learning_rate or 1.0
-    return OptimizerConfig(options.optimizer, lr, options.lbfgs_history, options.lbfgs_linesearch)
+    return OptimizerConfig(options.optimizer, lr, options.lbfgs_history, options.lbfgs_linesearch,
+                           options.ema_decay)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is optimized, and how the optimized variable becomes a picture.
+
+    Attributes:
+      loss_fn: ``(x, params, targets, static) -> (total, components)``, a module-level function.
+      static: its hashable last argument.
+      x0: the starting variable: the model-space image [H, W, 3], or the luminance [H, W, 1] in
+        [0, 1] when only luminance is optimized.
+      targets: the objective's targets.
+      to_image: the variable -> float32 [H, W, 3] RGB in [0, 1].
+      pixel_units: whether the variable is in [0, 1] pixel units (else the network's space).
+    """
+
+    loss_fn: Callable
+    static: object
+    x0: jax.Array
+    targets: dict
+    to_image: Callable[[jax.Array], np.ndarray]
+    pixel_units: bool
+
+
+def luminance_objective(y: jax.Array, params: dict, targets: dict, static) -> tuple:
+    """`losses.objective` of the grey image whose luminance is y [H, W, 1] (static: (config,
+    preprocessing)): Gatys et al. 2017's luminance-only transfer."""
+    config, preprocessing = static
+    return losses.objective(preprocessing.to_model(color.gray_rgb(y)), params, targets, config)
+
+
+def _mask(mask, shape: tuple[int, int], what: str) -> jax.Array:
+    mask = jnp.asarray(mask, jnp.float32)
+    if mask.ndim == 3:
+        mask = mask.mean(-1)
+    if mask.ndim != 2:
+        raise JaxstyleError(f"{what}: expected a [H, W] or [H, W, C] image, got {mask.shape}")
+    mask = jnp.clip(resize(mask[..., None], *shape)[..., 0], 0.0, 1.0)
+    if float(mask.max()) < 0.5:
+        raise JaxstyleError(f"{what} covers nothing: it has no white (or light) pixel")
+    return mask
 
 
 def prepare(
@@ -155,108 +206,121 @@ def prepare(
     weights: VGGWeights,
     options: StyleOptions,
     init_image: jax.Array | None = None,
-) -> tuple[jax.Array, dict]:
-    """Resizes the inputs and computes the loss targets and the starting image.
+    style_masks: Sequence[jax.Array | None] | None = None,
+    content_mask: jax.Array | None = None,
+) -> Problem:
+    """Resizes and recolours the inputs, computes the targets and the starting point.
 
     Args:
       content: float [H, W, 3] RGB in [0, 1].
       styles: one or more float [H_i, W_i, 3] RGB in [0, 1].
       weights: the network.
-      options: the run's options.
+      options: the run's options (``options.size`` is the output's longest side).
       init_image: optional float [H', W', 3] RGB in [0, 1] to start from (resized to the output).
+      style_masks: optional, one mask per style (any size, resized to the output; white = this
+        style applies there; None entries apply everywhere).
+      content_mask: optional mask; the content loss counts only where it is white.
 
     Returns:
-      ``(x0, targets)``: the model-space starting image [h, w, 3] and the objective's targets.
+      The `Problem` to hand to the optimizer.
 
     Raises:
-      JaxstyleError: bad shapes, too few or too many blend weights, or sizes too small.
+      JaxstyleError: bad shapes or counts, masks that cover nothing, or sizes too small.
     """
     content = _check_image(content, "content")
     styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     shape, style_shapes = check_inputs(content.shape, [s.shape for s in styles], options)
+    if style_masks is not None and len(style_masks) != len(styles):
+        raise JaxstyleError(f"style masks: {len(style_masks)} masks for {len(styles)} style images")
     config = options.loss_config()
     pre = weights.preprocessing
-    content_model = pre.to_model(resize(content, *shape))
-    style_models = [pre.to_model(resize(s, *hw)) for s, hw in zip(styles, style_shapes)]
-    targets = {
-        "content": losses.content_targets(weights.params, content_model, config),
-        "style": losses.style_targets(
-            weights.params, style_models, config, options.style_blend_weights
-        ),
-    }
-    if init_image is not None:
-        x0 = pre.to_model(resize(_check_image(init_image, "init_image"), *shape))
-    elif options.init == "noise":
-        # Uniform RGB noise mapped into input space; neural-style uses N(0, 1e-3) in Caffe space,
-        # which is a flat grey image, and gives L-BFGS nothing to work from on random weights.
-        noise = jax.random.uniform(jax.random.key(options.seed), (*shape, 3))
-        x0 = pre.to_model(noise)
+    content_rgb = resize(content, *shape)
+    style_rgbs = [resize(s, *hw) for s, hw in zip(styles, style_shapes)]
+    if options.match_style_colors:
+        style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
+    luminance_only = options.original_colors == "luminance"
+    if luminance_only:
+        content_y = color.luminance(content_rgb)
+        content_in = color.gray_rgb(content_y)
+        style_rgbs = [color.gray_rgb(color.match_luminance(color.luminance(s), content_y))
+                      for s in style_rgbs]
     else:
-        x0 = content_model
-    return x0, targets
+        content_in = content_rgb
+    masks = None if style_masks is None else [
+        None if m is None else _mask(m, shape, f"style mask {i + 1}")
+        for i, m in enumerate(style_masks)
+    ]
+    cmask = None if content_mask is None else _mask(content_mask, shape, "content mask")
+    try:
+        targets = losses.region_targets(
+            weights.params, pre.to_model(content_in), [pre.to_model(s) for s in style_rgbs],
+            config, masks, cmask, options.style_blend_weights,
+        )
+    except ValueError as exc:
+        raise JaxstyleError(str(exc)) from None
+    if init_image is not None:
+        start = resize(_check_image(init_image, "init_image"), *shape)
+    elif options.init == "noise":
+        # Uniform RGB noise; neural-style's N(0, 1e-3) in Caffe space is a flat grey image and
+        # gives L-BFGS nothing to work from on random weights.
+        start = jax.random.uniform(jax.random.key(options.seed), (*shape, 3))
+    else:
+        start = content_in
+    if luminance_only:
+        chroma = color.rgb_to_ycbcr(content_rgb)[..., 1:]
+
+        def with_content_chroma(y):
+            ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
+            return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
+
+        return Problem(luminance_objective, (config, pre), color.luminance(start), targets,
+                       with_content_chroma, pixel_units=True)
+
+    def to_image(x):
+        rgb = to_rgb(x, pre)
+        if options.original_colors == "swap":
+            rgb = np.asarray(color.swap_chroma(jnp.asarray(rgb), content_rgb), np.float32)
+        return rgb
+
+    return Problem(losses.objective, config, pre.to_model(start), targets, to_image,
+                   pixel_units=False)
 
 
-def stylize(
-    content: jax.Array,
-    styles: Sequence[jax.Array],
-    weights: VGGWeights,
-    options: StyleOptions | None = None,
-    *,
-    init_image: jax.Array | None = None,
-    callback: Callable[[StylizeProgress], None] | None = None,
-    report_at: Callable[[int], bool] | None = None,
-    resume: RunState | None = None,
-) -> StylizeResult:
-    """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
+def _pick_output(result, options: StyleOptions) -> jax.Array:
+    if options.keep_best:
+        return result.state.best_x
+    if options.ema_decay:
+        return result.state.ema
+    return result.x
 
-    Has no side effects: it reads its arguments and returns; files are the caller's business.
 
-    Args:
-      content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
-      styles: one or more float [H_i, W_i, 3] RGB in [0, 1], resized to ``options.style_scale``
-        times the output's longest side.
-      weights: VGG19 weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
-      options: hyper-parameters; `StyleOptions()` by default.
-      init_image: start from this image instead of ``options.init``.
-      callback: called with a `StylizeProgress` every ``options.progress_every`` iterations.
-      report_at: iterations at which a chunk must also end and `callback` be called.
-      resume: continue a run from this state (from `StylizeProgress.run_state` or a checkpoint)
-        instead of starting afresh; the inputs and options must be the run's own. The result is
-        bit for bit that of the uninterrupted run on the same machine.
-
-    Returns:
-      A `StylizeResult` with the image, the loss history, evaluations and timings.
-
-    Raises:
-      JaxstyleError: invalid inputs or a `resume` state that does not fit;
-        `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
-    """
-    options = options or StyleOptions()
+def _stylize_scale(content, styles, weights, options, *, init_image, style_masks, content_mask,
+                   callback, report_at, resume, scale) -> StylizeResult:
     start = time.perf_counter()
-    x0, targets = prepare(content, styles, weights, options, init_image)
-    jax.block_until_ready(targets)
+    problem = prepare(content, styles, weights, options, init_image, style_masks, content_mask)
+    jax.block_until_ready(problem.targets)
     targets_seconds = time.perf_counter() - start
 
     def wrap(p: Progress) -> StylizeProgress:
         return StylizeProgress(
             p.iteration, p.total_iterations, p.value, p.components, p.evaluations, p.elapsed,
-            p.x, p.state, p.history, weights.preprocessing,
+            p.x, p.state, p.history, problem.to_image, scale,
         )
 
-    args = (weights.params, targets)
-    config = optimizer_config(options, weights.preprocessing)
-    state, start_iteration, history = None, 0, None
+    args = (weights.params, problem.targets)
+    config = optimizer_config(options, weights.preprocessing, problem.pixel_units)
+    x0, state, start_iteration, history = problem.x0, None, 0, None
     if resume is not None:
         if np.shape(resume.x) != x0.shape:
             raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
-        like = state_like(losses.objective, options.loss_config(), x0, args, config,
+        like = state_like(problem.loss_fn, problem.static, x0, args, config,
                           options.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start_iteration, history = jnp.asarray(resume.x), resume.iteration, resume.history
     try:
         result = minimize(
-            losses.objective,
-            options.loss_config(),
+            problem.loss_fn,
+            problem.static,
             x0,
             args,
             config,
@@ -270,10 +334,10 @@ def stylize(
         )
     except OptimizationError as exc:
         raise OptimizationError(str(exc), last_good=wrap(exc.last_good)) from None
-    final = {"total": float(result.state.value)}
-    final.update({k: float(v) for k, v in result.state.aux.items()})
+    final = {"total": float(result.state.opt.value)}
+    final.update({k: float(v) for k, v in result.state.opt.aux.items()})
     return StylizeResult(
-        image=to_rgb(result.x, weights.preprocessing),
+        image=problem.to_image(_pick_output(result, options)),
         history=result.history,
         losses=final,
         evaluations=result.evaluations,
@@ -283,5 +347,75 @@ def stylize(
             "optimize": result.run_seconds,
             "total": time.perf_counter() - start,
         },
+        weights_source=weights.source,
+    )
+
+
+def stylize(
+    content: jax.Array,
+    styles: Sequence[jax.Array],
+    weights: VGGWeights,
+    options: StyleOptions | None = None,
+    *,
+    init_image: jax.Array | None = None,
+    style_masks: Sequence[jax.Array | None] | None = None,
+    content_mask: jax.Array | None = None,
+    callback: Callable[[StylizeProgress], None] | None = None,
+    report_at: Callable[[int], bool] | None = None,
+    resume: RunState | None = None,
+) -> StylizeResult:
+    """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
+
+    Has no side effects: it reads its arguments and returns; files are the caller's business.
+
+    Args:
+      content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
+      styles: one or more float [H_i, W_i, 3] RGB in [0, 1], resized to ``options.style_scale``
+        (or their own ``options.style_scales``) times the output's longest side.
+      weights: VGG19 weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
+      options: hyper-parameters; `StyleOptions()` by default.
+      init_image: start from this image instead of ``options.init``.
+      style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this
+        style applies there), to paint different styles in different regions.
+      content_mask: a mask image; the content loss counts only where it is white.
+      callback: called with a `StylizeProgress` every ``options.progress_every`` iterations.
+      report_at: iterations at which a chunk must also end and `callback` be called.
+      resume: continue a single-scale run from this state (from `StylizeProgress.run_state` or
+        a checkpoint); the inputs and options must be the run's own. The result is bit for bit
+        that of the uninterrupted run on the same machine.
+
+    Returns:
+      A `StylizeResult` with the image, the loss history, evaluations and timings. With
+      ``options.scales`` the history runs through all scales in order.
+
+    Raises:
+      JaxstyleError: invalid inputs or a `resume` state that does not fit;
+        `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
+    """
+    options = options or StyleOptions()
+    common = dict(style_masks=style_masks, content_mask=content_mask, callback=callback,
+                  report_at=report_at)
+    if not options.scales:
+        return _stylize_scale(content, styles, weights, options, init_image=init_image,
+                              resume=resume, scale=0, **common)
+    if resume is not None:
+        raise JaxstyleError("resume: multi-scale runs cannot be resumed yet")
+    counts = options.scale_iterations or (options.iterations,)
+    counts = counts * len(options.scales) if len(counts) == 1 else counts
+    results = []
+    for index, (size, iterations) in enumerate(zip(options.scales, counts)):
+        step = options.replace(size=size, iterations=iterations, scales=None,
+                               scale_iterations=None)
+        previous = results[-1].image if results else init_image
+        results.append(_stylize_scale(content, styles, weights, step, init_image=previous,
+                                      resume=None, scale=index, **common))
+    last = results[-1]
+    keys = last.history.keys()
+    return StylizeResult(
+        image=last.image,
+        history={k: [v for r in results for v in r.history[k]] for k in keys},
+        losses=last.losses,
+        evaluations=sum(r.evaluations for r in results),
+        timings={k: sum(r.timings[k] for r in results) for k in last.timings},
         weights_source=weights.source,
     )
