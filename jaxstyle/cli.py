@@ -473,6 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    if args.command in ("stylize", "resume"):
+        from jaxstyle.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         return args.func(args)
     except JaxstyleError as exc:

@@ -207,4 +207,4 @@ def init_params(key: jax.Array, widths: Sequence[int] = VGG19_WIDTHS) -> dict:
       Parameters in the layout `vgg19_features` takes.
     """
     model = VGG19(widths=tuple(widths), layers=("pool5",))
-    return model.init(key, jnp.zeros((1, 32, 32, 3)))["params"]
+    return jax.jit(model.init)(key, jnp.zeros((1, 32, 32, 3)))["params"]
