@@ -42,7 +42,7 @@ def content_loss(
     _check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    diff, area = _masked(features - target, mask)
+    diff, area = _masked(features.astype(jnp.float32) - target.astype(jnp.float32), mask)
     return jnp.sum(jnp.square(diff)) / (area * features.shape[-1])
 
 
@@ -142,6 +142,7 @@ MEAN_COVARIANCE = StyleLoss("mean_cov", mean_covariance_statistics, wasserstein_
                             _mean_covariance_prepare)
 STYLE_LOSSES = {loss.name: loss for loss in (GRAM, MEAN_COVARIANCE)}
 WEIGHT_NORMALIZATIONS = ("neural-style", "resolution")
+PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
 
 
@@ -168,6 +169,8 @@ class LossConfig:
         TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
         image side), so the same weights behave alike at 256 px and 1024 px; content and Gram
         losses are means and need no change. Identical to "neural-style" at 512 px.
+      precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
+        Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
     """
 
     content_layers: tuple[str, ...] = ("relu4_2",)
@@ -179,8 +182,11 @@ class LossConfig:
     pooling: str = "max"
     style_loss: StyleLoss = GRAM
     weight_normalization: str = "neural-style"
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
         if not isinstance(self.style_loss, StyleLoss):
             raise ValueError(f"style_loss: expected a StyleLoss, got {self.style_loss!r}")
         if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
@@ -211,14 +217,16 @@ class LossConfig:
         return self.style_layer_weights or (1.0,) * len(self.style_layers)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _features(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str):
-    return {k: v[0] for k, v in vgg19_features(params, image[None], layers, pooling).items()}
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _features(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str,
+              precision: str = "float32"):
+    x = image[None].astype(PRECISIONS[precision])
+    return {k: v[0] for k, v in vgg19_features(params, x, layers, pooling).items()}
 
 
 def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dict[str, jax.Array]:
     """Activations of the model-space content image [H, W, 3] at each content layer."""
-    return _features(params, content, config.content_layers, config.pooling)
+    return _features(params, content, config.content_layers, config.pooling, config.precision)
 
 
 def _check_blend(n: int, blend_weights: Sequence[float] | None) -> jax.Array:
@@ -257,7 +265,7 @@ def style_targets(
     stats = config.style_loss.statistics
     targets = None
     for weight, style in zip(weights, styles):
-        feats = _features(params, style, config.style_layers, config.pooling)
+        feats = _features(params, style, config.style_layers, config.pooling, config.precision)
         one = {name: jax.tree_util.tree_map(lambda t: weight * t, stats(feats[name], None))
                for name in config.style_layers}
         targets = one if targets is None else jax.tree_util.tree_map(jnp.add, targets, one)
@@ -302,7 +310,7 @@ def region_targets(
       ``{"content", "content_mask", "style", "style_masks", "style_weights"}`` for `objective`.
     """
     layers = config.layers
-    feats = _features(params, content, layers, config.pooling)
+    feats = _features(params, content, layers, config.pooling, config.precision)
     shapes = {name: feats[name].shape[:2] for name in layers}
     targets = {"content": {n: feats[n] for n in config.content_layers}, "content_mask": None}
     if content_mask is not None:
@@ -344,7 +352,7 @@ def objective(
       ``(total, components)`` with components ``content``, ``style``, ``tv`` and
       ``style/<layer>`` for each style layer, all float32 scalars.
     """
-    feats = _features(params, image, config.layers, config.pooling)
+    feats = _features(params, image, config.layers, config.pooling, config.precision)
     content_mask = targets.get("content_mask")
     content = sum(
         config.content_weight * content_loss(

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import STYLE_LOSSES, WEIGHT_NORMALIZATIONS, LossConfig
+from jaxstyle.losses import PRECISIONS, STYLE_LOSSES, WEIGHT_NORMALIZATIONS, LossConfig
 from jaxstyle.vgg import POOLINGS, validate_layers
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -129,6 +129,10 @@ class StyleOptions:
         "0: off)",
     )
     keep_best: bool = _option(False, "output the iterate with the lowest loss, not the last")
+    precision: str = _option(
+        "float32", "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
+        "float32); a large gain on GPUs and TPUs, little on CPUs", choices=tuple(PRECISIONS),
+    )
 
     def __post_init__(self):
         try:
@@ -163,7 +167,8 @@ class StyleOptions:
         for name, allowed in (("pooling", POOLINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
                               ("lbfgs_linesearch", LINESEARCHES), ("style_loss", STYLE_LOSSES),
                               ("original_colors", ORIGINAL_COLORS),
-                              ("weight_normalization", WEIGHT_NORMALIZATIONS)):
+                              ("weight_normalization", WEIGHT_NORMALIZATIONS),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise OptionsError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
 
@@ -178,6 +183,7 @@ class StyleOptions:
             pooling=self.pooling,
             style_loss=STYLE_LOSSES[self.style_loss],
             weight_normalization=self.weight_normalization,
+            precision=self.precision,
         )
 
     def replace(self, **changes) -> StyleOptions:

@@ -257,3 +257,26 @@ def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys
                  "--weights", str(tiny_weights_file), "--style-masks", str(tmp_path / "left.png"),
                  str(tmp_path / "right.png"), "-q"])
     assert code == 2 and "2 masks for 1 style images" in capsys.readouterr().err
+
+
+def test_bfloat16_network_keeps_losses_float32_and_close(tiny_weights):
+    pre = tiny_weights.preprocessing
+    content = pre.to_model(jnp.asarray(smooth_image(32, 32, 0)))
+    style = pre.to_model(jnp.asarray(smooth_image(32, 32, 1)))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        config = LossConfig(precision=precision, style_weight=1e6)
+        targets = region_targets(tiny_weights.params, content, [style], config)
+        (total, parts), grad = jax.value_and_grad(objective, has_aux=True)(
+            content + 0.05, tiny_weights.params, targets, config)
+        assert total.dtype == jnp.float32 and grad.dtype == jnp.float32
+        assert all(v.dtype == jnp.float32 for v in parts.values())
+        results[precision] = (float(total), np.asarray(grad).ravel())
+    (f32, g32), (b16, g16) = results["float32"], results["bfloat16"]
+    assert abs(b16 - f32) / f32 < 0.05
+    assert g32 @ g16 / (np.linalg.norm(g32) * np.linalg.norm(g16)) > 0.98
+    runs = [stylize(smooth_image(24, 32, 0), [smooth_image(32, 32, 1)], tiny_weights,
+                    StyleOptions(precision=p, optimizer="adam", **SMALL)).history["total"]
+            for p in ("float32", "bfloat16")]
+    np.testing.assert_allclose(runs[1], runs[0], rtol=0.02)
+    assert runs[1][-1] < runs[1][0]
