@@ -344,6 +344,65 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(args, saved.options, Path(args.checkpoint))
 
 
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def _content_paths(items: list[str]) -> list[Path]:
+    paths = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not found:
+                raise JaxstyleError(f"{path}: folder holds no images")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from jaxstyle.batch import stylize_batch
+    from jaxstyle.images import check_output_path, load_image, save_image
+
+    options = options_from_args(args)
+    contents = _content_paths(args.contents)
+    folder = Path(args.output_dir)
+    if not folder.is_dir():
+        raise JaxstyleError(f"--output-dir {folder}: no such folder")
+    outputs = [folder / f"{p.stem}.{args.format}" for p in contents]
+    if len(set(outputs)) != len(outputs):
+        raise JaxstyleError("two content images share a name; their outputs would collide")
+    inputs = [*map(str, contents), *args.styles]
+    for out in outputs:
+        check_output_path(out, inputs)
+    images = [load_image(p, args.max_pixels) for p in contents]
+    styles = [load_image(p, args.max_pixels) for p in args.styles]
+    weights = _load_weights(args.weights, options.seed)
+    _log(f"weights: {weights.source}{' -- NOT pretrained' if weights.is_random else ''}; "
+         f"{len(images)} images on {jax.local_device_count()} device(s)", args.quiet)
+    bar = tqdm(total=options.iterations, unit="it", disable=args.quiet, file=sys.stderr, delay=0.1)
+
+    def on_progress(iteration: int, _total: int, value: float) -> None:
+        bar.set_postfix_str(f"summed loss {value:.4g}", refresh=False)
+        bar.update(iteration - bar.n)
+        if iteration >= options.iterations:
+            bar.reset()
+
+    try:
+        results = stylize_batch(images, styles, weights, options, callback=on_progress)
+    finally:
+        bar.close()
+    label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}"
+    for out, result in zip(outputs, results):
+        save_image(out, result.image, inputs, label)
+        _log(f"wrote {out}: loss {result.losses['total']:.6g}", args.quiet)
+    return 0
+
+
 def cmd_weights_info(args: argparse.Namespace) -> int:
     from jaxstyle.weights import load_weights
 
@@ -418,6 +477,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxstyle.images import DEFAULT_MAX_PIXELS
     from jaxstyle.preprocessing import PRESETS
     from jaxstyle.weights import DEFAULT_SOURCE_ORDER, SOURCES
 
@@ -449,6 +509,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(again)
     again.set_defaults(func=cmd_resume)
 
+    many = commands.add_parser(
+        "batch", help="stylize many content images with the same styles, batched and sharded",
+        description="Stylize every CONTENT (files or folders of images) in the style of STYLE; "
+                    "images of one output size run as one batch, sharded over all local devices.")
+    many.add_argument("contents", nargs="+", metavar="content", help="content images or folders")
+    many.add_argument("-s", "--styles", nargs="+", required=True, metavar="STYLE",
+                      help="style images")
+    many.add_argument("-o", "--output-dir", required=True, help="folder for OUTPUT/<name>.FORMAT")
+    many.add_argument("--format", default="png", help="output extension (default: png)")
+    many.add_argument("--weights", default=None, metavar="PATH|random",
+                      help="as for stylize")
+    many.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                      help="refuse input images larger than this many pixels")
+    many.add_argument("-q", "--quiet", action="store_true")
+    add_option_flags(many, skip=("scales", "scale_iterations"))
+    many.set_defaults(func=cmd_batch)
+
     weights = commands.add_parser("weights", help="download, convert and inspect VGG19 weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
     info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
@@ -473,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    if args.command in ("stylize", "resume"):
+    if args.command in ("stylize", "resume", "batch"):
         from jaxstyle.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()

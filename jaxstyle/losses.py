@@ -288,6 +288,7 @@ def region_targets(
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
     blend_weights: Sequence[float] | None = None,
+    style: list[dict] | None = None,
 ) -> dict:
     """All targets of `objective`, with optional regions.
 
@@ -305,6 +306,8 @@ def region_targets(
         None entry means "everywhere".
       content_mask: float [H, W] in [0, 1]: the content loss counts only where it is white.
       blend_weights: per-style weights.
+      style: style targets computed before for the same output size (without masks), so that a
+        batch of content images computes them once.
 
     Returns:
       ``{"content", "content_mask", "style", "style_masks", "style_weights"}`` for `objective`.
@@ -316,7 +319,7 @@ def region_targets(
     if content_mask is not None:
         targets["content_mask"] = layer_masks(content_mask, {n: shapes[n] for n in config.content_layers})
     if style_masks is None:
-        targets["style"] = [style_targets(params, styles, config, blend_weights)]
+        targets["style"] = style or [style_targets(params, styles, config, blend_weights)]
         targets["style_masks"] = [None]
         targets["style_weights"] = jnp.ones(1)
         return targets

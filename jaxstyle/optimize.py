@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import jaxopt
+import numpy as np
 import optax
 
 from jaxstyle.errors import OptimizationError
@@ -107,8 +108,13 @@ def _lbfgs(fun: Callable, config: OptimizerConfig) -> jaxopt.LBFGS:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chunk: int):
-    """Builds (and caches) the jitted init and chunk functions for one objective and optimizer."""
+def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chunk: int,
+              batch_axes: tuple | None = None):
+    """Builds (and caches) the jitted init and chunk functions for one objective and optimizer.
+
+    With `batch_axes` (one `jax.vmap` in_axes entry per argument after x), x and the state get a
+    leading batch axis and every image is optimized independently, exactly as on its own.
+    """
 
     def fun(x, *args):
         return loss_fn(x, *args, loss_static)
@@ -169,13 +175,18 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         best_x = jnp.where(better, new_x, state.best_x)
         return new_x, LoopState(opt, ema, best_x, jnp.where(better, opt.value, state.best_value))
 
+    if batch_axes is not None:
+        init = jax.vmap(init, in_axes=(0, *batch_axes))
+        step = jax.vmap(step, in_axes=(0, 0, *batch_axes))
+
     def run_chunk(x, state, n, *args):
         def record(history, i, value, aux):
             entries = {"total": value, **aux}
             return {k: history[k].at[i].set(entries[k]) for k in history}
 
-        history = {"total": jnp.full(chunk, jnp.nan)}
-        history.update({k: jnp.full(chunk, jnp.nan) for k in state.opt.aux})
+        shape = (chunk, *jnp.shape(state.opt.value))  # (chunk,) or (chunk, batch)
+        history = {"total": jnp.full(shape, jnp.nan)}
+        history.update({k: jnp.full(shape, jnp.nan) for k in state.opt.aux})
 
         def cond(carry):
             i, _, _, _, diverged, _ = carry
@@ -184,7 +195,7 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         def body(carry):
             i, x, state, history, _, bad_aux = carry
             new_x, new_state = step(x, state, *args)
-            ok = jnp.isfinite(new_state.opt.value)
+            ok = jnp.all(jnp.isfinite(new_state.opt.value))
             keep = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.where(ok, a, b))
             history = jax.lax.cond(
                 ok, lambda h: record(h, i, new_state.opt.value, new_state.opt.aux), lambda h: h,
@@ -210,8 +221,9 @@ def state_like(
 
 
 def num_evaluations(state) -> int:
-    """Loss-and-gradient evaluations so far, counted by the optimizer (from a `LoopState`)."""
-    return int(state.opt.num_fun_eval)
+    """Loss-and-gradient evaluations so far, counted by the optimizer (from a `LoopState`; for a
+    batch, per image)."""
+    return int(jnp.max(state.opt.num_fun_eval))
 
 
 @dataclass
@@ -264,6 +276,7 @@ def minimize(
     state: Any = None,
     start_iteration: int = 0,
     history: dict[str, list[float]] | None = None,
+    batch_axes: tuple | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -280,6 +293,9 @@ def minimize(
       state: an optimizer state to continue from (with `x0` the image it belongs to).
       start_iteration: iterations already done when continuing.
       history: the loss history of those iterations, continued in the result.
+      batch_axes: optimize a batch: x has a leading axis and `args[i]` is mapped over its axis
+        ``batch_axes[i]`` (None: shared). History entries are then per-image lists; `Progress`
+        reports sums over the batch.
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
@@ -287,7 +303,7 @@ def minimize(
     Raises:
       OptimizationError: a loss became NaN or infinite; the message names the loss.
     """
-    init, run_chunk = _compiled(loss_fn, loss_static, config, chunk)
+    init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
     start = time.perf_counter()
     if state is None:
         state = _compile(init, x0, *args)(x0, *args)
@@ -304,8 +320,8 @@ def minimize(
             total_iterations=iterations,
             x=x,
             state=state,
-            value=float(state.opt.value),
-            components={k: float(v) for k, v in state.opt.aux.items()},
+            value=float(jnp.sum(state.opt.value)),
+            components={k: float(jnp.sum(v)) for k, v in state.opt.aux.items()},
             evaluations=num_evaluations(state),
             elapsed=time.perf_counter() - start,
             history=history,
@@ -319,10 +335,10 @@ def minimize(
         steps = int(result.steps)
         x, state = result.x, result.state
         for key, values in result.history.items():
-            history[key].extend(float(v) for v in values[:steps])
+            history[key].extend(np.asarray(values[:steps]).tolist())
         done += steps
         if bool(result.diverged):
-            bad = sorted(k for k, v in result.bad_aux.items() if not jnp.isfinite(v))
+            bad = sorted(k for k, v in result.bad_aux.items() if not jnp.all(jnp.isfinite(v)))
             raise OptimizationError(
                 f"the loss became NaN or infinite at iteration {done + 1} "
                 f"(bad: {', '.join(bad) or 'total'}); the last good image is from iteration {done}",

@@ -75,6 +75,7 @@ class StylizeResult:
       evaluations: loss-and-gradient evaluations made by the optimizer.
       timings: seconds spent on ``targets``, ``compile``, ``optimize`` and ``total``.
       weights_source: where the network's weights came from.
+      devices: how many devices the run was sharded over.
     """
 
     image: np.ndarray
@@ -83,6 +84,7 @@ class StylizeResult:
     evaluations: int
     timings: dict[str, float]
     weights_source: str
+    devices: int = 1
 
 
 def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:
@@ -208,6 +210,7 @@ def prepare(
     init_image: jax.Array | None = None,
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
+    style_targets: list[dict] | None = None,
 ) -> Problem:
     """Resizes and recolours the inputs, computes the targets and the starting point.
 
@@ -220,6 +223,9 @@ def prepare(
       style_masks: optional, one mask per style (any size, resized to the output; white = this
         style applies there; None entries apply everywhere).
       content_mask: optional mask; the content loss counts only where it is white.
+      style_targets: ``problem.targets["style"]`` of an earlier `prepare` at the same output
+        size, reused instead of recomputed (only valid when the style targets do not depend on
+        the content: no masks, no colour matching, no luminance-only transfer).
 
     Returns:
       The `Problem` to hand to the optimizer.
@@ -254,7 +260,7 @@ def prepare(
     try:
         targets = losses.region_targets(
             weights.params, pre.to_model(content_in), [pre.to_model(s) for s in style_rgbs],
-            config, masks, cmask, options.style_blend_weights,
+            config, masks, cmask, options.style_blend_weights, style_targets,
         )
     except ValueError as exc:
         raise JaxstyleError(str(exc)) from None

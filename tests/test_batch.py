@@ -1,0 +1,82 @@
+"""Batches of content images: vmap of the single-image run, sharded over (simulated) devices."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from conftest import smooth_image
+from jaxstyle import StyleOptions, load_weights, stylize
+from jaxstyle.batch import stylize_batch
+weights = load_weights(sys.argv[2], "torchvision")
+contents = [smooth_image(24, 32, 0), smooth_image(24, 32, 3), smooth_image(24, 32, 5),
+            smooth_image(32, 32, 4)]
+styles = [smooth_image(32, 32, 1)]
+report = {"devices": jax.device_count()}
+for optimizer in ("lbfgs", "adam"):
+    options = StyleOptions(size=32, iterations=5, progress_every=5, optimizer=optimizer,
+                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    batch = stylize_batch(contents, styles, weights, options)
+    rows = []
+    for content, result in zip(contents, batch):
+        alone = stylize(content, styles, weights, options)
+        rows.append({"image": float(np.abs(result.image - alone.image).max()),
+                     "loss": abs(result.losses["total"] - alone.losses["total"])
+                     / alone.losses["total"], "shape": list(result.image.shape),
+                     "devices": result.devices, "evaluations": [result.evaluations,
+                                                                  alone.evaluations]})
+    report[optimizer] = rows
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("devices", [4, 1])
+def test_batch_equals_single_image_runs(devices):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT / "tests"),
+                          str(ROOT / "tests" / "data" / "vgg19_tiny.pth")],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["devices"] == devices
+    for optimizer in ("lbfgs", "adam"):
+        rows = report[optimizer]
+        assert [r["shape"] for r in rows] == [[24, 32, 3]] * 3 + [[32, 32, 3]]
+        for row in rows:
+            assert row["devices"] == devices
+            assert row["image"] < 1e-4 and row["loss"] < 1e-4, row
+            assert row["evaluations"][0] == row["evaluations"][1]
+
+
+def test_batch_command_line(tmp_path, tiny_weights_file, capsys):
+    from jaxstyle.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((smooth_image(30, 40, i) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    style = tmp_path / "style.jpg"
+    Image.fromarray((smooth_image(32, 32, 9) * 255).astype(np.uint8)).save(style)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["batch", str(folder), "-s", str(style), "-o", str(out), "--weights",
+                 str(tiny_weights_file), "--size", "32", "--iterations", "3", "-q",
+                 "--content-layers", "relu2_1", "--style-layers", "relu1_1"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    code = main(["batch", str(folder), "-s", str(style), "-o", str(folder), "--weights",
+                 str(tiny_weights_file)])
+    assert code == 2 and "refusing to overwrite the input" in capsys.readouterr().err
+    code = main(["batch", str(tmp_path / "nope"), "-s", str(style), "-o", str(out)])
+    assert code == 2 and "no such file" in capsys.readouterr().err
