@@ -18,7 +18,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.optimize import minimize
 from jaxstyle.options import StyleOptions
-from jaxstyle.stylize import StylizeResult, check_inputs, optimizer_config, prepare
+from jaxstyle.stylize import (StylizeResult, check_inputs, memory_limit_bytes, optimizer_config,
+                              prepare)
 from jaxstyle.weights import VGGWeights
 
 _SHARED = ("style", "style_masks", "style_weights", "content_mask")
@@ -107,6 +108,7 @@ def stylize_batch(
                 batched_objective, (problems[0].loss_fn, problems[0].static), x0, args,
                 optimizer_config(options, weights.preprocessing, problems[0].pixel_units),
                 options.iterations, chunk=options.progress_every, batch_axes=(None, None, 0),
+                memory_limit=memory_limit_bytes(options),
                 callback=(lambda p: callback(p.iteration, p.total_iterations, p.value))
                 if callback else None,
             )

@@ -24,3 +24,7 @@ class OptimizationError(JaxstyleError):
     def __init__(self, message: str, last_good=None):
         super().__init__(message)
         self.last_good = last_good
+
+
+class OutOfMemoryError(JaxstyleError):
+    """A run's estimated peak memory exceeds what is available; nothing was allocated."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxstyle.vgg import validate_layers, vgg19_features
 
@@ -229,15 +230,15 @@ def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dic
     return _features(params, content, config.content_layers, config.pooling, config.precision)
 
 
-def _check_blend(n: int, blend_weights: Sequence[float] | None) -> jax.Array:
+def _check_blend(n: int, blend_weights: Sequence[float] | None) -> np.ndarray:
     if n == 0:
         raise ValueError("styles: at least one style image is needed")
-    weights = jnp.ones(n) if blend_weights is None else jnp.asarray(blend_weights, float)
+    weights = np.ones(n) if blend_weights is None else np.asarray(blend_weights, np.float32)
     if weights.shape != (n,):
         raise ValueError(f"blend_weights: {weights.shape[0]} weights for {n} style images")
-    if bool(jnp.any(weights < 0)) or float(weights.sum()) <= 0:
+    if (weights < 0).any() or weights.sum() <= 0:
         raise ValueError("blend_weights: weights must be >= 0 and not all zero")
-    return weights / weights.sum()
+    return (weights / weights.sum()).astype(np.float32)
 
 
 def style_targets(

@@ -20,7 +20,7 @@ import jaxopt
 import numpy as np
 import optax
 
-from jaxstyle.errors import OptimizationError
+from jaxstyle.errors import OptimizationError, OutOfMemoryError
 
 # torch.optim.LBFGS (and so neural-style) skips a curvature pair whose s.y is at most this.
 _CURVATURE_EPS = 1e-10
@@ -208,7 +208,65 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         i, x, state, history, diverged, bad_aux = jax.lax.while_loop(cond, body, carry)
         return ChunkResult(x, state, i, history, diverged, bad_aux)
 
-    return jax.jit(init), jax.jit(run_chunk)
+    # The image and state going in are replaced by those coming out: donating them lets XLA
+    # update in place instead of holding two copies of the L-BFGS history.
+    return jax.jit(init), jax.jit(run_chunk, donate_argnums=(0, 1))
+
+
+class MemoryEstimate(NamedTuple):
+    """Peak bytes a run needs, from XLA's memory analysis of its compiled chunk.
+
+    Attributes:
+      total: arguments (image, optimizer state, network, targets) + outputs + XLA temporaries.
+      state: the optimizer state's share (the L-BFGS history: 2 x history x image size).
+      temporaries: XLA's working memory (activations kept for the backward pass, ...).
+    """
+
+    total: int
+    state: int
+    temporaries: int
+
+
+def estimate_memory(
+    loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple, config: OptimizerConfig,
+    chunk: int, batch_axes: tuple | None = None,
+) -> MemoryEstimate:
+    """Estimates a run's peak memory without allocating it (the compiled chunk is cached and
+    reused by `minimize`)."""
+    init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
+    compiled_init = _compile(init, x0, *args)
+    # The state as init will lay it out (shape, dtype and sharding), without computing it.
+    state = jax.tree_util.tree_map(
+        lambda aval, sharding: jax.ShapeDtypeStruct(aval.shape, aval.dtype, sharding=sharding),
+        jax.eval_shape(init, x0, *args), compiled_init.output_shardings,
+    )
+    compiled = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
+    analysis = compiled.memory_analysis()
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
+    total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+    return MemoryEstimate(int(total), int(state_bytes), int(analysis.temp_size_in_bytes))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def available_memory() -> int | None:
+    """Bytes free for a run on the default device: the GPU/TPU's free memory, or the host's
+    MemAvailable on CPU; None when unknown."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def state_like(
@@ -277,6 +335,7 @@ def minimize(
     start_iteration: int = 0,
     history: dict[str, list[float]] | None = None,
     batch_axes: tuple | None = None,
+    memory_limit: int | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -296,13 +355,28 @@ def minimize(
       batch_axes: optimize a batch: x has a leading axis and `args[i]` is mapped over its axis
         ``batch_axes[i]`` (None: shared). History entries are then per-image lists; `Progress`
         reports sums over the batch.
+      memory_limit: refuse to start when the estimated peak exceeds this many bytes (default:
+        the memory free on the device); 0 disables the check.
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
 
     Raises:
       OptimizationError: a loss became NaN or infinite; the message names the loss.
+      OutOfMemoryError: the run would not fit in memory (checked before anything is allocated).
     """
+    if memory_limit != 0:
+        limit = memory_limit or available_memory()
+        if limit:
+            need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes)
+            if need.total > limit:
+                raise OutOfMemoryError(
+                    f"this run needs about {_size(need.total)} (optimizer state "
+                    f"{_size(need.state)}, network activations {_size(need.temporaries)}) but "
+                    f"{_size(limit)} is available: use a smaller --size, --scales to finish large "
+                    "sizes with fewer iterations, a shorter --lbfgs-history, or --optimizer adam "
+                    "(no history)"
+                )
     init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
     start = time.perf_counter()
     if state is None:

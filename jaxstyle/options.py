@@ -129,6 +129,10 @@ class StyleOptions:
         "0: off)",
     )
     keep_best: bool = _option(False, "output the iterate with the lowest loss, not the last")
+    memory_limit_gb: float | None = _option(
+        None, "refuse runs whose estimated peak memory exceeds this (default: the memory free "
+        "on the device; 0: never refuse)",
+    )
     precision: str = _option(
         "float32", "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
         "float32); a large gain on GPUs and TPUs, little on CPUs", choices=tuple(PRECISIONS),
@@ -150,6 +154,7 @@ class StyleOptions:
             "learning_rate": self.learning_rate is None
             or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
             "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "memory_limit_gb": self.memory_limit_gb is None or self.memory_limit_gb >= 0,
             "scales": self.scales is None or (len(self.scales) > 0 and min(self.scales) > 0),
             "scale_iterations": self.scale_iterations is None
             or (len(self.scale_iterations) in (1, len(self.scales or ()))

@@ -292,6 +292,13 @@ def prepare(
                    pixel_units=False)
 
 
+def memory_limit_bytes(options: StyleOptions) -> int | None:
+    """``options.memory_limit_gb`` in bytes (None: what the device has free; 0: no check)."""
+    if options.memory_limit_gb is None:
+        return None
+    return int(options.memory_limit_gb * 2**30)
+
+
 def _pick_output(result, options: StyleOptions) -> jax.Array:
     if options.keep_best:
         return result.state.best_x
@@ -337,6 +344,7 @@ def _stylize_scale(content, styles, weights, options, *, init_image, style_masks
             state=state,
             start_iteration=start_iteration,
             history=history,
+            memory_limit=memory_limit_bytes(options),
         )
     except OptimizationError as exc:
         raise OptimizationError(str(exc), last_good=wrap(exc.last_good)) from None

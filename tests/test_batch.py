@@ -80,3 +80,44 @@ def test_batch_command_line(tmp_path, tiny_weights_file, capsys):
     assert code == 2 and "refusing to overwrite the input" in capsys.readouterr().err
     code = main(["batch", str(tmp_path / "nope"), "-s", str(style), "-o", str(out)])
     assert code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weights, tmp_path,
+                                                                     tiny_weights_file, capsys):
+    from jaxstyle import StyleOptions, stylize
+    from jaxstyle.cli import main
+    from jaxstyle.errors import OutOfMemoryError
+    from jaxstyle.optimize import estimate_memory
+    from jaxstyle.stylize import optimizer_config, prepare
+
+    def estimate(size, history):
+        options = StyleOptions(size=size, lbfgs_history=history)
+        problem = prepare(smooth_image(size, size, 0), [smooth_image(32, 32, 1)], tiny_weights,
+                          options)
+        return estimate_memory(problem.loss_fn, problem.static, problem.x0,
+                               (tiny_weights.params, problem.targets),
+                               optimizer_config(options, tiny_weights.preprocessing), 10)
+
+    small, large, short = estimate(32, 100), estimate(64, 100), estimate(64, 5)
+    image_bytes = 64 * 64 * 3 * 4
+    assert large.state >= 2 * 100 * image_bytes > short.state  # the L-BFGS history dominates
+    assert large.total > small.total and large.total > large.state + large.temporaries / 2
+
+    options = StyleOptions(size=32, iterations=2, memory_limit_gb=small.total / 2**30 / 2)
+    with pytest.raises(OutOfMemoryError, match=r"needs about .* MiB .* --lbfgs-history"):
+        stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights, options)
+    fits = stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights,
+                   options.replace(memory_limit_gb=small.total / 2**30 * 1.5))
+    assert len(fits.history["total"]) == 2
+
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray((smooth_image(32, 32, 0) * 255).astype(np.uint8)).save(content)
+    Image.fromarray((smooth_image(32, 32, 1) * 255).astype(np.uint8)).save(style)
+    code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
+                 "--weights", str(tiny_weights_file), "--size", "32", "--memory-limit-gb",
+                 "0.0001"])
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if line.startswith("jaxstyle: error:")]
+    assert code == 2 and len(errors) == 1 and "MiB is available" in errors[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
