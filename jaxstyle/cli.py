@@ -370,6 +370,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     contents = _content_paths(args.contents)
+    if args.coordinator:
+        # Several hosts: each process takes every num_processes-th image, on its own devices.
+        if not 0 <= args.process_id < args.num_processes:
+            raise JaxstyleError("--process-id must be in [0, --num-processes)")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                   initialization_timeout=args.coordinator_timeout)
+        contents = contents[args.process_id :: args.num_processes]
+        if not contents:
+            _log(f"process {args.process_id}: no images left for this process", args.quiet)
+            return 0
     folder = Path(args.output_dir)
     if not folder.is_dir():
         raise JaxstyleError(f"--output-dir {folder}: no such folder")
@@ -393,7 +403,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             bar.reset()
 
     try:
-        results = stylize_batch(images, styles, weights, options, callback=on_progress)
+        results = stylize_batch(images, styles, weights, options, callback=on_progress,
+                                devices=jax.local_devices())
     finally:
         bar.close()
     label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}"
@@ -523,6 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                       help="refuse input images larger than this many pixels")
     many.add_argument("-q", "--quiet", action="store_true")
+    hosts = many.add_argument_group(
+        "several hosts (jax.distributed): run the same command on every host with its own "
+        "--process-id; each process takes every N-th image")
+    hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="address of process 0's coordination service")
+    hosts.add_argument("--num-processes", type=int, default=1, metavar="N")
+    hosts.add_argument("--process-id", type=int, default=0, metavar="I")
+    hosts.add_argument("--coordinator-timeout", type=int, default=60, metavar="SECONDS",
+                       help=argparse.SUPPRESS)
     add_option_flags(many, skip=("scales", "scale_iterations"))
     many.set_defaults(func=cmd_batch)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_RGB_TO_YCBCR = jnp.array(
-    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+# NumPy constants: a module-level jnp array would start JAX's backend on import.
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], np.float32
 )
-_CHROMA_OFFSET = jnp.array([0.0, 0.5, 0.5])
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR).astype(np.float32)
+_CHROMA_OFFSET = np.array([0.0, 0.5, 0.5], np.float32)
 _EPS = 1e-5
 
 
@@ -29,7 +32,7 @@ def rgb_to_ycbcr(rgb: jax.Array) -> jax.Array:
 
 def ycbcr_to_rgb(ycbcr: jax.Array) -> jax.Array:
     """Inverse of `rgb_to_ycbcr` (not clipped)."""
-    return (ycbcr - _CHROMA_OFFSET) @ jnp.linalg.inv(_RGB_TO_YCBCR).T
+    return (ycbcr - _CHROMA_OFFSET) @ _YCBCR_TO_RGB.T
 
 
 def luminance(rgb: jax.Array) -> jax.Array:

@@ -121,3 +121,39 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     assert code == 2 and len(errors) == 1 and "MiB is available" in errors[0]
     assert "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_two_processes_share_the_images(tmp_path, tiny_weights_file):
+    import socket
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((smooth_image(30, 40, i) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    style = tmp_path / "style.png"
+    Image.fromarray((smooth_image(32, 32, 9) * 255).astype(np.uint8)).save(style)
+    common = ["batch", str(folder), "-s", str(style), "--weights", str(tiny_weights_file),
+              "--size", "32", "--iterations", "3", "-q", "--content-layers", "relu2_1",
+              "--style-layers", "relu1_1"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    subprocess.run([sys.executable, str(ROOT / "cli.py"), *common, "-o", str(alone)], check=True)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    env = dict(os.environ, JAXSTYLE_NO_COMPILATION_CACHE="1")
+    workers = [subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *common, "-o", str(shared),
+                                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                 "--process-id", str(i)], stderr=subprocess.PIPE, text=True,
+                                env=env) for i in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    assert sorted(p.name for p in shared.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    for name in ("p0.png", "p1.png", "p2.png"):
+        a = np.asarray(Image.open(shared / name), np.int16)
+        b = np.asarray(Image.open(alone / name), np.int16)
+        assert np.abs(a - b).max() <= 1, name  # same computation, batched 2+1 instead of 3
