@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
                                      save_checkpoint)
     from jaxstyle.errors import OptimizationError
     from jaxstyle.images import check_output_path, load_image, save_image
-    from jaxstyle.stylize import check_inputs, stylize
+    from jaxstyle.stylize import check_inputs, stylize, tile_count
     from jaxstyle.weights import find_weights
 
     saved = load_checkpoint(resume_from) if resume_from else None
@@ -226,10 +226,15 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
         " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
     checkpoint_file = _checkpoint_path(output)
-    every = 0 if options.scales else args.checkpoint_every
     per_scale = list(options.scale_iterations or (options.iterations,))
     if options.scales and len(per_scale) == 1:
         per_scale *= len(options.scales)
+    sizes = options.scales or (options.size,)
+    tiles = [tile_count(content.shape, options.replace(size=size, scales=None)) for size in sizes]
+    if max(tiles) > 1 and args.checkpoint_every:
+        raise JaxstyleError("--checkpoint-every: tiled runs cannot be checkpointed yet")
+    every = 0 if options.scales or max(tiles) > 1 else args.checkpoint_every
+    per_scale = [n * t for n, t in zip(per_scale, tiles)]
     offsets = [sum(per_scale[:i]) for i in range(len(per_scale))]
     last_checkpoint = [time.monotonic()]
 
@@ -251,10 +256,11 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
 
         def on_progress(p) -> None:
             bar.set_postfix_str(f"loss {p.value:.4g} evals {p.evaluations}", refresh=False)
-            bar.update(offsets[p.scale] + p.iteration - bar.n)
+            done = offsets[p.scale] + p.tile * p.total_iterations + p.iteration
+            bar.update(done - bar.n)
             finished = p.iteration >= p.total_iterations
             if args.save_every and p.iteration % args.save_every == 0 and not finished:
-                name = _intermediate_path(output, offsets[p.scale] + p.iteration)
+                name = _intermediate_path(output, done)
                 save_image(name, p.image(), inputs, label)
             if stop:
                 raise _Interrupted(stop[0])

@@ -129,6 +129,11 @@ class StyleOptions:
         "0: off)",
     )
     keep_best: bool = _option(False, "output the iterate with the lowest loss, not the last")
+    tile_size: int | None = _option(
+        None, "render outputs larger than this many pixels a side in overlapping tiles of this "
+        "size (for outputs that do not fit in memory)", metavar="PIXELS",
+    )
+    tile_overlap: int = _option(64, "overlap between tiles in pixels, feathered to hide seams")
     memory_limit_gb: float | None = _option(
         None, "refuse runs whose estimated peak memory exceeds this (default: the memory free "
         "on the device; 0: never refuse)",
@@ -154,6 +159,9 @@ class StyleOptions:
             "learning_rate": self.learning_rate is None
             or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
             "ema_decay": 0.0 <= self.ema_decay < 1.0,
+            "tile_size": self.tile_size is None or self.tile_size >= 32,
+            "tile_overlap": self.tile_overlap >= 1
+            and (self.tile_size is None or 2 * self.tile_overlap < self.tile_size),
             "memory_limit_gb": self.memory_limit_gb is None or self.memory_limit_gb >= 0,
             "scales": self.scales is None or (len(self.scales) > 0 and min(self.scales) > 0),
             "scale_iterations": self.scale_iterations is None

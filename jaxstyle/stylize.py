@@ -39,6 +39,8 @@ class StylizeProgress:
       history: the loss after each iteration so far, by component.
       to_image: turns `x` into RGB (see `Problem`).
       scale: which of ``options.scales`` is running (0 for single-scale runs).
+      tile: which tile is running (0 without tiling).
+      tiles: how many tiles this scale has (1 without tiling).
     """
 
     iteration: int
@@ -52,6 +54,8 @@ class StylizeProgress:
     history: dict[str, list[float]]
     to_image: Callable[[jax.Array], np.ndarray]
     scale: int = 0
+    tile: int = 0
+    tiles: int = 1
 
     def run_state(self) -> RunState:
         """Everything needed to continue the run from here (see `stylize`'s `resume`)."""
@@ -307,10 +311,67 @@ def _pick_output(result, options: StyleOptions) -> jax.Array:
     return result.x
 
 
+def tile_count(content_shape: tuple[int, ...], options: StyleOptions) -> int:
+    """How many tiles a (single-scale) run at ``options.size`` renders: 1 without tiling."""
+    shape = fit_longest_side(content_shape, options.size) if options.size else content_shape[:2]
+    if not options.tile_size or max(shape) <= options.tile_size:
+        return 1
+    from jaxstyle.tiling import tile_starts
+
+    return (len(tile_starts(shape[0], options.tile_size, options.tile_overlap))
+            * len(tile_starts(shape[1], options.tile_size, options.tile_overlap)))
+
+
+def _combine(results: list[StylizeResult], image: np.ndarray, weights: VGGWeights,
+             devices: int = 1) -> StylizeResult:
+    """One result for a sequence of runs (scales or tiles): the history runs through them all."""
+    last = results[-1]
+    return StylizeResult(
+        image=image,
+        history={k: [v for r in results for v in r.history[k]] for k in last.history},
+        losses=last.losses if len(results) == 1 or image is last.image else {
+            k: float(np.mean([r.losses[k] for r in results])) for k in last.losses},
+        evaluations=sum(r.evaluations for r in results),
+        timings={k: sum(r.timings[k] for r in results) for k in last.timings},
+        weights_source=weights.source,
+        devices=devices,
+    )
+
+
+def _render(content, styles, weights, options, *, init_image, style_masks, content_mask,
+            callback, report_at, resume, scale) -> StylizeResult:
+    """One scale: directly, or in tiles when the output is larger than ``options.tile_size``."""
+    tiles = tile_count(jnp.shape(content), options)
+    if tiles == 1:
+        return _stylize_scale(content, styles, weights, options, init_image=init_image,
+                              style_masks=style_masks, content_mask=content_mask,
+                              callback=callback, report_at=report_at, resume=resume, scale=scale)
+    from jaxstyle.tiling import stylize_tiled
+
+    if style_masks is not None or content_mask is not None or resume is not None:
+        raise JaxstyleError("tiles: masks and resuming are not supported with tiling yet")
+
+    def run_tile(content_tile, init_tile, targets, index, count):
+        def on_progress(p):
+            p.tile, p.tiles = index, count
+            callback(p)
+
+        return _stylize_scale(
+            content_tile, styles, weights, options.replace(size=0, tile_size=None),
+            init_image=init_tile, style_masks=None, content_mask=None,
+            callback=on_progress if callback else None, report_at=report_at, resume=None,
+            scale=scale, style_targets=targets,
+        )
+
+    image, results = stylize_tiled(content, styles, weights, options, run_tile, init_image)
+    return _combine(results, image, weights)
+
+
 def _stylize_scale(content, styles, weights, options, *, init_image, style_masks, content_mask,
-                   callback, report_at, resume, scale) -> StylizeResult:
+                   callback, report_at, resume, scale, style_targets=None) -> StylizeResult:
     start = time.perf_counter()
-    problem = prepare(content, styles, weights, options, init_image, style_masks, content_mask)
+    problem = prepare(content, styles, weights, options, init_image, style_masks, content_mask,
+                      style_targets)
     jax.block_until_ready(problem.targets)
     targets_seconds = time.perf_counter() - start
 
@@ -410,8 +471,8 @@ def stylize(
     common = dict(style_masks=style_masks, content_mask=content_mask, callback=callback,
                   report_at=report_at)
     if not options.scales:
-        return _stylize_scale(content, styles, weights, options, init_image=init_image,
-                              resume=resume, scale=0, **common)
+        return _render(content, styles, weights, options, init_image=init_image,
+                       resume=resume, scale=0, **common)
     if resume is not None:
         raise JaxstyleError("resume: multi-scale runs cannot be resumed yet")
     counts = options.scale_iterations or (options.iterations,)
@@ -421,15 +482,6 @@ def stylize(
         step = options.replace(size=size, iterations=iterations, scales=None,
                                scale_iterations=None)
         previous = results[-1].image if results else init_image
-        results.append(_stylize_scale(content, styles, weights, step, init_image=previous,
-                                      resume=None, scale=index, **common))
-    last = results[-1]
-    keys = last.history.keys()
-    return StylizeResult(
-        image=last.image,
-        history={k: [v for r in results for v in r.history[k]] for k in keys},
-        losses=last.losses,
-        evaluations=sum(r.evaluations for r in results),
-        timings={k: sum(r.timings[k] for r in results) for k in last.timings},
-        weights_source=weights.source,
-    )
+        results.append(_render(content, styles, weights, step, init_image=previous,
+                               resume=None, scale=index, **common))
+    return _combine(results, results[-1].image, weights)

@@ -1,0 +1,74 @@
+"""Tiled rendering of outputs larger than memory allows."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from jaxstyle import JaxstyleError, StyleOptions, stylize
+from jaxstyle.cli import main
+from jaxstyle.losses import LossConfig, style_targets
+from jaxstyle.tiling import tile_starts, tiled_style_targets
+
+LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(100, 48, 8), (97, 32, 16), (48, 48, 8),
+                                                   (4096, 512, 64), (30, 48, 8)])
+def test_tiles_cover_the_image_with_the_overlap(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] + min(tile, length) == length
+    for a, b in zip(starts, starts[1:]):
+        assert tile - (b - a) >= overlap  # consecutive tiles share at least `overlap` pixels
+
+
+def test_tiled_style_targets_match_the_whole_style_image(tiny_weights):
+    style = smooth_image(64, 96, 1)
+    options = StyleOptions(tile_size=40, tile_overlap=8, **LAYERS)
+    tiled = tiled_style_targets(tiny_weights, [style], options, output_side=96)[0]
+    config = LossConfig(**LAYERS)
+    whole = style_targets(tiny_weights.params,
+                          [tiny_weights.preprocessing.to_model(jnp.asarray(style))], config)
+    for layer in LAYERS["style_layers"]:
+        rel = float(jnp.abs(tiled[layer] - whole[layer]).max() / jnp.abs(whole[layer]).max())
+        assert rel < 0.05, (layer, rel)  # only the zero padding at tile borders differs
+    untiled = tiled_style_targets(tiny_weights, [style], options.replace(tile_size=96), 96)[0]
+    for layer in LAYERS["style_layers"]:
+        np.testing.assert_allclose(untiled[layer], whole[layer], rtol=1e-5, atol=1e-7)
+
+
+def test_blending_introduces_no_seams(tiny_weights):
+    content = smooth_image(72, 100, 0)
+    options = StyleOptions(size=100, iterations=0, tile_size=48, tile_overlap=8, **LAYERS)
+    result = stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options)
+    np.testing.assert_allclose(result.image, content, atol=1e-5)
+
+
+def test_tiled_run_covers_every_tile_and_changes_the_image(tiny_weights):
+    content = smooth_image(72, 96, 0)
+    options = StyleOptions(size=96, iterations=4, progress_every=4, tile_size=48,
+                           tile_overlap=8, style_weight=1e4, **LAYERS)
+    seen = []
+    result = stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options,
+                     callback=lambda p: seen.append((p.tile, p.tiles)))
+    assert sorted(set(seen)) == [(i, 6) for i in range(6)]
+    assert result.image.shape == (72, 96, 3) and len(result.history["total"]) == 24
+    changed = np.abs(result.image - content).mean(-1)
+    assert (changed[:36, :48].mean() > 1e-3) and (changed[36:, 48:].mean() > 1e-3)
+    with pytest.raises(JaxstyleError, match="masks and resuming are not supported"):
+        stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options,
+                style_masks=[np.ones((8, 8))])
+
+
+def test_tiles_from_the_command_line(tmp_path, tiny_weights_file, capsys):
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    Image.fromarray((smooth_image(60, 80, 0) * 255).astype(np.uint8)).save(content)
+    Image.fromarray((smooth_image(64, 64, 1) * 255).astype(np.uint8)).save(style)
+    out = tmp_path / "o.png"
+    code = main(["stylize", str(content), str(style), "-o", str(out), "--weights",
+                 str(tiny_weights_file), "--size", "80", "--iterations", "2", "--tile-size", "48",
+                 "--tile-overlap", "8", "--content-layers", "relu2_1", "--style-layers",
+                 "relu1_1", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out).size == (80, 60)
