@@ -18,8 +18,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.optimize import minimize
 from jaxstyle.options import StyleOptions
-from jaxstyle.stylize import (StylizeResult, check_inputs, memory_limit_bytes, optimizer_config,
-                              prepare)
+from jaxstyle.stylize import (
+    StylizeResult,
+    check_inputs,
+    memory_limit_bytes,
+    optimizer_config,
+    prepare,
+)
 from jaxstyle.weights import VGGWeights
 
 _SHARED = ("style", "style_masks", "style_weights", "content_mask")

@@ -186,8 +186,13 @@ AUTO_CHECKPOINT_SECONDS = 120.0
 def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | None) -> int:
     from tqdm import tqdm
 
-    from jaxstyle.checkpoint import (Checkpoint, CheckpointError, differences, load_checkpoint,
-                                     save_checkpoint)
+    from jaxstyle.checkpoint import (
+        Checkpoint,
+        CheckpointError,
+        differences,
+        load_checkpoint,
+        save_checkpoint,
+    )
     from jaxstyle.errors import OptimizationError
     from jaxstyle.images import check_output_path, load_image, save_image
     from jaxstyle.stylize import check_inputs, stylize, tile_count
@@ -230,7 +235,8 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     if options.scales and len(per_scale) == 1:
         per_scale *= len(options.scales)
     sizes = options.scales or (options.size,)
-    tiles = [tile_count(content.shape, options.replace(size=size, scales=None)) for size in sizes]
+    one_scale = options.replace(scales=None, scale_iterations=None)
+    tiles = [tile_count(content.shape, one_scale.replace(size=size)) for size in sizes]
     if max(tiles) > 1 and args.checkpoint_every:
         raise JaxstyleError("--checkpoint-every: tiled runs cannot be checkpointed yet")
     every = 0 if options.scales or max(tiles) > 1 else args.checkpoint_every

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import color, losses
+from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import fit_longest_side, resize
-from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.optimize import OptimizerConfig, Progress, minimize, state_like
 from jaxstyle.options import StyleOptions
 from jaxstyle.preprocessing import Preprocessing

@@ -7,8 +7,7 @@ import pytest
 from conftest import smooth_image
 from PIL import Image
 
-from jaxstyle import JaxstyleError, StyleOptions, stylize
-from jaxstyle import color
+from jaxstyle import JaxstyleError, StyleOptions, color, stylize
 from jaxstyle.cli import main
 from jaxstyle.losses import (
     GRAM,
