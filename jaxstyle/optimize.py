@@ -379,8 +379,12 @@ def minimize(
                 )
     init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
     start = time.perf_counter()
+    # The chunks donate their image and state buffers; copies keep the caller's arrays alive.
+    x0 = jnp.array(x0, copy=True)
     if state is None:
         state = _compile(init, x0, *args)(x0, *args)
+    else:
+        state = jax.tree_util.tree_map(lambda leaf: jnp.array(leaf, copy=True), state)
     compiled_chunk = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
     compile_seconds = _compile_seconds_since(start)
     x = x0

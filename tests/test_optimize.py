@@ -89,3 +89,13 @@ def test_stylize_rejects_too_small_output(tiny_weights):
 
     with pytest.raises(JaxstyleError, match="too small for the network"):
         stylize(smooth_image(8, 8), [smooth_image(32, 32)], tiny_weights, StyleOptions(size=8))
+
+
+def test_callers_arrays_survive_buffer_donation():
+    x0 = jnp.zeros(6)
+    config = OptimizerConfig("lbfgs", history=5)
+    first = minimize(quadratic, None, x0, (H, B), config, 3, chunk=2)
+    again = minimize(quadratic, None, x0, (H, B), config, 5, chunk=2, state=first.state,
+                     start_iteration=3)
+    np.testing.assert_array_equal(x0, jnp.zeros(6))
+    assert np.isfinite(np.asarray(first.state.opt.value)) and len(again.history["total"]) == 2
