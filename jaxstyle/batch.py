@@ -20,6 +20,7 @@ from jaxstyle.optimize import minimize
 from jaxstyle.options import StyleOptions
 from jaxstyle.stylize import (
     StylizeResult,
+    _pick_output,
     check_inputs,
     memory_limit_bytes,
     optimizer_config,
@@ -95,6 +96,7 @@ def stylize_batch(
         problems += [prepare(contents[i], styles, weights, options, style_targets=shared_style)
                      for i in indices[1:]]
         padded = problems + [problems[-1]] * (-len(problems) % len(devices))
+
         def stacked(key):
             return jax.tree_util.tree_map(lambda *t: jnp.stack(t),
                                           *[p.targets[key] for p in padded])
@@ -121,7 +123,7 @@ def stylize_batch(
             raise OptimizationError(f"batch of {len(indices)} images at {shape[1]}x{shape[0]}: "
                                     f"{exc}") from None
         state = result.state
-        chosen = state.best_x if options.keep_best else state.ema if options.ema_decay else result.x
+        chosen = _pick_output(result, options)
         for slot, (index, problem) in enumerate(zip(indices, problems)):
             final = {"total": float(state.opt.value[slot])}
             final.update({k: float(v[slot]) for k, v in state.opt.aux.items()})

@@ -84,6 +84,20 @@ def _log(message: str, quiet: bool = False) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _weights_label(weights) -> str:
+    """What the output files say about the network that made them."""
+    return f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
+        " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
+
+
+def _log_weights(weights, quiet: bool) -> None:
+    if weights.is_random:
+        _log(f"weights: {weights.source} -- NOT pretrained: the result shows the pipeline working, "
+             "not real style transfer", quiet)
+    else:
+        _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", quiet)
+
+
 def _load_weights(spec: str | None, seed: int):
     from jaxstyle.weights import find_weights, load_weights, random_weights
 
@@ -222,14 +236,8 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
         found = differences(saved, options, described)
         if found:
             raise CheckpointError(f"cannot resume {resume_from}: " + "; ".join(found))
-    if weights.is_random:
-        _log(f"weights: {weights.source} -- NOT pretrained: the result shows the pipeline working, "
-             "not real style transfer", args.quiet)
-    else:
-        _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", args.quiet)
-
-    label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
-        " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
+    _log_weights(weights, args.quiet)
+    label = _weights_label(weights)
     checkpoint_file = _checkpoint_path(output)
     per_scale = list(options.scale_iterations or (options.iterations,))
     if options.scales and len(per_scale) == 1:
@@ -404,8 +412,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     images = [load_image(p, args.max_pixels) for p in contents]
     styles = [load_image(p, args.max_pixels) for p in args.styles]
     weights = _load_weights(args.weights, options.seed)
-    _log(f"weights: {weights.source}{' -- NOT pretrained' if weights.is_random else ''}; "
-         f"{len(images)} images on {jax.local_device_count()} device(s)", args.quiet)
+    _log_weights(weights, args.quiet)
+    _log(f"{len(images)} images on {jax.local_device_count()} device(s)", args.quiet)
     bar = tqdm(total=options.iterations, unit="it", disable=args.quiet, file=sys.stderr, delay=0.1)
 
     def on_progress(iteration: int, _total: int, value: float) -> None:
@@ -419,7 +427,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                                 devices=jax.local_devices())
     finally:
         bar.close()
-    label = f"jaxstyle {__version__}; VGG19 weights: {weights.source}"
+    label = _weights_label(weights)
     for out, result in zip(outputs, results):
         save_image(out, result.image, inputs, label)
         _log(f"wrote {out}: loss {result.losses['total']:.6g}", args.quiet)

@@ -112,6 +112,13 @@ def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str) -> Non
         )
 
 
+def output_shape(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[int, int]:
+    """(H, W) of the output: longest side ``options.size``, or the content's size if 0/None."""
+    if options.size:
+        return fit_longest_side(content_shape, options.size)
+    return tuple(content_shape[:2])
+
+
 def check_inputs(
     content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]], options: StyleOptions
 ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
@@ -137,7 +144,7 @@ def check_inputs(
             f"style_blend_weights: {len(blend)} weights for {len(style_shapes)} style images"
         )
     config = options.loss_config()
-    shape = fit_longest_side(content_shape, options.size) if options.size else content_shape[:2]
+    shape = output_shape(content_shape, options)
     _check_size(shape, config.layers, "the output")
     scales = options.style_scales or (options.style_scale,) * len(style_shapes)
     if len(scales) != len(style_shapes):
@@ -313,7 +320,7 @@ def _pick_output(result, options: StyleOptions) -> jax.Array:
 
 def tile_count(content_shape: tuple[int, ...], options: StyleOptions) -> int:
     """How many tiles a (single-scale) run at ``options.size`` renders: 1 without tiling."""
-    shape = fit_longest_side(content_shape, options.size) if options.size else content_shape[:2]
+    shape = output_shape(content_shape, options)
     if not options.tile_size or max(shape) <= options.tile_size:
         return 1
     from jaxstyle.tiling import tile_starts
@@ -322,19 +329,17 @@ def tile_count(content_shape: tuple[int, ...], options: StyleOptions) -> int:
             * len(tile_starts(shape[1], options.tile_size, options.tile_overlap)))
 
 
-def _combine(results: list[StylizeResult], image: np.ndarray, weights: VGGWeights,
-             devices: int = 1) -> StylizeResult:
+def _combine(results: list[StylizeResult], image: np.ndarray, losses: dict[str, float],
+             weights: VGGWeights) -> StylizeResult:
     """One result for a sequence of runs (scales or tiles): the history runs through them all."""
     last = results[-1]
     return StylizeResult(
         image=image,
         history={k: [v for r in results for v in r.history[k]] for k in last.history},
-        losses=last.losses if len(results) == 1 or image is last.image else {
-            k: float(np.mean([r.losses[k] for r in results])) for k in last.losses},
+        losses=losses,
         evaluations=sum(r.evaluations for r in results),
         timings={k: sum(r.timings[k] for r in results) for k in last.timings},
         weights_source=weights.source,
-        devices=devices,
     )
 
 
@@ -364,7 +369,8 @@ def _render(content, styles, weights, options, *, init_image, style_masks, conte
         )
 
     image, results = stylize_tiled(content, styles, weights, options, run_tile, init_image)
-    return _combine(results, image, weights)
+    mean_losses = {k: float(np.mean([r.losses[k] for r in results])) for k in results[-1].losses}
+    return _combine(results, image, mean_losses, weights)
 
 
 def _stylize_scale(content, styles, weights, options, *, init_image, style_masks, content_mask,
@@ -484,4 +490,4 @@ def stylize(
         previous = results[-1].image if results else init_image
         results.append(_render(content, styles, weights, step, init_image=previous,
                                resume=None, scale=index, **common))
-    return _combine(results, results[-1].image, weights)
+    return _combine(results, results[-1].image, results[-1].losses, weights)

@@ -18,6 +18,7 @@ from jaxstyle import losses
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.options import StyleOptions
+from jaxstyle.stylize import output_shape
 from jaxstyle.weights import VGGWeights
 
 
@@ -31,13 +32,12 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * last / (count - 1)) for i in range(count)]
 
 
-def _ramp(n: int, overlap: int, before: bool, after: bool) -> np.ndarray:
+def _ramp(n: int, overlap: int, rising: bool) -> np.ndarray:
+    """Blend weights along one side of a tile: a linear ramp over the first `overlap` pixels
+    when a finished neighbour lies before it, else all ones."""
     w = np.ones(n, np.float32)
-    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-    if before:
-        w[:overlap] = ramp
-    if after:
-        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+    if rising:
+        w[:overlap] = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
     return w
 
 
@@ -116,8 +116,7 @@ def stylize_tiled(
     if options.original_colors == "luminance" or options.match_style_colors:
         raise JaxstyleError("tiles: --original-colors luminance and --match-style-colors are not "
                             "supported with tiling yet")
-    shape = fit_longest_side(jnp.shape(content), options.size) if options.size else \
-        tuple(jnp.shape(content)[:2])
+    shape = output_shape(jnp.shape(content), options)
     tile, overlap = options.tile_size, options.tile_overlap
     content_rgb = np.asarray(resize(jnp.asarray(content, jnp.float32), *shape))
     if init_image is not None:
@@ -134,7 +133,7 @@ def stylize_tiled(
             window = (slice(top, top + tile), slice(left, left + tile))
             result = run_tile(content_rgb[window], canvas[window], targets, len(results), count)
             h, w = result.image.shape[:2]
-            alpha = np.outer(_ramp(h, overlap, r > 0, False), _ramp(w, overlap, c > 0, False))
+            alpha = np.outer(_ramp(h, overlap, r > 0), _ramp(w, overlap, c > 0))
             canvas[window] = alpha[..., None] * result.image + (1 - alpha[..., None]) * canvas[window]
             results.append(result)
     return canvas, results

@@ -59,15 +59,22 @@ def test_batch_equals_single_image_runs(devices):
             assert row["evaluations"][0] == row["evaluations"][1]
 
 
-def test_batch_command_line(tmp_path, tiny_weights_file, capsys):
-    from jaxstyle.cli import main
-
+@pytest.fixture
+def photos(tmp_path):
+    """A folder of three content images and a style image beside it."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(3):
         Image.fromarray((smooth_image(30, 40, i) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
     style = tmp_path / "style.jpg"
     Image.fromarray((smooth_image(32, 32, 9) * 255).astype(np.uint8)).save(style)
+    return folder, style
+
+
+def test_batch_command_line(tmp_path, photos, tiny_weights_file, capsys):
+    from jaxstyle.cli import main
+
+    folder, style = photos
     out = tmp_path / "out"
     out.mkdir()
     code = main(["batch", str(folder), "-s", str(style), "-o", str(out), "--weights",
@@ -123,15 +130,10 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     assert not (tmp_path / "o.png").exists()
 
 
-def test_two_processes_share_the_images(tmp_path, tiny_weights_file):
+def test_two_processes_share_the_images(tmp_path, photos, tiny_weights_file):
     import socket
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray((smooth_image(30, 40, i) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
-    style = tmp_path / "style.png"
-    Image.fromarray((smooth_image(32, 32, 9) * 255).astype(np.uint8)).save(style)
+    folder, style = photos
     common = ["batch", str(folder), "-s", str(style), "--weights", str(tiny_weights_file),
               "--size", "32", "--iterations", "3", "-q", "--content-layers", "relu2_1",
               "--style-layers", "relu1_1"]
