@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.vgg import validate_layers, vgg19_features
+from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg19_features
 
 
 def _check_hwc(features: jax.Array, argument: str) -> None:
@@ -172,6 +172,8 @@ class LossConfig:
         losses are means and need no change. Identical to "neural-style" at 512 px.
       precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
         Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
+      convolution: "auto" (Winograd's algorithm for the wide float32 layers on CPUs) or
+        "direct" (XLA's convolution everywhere); see `jaxstyle.vgg.CONVOLUTIONS`.
     """
 
     content_layers: tuple[str, ...] = ("relu4_2",)
@@ -184,10 +186,13 @@ class LossConfig:
     style_loss: StyleLoss = GRAM
     weight_normalization: str = "neural-style"
     precision: str = "float32"
+    convolution: str = "auto"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        if self.convolution not in CONVOLUTIONS:
+            raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, got {self.convolution!r}")
         if not isinstance(self.style_loss, StyleLoss):
             raise ValueError(f"style_loss: expected a StyleLoss, got {self.style_loss!r}")
         if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
@@ -218,16 +223,20 @@ class LossConfig:
         return self.style_layer_weights or (1.0,) * len(self.style_layers)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _features(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str,
-              precision: str = "float32"):
+def _features(params: dict, image: jax.Array, layers: tuple[str, ...], config: LossConfig):
+    return _network(params, image, layers, config.pooling, config.precision, config.convolution)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _network(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str,
+             precision: str, convolution: str):
     x = image[None].astype(PRECISIONS[precision])
-    return {k: v[0] for k, v in vgg19_features(params, x, layers, pooling).items()}
+    return {k: v[0] for k, v in vgg19_features(params, x, layers, pooling, convolution).items()}
 
 
 def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dict[str, jax.Array]:
     """Activations of the model-space content image [H, W, 3] at each content layer."""
-    return _features(params, content, config.content_layers, config.pooling, config.precision)
+    return _features(params, content, config.content_layers, config)
 
 
 def _check_blend(n: int, blend_weights: Sequence[float] | None) -> np.ndarray:
@@ -266,7 +275,7 @@ def style_targets(
     stats = config.style_loss.statistics
     targets = None
     for weight, style in zip(weights, styles):
-        feats = _features(params, style, config.style_layers, config.pooling, config.precision)
+        feats = _features(params, style, config.style_layers, config)
         one = {name: jax.tree_util.tree_map(lambda t: weight * t, stats(feats[name], None))
                for name in config.style_layers}
         targets = one if targets is None else jax.tree_util.tree_map(jnp.add, targets, one)
@@ -314,7 +323,7 @@ def region_targets(
       ``{"content", "content_mask", "style", "style_masks", "style_weights"}`` for `objective`.
     """
     layers = config.layers
-    feats = _features(params, content, layers, config.pooling, config.precision)
+    feats = _features(params, content, layers, config)
     shapes = {name: feats[name].shape[:2] for name in layers}
     targets = {"content": {n: feats[n] for n in config.content_layers}, "content_mask": None}
     if content_mask is not None:
@@ -356,7 +365,7 @@ def objective(
       ``(total, components)`` with components ``content``, ``style``, ``tv`` and
       ``style/<layer>`` for each style layer, all float32 scalars.
     """
-    feats = _features(params, image, config.layers, config.pooling, config.precision)
+    feats = _features(params, image, config.layers, config)
     content_mask = targets.get("content_mask")
     content = sum(
         config.content_weight * content_loss(

@@ -81,7 +81,7 @@ def tiled_style_targets(
                      left - x0 : min(hw[1], left + step_x) - x0] = 1.0
                 fraction = mask.sum() / (hw[0] * hw[1])
                 feats = losses._features(weights.params, image[y0:y1, x0:x1],
-                                         config.style_layers, config.pooling, config.precision)
+                                         config.style_layers, config)
                 masks = losses.layer_masks(jnp.asarray(mask), {
                     name: feats[name].shape[:2] for name in config.style_layers})
                 part = {name: jax.tree_util.tree_map(

@@ -1,0 +1,77 @@
+"""Winograd convolutions against XLA's direct convolution, computed in float64 as the reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstyle import vgg19_features, winograd
+from jaxstyle.losses import LossConfig
+from jaxstyle.vgg import _conv, _winograd_tile, conv3x3
+
+
+def _reference(x, kernel):
+    with jax.enable_x64():
+        return np.asarray(_conv(jnp.asarray(x, jnp.float64), jnp.asarray(kernel, jnp.float64)))
+
+
+@pytest.mark.parametrize("tile, tolerance", [(2, 1e-5), (4, 1e-4)])
+@pytest.mark.parametrize("shape", [(1, 9, 7), (2, 4, 4), (1, 1, 3), (1, 13, 5)])
+def test_matches_direct_convolution(tile, tolerance, shape):
+    n, h, w = shape
+    x = np.random.default_rng(0).normal(size=(n, h, w, 6)).astype(np.float32)
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 6, 5)).astype(np.float32)
+    got = np.asarray(jax.jit(winograd.conv3x3, static_argnums=2)(x, kernel, tile))
+    want = _reference(x, kernel)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() / np.abs(want).max() < tolerance
+
+
+def test_kernel_transform_is_g_g_gt():
+    kernel = np.random.default_rng(2).normal(size=(3, 3, 2, 3)).astype(np.float32)
+    _, g, _ = winograd._MATRICES[4]
+    want = np.einsum("pi,ijco,qj->pqco", g, kernel, g).reshape(36, 2, 3)
+    np.testing.assert_allclose(winograd.transform_kernel(kernel, 4), want, rtol=1e-6, atol=1e-6)
+
+
+def test_bad_tile():
+    with pytest.raises(ValueError, match="tile: expected one of"):
+        winograd.conv3x3(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), 3)
+
+
+def test_tile_choice():
+    wide = jnp.zeros((3, 3, 256, 512))
+    assert _winograd_tile(jnp.zeros((1, 40, 64, 256)), wide) == 4
+    assert _winograd_tile(jnp.zeros((1, 21, 32, 256)), wide) == 2
+    assert _winograd_tile(jnp.zeros((1, 40, 64, 128)), jnp.zeros((3, 3, 128, 256))) is None
+    assert _winograd_tile(jnp.zeros((1, 40, 64, 256), jnp.bfloat16), wide) is None
+
+
+def test_wide_layers_run_winograd_on_cpu_and_match_direct():
+    # 256 channels is where "auto" switches on; value and both gradients must still agree.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 34, 36, 256)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, jnp.float32)
+    hlo = jax.jit(lambda x, k: conv3x3(x, k, "auto")).lower(x, kernel).as_text()
+    if jax.default_backend() == "cpu":
+        assert "convolution" not in hlo and "dot_general" in hlo
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, conv)))
+    value, grads = jax.jit(jax.value_and_grad(loss("auto"), (0, 1)))(x, kernel)
+    want_value, want_grads = jax.jit(jax.value_and_grad(loss("direct"), (0, 1)))(x, kernel)
+    np.testing.assert_allclose(value, want_value, rtol=1e-4)
+    for got, want in zip(grads, want_grads):
+        assert float(jnp.abs(got - want).max() / jnp.abs(want).max()) < 1e-4
+    pair = jnp.concatenate([x, -x])
+    batched = jax.jit(jax.vmap(lambda one: conv3x3(one[None], kernel, "auto")[0]))(pair)
+    np.testing.assert_allclose(batched, conv3x3(pair, kernel, "auto"), rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_and_validation(tiny_weights):
+    x = jnp.ones((2, 1, 8, 8, 3))
+    out = jax.vmap(lambda b: vgg19_features(tiny_weights.params, b, ["relu2_1"],
+                                            convolution="direct")["relu2_1"])(x)
+    assert out.shape == (2, 1, 4, 4, tiny_weights.params["conv2_1"]["kernel"].shape[-1])
+    with pytest.raises(ValueError, match="convolution: expected one of"):
+        vgg19_features(tiny_weights.params, x[0], ["relu1_1"], convolution="fft")
+    with pytest.raises(ValueError, match="convolution: expected one of"):
+        LossConfig(convolution="fft")
