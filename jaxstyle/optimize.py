@@ -8,6 +8,7 @@ and `minimize` strings chunks together, returning to Python only between chunks.
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from collections.abc import Callable
@@ -429,18 +430,27 @@ def minimize(
                           total - compile_seconds)
 
 
-_AOT_CACHE: dict = {}
+_AOT_CACHE: collections.OrderedDict = collections.OrderedDict()
+_AOT_CACHE_SIZE = 16  # executables kept (two per shape a run uses), least recently used dropped
 _COMPILE_LOG: list[tuple[float, float]] = []  # (finished at, seconds), for timing reports
 
 
 def _compile(jitted: Callable, *args):
-    """Compiles `jitted` ahead of time for these argument shapes, once per process."""
+    """Compiles `jitted` ahead of time for these argument shapes, kept for reuse in the process.
+
+    A long-lived process that sees many shapes keeps the `_AOT_CACHE_SIZE` most recently used.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(args)
     key = (jitted, treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
-    if key not in _AOT_CACHE:
+    if key in _AOT_CACHE:
+        _AOT_CACHE.move_to_end(key)
+    else:
         t0 = time.perf_counter()
         _AOT_CACHE[key] = jitted.lower(*args).compile()
         _COMPILE_LOG.append((time.perf_counter(), time.perf_counter() - t0))
+        del _COMPILE_LOG[:-1000]
+        while len(_AOT_CACHE) > _AOT_CACHE_SIZE:
+            _AOT_CACHE.popitem(last=False)
     return _AOT_CACHE[key]
 
 

@@ -99,3 +99,18 @@ def test_callers_arrays_survive_buffer_donation():
                      start_iteration=3)
     np.testing.assert_array_equal(x0, jnp.zeros(6))
     assert np.isfinite(np.asarray(first.state.opt.value)) and len(again.history["total"]) == 2
+
+
+def test_compiled_executables_are_bounded_and_least_recently_used_go_first():
+    from jaxstyle import optimize
+
+    jitted = jax.jit(lambda x: x * 2)
+    first = jnp.zeros(1)
+    optimize._compile(jitted, first)
+    for n in range(2, optimize._AOT_CACHE_SIZE + 4):
+        optimize._compile(jitted, first)  # keeps the first shape recently used
+        optimize._compile(jitted, jnp.zeros(n))
+    assert len(optimize._AOT_CACHE) == optimize._AOT_CACHE_SIZE
+    keys = [key for key in optimize._AOT_CACHE if key[0] is jitted]
+    assert ((1,), jnp.dtype("float32")) in [key[2][0] for key in keys]
+    assert ((2,), jnp.dtype("float32")) not in [key[2][0] for key in keys]
