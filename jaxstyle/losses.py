@@ -172,8 +172,8 @@ class LossConfig:
         losses are means and need no change. Identical to "neural-style" at 512 px.
       precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
         Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
-      convolution: "auto" (Winograd's algorithm for the wide float32 layers on CPUs) or
-        "direct" (XLA's convolution everywhere); see `jaxstyle.vgg.CONVOLUTIONS`.
+      convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
+        for the wide float32 layers on CPUs); see `jaxstyle.vgg.CONVOLUTIONS`.
     """
 
     content_layers: tuple[str, ...] = ("relu4_2",)
@@ -186,7 +186,7 @@ class LossConfig:
     style_loss: StyleLoss = GRAM
     weight_normalization: str = "neural-style"
     precision: str = "float32"
-    convolution: str = "auto"
+    convolution: str = "direct"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

@@ -366,6 +366,7 @@ def minimize(
       OptimizationError: a loss became NaN or infinite; the message names the loss.
       OutOfMemoryError: the run would not fit in memory (checked before anything is allocated).
     """
+    start = time.perf_counter()  # the memory estimate compiles the run: count it as compilation
     if memory_limit != 0:
         limit = memory_limit or available_memory()
         if limit:
@@ -379,7 +380,6 @@ def minimize(
                     "(no history)"
                 )
     init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
-    start = time.perf_counter()
     # The chunks donate their image and state buffers; copies keep the caller's arrays alive.
     x0 = jnp.array(x0, copy=True)
     if state is None:

@@ -143,9 +143,10 @@ class StyleOptions:
         "float32); a large gain on GPUs and TPUs, little on CPUs", choices=tuple(PRECISIONS),
     )
     convolution: str = _option(
-        "auto", "'auto' runs the float32 layers of 256+ channels with Winograd's algorithm on "
-        "CPUs (about a quarter less time per evaluation, float32-level differences); 'direct' uses "
-        "XLA's convolution everywhere", choices=CONVOLUTIONS,
+        "direct", "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
+        "on CPUs: about a quarter less time per evaluation at 512 px, float32-level "
+        "differences, but ~30 s more compilation the first time at each size (for long runs)",
+        choices=CONVOLUTIONS,
     )
 
     def __post_init__(self):

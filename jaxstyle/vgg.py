@@ -19,10 +19,13 @@ from jaxstyle import winograd
 BLOCK_DEPTHS = (2, 2, 4, 4, 4)
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
 POOLINGS = ("max", "avg")
-CONVOLUTIONS = ("auto", "direct")
-"""How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "auto" uses Winograd's
+CONVOLUTIONS = ("direct", "winograd")
+"""How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
 F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
-CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere."""
+CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
+layers, bfloat16, GPUs and TPUs). On a 2-core CPU at 512 px it takes a quarter off each
+evaluation but XLA compiles it ~30 s longer the first time at each size, so it pays off on long
+runs (and on repeated ones, with the persistent compilation cache)."""
 
 CONV_LAYERS: tuple[str, ...] = tuple(
     f"conv{block}_{i}" for block, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1)
@@ -91,18 +94,24 @@ def _winograd_tile(x: jax.Array, kernel: jax.Array) -> int | None:
 
 
 def _conv_any(x: jax.Array, kernel: jax.Array, convolution: str) -> jax.Array:
-    tile = _winograd_tile(x, kernel) if convolution == "auto" else None
+    tile = _winograd_tile(x, kernel) if convolution == "winograd" else None
     if tile is None:
         return _conv(x, kernel)
-    winograd_conv = functools.partial(winograd.conv3x3, tile=tile)
+    winograd_conv = functools.partial(_jitted_winograd, tile=tile)
     return jax.lax.platform_dependent(x, kernel, cpu=winograd_conv, default=_conv)
 
 
+# jit, inside a trace, makes each shape's few hundred transform operations one call that is
+# traced and lowered once per shape rather than at each of the 18 wide convolutions of an
+# evaluation (start-up time); XLA inlines it, so the compiled code is the same.
+_jitted_winograd = jax.jit(winograd.conv3x3, static_argnames="tile")
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "auto") -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "direct") -> jax.Array:
     """3x3 stride-1 convolution with zero padding 1: x [N, H, W, I], kernel [3, 3, I, O].
 
-    `convolution` is one of `CONVOLUTIONS`; "auto" is exact to float32 rounding amplified by
+    `convolution` is one of `CONVOLUTIONS`; "winograd" is exact to float32 rounding amplified by
     Winograd's transforms (about 2e-5 of the output's scale).
     """
     return _conv_any(x, kernel, convolution)
@@ -130,7 +139,7 @@ class Conv3x3(nn.Module):
     """`conv3x3` plus bias, with parameters named like `flax.linen.Conv`'s (kernel, bias)."""
 
     features: int
-    convolution: str = "auto"
+    convolution: str = "direct"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -164,7 +173,7 @@ class VGG19(nn.Module):
     widths: tuple[int, ...]
     layers: tuple[str, ...]
     pooling: str = "max"
-    convolution: str = "auto"
+    convolution: str = "direct"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -194,7 +203,7 @@ def widths_of(params: dict) -> tuple[int, ...]:
 
 def vgg19_features(
     params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "max",
-    convolution: str = "auto",
+    convolution: str = "direct",
 ) -> dict[str, jax.Array]:
     """Computes VGG19 activations.
 
@@ -206,8 +215,9 @@ def vgg19_features(
       x: float32 [N, H, W, 3], a batch already preprocessed into the network's input space.
       layers: names of the taps to return, e.g. ``("relu1_1", "relu4_2")``.
       pooling: "max" or "avg".
-      convolution: "auto" (Winograd for the wide float32 layers on CPUs, about 2e-5 relative
-        error, 20% faster there) or "direct" (XLA's convolution everywhere).
+      convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
+        for the wide float32 layers on CPUs: about 2e-5 relative error per layer, a quarter
+        less time per evaluation at 512 px, slower to compile); see `CONVOLUTIONS`.
 
     Returns:
       Each requested layer's activation, float [N, h, w, c]. Only the layers up to the deepest

@@ -13,7 +13,6 @@ transforms' constants would lose too much in bfloat16, so callers use this for f
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -40,14 +39,24 @@ _MATRICES = {
 
 def _combine(coefficients: np.ndarray, parts: list[jax.Array]) -> jax.Array:
     # A linear combination with constant coefficients, skipping zeros and unit multiplications:
-    # written out like this, XLA fuses each transform into one elementwise loop.
+    # written out like this, XLA fuses each transform into one elementwise loop. lax, not
+    # jax.numpy, because a network traces a few thousand of these: jnp's operators cost ~10x
+    # more to trace.
     total = None
     for c, part in zip(coefficients.tolist(), parts):
         if c == 0:
             continue
-        term = part if c == 1 else -part if c == -1 else c * part
-        total = term if total is None else total + term
+        term = part if c == 1 else lax.neg(part) if c == -1 else lax.mul(part, np.asarray(c, part.dtype))
+        total = term if total is None else lax.add(total, term)
     return total
+
+
+def _split(x: jax.Array, axis: int = 0) -> list[jax.Array]:
+    return [lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis])]
+
+
+def _stack(parts: list[jax.Array]) -> jax.Array:
+    return lax.concatenate([lax.expand_dims(p, (0,)) for p in parts], 0)
 
 
 def transform_kernel(kernel: jax.Array, tile: int) -> jax.Array:
@@ -63,9 +72,9 @@ def transform_kernel(kernel: jax.Array, tile: int) -> jax.Array:
     _, g, _ = _MATRICES[tile]
     out = []
     for row in g:
-        rows = _combine(row, [kernel[i] for i in range(3)])
-        out += [_combine(col, [rows[j] for j in range(3)]) for col in g]
-    return jnp.stack(out)
+        rows = _combine(row, _split(kernel))
+        out += [_combine(col, _split(rows)) for col in g]
+    return _stack(out)
 
 
 def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
@@ -88,7 +97,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
     alpha = tile + 2
     n, h, w, c = x.shape
     th, tw = -(-h // tile), -(-w // tile)
-    xp = jnp.pad(x, ((0, 0), (1, th * tile + 1 - h), (1, tw * tile + 1 - w), (0, 0)))
+    pads = ((0, 0, 0), (1, th * tile + 1 - h, 0), (1, tw * tile + 1 - w, 0), (0, 0, 0))
+    xp = lax.pad(x, np.zeros((), x.dtype), pads)
 
     # Input tiles overlap by 2: row i of every tile is the strided slice starting at row i.
     rows = [lax.slice_in_dim(xp, i, i + (th - 1) * tile + 1, tile, axis=1) for i in range(alpha)]
@@ -98,15 +108,17 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
         cols = [lax.slice_in_dim(mixed, j, j + (tw - 1) * tile + 1, tile, axis=2)
                 for j in range(alpha)]
         v += [_combine(col, cols) for col in bt]
-    v = jnp.stack(v).reshape(alpha * alpha, n * th * tw, c)
+    v = lax.reshape(_stack(v), (alpha * alpha, n * th * tw, c))
 
     u = transform_kernel(kernel, tile)
     m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # [alpha^2, tiles, O]
-    m = m.reshape(alpha, alpha, n, th, tw, -1)
+    o = u.shape[-1]
+    m = lax.reshape(m, (alpha, alpha, n, th, tw, o))
 
     y = []
     for coefficients in at:
-        mixed = _combine(coefficients, [m[i] for i in range(alpha)])
-        y += [_combine(col, [mixed[j] for j in range(alpha)]) for col in at]
-    y = jnp.stack(y).reshape(tile, tile, n, th, tw, -1).transpose(2, 3, 0, 4, 1, 5)
-    return y.reshape(n, th * tile, tw * tile, -1)[:, :h, :w]
+        mixed = _combine(coefficients, _split(m))
+        y += [_combine(col, _split(mixed)) for col in at]
+    y = lax.transpose(lax.reshape(_stack(y), (tile, tile, n, th, tw, o)), (2, 3, 0, 4, 1, 5))
+    y = lax.reshape(y, (n, th * tile, tw * tile, o))
+    return lax.slice(y, (0, 0, 0, 0), (n, h, w, o))
