@@ -7,6 +7,7 @@ the format from the extension and replaces the target atomically, never an input
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Iterable
@@ -199,7 +200,12 @@ def resize(image: jax.Array, height: int, width: int) -> jax.Array:
     """Antialiased bicubic resize of float [H, W, C] to [height, width, C], clipped to [0, 1]."""
     if image.shape[:2] == (height, width):
         return jnp.asarray(image)
-    resized = jax.image.resize(jnp.asarray(image), (height, width, image.shape[2]), "cubic")
+    return _resize(jnp.asarray(image), height, width)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _resize(image: jax.Array, height: int, width: int) -> jax.Array:
+    resized = jax.image.resize(image, (height, width, image.shape[2]), "cubic")
     return jnp.clip(resized, 0.0, 1.0)
 
 

@@ -272,14 +272,24 @@ def style_targets(
       ValueError: no styles, or blend weights that do not match or sum to zero.
     """
     weights = _check_blend(len(styles), blend_weights)
-    stats = config.style_loss.statistics
     targets = None
     for weight, style in zip(weights, styles):
-        feats = _features(params, style, config.style_layers, config)
-        one = {name: jax.tree_util.tree_map(lambda t: weight * t, stats(feats[name], None))
-               for name in config.style_layers}
+        one = _weighted_statistics(params, style, jnp.float32(weight), config.style_layers,
+                                   config.pooling, config.precision, config.convolution,
+                                   config.style_loss.statistics)
         targets = one if targets is None else jax.tree_util.tree_map(jnp.add, targets, one)
     return {name: config.style_loss.prepare(t) for name, t in targets.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _weighted_statistics(params: dict, image: jax.Array, weight: jax.Array,
+                         layers: tuple[str, ...], pooling: str, precision: str, convolution: str,
+                         statistics: Callable) -> dict:
+    # Features and statistics in one compiled call: run op by op, the statistics' small
+    # operations were each compiled separately, seconds of a run's start.
+    feats = _network(params, image, layers, pooling, precision, convolution)
+    return {name: jax.tree_util.tree_map(lambda t: weight * t, statistics(feats[name], None))
+            for name in layers}
 
 
 def layer_masks(mask: jax.Array, shapes: dict[str, tuple[int, int]]) -> dict[str, jax.Array]:

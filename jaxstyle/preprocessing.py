@@ -6,6 +6,7 @@ stored with the converted weights and never taken from a flag that could disagre
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import jax
@@ -36,13 +37,11 @@ class Preprocessing:
 
     def to_model(self, rgb: jax.Array) -> jax.Array:
         """float [..., 3] RGB in [0, 1] -> float [..., 3] network input."""
-        x = rgb[..., ::-1] if self.channel_order == "BGR" else rgb
-        return (x * self.scale - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+        return _to_model(rgb, self)
 
     def from_model(self, x: jax.Array) -> jax.Array:
         """float [..., 3] network input -> float [..., 3] RGB, not clipped."""
-        x = (x * jnp.asarray(self.std) + jnp.asarray(self.mean)) / self.scale
-        return x[..., ::-1] if self.channel_order == "BGR" else x
+        return _from_model(x, self)
 
     def model_range(self) -> float:
         """How many model-space units one full [0, 1] pixel range spans (mean over channels)."""
@@ -59,6 +58,20 @@ class Preprocessing:
             mean=tuple(float(v) for v in d["mean"]),
             std=tuple(float(v) for v in d["std"]),
         )
+
+
+# Jitted (one small compilation per shape, kept by the persistent cache) rather than run op by
+# op: each eager operation is compiled on its own, which made up seconds of a run's start.
+@functools.partial(jax.jit, static_argnums=1)
+def _to_model(rgb: jax.Array, p: Preprocessing) -> jax.Array:
+    x = rgb[..., ::-1] if p.channel_order == "BGR" else rgb
+    return (x * p.scale - jnp.asarray(p.mean)) / jnp.asarray(p.std)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _from_model(x: jax.Array, p: Preprocessing) -> jax.Array:
+    x = (x * jnp.asarray(p.std) + jnp.asarray(p.mean)) / p.scale
+    return x[..., ::-1] if p.channel_order == "BGR" else x
 
 
 TORCHVISION = Preprocessing(
