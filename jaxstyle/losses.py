@@ -274,21 +274,30 @@ def style_targets(
     weights = _check_blend(len(styles), blend_weights)
     targets = None
     for weight, style in zip(weights, styles):
-        one = _weighted_statistics(params, style, jnp.float32(weight), config.style_layers,
-                                   config.pooling, config.precision, config.convolution,
-                                   config.style_loss.statistics)
+        one = weighted_statistics(params, style, weight, config)
         targets = one if targets is None else jax.tree_util.tree_map(jnp.add, targets, one)
     return {name: config.style_loss.prepare(t) for name, t in targets.items()}
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def weighted_statistics(params: dict, image: jax.Array, weight: float, config: LossConfig,
+                        mask: jax.Array | None = None) -> dict:
+    """``weight`` times the style statistics of a model-space image [H, W, 3] at each style layer,
+    over the region `mask` [H, W] (downsampled to each layer) or all of it."""
+    return _weighted_statistics(params, image, jnp.float32(weight), mask, config.style_layers,
+                                config.pooling, config.precision, config.convolution,
+                                config.style_loss.statistics)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
 def _weighted_statistics(params: dict, image: jax.Array, weight: jax.Array,
-                         layers: tuple[str, ...], pooling: str, precision: str, convolution: str,
-                         statistics: Callable) -> dict:
+                         mask: jax.Array | None, layers: tuple[str, ...], pooling: str,
+                         precision: str, convolution: str, statistics: Callable) -> dict:
     # Features and statistics in one compiled call: run op by op, the statistics' small
     # operations were each compiled separately, seconds of a run's start.
     feats = _network(params, image, layers, pooling, precision, convolution)
-    return {name: jax.tree_util.tree_map(lambda t: weight * t, statistics(feats[name], None))
+    masks = (dict.fromkeys(layers) if mask is None
+             else layer_masks(mask, {name: feats[name].shape[:2] for name in layers}))
+    return {name: jax.tree_util.tree_map(lambda t: weight * t, statistics(feats[name], masks[name]))
             for name in layers}
 
 

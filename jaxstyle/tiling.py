@@ -62,7 +62,6 @@ def tiled_style_targets(
     tile = options.tile_size
     margin = min(options.tile_overlap, tile // 4)
     inner = tile - 2 * margin
-    stats_fn = config.style_loss.statistics
     total = None
     for style, scale, share in zip(styles, scales, blend):
         hw = fit_longest_side(jnp.shape(style), max(1, round(scale * output_side)))
@@ -80,13 +79,8 @@ def tiled_style_targets(
                 mask[top - y0 : min(hw[0], top + step_y) - y0,
                      left - x0 : min(hw[1], left + step_x) - x0] = 1.0
                 fraction = mask.sum() / (hw[0] * hw[1])
-                feats = losses._features(weights.params, image[y0:y1, x0:x1],
-                                         config.style_layers, config)
-                masks = losses.layer_masks(jnp.asarray(mask), {
-                    name: feats[name].shape[:2] for name in config.style_layers})
-                part = {name: jax.tree_util.tree_map(
-                    lambda t: share * fraction * t, stats_fn(feats[name], masks[name]))
-                    for name in config.style_layers}
+                part = losses.weighted_statistics(weights.params, image[y0:y1, x0:x1],
+                                                  share * fraction, config, jnp.asarray(mask))
                 total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
     return [{name: config.style_loss.prepare(t) for name, t in total.items()}]
 
