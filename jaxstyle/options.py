@@ -145,7 +145,7 @@ class StyleOptions:
     convolution: str = _option(
         "direct", "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
         "on CPUs: about a quarter less time per evaluation at 512 px, float32-level "
-        "differences, but ~30 s more compilation the first time at each size (for long runs)",
+        "differences, but ~50 s more start-up the first time at each size (for long runs)",
         choices=CONVOLUTIONS,
     )
 

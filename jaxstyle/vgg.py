@@ -24,8 +24,9 @@ CONVOLUTIONS = ("direct", "winograd")
 F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
 CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
 layers, bfloat16, GPUs and TPUs). On a 2-core CPU at 512 px it takes a quarter off each
-evaluation but XLA compiles it ~30 s longer the first time at each size, so it pays off on long
-runs (and on repeated ones, with the persistent compilation cache)."""
+evaluation, but a first run at a new size took ~50 s longer to start (XLA compiles each Winograd
+layer in ~2 s), so it pays off on long runs (and on repeated ones, with the persistent
+compilation cache)."""
 
 CONV_LAYERS: tuple[str, ...] = tuple(
     f"conv{block}_{i}" for block, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1)
