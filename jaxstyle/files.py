@@ -42,7 +42,15 @@ def _umask() -> int:
 
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's contents, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    return _digest_of(path, hashlib.sha256())
+
+
+def md5_of(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file's contents (to match checksums publishers give as MD5, not for security)."""
+    return _digest_of(path, hashlib.md5(usedforsecurity=False))
+
+
+def _digest_of(path: str | os.PathLike, digest) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg19_features
+from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg_features
 
 
 def _check_hwc(features: jax.Array, argument: str) -> None:
@@ -231,7 +231,7 @@ def _features(params: dict, image: jax.Array, layers: tuple[str, ...], config: L
 def _network(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str,
              precision: str, convolution: str):
     x = image[None].astype(PRECISIONS[precision])
-    return {k: v[0] for k, v in vgg19_features(params, x, layers, pooling, convolution).items()}
+    return {k: v[0] for k, v in vgg_features(params, x, layers, pooling, convolution).items()}
 
 
 def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dict[str, jax.Array]:
@@ -259,7 +259,7 @@ def style_targets(
     """Blended style statistics (Gram matrices by default) of one or more model-space images.
 
     Args:
-      params: VGG19 parameters.
+      params: VGG parameters (`jaxstyle.vgg_features`).
       styles: model-space style images, each float32 [H_i, W_i, 3] (sizes may differ).
       config: the objective's layers, pooling and style loss.
       blend_weights: one non-negative weight per style image, normalised to sum 1 (default: equal).
@@ -327,7 +327,7 @@ def region_targets(
     layer's resolution; `blend_weights` then scale each region's loss (default 1 each).
 
     Args:
-      params: VGG19 parameters.
+      params: VGG parameters (`jaxstyle.vgg_features`).
       content: model-space content image float32 [H, W, 3] (the output's size).
       styles: model-space style images.
       config: the objective's configuration.
@@ -375,7 +375,7 @@ def objective(
 
     Args:
       image: float32 [H, W, 3] in the network's input space.
-      params: VGG19 parameters.
+      params: VGG parameters (`jaxstyle.vgg_features`).
       targets: from `region_targets`, or ``{"content": content_targets(...), "style":
         style_targets(...)}``.
       config: layers, weights, pooling and style loss (static under `jax.jit`).

@@ -453,7 +453,7 @@ def stylize(
       content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
       styles: one or more float [H_i, W_i, 3] RGB in [0, 1], resized to ``options.style_scale``
         (or their own ``options.style_scales``) times the output's longest side.
-      weights: VGG19 weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
+      weights: VGG weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
       options: hyper-parameters; `StyleOptions()` by default.
       init_image: start from this image instead of ``options.init``.
       style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this

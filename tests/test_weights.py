@@ -101,7 +101,8 @@ def test_unknown_file_needs_preprocessing_and_known_ones_are_recognised(tmp_path
     from jaxstyle import weights as weights_module
 
     checksum = weights_module.sha256_of(DATA / "vgg19_tiny.pth")
-    fake = weights_module.Source("caffe", "x.pth", "http://x", checksum[:8], "", CAFFE, "test")
+    fake = weights_module.Source("caffe", "vgg19", "x.pth", "http://x", checksum[:8], "", "", CAFFE,
+                                 "test")
     monkeypatch.setitem(weights_module.SOURCES, "caffe", fake)
     renamed = tmp_path / "my-weights.pth"
     renamed.write_bytes((DATA / "vgg19_tiny.pth").read_bytes())

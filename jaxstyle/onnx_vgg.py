@@ -1,0 +1,158 @@
+"""Reading the weights of a VGG conv stack out of an ONNX graph, without executing anything.
+
+The graph is parsed with the ``onnx`` package (an optional extra: ``pip install 'jaxstyle[onnx]'``)
+and walked node by node: 3x3 convolutions each followed by a ReLU, separated by 2x2 stride-2
+poolings into blocks, form the stack; whatever the graph does after its last pooling (a
+classifier head) is ignored. Anything else inside the stack (a residual addition, batch
+normalisation, a strided convolution, arithmetic on the input) makes the graph no VGG, and is
+refused with a message that names the node. No operator is run: the ONNX runtime is never used.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from jaxstyle.errors import WeightsError
+
+# Operators that may stand between the graph's input and its first convolution without changing
+# values: exporters insert layout transposes (tf2onnx: NHWC -> NCHW) and casts.
+_LAYOUT_OPS = ("Transpose", "Identity", "Cast")
+_POOLS = ("MaxPool", "AveragePool")
+_BLOCKS = 5
+
+
+def _load(path: str):
+    try:
+        import onnx
+    except ImportError:
+        raise WeightsError("reading ONNX files needs the onnx package: pip install "
+                           "'jaxstyle[onnx]'") from None
+    try:
+        # External data would be read from paths the file names: never followed.
+        return onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises several types on input that is not a model
+        raise WeightsError(f"not an ONNX model ({type(exc).__name__})") from None
+
+
+def _constants(graph) -> dict[str, object]:
+    """Every initializer and Constant node output of the graph, as TensorProtos, by name."""
+    tensors = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    tensors[node.output[0]] = attribute.t
+    return tensors
+
+
+def _array(tensors: dict, name: str, what: str) -> np.ndarray:
+    from onnx import TensorProto, numpy_helper
+
+    if name not in tensors:
+        raise WeightsError(f"{what} is computed in the graph, not stored: not a VGG conv stack")
+    tensor = tensors[name]
+    if tensor.data_location == TensorProto.EXTERNAL:
+        raise WeightsError(f"{what} is stored outside the file (ONNX external data), which "
+                           "jaxstyle does not read")
+    return numpy_helper.to_array(tensor)
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _check_conv(node, name: str) -> None:
+    a = _attributes(node)
+    padded = list(a.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1] or a.get("auto_pad") in (
+        b"SAME_UPPER", b"SAME_LOWER")
+    plain = (list(a.get("strides", [1, 1])) == [1, 1] and list(a.get("dilations", [1, 1])) == [1, 1]
+             and a.get("group", 1) == 1)
+    if not (padded and plain):
+        raise WeightsError(f"convolution {node.name!r} ({name}) is not a 3x3 stride-1 "
+                           "convolution with padding 1: not a VGG conv stack")
+
+
+def _check_pool(node) -> None:
+    a = _attributes(node)
+    if list(a.get("kernel_shape", [])) != [2, 2] or list(a.get("strides", [1, 1])) != [2, 2]:
+        raise WeightsError(f"pooling {node.name!r} is not 2x2 with stride 2: not a VGG conv stack")
+
+
+def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The convolutions of an ONNX VGG, named by block and position.
+
+    Args:
+      path: an ONNX file whose graph begins with a VGG conv stack (the ONNX model zoo's VGG16 and
+        VGG19, Keras' VGG16 exported with tf2onnx, torchvision's exported with torch.onnx).
+
+    Returns:
+      ``{"conv1_1": (kernel float [3, 3, in, out], bias float [out]), ...}``; which layers are
+      present says which VGG it is.
+
+    Raises:
+      WeightsError: the file is not an ONNX model, or its graph is not a VGG conv stack (the
+        message names the first node that breaks the pattern).
+    """
+    graph = _load(os.fspath(path)).graph
+    tensors = _constants(graph)
+    kernels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    block, index = 1, 0
+    current = None  # the output of the stack so far
+    stack = set()  # every tensor the stack has produced
+    after_conv = False
+    for node in graph.node:
+        if node.op_type == "Constant":
+            continue
+        if current is None:
+            if node.op_type in _LAYOUT_OPS:
+                continue
+            if node.op_type != "Conv":
+                raise WeightsError(f"the graph computes {node.op_type} ({node.name!r}) on its "
+                                   "input before the first convolution: not a plain VGG conv "
+                                   "stack (preprocessing inside the graph would be ignored)")
+        else:
+            uses = [name for name in node.input if name in stack]
+            if not uses:
+                continue
+            if block > _BLOCKS:
+                break  # the classifier head, if any: not part of the features
+            if uses != [current]:
+                raise WeightsError(f"{node.op_type} ({node.name!r}) takes an earlier layer's "
+                                   "output: the graph branches, not a VGG conv stack")
+        if node.op_type == "Conv":
+            if after_conv:
+                raise WeightsError(f"convolution {node.name!r} follows a convolution without a "
+                                   "ReLU: not a VGG conv stack")
+            index += 1
+            name = f"conv{block}_{index}"
+            _check_conv(node, name)
+            kernel = _array(tensors, node.input[1], f"the kernel of {node.name!r}")
+            if kernel.ndim != 4 or kernel.shape[2:] != (3, 3):
+                raise WeightsError(f"convolution {node.name!r} ({name}) has a kernel of shape "
+                                   f"{kernel.shape}, not [out, in, 3, 3]: not a VGG conv stack")
+            bias = (_array(tensors, node.input[2], f"the bias of {node.name!r}")
+                    if len(node.input) > 2 and node.input[2] else np.zeros(kernel.shape[0]))
+            kernels[name] = (np.transpose(kernel, (2, 3, 1, 0)), bias)
+            after_conv = True
+        elif node.op_type == "Relu" and after_conv:
+            after_conv = False
+        elif node.op_type in _POOLS and not after_conv and index:
+            _check_pool(node)
+            block, index = block + 1, 0
+        elif node.op_type == "BatchNormalization":
+            raise WeightsError("a batch-normalised VGG (vgg16_bn, vgg19_bn) is not supported: "
+                               "use the plain network's weights")
+        elif block > 1 and index == 0:
+            break  # the stack ended after a pooling; what follows is not features
+        else:
+            raise WeightsError(f"{node.op_type} ({node.name!r}) inside the convolution stack: "
+                               "not a VGG conv stack")
+        current = node.output[0]
+        stack.add(current)
+    if not kernels:
+        raise WeightsError("the graph has no convolutions")
+    return kernels
