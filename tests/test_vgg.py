@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from conftest import nhwc
 
-from jaxstyle import LAYERS, init_params, vgg19_features
-from jaxstyle.vgg import min_image_side, validate_layers
+from jaxstyle import LAYERS, init_params, layer_names, vgg19_features, vgg_features
+from jaxstyle.vgg import (
+    ARCHITECTURES,
+    depths_of,
+    min_image_side,
+    network_name,
+    validate_layers,
+)
 
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
@@ -70,3 +76,40 @@ def test_min_image_side():
     assert min_image_side(["relu1_1"]) == 1
     assert min_image_side(["relu4_2", "relu5_1"]) == 16
     assert min_image_side(["pool5"]) == 32
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_vgg16_activations_match_torch(tiny16_weights, reference16, pooling):
+    assert tiny16_weights.network == "VGG16"
+    names = layer_names(ARCHITECTURES["vgg16"])
+    assert "conv5_3" in names and "conv5_4" not in names and len(names) == 13 * 2 + 5
+    x = jnp.asarray(nhwc(reference16["input_nchw"]))
+    out = vgg_features(tiny16_weights.params, x, names, pooling)
+    for name in names:
+        want = nhwc(reference16[f"{pooling}/{name}"])
+        rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
+        assert rel < 1e-4, (name, rel)
+
+
+def test_unknown_layer_lists_the_loaded_networks_names(tiny16_weights, tiny_weights):
+    x = jnp.zeros((1, 32, 32, 3))
+    with pytest.raises(ValueError, match=r"unknown layer 'relu5_4' for VGG16; valid names are "
+                                         r"conv1_1, conv1_2, conv2_1, .*conv5_3 \(and relu with "
+                                         r"the same numbers\), pool1..pool5"):
+        vgg_features(tiny16_weights.params, x, ["relu4_2", "relu5_4"])
+    assert set(vgg_features(tiny_weights.params, x, ["relu5_4"])) == {"relu5_4"}
+    # neural-style's default layers exist in every network of the family
+    for depths in ARCHITECTURES.values():
+        validate_layers(["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+                        depths=depths)
+
+
+@pytest.mark.parametrize("network", sorted(ARCHITECTURES))
+def test_every_family_member_runs_from_its_parameters(network):
+    params = init_params(jax.random.key(0), widths=(4, 4, 8, 8, 8),
+                         depths=ARCHITECTURES[network])
+    assert depths_of(params) == ARCHITECTURES[network]
+    assert network_name(depths_of(params)) == network.upper()
+    last = layer_names(ARCHITECTURES[network])[-2]  # the last ReLU: relu5_2 (VGG13) ...
+    out = vgg_features(params, jnp.ones((1, 32, 32, 3)), [last, "pool5"])
+    assert out[last].shape == (1, 2, 2, 8) and out["pool5"].shape == (1, 1, 1, 8)

@@ -9,11 +9,11 @@ import pytest
 from conftest import DATA, nhwc
 from torch_format import save_legacy, save_zip, save_zip_raw_pickle
 
-from jaxstyle import LAYERS, WeightsError, load_weights, vgg19_features
+from jaxstyle import LAYERS, WeightsError, layer_names, load_weights, vgg19_features, vgg_features
 from jaxstyle.cli import main
 from jaxstyle.preprocessing import CAFFE, TORCHVISION
 from jaxstyle.pth import read_state_dict
-from jaxstyle.vgg import CONV_LAYERS
+from jaxstyle.vgg import ARCHITECTURES, CONV_LAYERS, conv_layer_names
 from jaxstyle.weights import convert, find_weights, save_converted
 
 TORCHVISION_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
@@ -228,3 +228,113 @@ def test_full_size_file_written_by_real_torch(tmp_path):
     assert time.perf_counter() - start < 10
     assert loaded.params["conv5_4"]["kernel"].shape == (3, 3, 512, 512)
     assert Path(converted).stat().st_size > 80_000_000
+
+
+def _vgg16_layouts(tiny16_weights, tmp_path):
+    """The tiny VGG16 in every source layout jaxstyle reads, each written without jaxstyle."""
+    onnx_format = pytest.importorskip("onnx_format")
+    h5py = pytest.importorskip("h5py")
+    state = read_state_dict(DATA / "vgg16_tiny.pth")
+    gatys = {}
+    for name, index in zip(conv_layer_names(ARCHITECTURES["vgg16"]), VGG16_INDEX):
+        gatys[f"{name}.weight"] = state[f"features.{index}.weight"]
+        gatys[f"{name}.bias"] = state[f"features.{index}.bias"]
+    save_legacy(state, tmp_path / "legacy.pth")
+    save_zip(gatys, tmp_path / "gatys.pth")
+    with h5py.File(tmp_path / "keras.h5", "w") as f:
+        for name, p in tiny16_weights.params.items():
+            group = f.create_group(f"block{name[4]}_conv{name[6]}")
+            group.create_dataset(f"{name}_W_1:0", data=p["kernel"])
+            group.create_dataset(f"{name}_b_1:0", data=p["bias"])
+    onnx_format.save_vgg_onnx(tiny16_weights.params, tmp_path / "model.onnx")
+    return {"torchvision zip": DATA / "vgg16_tiny.pth", "legacy": tmp_path / "legacy.pth",
+            "gatys": tmp_path / "gatys.pth", "keras h5": tmp_path / "keras.h5",
+            "onnx": tmp_path / "model.onnx"}
+
+
+VGG16_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+def test_vgg16_in_every_layout_converts_and_matches_torch(tiny16_weights, reference16, tmp_path):
+    x = jnp.asarray(nhwc(reference16["input_nchw"]))
+    names = layer_names(ARCHITECTURES["vgg16"])
+    for kind, path in _vgg16_layouts(tiny16_weights, tmp_path).items():
+        weights = convert(path, None if kind == "keras h5" else "caffe")
+        assert weights.network == "VGG16", kind
+        again = load_weights(save_converted(weights, tmp_path / f"{kind}.msgpack"))
+        assert again.network == "VGG16" and again.preprocessing == CAFFE
+        out = vgg_features(again.params, x, names)
+        for name in names:
+            want = nhwc(reference16[f"max/{name}"])
+            rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
+            assert rel < 1e-4, (kind, name, rel)
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("residual", "takes an earlier layer's output: the graph branches"),
+    ("batchnorm", "batch-normalised VGG"),
+    ("preprocess", "computes Sub .* before the first convolution"),
+    ("strided", "not a 3x3 stride-1 convolution"),
+])
+def test_onnx_graphs_that_are_not_a_vgg_stack_are_refused(tiny16_weights, tmp_path, variant,
+                                                          message):
+    onnx_format = pytest.importorskip("onnx_format")
+    path = tmp_path / f"{variant}.onnx"
+    onnx_format.save_vgg_onnx(tiny16_weights.params, path, variant)
+    with pytest.raises(WeightsError, match=message):
+        convert(path, "caffe")
+
+
+def test_onnx_garbage_and_truncation(tiny16_weights, tmp_path):
+    onnx_format = pytest.importorskip("onnx_format")
+    path = tmp_path / "model.onnx"
+    onnx_format.save_vgg_onnx(tiny16_weights.params, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="cut.onnx: not an ONNX model"):
+        convert(tmp_path / "cut.onnx", "caffe")
+    (tmp_path / "text.onnx").write_text("hello")
+    with pytest.raises(WeightsError, match="not an ONNX model"):
+        load_weights(tmp_path / "text.onnx", "caffe")
+
+
+def test_checksums_name_the_network_and_batchnorm_is_refused(tiny16_weights, tmp_path,
+                                                            monkeypatch):
+    from jaxstyle import weights as weights_module
+
+    checksum = weights_module.sha256_of(DATA / "vgg19_tiny.pth")
+    fake = weights_module.Source("vgg16-caffe", "vgg16", "x.pth", "http://x", checksum[:8], "",
+                                 "", CAFFE, "test")
+    monkeypatch.setitem(weights_module.SOURCES, "vgg16-caffe", fake)
+    with pytest.raises(WeightsError, match="the checksum is vgg16-caffe's, but the file holds a "
+                                           "VGG19"):
+        convert(DATA / "vgg19_tiny.pth")
+    state = dict(read_state_dict(DATA / "vgg16_tiny.pth"))
+    state["features.1.running_mean"] = np.zeros(8, np.float32)
+    save_zip(state, tmp_path / "bn.pth")
+    with pytest.raises(WeightsError, match="batch-normalised VGG"):
+        convert(tmp_path / "bn.pth", "caffe")
+
+
+def test_vgg19_is_found_before_vgg16_and_version_1_files_load(tiny_weights, tiny16_weights,
+                                                              tmp_path, monkeypatch):
+    from flax import serialization
+
+    from jaxstyle import weights as weights_module
+
+    repo, cache = tmp_path / "repo", tmp_path / "cache"
+    repo.mkdir(), cache.mkdir()
+    monkeypatch.setattr(weights_module, "repo_weights_dir", lambda: repo)
+    monkeypatch.setattr(weights_module, "cache_weights_dir", lambda: cache)
+    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
+    vgg16 = save_converted(tiny16_weights, repo / "vgg16-keras.msgpack")
+    assert find_weights() == vgg16
+    assert load_weights(vgg16).network == "VGG16"
+    vgg19 = save_converted(tiny_weights, cache / "vgg19-torchvision.msgpack")
+    assert find_weights() == vgg19  # a VGG19 anywhere comes before any VGG16
+    state = serialization.msgpack_restore(vgg19.read_bytes())
+    old = {k: state[k] for k in ("source", "source_sha256", "preprocessing", "params")}
+    (tmp_path / "v1.msgpack").write_bytes(serialization.msgpack_serialize(
+        {"format": "jaxstyle-vgg19", "version": 1, **old}))
+    loaded = load_weights(tmp_path / "v1.msgpack")
+    assert loaded.network == "VGG19" and loaded.licence == ""
