@@ -22,6 +22,7 @@ from jaxstyle.stylize import (
     StylizeResult,
     _pick_output,
     check_inputs,
+    check_network,
     memory_limit_bytes,
     optimizer_config,
     prepare,
@@ -81,6 +82,7 @@ def stylize_batch(
         raise JaxstyleError("batch: multi-scale runs are not supported; run them one by one")
     if not contents:
         raise JaxstyleError("batch: no content images")
+    check_network(weights, options)
     devices = list(devices or jax.local_devices())
     mesh = Mesh(np.array(devices), ("batch",))
     by_image = NamedSharding(mesh, PartitionSpec("batch"))

@@ -70,7 +70,8 @@ class StyleOptions:
         1.0, "style images are resized to this times the output size before their Gram matrices"
     )
     content_layers: tuple[str, ...] = _option(
-        ("relu4_2",), "comma-separated layers for the content loss", parse=parse_names,
+        ("relu4_2",), "comma-separated layers for the content loss (names as in neural-style: "
+        "conv5_4/relu5_4 exist in VGG19, VGG16 stops at conv5_3)", parse=parse_names,
         metavar="LAYERS",
     )
     style_layers: tuple[str, ...] = _option(

@@ -15,9 +15,9 @@ from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.optimize import OptimizerConfig, Progress, minimize, state_like
-from jaxstyle.options import StyleOptions
+from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.preprocessing import Preprocessing
-from jaxstyle.vgg import min_image_side
+from jaxstyle.vgg import depths_of, min_image_side, validate_layers
 from jaxstyle.weights import VGGWeights
 
 _ADAM_DEFAULT_LR = 0.02  # in [0, 1] pixel units; converted to the weights' input space
@@ -117,6 +117,20 @@ def output_shape(content_shape: tuple[int, ...], options: StyleOptions) -> tuple
     if options.size:
         return fit_longest_side(content_shape, options.size)
     return tuple(content_shape[:2])
+
+
+def check_network(weights: VGGWeights, options: StyleOptions) -> None:
+    """Checks that the network the weights hold has every layer the options name.
+
+    Raises:
+      OptionsError: a content or style layer the network lacks (``relu5_4`` with a VGG16); the
+        message names the option and lists the network's layers.
+    """
+    for name in ("content_layers", "style_layers"):
+        try:
+            validate_layers(getattr(options, name), name, depths_of(weights.params))
+        except ValueError as exc:
+            raise OptionsError(str(exc)) from None
 
 
 def check_inputs(
@@ -474,6 +488,7 @@ def stylize(
         `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
     """
     options = options or StyleOptions()
+    check_network(weights, options)
     common = dict(style_masks=style_masks, content_mask=content_mask, callback=callback,
                   report_at=report_at)
     if not options.scales:

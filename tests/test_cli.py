@@ -53,7 +53,7 @@ def test_random_weights_are_labelled(tmp_path, images, capsys):
     assert code == 0, err
     assert "random (He init, seed 0) -- NOT pretrained" in err
     with Image.open(tmp_path / "o.png") as written:
-        assert "random (He init, seed 0) (NOT pretrained)" in written.text["Description"]
+        assert "VGG19, random (He init, seed 0), NOT pretrained" in written.text["Description"]
 
 
 BAD_CASES = {

@@ -338,3 +338,18 @@ def test_vgg19_is_found_before_vgg16_and_version_1_files_load(tiny_weights, tiny
         {"format": "jaxstyle-vgg19", "version": 1, **old}))
     loaded = load_weights(tmp_path / "v1.msgpack")
     assert loaded.network == "VGG19" and loaded.licence == ""
+
+
+def test_cli_names_the_option_and_the_networks_layers(tiny16_weights, tmp_path, capsys):
+    from PIL import Image
+
+    weights = save_converted(tiny16_weights, tmp_path / "vgg16.msgpack")
+    for name in ("c.png", "s.png"):
+        Image.new("RGB", (40, 40), (120, 60, 30)).save(tmp_path / name)
+    code = main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o",
+                 str(tmp_path / "o.png"), "--weights", str(weights), "--size", "40",
+                 "--style-layers", "relu1_1,relu5_4", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "style_layers: unknown layer 'relu5_4' for VGG16; valid names are conv1_1" in err
+    assert "conv5_3 (and relu" in err and not (tmp_path / "o.png").exists()
