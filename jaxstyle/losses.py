@@ -1,4 +1,4 @@
-"""The neural-style objective: content, style (Gram) and total-variation losses.
+"""The neural-style objective: content, style and total-variation losses, and their targets.
 
 Every function here is pure and works on one image; batch with `jax.vmap`. The default objective
 reproduces jcjohnson/neural-style's (and ProGamerGov/neural-style-pt's) formulas exactly, in the
@@ -16,7 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstyle.style_losses import (
+    GRAM,
+    MEAN_COVARIANCE,
+    StyleLoss,
+    gram_distance,
+    gram_statistics,
+    mean_covariance_statistics,
+    wasserstein_distance,
+)
 from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg_features
+
+__all__ = [  # the style losses live in jaxstyle.style_losses; these names stay importable here
+    "GRAM", "MEAN_COVARIANCE", "StyleLoss", "gram_distance", "gram_statistics",
+    "mean_covariance_statistics", "wasserstein_distance",
+]
 
 
 def _check_hwc(features: jax.Array, argument: str) -> None:
@@ -43,8 +57,63 @@ def content_loss(
     _check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    diff, area = _masked(features.astype(jnp.float32) - target.astype(jnp.float32), mask)
+    diff = features.astype(jnp.float32) - target.astype(jnp.float32)
+    h, w, _ = features.shape
+    if mask is not None:
+        diff, area = diff * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
+    else:
+        area = h * w
     return jnp.sum(jnp.square(diff)) / (area * features.shape[-1])
+
+
+SELF_SIMILARITY_SAMPLES = 32
+"""Positions per side of the grid on which `self_similarity_loss` compares features: STROTSS
+(Kolkin et al. 2019) samples 1024 positions too, which keeps the N x N matrices small."""
+
+
+def _self_similarity(flat: jax.Array) -> jax.Array:
+    unit = flat / jnp.maximum(jnp.linalg.norm(flat, axis=-1, keepdims=True), 1e-8)
+    distance = 1.0 - unit @ unit.T
+    return distance / jnp.maximum(jnp.sum(distance, axis=0, keepdims=True), 1e-8)
+
+
+def self_similarity_loss(
+    features: jax.Array, target: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """STROTSS's content loss (Kolkin, Salavon & Shakhnarovich 2019): compare self-similarities.
+
+    At up to `SELF_SIMILARITY_SAMPLES`^2 grid positions, the pairwise cosine distances of the
+    feature vectors, each column normalised to sum 1, are compared with the content's by mean
+    absolute difference. Layout is kept while colours and textures are free to change. Departure
+    from STROTSS: a fixed grid instead of random positions (L-BFGS needs a fixed objective), and
+    the mean is multiplied by the number of positions N so that it does not shrink as 1/N.
+
+    Args:
+      features, target: float [H, W, C]; mask: float [H, W] or None (pairs weighted by both
+        positions' mask values).
+
+    Returns:
+      float32 scalar.
+    """
+    _check_hwc(features, "features")
+    if features.shape != target.shape:
+        raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
+    h, w, c = features.shape
+    sy, sx = max(1, -(-h // SELF_SIMILARITY_SAMPLES)), max(1, -(-w // SELF_SIMILARITY_SAMPLES))
+    pick = lambda a: a[sy // 2::sy, sx // 2::sx]
+    f = pick(features).reshape(-1, c).astype(jnp.float32)
+    t = pick(target).reshape(-1, c).astype(jnp.float32)
+    difference = jnp.abs(_self_similarity(f) - _self_similarity(t))
+    n = f.shape[0]
+    if mask is None:
+        return jnp.mean(difference) * n
+    m = pick(mask).reshape(-1)
+    pairs = m[:, None] * m[None, :]
+    return jnp.sum(difference * pairs) / jnp.maximum(jnp.sum(pairs), 1e-6) * n
+
+
+CONTENT_LOSSES = {"mse": content_loss, "self_similarity": self_similarity_loss}
+"""Content losses by name: neural-style's mean squared error, or STROTSS's self-similarity."""
 
 
 def style_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
@@ -55,93 +124,6 @@ def style_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     return gram_distance(features, target_gram)
 
 
-def _masked(features: jax.Array, mask: jax.Array | None):
-    """(features * mask, number of pixels weighted in); mask float [H, W] in [0, 1] or None."""
-    h, w, _ = features.shape
-    if mask is None:
-        return features.astype(jnp.float32), h * w
-    return features.astype(jnp.float32) * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
-
-
-def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Gram matrix of features [H, W, C] over the region `mask` [H, W] (all of it if None).
-
-    With a mask the normalisation is C times the mask's area rather than C*H*W, so a region's
-    Gram matrix is comparable to a whole style image's.
-    """
-    _check_hwc(features, "features")
-    f, area = _masked(features, mask)
-    flat = f.reshape(-1, f.shape[-1])
-    return flat.T @ flat / (f.shape[-1] * area)
-
-
-def gram_distance(features: jax.Array, target: jax.Array, mask: jax.Array | None = None):
-    """neural-style's style loss, ``mean((G - A)^2)``, on the region `mask`."""
-    return jnp.mean(jnp.square(gram_statistics(features, mask) - target))
-
-
-def mean_covariance_statistics(features: jax.Array, mask: jax.Array | None = None) -> dict:
-    """Per-channel mean [C] and covariance [C, C] of features [H, W, C], weighted by `mask`."""
-    _check_hwc(features, "features")
-    flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
-    weights = jnp.ones(flat.shape[0]) if mask is None else mask.reshape(-1)
-    total = jnp.maximum(jnp.sum(weights), 1e-6)
-    mean = weights @ flat / total
-    centred = (flat - mean) * jnp.sqrt(weights)[:, None]
-    return {"mean": mean, "cov": centred.T @ centred / total}
-
-
-def _psd_sqrt(a: jax.Array) -> jax.Array:
-    values, vectors = jnp.linalg.eigh(a)
-    return (vectors * jnp.sqrt(jnp.maximum(values, 1e-8))) @ vectors.T
-
-
-def _mean_covariance_prepare(target: dict) -> dict:
-    return {**target, "cov_sqrt": _psd_sqrt(target["cov"])}
-
-
-def wasserstein_distance(features: jax.Array, target: dict, mask: jax.Array | None = None):
-    """Squared 2-Wasserstein distance between Gaussians fitted to the features and the target.
-
-    ``|mu - mu_t|^2 + tr(S + S_t - 2 (S_t^1/2 S S_t^1/2)^1/2)``, the mean+covariance style loss
-    of crowsonkb/style-transfer-pytorch; `target` comes from `mean_covariance_statistics` plus
-    ``cov_sqrt`` (added by the `StyleLoss`'s ``prepare``). Averaged over channels so its scale
-    does not grow with the layer's width.
-    """
-    stats = mean_covariance_statistics(features, mask)
-    root = target["cov_sqrt"]
-    cross = _psd_sqrt(root @ stats["cov"] @ root)
-    distance = (jnp.sum(jnp.square(stats["mean"] - target["mean"]))
-                + jnp.trace(stats["cov"]) + jnp.trace(target["cov"]) - 2 * jnp.trace(cross))
-    return jnp.maximum(distance, 0.0) / features.shape[-1]
-
-
-def _identity(target):
-    return target
-
-
-@dataclass(frozen=True)
-class StyleLoss:
-    """A style loss as pure functions, so research users can plug in their own.
-
-    Attributes:
-      name: shown in reports.
-      statistics: ``(features [H, W, C], mask [H, W] | None) -> target`` (any pytree); targets of
-        several style images are blended by a weighted sum of these.
-      distance: ``(features [H, W, C], target, mask [H, W] | None) -> scalar``.
-      prepare: applied to a blended target once, before optimization (e.g. a matrix square root).
-    """
-
-    name: str
-    statistics: Callable
-    distance: Callable
-    prepare: Callable = _identity
-
-
-GRAM = StyleLoss("gram", gram_statistics, gram_distance)
-MEAN_COVARIANCE = StyleLoss("mean_cov", mean_covariance_statistics, wasserstein_distance,
-                            _mean_covariance_prepare)
-STYLE_LOSSES = {loss.name: loss for loss in (GRAM, MEAN_COVARIANCE)}
 WEIGHT_NORMALIZATIONS = ("neural-style", "resolution")
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
@@ -165,7 +147,9 @@ class LossConfig:
       tv_weight: w_tv, multiplies the total variation of the model-space image.
       style_layer_weights: per-style-layer multipliers (on top of w_s), one per style layer.
       pooling: "max" or "avg".
-      style_loss: a `StyleLoss`: `GRAM` (neural-style's), `MEAN_COVARIANCE`, or your own.
+      style_loss: a `StyleLoss`: `GRAM` (neural-style's), `MEAN_COVARIANCE`,
+        `jaxstyle.style_losses.sliced_wasserstein(seed)`, `gram_histogram(weight)`, or your own.
+      content_loss: "mse" (neural-style's) or "self_similarity" (STROTSS's), `CONTENT_LOSSES`.
       weight_normalization: "neural-style" keeps its formulas exactly; "resolution" divides the
         TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
         image side), so the same weights behave alike at 256 px and 1024 px; content and Gram
@@ -184,6 +168,7 @@ class LossConfig:
     style_layer_weights: tuple[float, ...] | None = None
     pooling: str = "max"
     style_loss: StyleLoss = GRAM
+    content_loss: str = "mse"
     weight_normalization: str = "neural-style"
     precision: str = "float32"
     convolution: str = "direct"
@@ -195,6 +180,9 @@ class LossConfig:
             raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, got {self.convolution!r}")
         if not isinstance(self.style_loss, StyleLoss):
             raise ValueError(f"style_loss: expected a StyleLoss, got {self.style_loss!r}")
+        if self.content_loss not in CONTENT_LOSSES:
+            raise ValueError(f"content_loss: expected one of {tuple(CONTENT_LOSSES)}, "
+                             f"got {self.content_loss!r}")
         if self.weight_normalization not in WEIGHT_NORMALIZATIONS:
             raise ValueError(
                 f"weight_normalization: expected one of {WEIGHT_NORMALIZATIONS}, "
@@ -364,6 +352,17 @@ def region_targets(
     return targets
 
 
+def redraw_targets(targets: dict, config: LossConfig, key: jax.Array) -> dict:
+    """`targets` with the style loss's random part redrawn (`StyleLoss.redraw`), each style
+    image's and each layer's from its own key folded from `key`."""
+    redraw = config.style_loss.redraw
+    single = not isinstance(targets["style"], (list, tuple))
+    styles = [{name: redraw(target[name], jax.random.fold_in(jax.random.fold_in(key, i), j))
+               for j, name in enumerate(config.style_layers)}
+              for i, target in enumerate([targets["style"]] if single else targets["style"])]
+    return {**targets, "style": styles[0] if single else styles}
+
+
 def objective(
     image: jax.Array, params: dict, targets: dict, config: LossConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -386,8 +385,9 @@ def objective(
     """
     feats = _features(params, image, config.layers, config)
     content_mask = targets.get("content_mask")
+    distance_to_content = CONTENT_LOSSES[config.content_loss]
     content = sum(
-        config.content_weight * content_loss(
+        config.content_weight * distance_to_content(
             feats[name], targets["content"][name], content_mask and content_mask[name])
         for name in config.content_layers
     )

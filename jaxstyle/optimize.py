@@ -337,6 +337,7 @@ def minimize(
     history: dict[str, list[float]] | None = None,
     batch_axes: tuple | None = None,
     memory_limit: int | None = None,
+    chunk_args: Callable[[int], tuple] | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -358,6 +359,9 @@ def minimize(
         reports sums over the batch.
       memory_limit: refuse to start when the estimated peak exceeds this many bytes (default:
         the memory free on the device); 0 disables the check.
+      chunk_args: ``iteration -> args`` for the chunk starting at that iteration, arrays of the
+        same shapes as `args` (a style loss that redraws random directions between chunks); the
+        objective is fixed within a chunk. Default: `args` throughout.
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
@@ -410,7 +414,8 @@ def minimize(
         n = min(chunk, iterations - done)
         if stops is not None:
             n = next((k for k in range(1, n + 1) if stops(done + k)), n)
-        result = compiled_chunk(x, state, jnp.asarray(n), *args)
+        result = compiled_chunk(x, state, jnp.asarray(n),
+                                *(args if chunk_args is None else chunk_args(done)))
         steps = int(result.steps)
         x, state = result.x, result.state
         for key, values in result.history.items():

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import PRECISIONS, STYLE_LOSSES, WEIGHT_NORMALIZATIONS, LossConfig
+from jaxstyle.losses import CONTENT_LOSSES, PRECISIONS, WEIGHT_NORMALIZATIONS, LossConfig
+from jaxstyle.style_losses import STYLE_LOSSES, style_loss_named
 from jaxstyle.vgg import CONVOLUTIONS, POOLINGS, validate_layers
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -95,11 +96,22 @@ class StyleOptions:
         "none", "L-BFGS line search; 'none' takes unit steps like neural-style",
         choices=LINESEARCHES,
     )
-    seed: int = _option(0, "seed for the noise initialisation and random weights")
+    seed: int = _option(0, "seed for the noise initialisation, random weights and the sliced "
+                        "Wasserstein directions")
     progress_every: int = _option(10, "iterations between progress reports (one compiled chunk)")
     style_loss: str = _option(
-        "gram", "style statistics: neural-style's Gram matrices, or mean+covariance compared by "
-        "the 2-Wasserstein distance (crowsonkb's)", choices=tuple(STYLE_LOSSES),
+        "gram", "style statistics: neural-style's Gram matrices; mean+covariance compared by the "
+        "2-Wasserstein distance (crowsonkb's); the whole feature distribution along random "
+        "directions (sliced_wasserstein, Heitz et al. 2021); Gram plus per-channel histograms "
+        "(gram_histogram, Risser et al. 2017)", choices=STYLE_LOSSES,
+    )
+    histogram_weight: float = _option(
+        1.0, "with --style-loss gram_histogram: the histogram term's weight relative to Gram's"
+    )
+    content_loss: str = _option(
+        "mse", "'mse': neural-style's squared feature difference; 'self_similarity': STROTSS's "
+        "comparison of feature self-similarities, which keeps layout and frees colours (it needs "
+        "other weights: see the README)", choices=tuple(CONTENT_LOSSES),
     )
     weight_normalization: str = _option(
         "neural-style", "'neural-style' keeps its formulas; 'resolution' makes the same weights "
@@ -161,6 +173,7 @@ class StyleOptions:
             "size": self.size >= 0,
             "iterations": self.iterations >= 0,
             "style_scale": self.style_scale > 0 and math.isfinite(self.style_scale),
+            "histogram_weight": self.histogram_weight >= 0 and math.isfinite(self.histogram_weight),
             "lbfgs_history": self.lbfgs_history >= 1,
             "progress_every": self.progress_every >= 1,
             "learning_rate": self.learning_rate is None
@@ -186,6 +199,7 @@ class StyleOptions:
             raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
         for name, allowed in (("pooling", POOLINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
                               ("lbfgs_linesearch", LINESEARCHES), ("style_loss", STYLE_LOSSES),
+                              ("content_loss", CONTENT_LOSSES),
                               ("original_colors", ORIGINAL_COLORS),
                               ("weight_normalization", WEIGHT_NORMALIZATIONS),
                               ("precision", PRECISIONS), ("convolution", CONVOLUTIONS)):
@@ -201,7 +215,8 @@ class StyleOptions:
             tv_weight=self.tv_weight,
             style_layer_weights=self.style_layer_weights,
             pooling=self.pooling,
-            style_loss=STYLE_LOSSES[self.style_loss],
+            style_loss=style_loss_named(self.style_loss, self.seed, self.histogram_weight),
+            content_loss=self.content_loss,
             weight_normalization=self.weight_normalization,
             precision=self.precision,
             convolution=self.convolution,

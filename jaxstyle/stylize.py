@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -387,6 +388,21 @@ def _render(content, styles, weights, options, *, init_image, style_masks, conte
     return _combine(results, image, mean_losses, weights)
 
 
+def redrawn_args(args: tuple, options: StyleOptions) -> Callable[[int], tuple] | None:
+    """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
+    ``(params, targets)`` for the chunk starting at an iteration, redrawn every
+    ``options.progress_every`` iterations from a key made from ``options.seed`` and that period,
+    so an interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
+    config = options.loss_config()
+    if not config.style_loss.redraws:
+        return None
+    params, targets = args
+    key = jax.random.fold_in(jax.random.key(options.seed), 1)  # not the noise init's key itself
+    redraw = jax.jit(functools.partial(losses.redraw_targets, config=config))
+    return lambda iteration: (params, redraw(
+        targets, key=jax.random.fold_in(key, iteration // options.progress_every)))
+
+
 def _stylize_scale(content, styles, weights, options, *, init_image, style_masks, content_mask,
                    callback, report_at, resume, scale, style_targets=None) -> StylizeResult:
     start = time.perf_counter()
@@ -426,6 +442,7 @@ def _stylize_scale(content, styles, weights, options, *, init_image, style_masks
             start_iteration=start_iteration,
             history=history,
             memory_limit=memory_limit_bytes(options),
+            chunk_args=redrawn_args(args, options),
         )
     except OptimizationError as exc:
         raise OptimizationError(str(exc), last_good=wrap(exc.last_good)) from None

@@ -15,6 +15,7 @@ from torch_format import save_legacy, save_zip
 from jaxstyle import StyleOptions, gram_matrix, load_image, stylize, vgg_features
 from jaxstyle.download import existing_download
 from jaxstyle.images import fit_longest_side, resize
+from jaxstyle.quality import measure
 from jaxstyle.weights import cache_weights_dir, convert, load_weights, repo_weights_dir
 
 pytestmark = pytest.mark.real
@@ -78,6 +79,11 @@ def test_a_short_stylization_takes_on_the_style_and_keeps_the_content(vgg16):
     distance = _content_distance(out, before)
     for other in (noise, plain_style):
         assert distance < 0.9 * _content_distance(_features(vgg16, other, ("relu4_2",)), before)
+    # The run's own quality report says the same.
+    quality = measure(vgg16, result.image, content, [style])
+    np.testing.assert_allclose(quality.style_gram_ratio, ratio, rtol=1e-3)
+    np.testing.assert_allclose(quality.content["relu4_2"], distance, rtol=1e-3)
+    assert quality.style_sliced_wasserstein_ratio < 0.5  # measured 0.09
 
 
 @pytest.mark.parametrize("layout", ["torchvision zip", "legacy", "gatys", "keras h5", "onnx"])

@@ -1,0 +1,120 @@
+"""How far a result went: its distances to the style images and to the content, measured with
+the run's own network.
+
+For every style layer the output's Gram matrix and its sliced Wasserstein distance to the
+(blended) style are computed, and the same for the content photo at the output's size, so each
+figure can be read against the untouched photo: a style ratio of 0.01 means the output's
+statistics are a hundred times closer to the style's than the photo's were. The content
+distance is the relative squared difference of the content layers' activations,
+``mean((F - P)^2) / mean(P^2)`` (0: the photo's own features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxstyle.images import resize
+from jaxstyle.losses import LossConfig, style_targets
+from jaxstyle.options import StyleOptions
+from jaxstyle.style_losses import gram_distance, sliced_wasserstein
+from jaxstyle.stylize import check_inputs
+from jaxstyle.vgg import vgg_features
+from jaxstyle.weights import VGGWeights
+
+SCORING_SEED = 0
+"""The directions of the sliced Wasserstein score are fixed, so scores of different runs compare."""
+
+
+class Quality(NamedTuple):
+    """Distances of one output image, per layer and summed.
+
+    Attributes:
+      style_gram: ``{layer: mean((G - A)^2)}`` against the blended style Gram matrices A.
+      style_sliced_wasserstein: ``{layer: SW2^2}`` against the style's feature distribution
+        (Heitz et al.), along `SCORING_SEED`'s first C directions.
+      content: ``{layer: mean((F - P)^2) / mean(P^2)}`` against the photo's activations P.
+      style_gram_ratio: the summed Gram distance divided by the photo's own (1: no closer to
+        the style than the photo, 0: the style's statistics).
+      style_sliced_wasserstein_ratio: the same for the sliced Wasserstein distance.
+    """
+
+    style_gram: dict[str, float]
+    style_sliced_wasserstein: dict[str, float]
+    content: dict[str, float]
+    style_gram_ratio: float
+    style_sliced_wasserstein_ratio: float
+
+    def summary(self) -> str:
+        """One line for a log: the ratios and the mean content distance."""
+        content = np.mean(list(self.content.values()))
+        return (f"style distance {self.style_gram_ratio:.3g}x the photo's (Gram), "
+                f"{self.style_sliced_wasserstein_ratio:.3g}x (sliced Wasserstein); "
+                f"content distance {content:.3g}")
+
+    def to_dict(self) -> dict:
+        return self._asdict()
+
+
+@functools.partial(jax.jit, static_argnums=(5,))
+def _distances(params, image, gram_targets, sw_targets, content_features, config: LossConfig):
+    feats = {k: v[0] for k, v in vgg_features(params, image[None], config.layers,
+                                              config.pooling).items()}
+    loss = sliced_wasserstein(SCORING_SEED)
+    gram = {n: gram_distance(feats[n], gram_targets[n]) for n in config.style_layers}
+    sw = {n: loss.distance(feats[n], sw_targets[n]) for n in config.style_layers}
+    content = {n: jnp.mean(jnp.square(feats[n] - content_features[n]))
+               / jnp.maximum(jnp.mean(jnp.square(content_features[n])), 1e-12)
+               for n in config.content_layers}
+    return gram, sw, content
+
+
+def measure(
+    weights: VGGWeights,
+    image: np.ndarray | jax.Array,
+    content: np.ndarray | jax.Array,
+    styles: Sequence[np.ndarray | jax.Array],
+    options: StyleOptions | None = None,
+) -> Quality:
+    """Scores a stylized image against its content and style images.
+
+    Args:
+      weights: the network to measure with (the run's own).
+      image: the output, float [H, W, 3] RGB in [0, 1].
+      content: the content image, any size (resized to the output's).
+      styles: the style images, resized as the run resized them (``options.style_scale``).
+      options: the run's options: layers, pooling, blend weights and style scales.
+
+    Returns:
+      A `Quality`.
+    """
+    options = options or StyleOptions()
+    image = jnp.asarray(image, jnp.float32)
+    h, w = image.shape[:2]
+    _, style_hws = check_inputs((h, w, 3), [jnp.shape(s) for s in styles],
+                                options.replace(size=max(h, w)))
+    pre = weights.preprocessing
+    config = LossConfig(content_layers=tuple(options.content_layers),
+                        style_layers=tuple(options.style_layers), pooling=options.pooling)
+    styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
+                    for s, hw in zip(styles, style_hws)]
+    blend = options.style_blend_weights
+    gram_targets = style_targets(weights.params, styles_model, config, blend)  # Gram: the default
+    sw_config = dataclasses.replace(config, style_loss=sliced_wasserstein(SCORING_SEED))
+    sw_targets = style_targets(weights.params, styles_model, sw_config, blend)
+    photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
+    content_features = {k: v[0] for k, v in vgg_features(
+        weights.params, photo[None], config.content_layers, config.pooling).items()}
+    out = _distances(weights.params, pre.to_model(image), gram_targets, sw_targets,
+                     content_features, config)
+    base = _distances(weights.params, photo, gram_targets, sw_targets, content_features, config)
+    floats = [{k: float(v) for k, v in d.items()} for d in out]
+    ratio = [sum(o.values()) / max(sum(float(v) for v in b.values()), 1e-30)
+             for o, b in zip(floats[:2], base[:2])]
+    return Quality(floats[0], floats[1], floats[2], ratio[0], ratio[1])

@@ -1,0 +1,179 @@
+"""The distribution style losses against NumPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import smooth_image
+
+from jaxstyle import StyleOptions, stylize
+from jaxstyle.losses import self_similarity_loss
+from jaxstyle.style_losses import (
+    QUANTILES,
+    gram_histogram,
+    projection_directions,
+    sliced_wasserstein,
+    sorted_matching_distance,
+    weighted_quantiles,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _features(h, w, c, scale=1.0, shift=0.0):
+    return (np.abs(RNG.normal(shift, scale, (h, w, c)))).astype(np.float32)
+
+
+def test_quantiles_match_numpy_with_and_without_weights():
+    values = RNG.gamma(2.0, 1.5, (500, 3)).astype(np.float32)
+    levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
+    ours = np.asarray(weighted_quantiles(jnp.asarray(values), None))
+    want = np.quantile(values, levels, axis=0, method="hazen").T
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-5)
+    mask = (RNG.uniform(size=500) > 0.4).astype(np.float32)  # samples of weight 0 play no part
+    ours = np.asarray(weighted_quantiles(jnp.asarray(values), jnp.asarray(mask)))
+    want = np.quantile(values[mask == 1], levels, axis=0, method="inverted_cdf").T
+    np.testing.assert_allclose(ours, want, rtol=1e-6)
+
+
+def test_sorted_matching_is_the_squared_1d_wasserstein_distance():
+    # With as many samples as quantile levels the target quantiles are the sorted samples, and
+    # the distance is the exact W2^2 between the two empirical distributions.
+    x = RNG.normal(0, 1, (QUANTILES, 4)).astype(np.float32)
+    y = RNG.normal(1, 2, (QUANTILES, 4)).astype(np.float32)
+    ours = sorted_matching_distance(jnp.asarray(x), None, weighted_quantiles(jnp.asarray(y), None))
+    want = np.mean((np.sort(x, 0) - np.sort(y, 0)) ** 2)
+    np.testing.assert_allclose(float(ours), want, rtol=1e-5)
+    ones = jnp.ones(QUANTILES)
+    weighted = sorted_matching_distance(jnp.asarray(x), ones, weighted_quantiles(jnp.asarray(y), None))
+    np.testing.assert_allclose(float(weighted), want, rtol=1e-5)
+
+
+def test_sliced_wasserstein_against_numpy_projections():
+    loss = sliced_wasserstein(seed=3)
+    style, out = _features(16, 16, 8, 2.0, 1.0), _features(16, 16, 8)
+    target = loss.prepare(loss.statistics(jnp.asarray(style)))
+    assert target["quantiles"].shape == (4 * 8, QUANTILES) and target["select"].shape == (8,)
+    directions = np.asarray(projection_directions(3, 8, 32))
+    np.testing.assert_allclose(np.linalg.norm(directions, axis=0), 1.0, rtol=1e-6)
+    for key in (None, jax.random.key(1), jax.random.key(2)):
+        t = target if key is None else loss.redraw(target, key)
+        d = directions[:, np.asarray(t["select"])]
+        projected = lambda f, d=d: np.sort(f.reshape(-1, 8) @ d, axis=0)
+        want = np.mean((projected(out) - projected(style)) ** 2)
+        np.testing.assert_allclose(float(loss.distance(jnp.asarray(out), t)), want, rtol=1e-4)
+    a, b = (loss.redraw(target, jax.random.key(k))["select"] for k in (1, 2))
+    assert len(set(np.asarray(a).tolist())) == 8 and not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, loss.redraw(target, jax.random.key(1))["select"])
+    assert float(loss.distance(jnp.asarray(style), target)) < 1e-9
+
+
+def test_sliced_wasserstein_in_a_region_is_the_loss_of_the_region():
+    loss = sliced_wasserstein()
+    style, out = _features(16, 16, 8, 2.0, 1.0), _features(16, 32, 8)
+    target = loss.prepare(loss.statistics(jnp.asarray(style)))
+    left = np.zeros((16, 32), np.float32)
+    left[:, :16] = 1.0
+    masked = loss.distance(jnp.asarray(out), target, jnp.asarray(left))
+    alone = loss.distance(jnp.asarray(out[:, :16]), target)
+    np.testing.assert_allclose(float(masked), float(alone), rtol=1e-5)
+
+
+def test_gram_histogram_adds_the_per_channel_histogram_loss():
+    loss = gram_histogram(0.5)
+    style, out = _features(16, 16, 4, 2.0, 1.0), _features(16, 16, 4)
+    target = loss.statistics(jnp.asarray(style))
+    gram = lambda f: f.reshape(-1, 4).T @ f.reshape(-1, 4) / (4 * 256)
+    histogram = np.mean((np.sort(out.reshape(-1, 4), 0) - np.sort(style.reshape(-1, 4), 0)) ** 2)
+    want = np.mean((gram(out) - gram(style)) ** 2) + 0.5 * histogram
+    np.testing.assert_allclose(float(loss.distance(jnp.asarray(out), target)), want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: sliced_wasserstein(), lambda: gram_histogram()])
+def test_gradients_move_the_features_toward_the_style(make):
+    loss = make()
+    style, out = _features(8, 8, 4, 2.0, 1.0), _features(8, 8, 4)
+    target = loss.prepare(loss.statistics(jnp.asarray(style)))
+    value, grad = jax.value_and_grad(lambda f: loss.distance(f, target))(jnp.asarray(out))
+    assert np.isfinite(np.asarray(grad)).all()
+    smaller = loss.distance(jnp.asarray(out) - 1e-2 * grad / jnp.abs(grad).max(), target)
+    assert float(smaller) < float(value)
+
+
+def test_the_same_arguments_give_the_same_loss_object():
+    assert sliced_wasserstein(0) is sliced_wasserstein(0)
+    assert sliced_wasserstein(0) is not sliced_wasserstein(1)
+
+
+def test_self_similarity_content_loss_against_numpy():
+    features, target = _features(20, 24, 5), _features(20, 24, 5, 2.0)
+
+    def normalised(f):
+        flat = f.reshape(-1, 5).astype(np.float64)
+        unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+        d = 1 - unit @ unit.T
+        return d / d.sum(axis=0, keepdims=True)
+
+    want = np.mean(np.abs(normalised(features) - normalised(target))) * 20 * 24
+    ours = self_similarity_loss(jnp.asarray(features), jnp.asarray(target))
+    np.testing.assert_allclose(float(ours), want, rtol=1e-4)
+    assert float(self_similarity_loss(jnp.asarray(target), jnp.asarray(target))) < 1e-6
+    # Larger maps are compared on a grid of at most 32 x 32 positions.
+    big = jnp.asarray(_features(80, 64, 5))
+    grid = self_similarity_loss(big, big * 1.5 + 0.1)
+    np.testing.assert_allclose(float(grid), float(self_similarity_loss(
+        big[1::3, 1::2], big[1::3, 1::2] * 1.5 + 0.1)) * 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("style_loss", ["sliced_wasserstein", "gram_histogram"])
+def test_runs_are_deterministic_lower_the_loss_and_resume_bit_for_bit(tiny_weights, style_loss):
+    content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
+    options = StyleOptions(size=32, iterations=12, progress_every=4, style_loss=style_loss)
+    full = stylize(content, [style], tiny_weights, options)
+    again = stylize(content, [style], tiny_weights, options)
+    np.testing.assert_array_equal(full.image, again.image)
+    assert full.history["style"][-1] < full.history["style"][0]
+    saved = []
+    stylize(content, [style], tiny_weights, options.replace(iterations=8),
+            callback=lambda p: saved.append(p.run_state()) if p.iteration == 4 else None)
+    resumed = stylize(content, [style], tiny_weights, options, resume=saved[0])
+    np.testing.assert_array_equal(full.image, resumed.image)
+    assert full.history == resumed.history
+
+
+def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(tiny_weights):
+    from jaxstyle.losses import content_targets, objective, style_targets
+    from jaxstyle.stylize import redrawn_args
+
+    options = StyleOptions(style_loss="sliced_wasserstein", progress_every=5,
+                           style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
+    config = options.loss_config()
+    x = jnp.asarray(smooth_image(16, 16, 0))
+    targets = {"content": content_targets(tiny_weights.params, x, config),
+               "style": style_targets(tiny_weights.params, [jnp.asarray(smooth_image(16, 16, 1))],
+                                      config)}
+    chunk_args = redrawn_args((tiny_weights.params, targets), options)
+    value = lambda args: float(objective(x, *args, config)[1]["style"])
+    assert value(chunk_args(0)) == value(chunk_args(4))  # one chunk: one objective
+    assert value(chunk_args(0)) != value(chunk_args(5))
+    other = redrawn_args((tiny_weights.params, targets), options.replace(seed=1))
+    assert value(other(0)) != value(chunk_args(0))
+    assert redrawn_args((tiny_weights.params, targets), StyleOptions()) is None
+
+
+def test_quality_reads_against_the_photo(tiny_weights):
+    from jaxstyle.quality import measure
+
+    content, style = smooth_image(32, 40, 0), smooth_image(30, 30, 1)
+    options = StyleOptions(size=40, content_layers=("relu2_1",),
+                           style_layers=("relu1_1", "relu2_1"))
+    photo = measure(tiny_weights, np.asarray(content), content, [style], options)
+    assert photo.style_gram_ratio == pytest.approx(1.0)  # the photo against itself
+    assert photo.style_sliced_wasserstein_ratio == pytest.approx(1.0)
+    assert photo.content["relu2_1"] == pytest.approx(0.0, abs=1e-6)
+    assert set(photo.style_gram) == {"relu1_1", "relu2_1"}
+    result = stylize(content, [style], tiny_weights, options.replace(iterations=30,
+                                                                      style_weight=1e4))
+    quality = measure(tiny_weights, result.image, content, [style], options)
+    assert quality.style_gram_ratio < 0.5 and quality.content["relu2_1"] > 0
+    assert "x the photo's (Gram)" in quality.summary()
