@@ -50,16 +50,21 @@ def _show_default(value) -> str:
     return "auto" if value is None else str(value)
 
 
-def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """Adds one ``--flag`` per `StyleOptions` field, with its type, choices, default and help."""
+def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                     defaults: dict | None = None) -> None:
+    """Adds one ``--flag`` per `StyleOptions` field, with its type, choices, default and help.
+
+    `defaults` overrides some fields' defaults for this command (``jaxstyle sweep``'s size).
+    """
     group = parser.add_argument_group("stylization options (defaults from jaxstyle.StyleOptions)")
     for f in dataclasses.fields(StyleOptions):
         if f.name in skip:
             continue
         meta = f.metadata
+        default = (defaults or {}).get(f.name, f.default)
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action="store_true", default=f.default,
+            group.add_argument(flag, dest=f.name, action="store_true", default=default,
                                help=meta["help"])
             continue
         parse = meta.get("parse") or _SIMPLE_TYPES[f.type]
@@ -67,10 +72,10 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             flag,
             dest=f.name,
             type=_argtype(parse),
-            default=f.default,
+            default=default,
             choices=meta.get("choices"),
             metavar=meta.get("metavar") or (None if meta.get("choices") else f.name.upper()),
-            help=f"{meta['help']} (default: {_show_default(f.default)})",
+            help=f"{meta['help']} (default: {_show_default(default)})",
         )
 
 
@@ -440,6 +445,38 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from jaxstyle.images import check_output_path, load_image, save_image
+    from jaxstyle.stylize import check_inputs
+    from jaxstyle.sweep import contact_sheet, grid, parse_axis, sweep
+    from jaxstyle.weights import find_weights
+
+    options = options_from_args(args)
+    axes = [parse_axis(text) for text in args.vary]
+    runs = grid(options, axes)
+    inputs = [args.content, *args.styles]
+    output = check_output_path(args.output, inputs)
+    content = load_image(args.content, args.max_pixels)
+    styles = [load_image(p, args.max_pixels) for p in args.styles]
+    for run in runs:
+        check_inputs(content.shape, [s.shape for s in styles], run)
+    weights_path = "random" if args.weights == "random" else str(find_weights(args.weights))
+    weights = _load_weights(weights_path, options.seed)
+    _log_weights(weights, args.quiet)
+    _log(f"{len(runs)} runs of {options.iterations} iterations at {options.size} px", args.quiet)
+
+    def on_cell(index: int, count: int, cell) -> None:
+        settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())
+        _log(f"[{index + 1}/{count}] {settings}: {cell.quality.summary()} ({cell.seconds:.0f} s)",
+             args.quiet)
+
+    cells = sweep(content, styles, weights, options, axes, on_cell)
+    save_image(output, contact_sheet(cells, columns=len(axes[-1][1])), inputs,
+               _weights_label(weights))
+    _log(f"wrote {output}: {len(cells)} settings side by side", args.quiet)
+    return 0
+
+
 def cmd_weights_info(args: argparse.Namespace) -> int:
     from jaxstyle.vgg import widths_of
     from jaxstyle.weights import load_weights
@@ -525,6 +562,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle.images import DEFAULT_MAX_PIXELS
     from jaxstyle.preprocessing import PRESETS
+    from jaxstyle.sweep import SWEEP_ITERATIONS, SWEEP_SIZE
     from jaxstyle.weights import DEFAULT_SOURCE_ORDER
 
     parser = _Parser(prog="jaxstyle", description="Neural style transfer (Gatys et al.) on JAX.")
@@ -582,6 +620,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(many, skip=("scales", "scale_iterations"))
     many.set_defaults(func=cmd_batch)
 
+    grid_run = commands.add_parser(
+        "sweep", help="render a small grid over one or two options as one contact sheet",
+        description="Stylize CONTENT once per combination of the --vary values, at low "
+                    "resolution, and write the results side by side with each one's settings "
+                    "and quality figures, to pick settings by looking.")
+    grid_run.add_argument("content", help="content image")
+    grid_run.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    grid_run.add_argument("-o", "--output", required=True, help="the contact sheet (.png, .jpg)")
+    grid_run.add_argument("--vary", action="append", required=True, metavar="OPTION=V,V,...",
+                          help="an option and its values, e.g. style_weight=10,100,1000 or "
+                               "style_loss=gram,sliced_wasserstein; give it once or twice "
+                               "(rows x columns)")
+    grid_run.add_argument("--weights", default=None, metavar="PATH|random", help="as for stylize")
+    grid_run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                          help="refuse input images larger than this many pixels")
+    grid_run.add_argument("-q", "--quiet", action="store_true", help="no log")
+    add_option_flags(grid_run, skip=("scales", "scale_iterations", "tile_size", "tile_overlap"),
+                     defaults={"size": SWEEP_SIZE, "iterations": SWEEP_ITERATIONS})
+    grid_run.set_defaults(func=cmd_sweep)
+
     weights = commands.add_parser("weights", help="download, convert and inspect VGG weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
     info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
@@ -615,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
-    if args.command in ("stylize", "resume", "batch"):
+    if args.command in ("stylize", "resume", "batch", "sweep"):
         from jaxstyle.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()

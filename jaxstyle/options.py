@@ -54,6 +54,39 @@ def parse_floats(text: str) -> tuple[float, ...]:
         raise OptionsError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "str": str, "bool": _parse_bool,
+                 "int | None": int, "float | None": float}
+
+
+def parse_value(name: str, text: str):
+    """The value of option `name` written as `text` on a command line ("100", "gram", "true").
+
+    Raises:
+      OptionsError: an unknown option (the message lists them), an unparsable value, or one
+        outside the option's choices.
+    """
+    fields = {f.name: f for f in dataclasses.fields(StyleOptions)}
+    if name not in fields:
+        raise OptionsError(f"unknown option {name!r}; options are {', '.join(sorted(fields))}")
+    meta = fields[name].metadata
+    parse = meta.get("parse") or _SIMPLE_TYPES[fields[name].type]
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        raise OptionsError(f"{name}: {text!r} is not a valid value ({exc})") from None
+    if meta.get("choices") and value not in meta["choices"]:
+        raise OptionsError(f"{name}: expected one of {meta['choices']}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class StyleOptions:
     """Hyper-parameters of `jaxstyle.stylize`. Invalid values raise `OptionsError` on creation."""

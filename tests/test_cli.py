@@ -42,7 +42,10 @@ def test_stylize_writes_image_and_report(tmp_path, images, tiny_weights_file, ca
     assert len(data["history"]["total"]) == 4 and data["evaluations"] == 5
     assert set(data["final_losses"]) >= {"total", "content", "style", "tv"}
     assert data["timings_seconds"]["per_iteration"] > 0
+    assert set(data["quality"]["style_gram"]) == set(data["options"]["style_layers"])
+    assert data["quality"]["style_gram_ratio"] > 0 and "relu4_2" in data["quality"]["content"]
     assert "wrote" in err
+    assert err.strip().splitlines()[-1].startswith("quality: style distance ")
 
 
 def test_random_weights_are_labelled(tmp_path, images, capsys):
@@ -133,3 +136,35 @@ def test_module_entry_point_help():
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "--content-weight" in result.stdout and "(default: 5.0)" in result.stdout
+
+
+def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tiny_weights_file,
+                                                          capsys):
+    content, style = images
+    sheet = tmp_path / "sheet.png"
+    code, err = _run(capsys, "sweep", content, style, "-o", sheet, "--weights", tiny_weights_file,
+                     "--vary", "style_weight=10,1000", "--vary", "style-loss=gram,gram_histogram",
+                     "--size", 32, "--iterations", 3, "--content-layers", "relu2_1",
+                     "--style-layers", "relu1_1,relu2_1")
+    assert code == 0, err
+    assert err.count("] style_weight=") == 4 and "[4/4] style_weight=1000.0, style_loss=" in err
+    with Image.open(sheet) as written:
+        width, height = written.size
+        assert "VGG19" in written.text["Description"]
+    assert width >= 2 * 32 and height >= 2 * 24 + 2 * 3 * 12  # 2 x 2 cells with captions
+
+
+@pytest.mark.parametrize("vary, message", [
+    ("style_weight", "expected OPTION=VALUE,VALUE,..."),
+    ("colour=1,2", "unknown option 'colour'"),
+    ("style_weight=a,b", "style_weight: 'a' is not a valid value"),
+    ("style_loss=gram,fancy", "style_loss: expected one of"),
+    ("style_weight=-1,2", "style_weight: must be a finite number >= 0"),
+])
+def test_sweep_bad_values_are_one_line_errors(tmp_path, images, tiny_weights_file, capsys,
+                                              vary, message):
+    content, style = images
+    code, err = _run(capsys, "sweep", content, style, "-o", tmp_path / "s.png", "--weights",
+                     tiny_weights_file, "--vary", vary, "--size", 32, "--iterations", 2)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "s.png").exists()

@@ -1,0 +1,155 @@
+"""Which settings? A grid of small runs over one or two options, shown as one contact sheet.
+
+Each cell of the grid is a full `stylize` run at low resolution with one combination of the
+values, scored by `jaxstyle.quality.measure`; the sheet puts the results side by side with each
+cell's settings and quality figures under it, so a user picks by looking and then renders the
+chosen settings at full size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from jaxstyle.options import OptionsError, StyleOptions, parse_value
+from jaxstyle.quality import Quality, measure
+from jaxstyle.stylize import stylize
+from jaxstyle.weights import VGGWeights
+
+SWEEP_SIZE = 192
+"""Default longest side of each cell: small enough that a 3x3 grid takes minutes on a CPU."""
+SWEEP_ITERATIONS = 100
+"""Default iterations per cell: enough for the look of a setting to show."""
+_CAPTION_LINES = 3
+_FONT_SIZE = 12
+
+
+class Cell(NamedTuple):
+    """One run of the grid.
+
+    Attributes:
+      settings: ``{option: value}`` for the swept options only.
+      image: float32 [H, W, 3] RGB in [0, 1].
+      quality: its `Quality`.
+      losses: its final losses.
+      seconds: how long its run took.
+    """
+
+    settings: dict[str, object]
+    image: np.ndarray
+    quality: Quality
+    losses: dict[str, float]
+    seconds: float
+
+
+def parse_axis(text: str) -> tuple[str, tuple]:
+    """``"style_weight=10,100,1000"`` (or ``style-weight=...``) -> ("style_weight", (10.0, ...)).
+
+    Values are separated by commas, or by semicolons where a value is itself a comma-separated
+    list (``style_layers=relu1_1,relu2_1;relu3_1,relu4_1``).
+
+    Raises:
+      OptionsError: not NAME=V,V,..., an unknown option, or a value of the wrong type.
+    """
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not values.strip():
+        raise OptionsError(f"--vary: expected OPTION=VALUE,VALUE,..., got {text!r}")
+    separator = ";" if ";" in values else ","
+    return name, tuple(parse_value(name, v.strip()) for v in values.split(separator) if v.strip())
+
+
+def grid(options: StyleOptions, axes: Sequence[tuple[str, tuple]]) -> list[StyleOptions]:
+    """Every combination of the axes' values applied to `options`, the last axis fastest.
+
+    Raises:
+      OptionsError: more than two axes, an axis without values, or a combination that is not
+        valid (checked before any run starts).
+    """
+    if not 1 <= len(axes) <= 2:
+        raise OptionsError(f"--vary: one or two options can be swept, got {len(axes)}")
+    for name, values in axes:
+        if not values:
+            raise OptionsError(f"--vary {name}: no values")
+    names = [name for name, _ in axes]
+    if len(set(names)) != len(names):
+        raise OptionsError(f"--vary: {names[0]} is given twice")
+    combos = itertools.product(*(values for _, values in axes))
+    return [options.replace(**dict(zip(names, combo))) for combo in combos]
+
+
+def sweep(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    weights: VGGWeights,
+    options: StyleOptions,
+    axes: Sequence[tuple[str, tuple]],
+    callback: Callable[[int, int, Cell], None] | None = None,
+) -> list[Cell]:
+    """Runs `stylize` once per combination of the axes' values and scores each result.
+
+    Args:
+      content: float [H, W, 3] RGB in [0, 1]; styles: the style images.
+      weights: the network.
+      options: everything that stays fixed (its ``size`` and ``iterations`` apply to each cell).
+      axes: one or two ``(option name, values)``, e.g. from `parse_axis`.
+      callback: called with (index, count, cell) after each cell.
+
+    Returns:
+      The cells in row-major order (the last axis varies fastest).
+    """
+    runs = grid(options, axes)
+    cells = []
+    for index, run in enumerate(runs):
+        start = time.perf_counter()
+        result = stylize(content, styles, weights, run)
+        cell = Cell({name: getattr(run, name) for name, _ in axes}, result.image,
+                    measure(weights, result.image, content, styles, run), result.losses,
+                    time.perf_counter() - start)
+        cells.append(cell)
+        if callback is not None:
+            callback(index, len(runs), cell)
+    return cells
+
+
+def _caption(cell: Cell) -> list[str]:
+    settings = ", ".join(f"{k}={_short(v)}" for k, v in cell.settings.items())
+    content = float(np.mean(list(cell.quality.content.values())))
+    return [settings,
+            f"style x{cell.quality.style_gram_ratio:.2g} Gram, "
+            f"x{cell.quality.style_sliced_wasserstein_ratio:.2g} SW",
+            f"content {content:.3g}, {cell.seconds:.0f} s"]
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def contact_sheet(cells: Sequence[Cell], columns: int) -> np.ndarray:
+    """The cells' images in a grid of `columns`, each with three caption lines under it.
+
+    Returns:
+      float32 [H, W, 3] RGB in [0, 1].
+    """
+    font = ImageFont.load_default(size=_FONT_SIZE)
+    line = _FONT_SIZE + 3
+    height = max(c.image.shape[0] for c in cells)
+    width = max(max(c.image.shape[1] for c in cells),
+                max(int(font.getlength(text)) + 8 for c in cells for text in _caption(c)))
+    cell_h = height + _CAPTION_LINES * line + 8
+    rows = -(-len(cells) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, cell in enumerate(cells):
+        x, y = (i % columns) * width, (i // columns) * cell_h
+        picture = Image.fromarray(np.round(np.clip(cell.image, 0, 1) * 255).astype(np.uint8))
+        sheet.paste(picture, (x + (width - picture.width) // 2, y))
+        for j, text in enumerate(_caption(cell)):
+            draw.text((x + 4, y + height + 4 + j * line), text, fill="black", font=font)
+    return np.asarray(sheet, np.float32) / 255.0
+
