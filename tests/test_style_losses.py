@@ -177,3 +177,43 @@ def test_quality_reads_against_the_photo(tiny_weights):
     quality = measure(tiny_weights, result.image, content, [style], options)
     assert quality.style_gram_ratio < 0.5 and quality.content["relu2_1"] > 0
     assert "x the photo's (Gram)" in quality.summary()
+
+
+@pytest.mark.parametrize("style_loss", ["sliced_wasserstein", "gram_histogram"])
+@pytest.mark.parametrize("control", ["masks", "scales", "tiles", "self_similarity"])
+def test_each_loss_works_with_masks_scales_and_tiles(tiny_weights, style_loss, control):
+    content, a, b = smooth_image(48, 64, 0), smooth_image(40, 40, 1), smooth_image(40, 40, 2)
+    options = StyleOptions(size=64, iterations=4, progress_every=2, style_loss=style_loss,
+                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    styles, kwargs = [a], {}
+    if control == "masks":
+        left = np.zeros((48, 64), np.float32)
+        left[:, :32] = 1
+        styles, kwargs = [a, b], {"style_masks": [left, 1 - left]}
+    elif control == "scales":
+        options = options.replace(scales=(32, 64))
+    elif control == "tiles":
+        options = options.replace(tile_size=40, tile_overlap=8)
+    else:
+        options = options.replace(content_loss="self_similarity", content_weight=10.0)
+    result = stylize(content, styles, tiny_weights, options, **kwargs)
+    assert result.image.shape == (48, 64, 3) and np.isfinite(result.image).all()
+    assert np.abs(result.image - content).mean() > 1e-3
+    assert all(np.isfinite(v) for v in result.losses.values())
+
+
+def test_the_xla_sort_path_for_gpus_agrees_with_the_numpy_one_for_cpus():
+    from jaxstyle import style_losses as sl
+
+    values = RNG.gamma(2.0, 1.5, (3, 400)).astype(np.float32)
+    mask = (RNG.uniform(size=400) > 0.3).astype(np.float32) * RNG.uniform(0.2, 1, 400)
+    for weights in (np.ones(400, np.float32), mask.astype(np.float32)):
+        np.testing.assert_allclose(np.asarray(sl._positions_xla(jnp.asarray(values),
+                                                                 jnp.asarray(weights))),
+                                   sl._positions_host(values, weights), rtol=1e-5, atol=1e-6)
+        for uniform in (True, False):
+            if uniform and weights is mask:
+                continue
+            xla = sl._quantiles_xla(jnp.asarray(values), jnp.asarray(weights), 64, uniform)
+            host = sl._quantiles_host(values, weights, 64, uniform)
+            np.testing.assert_allclose(np.asarray(xla), host, rtol=1e-5, atol=1e-5)
