@@ -20,7 +20,6 @@ VARIANTS = (
     ("gram", {}),
     ("sliced_wasserstein", {"style_loss": "sliced_wasserstein"}),
     ("gram_histogram", {"style_loss": "gram_histogram"}),
-    ("mean_cov", {"style_loss": "mean_cov", "optimizer": "adam"}),
     ("gram + self_similarity content", {"content_loss": "self_similarity"}),
 )
 
