@@ -1,6 +1,7 @@
 """Shared fixtures: tiny-width VGG19 and VGG16 written by real torch, their reference activations,
 images."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,20 @@ def shared_image():
 
 def nhwc(a: np.ndarray) -> np.ndarray:
     return np.transpose(a, (0, 2, 3, 1))
+
+
+@pytest.fixture(scope="session")
+def real_vgg16():
+    """The real VGG16 as `jaxstyle weights download vgg16-keras` leaves it; the test is skipped
+    without it, or fails under JAXSTYLE_REQUIRE_REAL_WEIGHTS=1 (as `.ci/run` sets)."""
+    from jaxstyle.download import existing_download
+    from jaxstyle.weights import cache_weights_dir, repo_weights_dir
+
+    for folder in (repo_weights_dir(), cache_weights_dir()):
+        path = folder and existing_download("vgg16-keras", folder)
+        if path:
+            return load_weights(path)
+    message = "the real VGG16 is absent: run 'jaxstyle weights download vgg16-keras'"
+    if os.environ.get("JAXSTYLE_REQUIRE_REAL_WEIGHTS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)

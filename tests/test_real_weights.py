@@ -4,8 +4,6 @@ Skipped, with the command to run, where the converted weights are absent; `.ci/r
 the README way and sets JAXSTYLE_REQUIRE_REAL_WEIGHTS=1, under which their absence fails instead.
 """
 
-import os
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,10 +11,9 @@ from conftest import DATA, nhwc
 from torch_format import save_legacy, save_zip
 
 from jaxstyle import StyleOptions, gram_matrix, load_image, stylize, vgg_features
-from jaxstyle.download import existing_download
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.quality import measure
-from jaxstyle.weights import cache_weights_dir, convert, load_weights, repo_weights_dir
+from jaxstyle.weights import convert
 
 pytestmark = pytest.mark.real
 EXAMPLES = DATA.parents[1] / "examples"
@@ -24,15 +21,8 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 @pytest.fixture(scope="module")
-def vgg16():
-    for folder in (repo_weights_dir(), cache_weights_dir()):
-        path = folder and existing_download("vgg16-keras", folder)
-        if path:
-            return load_weights(path)
-    message = "the real VGG16 is absent: run 'jaxstyle weights download vgg16-keras'"
-    if os.environ.get("JAXSTYLE_REQUIRE_REAL_WEIGHTS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+def vgg16(real_vgg16):
+    return real_vgg16
 
 
 def test_activations_equal_torchs(vgg16):
