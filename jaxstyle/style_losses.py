@@ -106,6 +106,25 @@ def _psd_sqrt(a: jax.Array) -> jax.Array:
     return (vectors * jnp.sqrt(jnp.maximum(values, 1e-8))) @ vectors.T
 
 
+@jax.custom_jvp
+def _trace_sqrt(m: jax.Array) -> jax.Array:
+    """tr(M^1/2) of a symmetric positive semi-definite M [C, C]."""
+    return jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(m), 0.0)))
+
+
+@_trace_sqrt.defjvp
+def _trace_sqrt_jvp(primals, tangents):
+    # d tr(M^1/2) = tr(M^-1/2 dM) / 2, from the eigenvalues alone. Differentiating through
+    # eigh instead divides by eigenvalue gaps, which ReLU features (channels that are all zero,
+    # hence repeated zero eigenvalues) make 0: the gradient was NaN at the first step. Along
+    # eigenvalues under 1e-6 of the largest the derivative (infinite in theory) is taken as 0.
+    (m,), (dm,) = primals, tangents
+    values, vectors = jnp.linalg.eigh(m)
+    root = jnp.sqrt(jnp.maximum(values, 0.0))
+    inverse = jnp.where(root > 1e-6 * jnp.max(root), 0.5 / jnp.maximum(root, 1e-30), 0.0)
+    return jnp.sum(root), jnp.sum(((vectors * inverse) @ vectors.T) * dm)
+
+
 def _mean_covariance_prepare(target: dict) -> dict:
     return {**target, "cov_sqrt": _psd_sqrt(target["cov"])}
 
@@ -120,9 +139,10 @@ def wasserstein_distance(features: jax.Array, target: dict, mask: jax.Array | No
     """
     stats = mean_covariance_statistics(features, mask)
     root = target["cov_sqrt"]
-    cross = _psd_sqrt(root @ stats["cov"] @ root)
+    cross = root @ stats["cov"] @ root
+    cross = (cross + cross.T) / 2  # symmetric to rounding, as eigh assumes
     distance = (jnp.sum(jnp.square(stats["mean"] - target["mean"]))
-                + jnp.trace(stats["cov"]) + jnp.trace(target["cov"]) - 2 * jnp.trace(cross))
+                + jnp.trace(stats["cov"]) + jnp.trace(target["cov"]) - 2 * _trace_sqrt(cross))
     return jnp.maximum(distance, 0.0) / features.shape[-1]
 
 

@@ -217,3 +217,22 @@ def test_the_xla_sort_path_for_gpus_agrees_with_the_numpy_one_for_cpus():
             xla = sl._quantiles_xla(jnp.asarray(values), jnp.asarray(weights), 64, uniform)
             host = sl._quantiles_host(values, weights, 64, uniform)
             np.testing.assert_allclose(np.asarray(xla), host, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_covariance_gradient_is_finite_with_dead_channels_and_matches_differences():
+    from jaxstyle.style_losses import MEAN_COVARIANCE
+
+    style = _features(8, 8, 6, 2.0, 1.0)
+    style[..., 4:] = 0.0  # channels a ReLU left at zero: repeated zero eigenvalues
+    out = _features(8, 8, 6)
+    out[..., 5] = 0.0
+    target = MEAN_COVARIANCE.prepare(MEAN_COVARIANCE.statistics(jnp.asarray(style)))
+    loss = lambda f: MEAN_COVARIANCE.distance(f, target)
+    grad = np.asarray(jax.grad(loss)(jnp.asarray(out)))
+    assert np.isfinite(grad).all()  # differentiating through eigh gave NaN here
+    generic = jnp.asarray(_features(8, 8, 6) + 0.1)
+    direction = jnp.asarray(RNG.normal(size=generic.shape), jnp.float32)
+    g = jax.grad(loss)(generic)
+    eps = 1e-2
+    numeric = (loss(generic + eps * direction) - loss(generic - eps * direction)) / (2 * eps)
+    np.testing.assert_allclose(float(jnp.sum(g * direction)), float(numeric), rtol=2e-2)
