@@ -26,6 +26,7 @@ from jaxstyle.stylize import (
     memory_limit_bytes,
     optimizer_config,
     prepare,
+    redrawn_args,
 )
 from jaxstyle.weights import VGGWeights
 
@@ -40,6 +41,19 @@ def batched_objective(x, params, shared: dict, per_image: dict, static):
     """
     loss_fn, loss_static = static
     return loss_fn(x, params, {**shared, **per_image}, loss_static)
+
+
+def _redrawn_shared(args: tuple, options: StyleOptions, placement) -> Callable | None:
+    """Per-chunk arguments when the style loss redraws (`jaxstyle.stylize.redrawn_args`) and
+    the style targets are shared by the batch; per-image style targets (luminance or colour
+    matching) keep their first draw."""
+    params, shared, per_image = args
+    if "style" not in shared:
+        return None
+    redraw = redrawn_args((params, shared), options)
+    if redraw is None:
+        return None
+    return lambda iteration: (params, jax.device_put(redraw(iteration)[1], placement), per_image)
 
 
 def _groups(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
@@ -118,6 +132,7 @@ def stylize_batch(
                 optimizer_config(options, weights.preprocessing, problems[0].pixel_units),
                 options.iterations, chunk=options.progress_every, batch_axes=(None, None, 0),
                 memory_limit=memory_limit_bytes(options),
+                chunk_args=_redrawn_shared(args, options, everywhere),
                 callback=(lambda p: callback(p.iteration, p.total_iterations, p.value))
                 if callback else None,
             )
