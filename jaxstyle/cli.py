@@ -178,6 +178,11 @@ def _describe_inputs(args, weights, weights_path: str) -> dict:
     }
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _partial_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.partial{output.suffix}")
 
@@ -317,6 +322,7 @@ def _run(args: argparse.Namespace, options: StyleOptions, resume_from: Path | No
             bar.close()
     save_image(output, result.image, inputs, label)
     checkpoint_file.unlink(missing_ok=True)
+    _partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
     quality = measure(weights, result.image, content, styles, options)
     done = sum(per_scale) - start
     per_iteration = result.timings["optimize"] / max(1, done)
@@ -411,8 +417,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
             _log(f"process {args.process_id}: no images left for this process", args.quiet)
             return 0
     folder = Path(args.output_dir)
-    if not folder.is_dir():
-        raise JaxstyleError(f"--output-dir {folder}: no such folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JaxstyleError(f"--output-dir {folder}: cannot create it ({exc.strerror or exc})"
+                            ) from None
     outputs = [folder / f"{p.stem}.{args.format}" for p in contents]
     if len(set(outputs)) != len(outputs):
         raise JaxstyleError("two content images share a name; their outputs would collide")
@@ -423,7 +432,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     styles = [load_image(p, args.max_pixels) for p in args.styles]
     weights = _load_weights(args.weights, options.seed)
     _log_weights(weights, args.quiet)
-    _log(f"{len(images)} images on {jax.local_device_count()} device(s)", args.quiet)
+    _log(f"{_count(len(images), 'image')} on {_count(jax.local_device_count(), 'device')}",
+         args.quiet)
     bar = tqdm(total=options.iterations, unit="it", disable=args.quiet, file=sys.stderr, delay=0.1)
 
     def on_progress(iteration: int, _total: int, value: float) -> None:
@@ -463,7 +473,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     weights_path = "random" if args.weights == "random" else str(find_weights(args.weights))
     weights = _load_weights(weights_path, options.seed)
     _log_weights(weights, args.quiet)
-    _log(f"{len(runs)} runs of {options.iterations} iterations at {options.size} px", args.quiet)
+    _log(f"{_count(len(runs), 'run')} of {_count(options.iterations, 'iteration')} at "
+         f"{options.size} px", args.quiet)
 
     def on_cell(index: int, count: int, cell) -> None:
         settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())

@@ -75,12 +75,13 @@ def test_batch_command_line(tmp_path, photos, tiny_weights_file, capsys):
     from jaxstyle.cli import main
 
     folder, style = photos
-    out = tmp_path / "out"
-    out.mkdir()
+    out = tmp_path / "out" / "new"  # created
     code = main(["batch", str(folder), "-s", str(style), "-o", str(out), "--weights",
-                 str(tiny_weights_file), "--size", "32", "--iterations", "3", "-q",
+                 str(tiny_weights_file), "--size", "32", "--iterations", "3",
                  "--content-layers", "relu2_1", "--style-layers", "relu1_1"])
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "3 images on 1 device\n" in err
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
     code = main(["batch", str(folder), "-s", str(style), "-o", str(folder), "--weights",
                  str(tiny_weights_file)])

@@ -83,7 +83,7 @@ def test_signal_checkpoint_and_resume_match_uninterrupted_run(tmp_path, run_file
     resumed = subprocess.run(_cli("resume", checkpoint, "-q", "--report", tmp_path / "r.json"),
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert not checkpoint.exists()
+    assert not checkpoint.exists() and not (tmp_path / "out.partial.png").exists()
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(reference)))
 
 
