@@ -178,6 +178,14 @@ def _describe_inputs(args, weights, weights_path: str) -> dict:
     }
 
 
+def _as_typed(message: str) -> str:
+    """'style_weight: ...' -> '--style-weight: ...': the library names an option by its field,
+    the user typed its flag."""
+    name, sep, rest = message.partition(":")
+    fields = {f.name for f in dataclasses.fields(StyleOptions)}
+    return f"--{name.replace('_', '-')}:{rest}" if sep and name in fields else message
+
+
 def _count(n: int, noun: str) -> str:
     """'1 image', '2 images'."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -691,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except JaxstyleError as exc:
-        print(f"jaxstyle: error: {exc}", file=sys.stderr)
+        print(f"jaxstyle: error: {_as_typed(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)

@@ -61,7 +61,11 @@ def parse_axis(text: str) -> tuple[str, tuple]:
     if not sep or not values.strip():
         raise OptionsError(f"--vary: expected OPTION=VALUE,VALUE,..., got {text!r}")
     separator = ";" if ";" in values else ","
-    return name, tuple(parse_value(name, v.strip()) for v in values.split(separator) if v.strip())
+    try:
+        return name, tuple(parse_value(name, v.strip())
+                           for v in values.split(separator) if v.strip())
+    except OptionsError as exc:
+        raise OptionsError(f"--vary {exc}") from None
 
 
 def grid(options: StyleOptions, axes: Sequence[tuple[str, tuple]]) -> list[StyleOptions]:
@@ -80,7 +84,10 @@ def grid(options: StyleOptions, axes: Sequence[tuple[str, tuple]]) -> list[Style
     if len(set(names)) != len(names):
         raise OptionsError(f"--vary: {names[0]} is given twice")
     combos = itertools.product(*(values for _, values in axes))
-    return [options.replace(**dict(zip(names, combo))) for combo in combos]
+    try:
+        return [options.replace(**dict(zip(names, combo))) for combo in combos]
+    except OptionsError as exc:
+        raise OptionsError(f"--vary {exc}") from None
 
 
 def sweep(

@@ -108,15 +108,15 @@ def _describe(depths: Sequence[int]) -> str:
 
 
 def validate_layers(
-    layers: Sequence[str], argument: str = "layers", depths: Sequence[int] = BLOCK_DEPTHS
+    layers: Sequence[str], argument: str = "layers", depths: Sequence[int] | None = None
 ) -> tuple[str, ...]:
     """Checks layer names against a network and returns them as a tuple.
 
     Args:
       layers: tap names such as ``("relu4_2",)``.
       argument: the option the names came from, for the error message.
-      depths: the network's convolutions per block (default VGG19's, which has every name the
-        smaller networks have).
+      depths: the network's convolutions per block, or None for "some network of the family"
+        (VGG19's names, which include every name the smaller networks have).
 
     Raises:
       ValueError: the list is empty, or a name is not a tap of the network; the message lists
@@ -125,8 +125,13 @@ def validate_layers(
     layers = tuple(layers)
     if not layers:
         raise ValueError(f"{argument}: at least one layer is needed")
-    valid = set(layer_names(depths))
+    valid = set(layer_names(depths or BLOCK_DEPTHS))
     unknown = [name for name in layers if name not in valid]
+    if unknown and depths is None:
+        raise ValueError(
+            f"{argument}: unknown layer {unknown[0]!r}; no VGG has it (VGG19 has "
+            f"{_describe(BLOCK_DEPTHS)}; VGG16 stops at conv5_3)"
+        )
     if unknown:
         raise ValueError(
             f"{argument}: unknown layer {unknown[0]!r} for {network_name(depths)}; valid names "

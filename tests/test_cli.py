@@ -65,7 +65,7 @@ BAD_CASES = {
     "truncated image": (["{truncated}", "{style}"], [], "cannot decode image"),
     "unknown layer": (["{content}", "{style}"], ["--style-layers", "relu1_1,relu9_1"],
                       "unknown layer 'relu9_1'"),
-    "negative weight": (["{content}", "{style}"], ["--style-weight=-1"], "style_weight"),
+    "negative weight": (["{content}", "{style}"], ["--style-weight=-1"], "--style-weight: must be"),
     "size too small": (["{content}", "{style}"], ["--size", "8"], "too small for the network"),
     "output folder missing": (["{content}", "{style}"], ["-o", "{tmp}/nope/out.png"],
                               "does not exist"),
@@ -156,10 +156,10 @@ def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tin
 
 @pytest.mark.parametrize("vary, message", [
     ("style_weight", "expected OPTION=VALUE,VALUE,..."),
-    ("colour=1,2", "unknown option 'colour'"),
-    ("style_weight=a,b", "style_weight: 'a' is not a valid value"),
-    ("style_loss=gram,fancy", "style_loss: expected one of"),
-    ("style_weight=-1,2", "style_weight: must be a finite number >= 0"),
+    ("colour=1,2", "--vary unknown option 'colour'"),
+    ("style_weight=a,b", "--vary style_weight: 'a' is not a valid value"),
+    ("style_loss=gram,fancy", "--vary style_loss: expected one of"),
+    ("style_weight=-1,2", "--vary style_weight: must be a finite number >= 0"),
 ])
 def test_sweep_bad_values_are_one_line_errors(tmp_path, images, tiny_weights_file, capsys,
                                               vary, message):

@@ -351,5 +351,5 @@ def test_cli_names_the_option_and_the_networks_layers(tiny16_weights, tmp_path, 
                  "--style-layers", "relu1_1,relu5_4", "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "style_layers: unknown layer 'relu5_4' for VGG16; valid names are conv1_1" in err
+    assert "--style-layers: unknown layer 'relu5_4' for VGG16; valid names are conv1_1" in err
     assert "conv5_3 (and relu" in err and not (tmp_path / "o.png").exists()
