@@ -144,7 +144,19 @@ def run_torch(folder: Path, size: int, iterations: int) -> dict:
         loss_fn(x).backward()
     per_eval = (time.perf_counter() - start) / EVAL_REPEATS
 
-    x = to_nchw(data["content"]).clone().requires_grad_(True)
+    start = time.perf_counter()
+    losses = torch_lbfgs(loss_fn, to_nchw(data["content"]), iterations)
+    seconds = time.perf_counter() - start
+    return {"per_eval": per_eval, "run_seconds": seconds, "losses": losses,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def torch_lbfgs(loss_fn, x0, iterations: int) -> list[float]:
+    """neural-style's L-BFGS in torch (history 100, unit step, no line search) from image x0;
+    returns the loss at each evaluation, one per iteration."""
+    import torch
+
+    x = x0.clone().requires_grad_(True)
     # torch's L-BFGS skips the closure on its last iteration: one extra iteration records the
     # loss after `iterations` steps (that extra step evaluates nothing).
     optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations + 1, max_eval=iterations + 2,
@@ -159,11 +171,8 @@ def run_torch(folder: Path, size: int, iterations: int) -> dict:
         losses.append(float(loss))
         return loss
 
-    start = time.perf_counter()
     optimizer.step(closure)
-    seconds = time.perf_counter() - start
-    return {"per_eval": per_eval, "run_seconds": seconds, "losses": losses,
-            "peak_rss_mb": _peak_rss_mb()}
+    return losses
 
 
 def run_jax(folder: Path, size: int, iterations: int, target: float | None,

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from compare_torch import torch_lbfgs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT_LAYER = "relu4_2"
@@ -87,21 +88,7 @@ def run_torch(folder: Path, iterations: int, dtype: str) -> list[float]:
               + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum())
         return loss + w_tv * tv
 
-    x = nchw(data["content"]).clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations + 1, max_eval=iterations + 2,
-                                  history_size=100, tolerance_grad=-1, tolerance_change=-1,
-                                  line_search_fn=None)
-    losses = []
-
-    def closure():
-        optimizer.zero_grad()
-        loss = loss_fn(x)
-        loss.backward()
-        losses.append(float(loss))
-        return loss
-
-    optimizer.step(closure)
-    return losses[: iterations + 1]
+    return torch_lbfgs(loss_fn, nchw(data["content"]), iterations)[: iterations + 1]
 
 
 def plain_objective(x, params, targets, _static):
