@@ -42,6 +42,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [4, 1])
 def test_batch_equals_single_image_runs(devices):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
@@ -131,6 +132,7 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_images(tmp_path, photos, tiny_weights_file):
     import socket
 

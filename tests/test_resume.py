@@ -59,6 +59,7 @@ def _wait_for(path: Path, process, seconds=120):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, sig", [("lbfgs", signal.SIGINT), ("adam", signal.SIGTERM)])
 def test_signal_checkpoint_and_resume_match_uninterrupted_run(tmp_path, run_files, optimizer, sig):
     content, style, weights = run_files
