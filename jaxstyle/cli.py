@@ -467,7 +467,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jaxstyle.images import check_output_path, load_image, save_image
     from jaxstyle.stylize import check_inputs
     from jaxstyle.sweep import contact_sheet, grid, parse_axis, sweep
-    from jaxstyle.weights import find_weights
 
     options = options_from_args(args)
     axes = [parse_axis(text) for text in args.vary]
@@ -478,8 +477,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     styles = [load_image(p, args.max_pixels) for p in args.styles]
     for run in runs:
         check_inputs(content.shape, [s.shape for s in styles], run)
-    weights_path = "random" if args.weights == "random" else str(find_weights(args.weights))
-    weights = _load_weights(weights_path, options.seed)
+    weights = _load_weights(args.weights, options.seed)
     _log_weights(weights, args.quiet)
     _log(f"{_count(len(runs), 'run')} of {_count(options.iterations, 'iteration')} at "
          f"{options.size} px", args.quiet)
@@ -519,7 +517,13 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_convert(args: argparse.Namespace) -> int:
-    from jaxstyle.weights import SOURCES, convert, default_weights_dir, save_converted
+    from jaxstyle.weights import (
+        CONVERTED_SUFFIX,
+        SOURCES,
+        convert,
+        default_weights_dir,
+        save_converted,
+    )
 
     weights = convert(args.input, args.preprocessing)
     if args.output:
@@ -527,7 +531,8 @@ def cmd_weights_convert(args: argparse.Namespace) -> int:
     elif weights.source in SOURCES:
         output = default_weights_dir() / SOURCES[weights.source].converted_filename
     else:
-        output = default_weights_dir() / f"{weights.network.lower()}-{Path(args.input).stem}.msgpack"
+        stem = f"{weights.network.lower()}-{Path(args.input).stem}"
+        output = default_weights_dir() / f"{stem}{CONVERTED_SUFFIX}"
     if output.exists() and output.resolve() == Path(args.input).resolve():
         raise JaxstyleError(f"{output}: refusing to overwrite the input file")
     if not output.parent.is_dir():

@@ -20,22 +20,42 @@ from jaxstyle.style_losses import (
     GRAM,
     MEAN_COVARIANCE,
     StyleLoss,
+    check_hwc,
     gram_distance,
     gram_statistics,
+    masked,
     mean_covariance_statistics,
     wasserstein_distance,
 )
 from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg_features
 
-__all__ = [  # the style losses live in jaxstyle.style_losses; these names stay importable here
-    "GRAM", "MEAN_COVARIANCE", "StyleLoss", "gram_distance", "gram_statistics",
-    "mean_covariance_statistics", "wasserstein_distance",
+# The style losses live in jaxstyle.style_losses; their names stay importable from here.
+__all__ = [
+    "CONTENT_LOSSES",
+    "GRAM",
+    "MEAN_COVARIANCE",
+    "PRECISIONS",
+    "SELF_SIMILARITY_SAMPLES",
+    "WEIGHT_NORMALIZATIONS",
+    "LossConfig",
+    "StyleLoss",
+    "content_loss",
+    "content_targets",
+    "gram_distance",
+    "gram_matrix",
+    "gram_statistics",
+    "layer_masks",
+    "mean_covariance_statistics",
+    "objective",
+    "redraw_targets",
+    "region_targets",
+    "self_similarity_loss",
+    "style_loss",
+    "style_targets",
+    "tv_loss",
+    "wasserstein_distance",
+    "weighted_statistics",
 ]
-
-
-def _check_hwc(features: jax.Array, argument: str) -> None:
-    if features.ndim != 3:
-        raise ValueError(f"{argument}: expected [H, W, C], got shape {tuple(features.shape)}")
 
 
 def gram_matrix(features: jax.Array) -> jax.Array:
@@ -54,15 +74,10 @@ def content_loss(
     features: jax.Array, target: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
     """Mean squared difference of activations [H, W, C], over the region `mask` [H, W] if given."""
-    _check_hwc(features, "features")
+    check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    diff = features.astype(jnp.float32) - target.astype(jnp.float32)
-    h, w, _ = features.shape
-    if mask is not None:
-        diff, area = diff * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
-    else:
-        area = h * w
+    diff, area = masked(features.astype(jnp.float32) - target.astype(jnp.float32), mask)
     return jnp.sum(jnp.square(diff)) / (area * features.shape[-1])
 
 
@@ -95,7 +110,7 @@ def self_similarity_loss(
     Returns:
       float32 scalar.
     """
-    _check_hwc(features, "features")
+    check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
     h, w, c = features.shape
@@ -131,7 +146,7 @@ _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at thi
 
 def tv_loss(image: jax.Array) -> jax.Array:
     """Anisotropic total variation: sum of absolute neighbour differences of float [H, W, C]."""
-    _check_hwc(image, "image")
+    check_hwc(image, "image")
     return jnp.sum(jnp.abs(image[1:] - image[:-1])) + jnp.sum(jnp.abs(image[:, 1:] - image[:, :-1]))
 
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle.images import resize
-from jaxstyle.losses import LossConfig, style_targets
+from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
 from jaxstyle.style_losses import gram_distance, sliced_wasserstein
 from jaxstyle.stylize import check_inputs
@@ -109,8 +109,7 @@ def measure(
     sw_config = dataclasses.replace(config, style_loss=sliced_wasserstein(SCORING_SEED))
     sw_targets = style_targets(weights.params, styles_model, sw_config, blend)
     photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
-    content_features = {k: v[0] for k, v in vgg_features(
-        weights.params, photo[None], config.content_layers, config.pooling).items()}
+    content_features = content_targets(weights.params, photo, config)
     out = _distances(weights.params, pre.to_model(image), gram_targets, sw_targets,
                      content_features, config)
     base = _distances(weights.params, photo, gram_targets, sw_targets, content_features, config)

@@ -25,7 +25,8 @@ QUANTILES = 256
 """Levels at which a distribution target keeps its quantile function."""
 
 
-def _check_hwc(features: jax.Array, argument: str) -> None:
+def check_hwc(features: jax.Array, argument: str) -> None:
+    """Raises ValueError naming `argument` unless it is one image's activations [H, W, C]."""
     if features.ndim != 3:
         raise ValueError(f"{argument}: expected [H, W, C], got shape {tuple(features.shape)}")
 
@@ -65,8 +66,9 @@ class StyleLoss:
         return self.redraw is not _no_redraw
 
 
-def _masked(features: jax.Array, mask: jax.Array | None):
-    """(features * mask, number of pixels weighted in); mask float [H, W] in [0, 1] or None."""
+def masked(features: jax.Array, mask: jax.Array | None):
+    """(float32 features [H, W, C] * mask, number of pixels weighted in); mask float [H, W] in
+    [0, 1] or None (every pixel)."""
     h, w, _ = features.shape
     if mask is None:
         return features.astype(jnp.float32), h * w
@@ -79,8 +81,8 @@ def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.A
     With a mask the normalisation is C times the mask's area rather than C*H*W, so a region's
     Gram matrix is comparable to a whole style image's.
     """
-    _check_hwc(features, "features")
-    f, area = _masked(features, mask)
+    check_hwc(features, "features")
+    f, area = masked(features, mask)
     flat = f.reshape(-1, f.shape[-1])
     return flat.T @ flat / (f.shape[-1] * area)
 
@@ -92,7 +94,7 @@ def gram_distance(features: jax.Array, target: jax.Array, mask: jax.Array | None
 
 def mean_covariance_statistics(features: jax.Array, mask: jax.Array | None = None) -> dict:
     """Per-channel mean [C] and covariance [C, C] of features [H, W, C], weighted by `mask`."""
-    _check_hwc(features, "features")
+    check_hwc(features, "features")
     flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
     weights = jnp.ones(flat.shape[0]) if mask is None else mask.reshape(-1)
     total = jnp.maximum(jnp.sum(weights), 1e-6)
@@ -290,7 +292,7 @@ def sorted_matching_distance(values: jax.Array, weights: jax.Array | None,
 
 
 def _flat(features: jax.Array, mask: jax.Array | None):
-    _check_hwc(features, "features")
+    check_hwc(features, "features")
     return features.reshape(-1, features.shape[-1]), None if mask is None else mask.reshape(-1)
 
 
@@ -321,12 +323,12 @@ def sliced_wasserstein(seed: int = 0, bank: int = 4, per_channel: int = 1) -> St
       A `StyleLoss` (the same object for the same arguments, so compiled code is reused).
     """
 
-    def counts(channels: int) -> tuple[int, int]:
-        return per_channel * channels, bank * per_channel * channels
+    def bank_size(channels: int) -> int:
+        return bank * per_channel * channels
 
     def statistics(features, mask=None):
         flat, weights = _flat(features, mask)
-        _, total = counts(flat.shape[1])
+        total = bank_size(flat.shape[1])
         projected = flat @ projection_directions(seed, flat.shape[1], total)
         return {"quantiles": weighted_quantiles(projected, weights)}
 
@@ -341,7 +343,7 @@ def sliced_wasserstein(seed: int = 0, bank: int = 4, per_channel: int = 1) -> St
 
     def distance(features, target, mask=None):
         flat, weights = _flat(features, mask)
-        _, total = counts(flat.shape[1])
+        total = bank_size(flat.shape[1])
         directions = projection_directions(seed, flat.shape[1], total)[:, target["select"]]
         return sorted_matching_distance(flat @ directions, weights,
                                         target["quantiles"][target["select"]])
