@@ -115,24 +115,7 @@ def run_torch(folder: Path, size: int, iterations: int) -> dict:
             out[name] = x
         return out
 
-    def gram(f):
-        _, c, h, w = f.shape
-        flat = f.view(c, h * w)
-        return flat @ flat.t() / (c * h * w)
-
-    with torch.no_grad():
-        content_target = features(to_nchw(data["content"]))[CONTENT_LAYER]
-        style_feats = features(to_nchw(data["style"]))
-        style_targets = {n: gram(style_feats[n]) for n in STYLE_LAYERS}
-    w_c, w_s, w_tv = WEIGHTS
-
-    def loss_fn(x):
-        f = features(x)
-        loss = w_c * torch.mean((f[CONTENT_LAYER] - content_target) ** 2)
-        for n in STYLE_LAYERS:
-            loss = loss + w_s * torch.mean((gram(f[n]) - style_targets[n]) ** 2)
-        tv = (x[:, :, 1:] - x[:, :, :-1]).abs().sum() + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum()
-        return loss + w_tv * tv
+    loss_fn = torch_objective(features, to_nchw(data["content"]), to_nchw(data["style"]))
 
     x = to_nchw(data["content"]).clone().requires_grad_(True)
     for _ in range(2):  # warm-up
@@ -149,6 +132,34 @@ def run_torch(folder: Path, size: int, iterations: int) -> dict:
     seconds = time.perf_counter() - start
     return {"per_eval": per_eval, "run_seconds": seconds, "losses": losses,
             "peak_rss_mb": _peak_rss_mb()}
+
+
+def torch_objective(features, content, style):
+    """neural-style's objective in torch, ``x [1, C, H, W] -> loss``, for a `features` function
+    ``x -> {layer: activation}`` and the model-space content and style images (NCHW)."""
+    import torch
+
+    def gram(f):
+        _, c, h, w = f.shape
+        flat = f.reshape(c, h * w)
+        return flat @ flat.t() / (c * h * w)
+
+    with torch.no_grad():
+        content_target = features(content)[CONTENT_LAYER]
+        style_feats = features(style)
+        style_targets = {n: gram(style_feats[n]) for n in STYLE_LAYERS}
+    w_c, w_s, w_tv = WEIGHTS
+
+    def loss_fn(x):
+        f = features(x)
+        loss = w_c * torch.mean((f[CONTENT_LAYER] - content_target) ** 2)
+        for n in STYLE_LAYERS:
+            loss = loss + w_s * torch.mean((gram(f[n]) - style_targets[n]) ** 2)
+        tv = ((x[:, :, 1:] - x[:, :, :-1]).abs().sum()
+              + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum())
+        return loss + w_tv * tv
+
+    return loss_fn
 
 
 def torch_lbfgs(loss_fn, x0, iterations: int) -> list[float]:

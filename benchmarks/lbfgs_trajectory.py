@@ -21,12 +21,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from compare_torch import torch_lbfgs
+from compare_torch import CONTENT_LAYER, STYLE_LAYERS, WEIGHTS, torch_lbfgs, torch_objective
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENT_LAYER = "relu4_2"
-STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-WEIGHTS = (5.0, 100.0, 1e-3)  # content, style, tv: neural-style's defaults
 
 
 def make_inputs(folder: Path, size: int, content: str, style: str) -> None:
@@ -67,27 +64,8 @@ def run_torch(folder: Path, iterations: int, dtype: str) -> list[float]:
             out[f"relu{name[4:]}"] = x
         return out
 
-    def gram(f):
-        _, c, h, w = f.shape
-        flat = f.reshape(c, h * w)
-        return flat @ flat.t() / (c * h * w)
-
     nchw = lambda a: to(a.transpose(2, 0, 1)[None])  # noqa: E731
-    with torch.no_grad():
-        content_target = features(nchw(data["content"]))[CONTENT_LAYER]
-        style_targets = {n: gram(f) for n, f in features(nchw(data["style"])).items()
-                         if n in STYLE_LAYERS}
-    w_c, w_s, w_tv = WEIGHTS
-
-    def loss_fn(x):
-        f = features(x)
-        loss = w_c * torch.mean((f[CONTENT_LAYER] - content_target) ** 2)
-        for n in STYLE_LAYERS:
-            loss = loss + w_s * torch.mean((gram(f[n]) - style_targets[n]) ** 2)
-        tv = ((x[:, :, 1:] - x[:, :, :-1]).abs().sum()
-              + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().sum())
-        return loss + w_tv * tv
-
+    loss_fn = torch_objective(features, nchw(data["content"]), nchw(data["style"]))
     return torch_lbfgs(loss_fn, nchw(data["content"]), iterations)[: iterations + 1]
 
 
