@@ -11,7 +11,6 @@ distance is the relative squared difference of the content layers' activations,
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -23,13 +22,24 @@ import numpy as np
 from jaxstyle.images import resize
 from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
-from jaxstyle.style_losses import gram_distance, sliced_wasserstein
+from jaxstyle.style_losses import StyleLoss, gram_distance, gram_statistics, sliced_wasserstein
 from jaxstyle.stylize import check_inputs
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import VGGWeights
 
 SCORING_SEED = 0
 """The directions of the sliced Wasserstein score are fixed, so scores of different runs compare."""
+
+_SLICED = sliced_wasserstein(SCORING_SEED)
+# Both scores' style statistics as one StyleLoss, so that `style_targets` runs the network over
+# each style image once for the two (and blends them as a run does).
+_SCORES = StyleLoss(
+    "scores",
+    statistics=lambda f, mask=None: {"gram": gram_statistics(f, mask),
+                                     "sliced": _SLICED.statistics(f, mask)},
+    distance=lambda f, target, mask=None: gram_distance(f, target["gram"], mask),
+    prepare=lambda target: {"gram": target["gram"], "sliced": _SLICED.prepare(target["sliced"])},
+)
 
 
 class Quality(NamedTuple):
@@ -62,13 +72,12 @@ class Quality(NamedTuple):
         return self._asdict()
 
 
-@functools.partial(jax.jit, static_argnums=(5,))
-def _distances(params, image, gram_targets, sw_targets, content_features, config: LossConfig):
+@functools.partial(jax.jit, static_argnums=(4,))
+def _distances(params, image, targets, content_features, config: LossConfig):
     feats = {k: v[0] for k, v in vgg_features(params, image[None], config.layers,
                                               config.pooling).items()}
-    loss = sliced_wasserstein(SCORING_SEED)
-    gram = {n: gram_distance(feats[n], gram_targets[n]) for n in config.style_layers}
-    sw = {n: loss.distance(feats[n], sw_targets[n]) for n in config.style_layers}
+    gram = {n: gram_distance(feats[n], targets[n]["gram"]) for n in config.style_layers}
+    sw = {n: _SLICED.distance(feats[n], targets[n]["sliced"]) for n in config.style_layers}
     content = {n: jnp.mean(jnp.square(feats[n] - content_features[n]))
                / jnp.maximum(jnp.mean(jnp.square(content_features[n])), 1e-12)
                for n in config.content_layers}
@@ -101,18 +110,15 @@ def measure(
                                 options.replace(size=max(h, w)))
     pre = weights.preprocessing
     config = LossConfig(content_layers=tuple(options.content_layers),
-                        style_layers=tuple(options.style_layers), pooling=options.pooling)
+                        style_layers=tuple(options.style_layers), pooling=options.pooling,
+                        style_loss=_SCORES)
     styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
                     for s, hw in zip(styles, style_hws)]
-    blend = options.style_blend_weights
-    gram_targets = style_targets(weights.params, styles_model, config, blend)  # Gram: the default
-    sw_config = dataclasses.replace(config, style_loss=sliced_wasserstein(SCORING_SEED))
-    sw_targets = style_targets(weights.params, styles_model, sw_config, blend)
+    targets = style_targets(weights.params, styles_model, config, options.style_blend_weights)
     photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
     content_features = content_targets(weights.params, photo, config)
-    out = _distances(weights.params, pre.to_model(image), gram_targets, sw_targets,
-                     content_features, config)
-    base = _distances(weights.params, photo, gram_targets, sw_targets, content_features, config)
+    out = _distances(weights.params, pre.to_model(image), targets, content_features, config)
+    base = _distances(weights.params, photo, targets, content_features, config)
     floats = [{k: float(v) for k, v in d.items()} for d in out]
     ratio = [sum(o.values()) / max(sum(float(v) for v in b.values()), 1e-30)
              for o, b in zip(floats[:2], base[:2])]
