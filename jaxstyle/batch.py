@@ -1,158 +1,115 @@
-"""Many content images in one process: shared style targets, `jax.vmap`, sharded over devices.
+"""Many content images from files to files: what ``jaxstyle batch`` does.
 
-Images that come out at the same size form one batch: the single-image optimizer step is
-`jax.vmap`-ped, so every image keeps its own optimizer state and ends where a run of its own
-would, and the batch axis is sharded across all local devices (`jax.sharding`).
+Content folders are expanded, outputs named and checked before any work, several hosts split the
+images between them (`jax.distributed`), and `jaxstyle.stylize.stylize_batch` runs each group of
+equally sized images as one batch sharded over the local devices.
 """
 
 from __future__ import annotations
 
-import time
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxstyle.errors import JaxstyleError, OptimizationError
-from jaxstyle.optimize import minimize
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.stylize import (
-    StylizeResult,
-    _pick_output,
-    check_inputs,
-    check_network,
-    memory_limit_bytes,
-    optimizer_config,
-    prepare,
-    redrawn_args,
-)
-from jaxstyle.weights import VGGWeights
+from jaxstyle.quality import measure
+from jaxstyle.session import count, describe_weights, load_weights_named, weights_label
+from jaxstyle.stylize import stylize_batch
 
-_SHARED = ("style", "style_masks", "style_weights", "content_mask")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 
-def batched_objective(x, params, shared: dict, per_image: dict, static):
-    """One image's loss with its targets split into shared and per-image parts.
+class Hosts(NamedTuple):
+    """Several hosts running the same command (`jax.distributed`); each process takes every
+    `num_processes`-th image. ``coordinator`` None: this process alone."""
 
-    ``static`` is ``(loss_fn, loss_static)`` of the single-image problem; `jax.vmap` maps x and
-    `per_image` over the batch while `params` and `shared` stay unbatched.
-    """
-    loss_fn, loss_static = static
-    return loss_fn(x, params, {**shared, **per_image}, loss_static)
-
-
-def _redrawn_shared(args: tuple, options: StyleOptions, placement) -> Callable | None:
-    """Per-chunk arguments when the style loss redraws (`jaxstyle.stylize.redrawn_args`) and
-    the style targets are shared by the batch; per-image style targets (luminance or colour
-    matching) keep their first draw."""
-    params, shared, per_image = args
-    if "style" not in shared:
-        return None
-    redraw = redrawn_args((params, shared), options)
-    if redraw is None:
-        return None
-    return lambda iteration: (params, jax.device_put(redraw(iteration)[1], placement), per_image)
+    coordinator: str | None = None
+    num_processes: int = 1
+    process_id: int = 0
+    timeout: int = 60
 
 
-def _groups(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, shape in enumerate(shapes):
-        groups.setdefault(tuple(shape), []).append(index)
-    return groups
-
-
-def stylize_batch(
-    contents: Sequence[jax.Array],
-    styles: Sequence[jax.Array],
-    weights: VGGWeights,
-    options: StyleOptions | None = None,
-    *,
-    devices: Sequence[jax.Device] | None = None,
-    callback: Callable[[int, int, float], None] | None = None,
-) -> list[StylizeResult]:
-    """Stylizes several content images with the same styles and options.
-
-    Args:
-      contents: float [H_i, W_i, 3] RGB images in [0, 1]; those with the same output size run
-        together as one batch.
-      styles: the style images, as for `jaxstyle.stylize`.
-      weights: the network.
-      options: as for `jaxstyle.stylize` (``scales`` and masks are not supported here).
-      devices: devices to shard each batch over (default: all local devices). A batch is padded
-        with copies of its last image to a multiple of their number.
-      callback: ``(iteration, total_iterations, summed loss)`` after each chunk.
-
-    Returns:
-      One `StylizeResult` per content image, in order; each equals what `stylize` gives for that
-      image alone (up to floating-point reassociation in batched kernels).
+def content_paths(items: Sequence[str]) -> list[Path]:
+    """Files as given, folders expanded to their images in name order.
 
     Raises:
-      JaxstyleError: invalid inputs or options.
+      JaxstyleError: a folder without images.
     """
-    options = options or StyleOptions()
-    if options.scales:
-        raise JaxstyleError("batch: multi-scale runs are not supported; run them one by one")
-    if not contents:
-        raise JaxstyleError("batch: no content images")
-    check_network(weights, options)
-    devices = list(devices or jax.local_devices())
-    mesh = Mesh(np.array(devices), ("batch",))
-    by_image = NamedSharding(mesh, PartitionSpec("batch"))
-    everywhere = NamedSharding(mesh, PartitionSpec())
-    content_independent = not (options.match_style_colors or options.original_colors == "luminance")
-    shapes = [check_inputs(jnp.shape(c), [jnp.shape(s) for s in styles], options)[0]
-              for c in contents]
-    results: list[StylizeResult | None] = [None] * len(contents)
-    for shape, indices in _groups(shapes).items():
-        start = time.perf_counter()
-        problems = [prepare(contents[indices[0]], styles, weights, options)]
-        shared_style = problems[0].targets["style"] if content_independent else None
-        problems += [prepare(contents[i], styles, weights, options, style_targets=shared_style)
-                     for i in indices[1:]]
-        padded = problems + [problems[-1]] * (-len(problems) % len(devices))
+    paths = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise JaxstyleError(f"{path}: folder holds no images")
+            paths += found
+        else:
+            paths.append(path)
+    return paths
 
-        def stacked(key):
-            return jax.tree_util.tree_map(lambda *t: jnp.stack(t),
-                                          *[p.targets[key] for p in padded])
 
-        shared = {k: problems[0].targets[k] for k in _SHARED}
-        per_image = {"content": stacked("content")}
-        if not content_independent:  # style targets differ per image: map them too
-            del shared["style"]
-            per_image["style"] = stacked("style")
-        x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
-        args = (jax.device_put(weights.params, everywhere), jax.device_put(shared, everywhere),
-                jax.device_put(per_image, by_image))
-        targets_seconds = time.perf_counter() - start
-        try:
-            result = minimize(
-                batched_objective, (problems[0].loss_fn, problems[0].static), x0, args,
-                optimizer_config(options, weights.preprocessing, problems[0].pixel_units),
-                options.iterations, chunk=options.progress_every, batch_axes=(None, None, 0),
-                memory_limit=memory_limit_bytes(options),
-                chunk_args=_redrawn_shared(args, options, everywhere),
-                callback=(lambda p: callback(p.iteration, p.total_iterations, p.value))
-                if callback else None,
-            )
-        except OptimizationError as exc:
-            raise OptimizationError(f"batch of {len(indices)} images at {shape[1]}x{shape[0]}: "
-                                    f"{exc}") from None
-        state = result.state
-        chosen = _pick_output(result, options)
-        for slot, (index, problem) in enumerate(zip(indices, problems)):
-            final = {"total": float(state.opt.value[slot])}
-            final.update({k: float(v[slot]) for k, v in state.opt.aux.items()})
-            results[index] = StylizeResult(
-                image=problem.to_image(chosen[slot]),
-                history={k: [step[slot] for step in v] for k, v in result.history.items()},
-                losses=final,
-                evaluations=int(state.opt.num_fun_eval[slot]),
-                timings={"targets": targets_seconds, "compile": result.compile_seconds,
-                         "optimize": result.run_seconds,
-                         "total": time.perf_counter() - start},
-                weights_source=weights.source,
-                devices=len(devices),
-            )
-    return results
+def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str, fmt: str,
+                options: StyleOptions, log: Callable[[str], None], weights: str | None = None,
+                max_pixels: int | None = None, hosts: Hosts = Hosts(),
+                progress_bar: bool = True) -> int:
+    """Stylizes every content image into ``output_dir/<name>.<fmt>``; returns the exit code.
+
+    Raises:
+      JaxstyleError: bad input (checked before any work), colliding output names.
+    """
+    from tqdm import tqdm
+
+    paths = content_paths(contents)
+    if hosts.coordinator:
+        if not 0 <= hosts.process_id < hosts.num_processes:
+            raise JaxstyleError("--process-id must be in [0, --num-processes)")
+        jax.distributed.initialize(hosts.coordinator, hosts.num_processes, hosts.process_id,
+                                   initialization_timeout=hosts.timeout)
+        paths = paths[hosts.process_id::hosts.num_processes]
+        if not paths:
+            log(f"process {hosts.process_id}: no images left for this process")
+            return 0
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JaxstyleError(f"--output-dir {folder}: cannot create it ({exc.strerror or exc})"
+                            ) from None
+    outputs = [folder / f"{p.stem}.{fmt}" for p in paths]
+    if len(set(outputs)) != len(outputs):
+        raise JaxstyleError("two content images share a name; their outputs would collide")
+    inputs = [*map(str, paths), *styles]
+    for out in outputs:
+        check_output_path(out, inputs)
+    load = load_image if max_pixels is None else (lambda p: load_image(p, max_pixels))
+    images = [load(p) for p in paths]
+    style_images = [load(p) for p in styles]
+    model, _ = load_weights_named(weights, options.seed)
+    log(describe_weights(model))
+    log(f"{count(len(images), 'image')} on {count(jax.local_device_count(), 'device')}")
+    bar = tqdm(unit="it", disable=not progress_bar, file=sys.stderr, delay=0.1)
+
+    def on_progress(p) -> None:
+        if bar.total != p.total_iterations or p.iteration < bar.n:  # a new size group
+            bar.reset(total=p.total_iterations)
+        h, w = p.stage.size
+        bar.set_description(f"{w}x{h}", refresh=False)
+        bar.set_postfix_str(f"summed loss {p.value:.4g}", refresh=False)
+        bar.update(p.iteration - bar.n)
+
+    try:
+        results = stylize_batch(images, style_images, model, options, callback=on_progress,
+                                devices=jax.local_devices())
+    finally:
+        bar.close()
+    label = weights_label(model)
+    for out, result, image in zip(outputs, results, images):
+        save_image(out, result.image, inputs, label)
+        quality = measure(model, result.image, image, style_images, options)
+        log(f"wrote {out}: loss {result.losses['total']:.6g}; {quality.summary()}")
+    return 0

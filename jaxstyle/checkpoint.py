@@ -22,7 +22,7 @@ from jaxstyle.files import atomic_write, read_tagged_msgpack
 from jaxstyle.options import StyleOptions
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the stage and canvas; version 1 (single-stage runs) still loads
 
 
 class CheckpointError(JaxstyleError):
@@ -34,16 +34,21 @@ class RunState:
     """Where a run stands: enough to continue it exactly.
 
     Attributes:
-      iteration: iterations done.
-      x: the image in the network's input space, float32 [H, W, 3].
+      iteration: iterations of the whole run done (through all stages of its plan).
+      x: the current stage's variable (model-space image [h, w, 3], or luminance [h, w, 1]).
       state: the optimizer's state (a pytree).
       history: the loss after each iteration so far, by component.
+      stage: which stage of the plan (`jaxstyle.plan.Stage.index`) is running.
+      canvas: float32 [H, W, 3] RGB, the stage's scale's picture when the stage started (None:
+        rebuild it, only valid for the first stage).
     """
 
     iteration: int
     x: np.ndarray
     state: object
     history: dict[str, list[float]]
+    stage: int = 0
+    canvas: np.ndarray | None = None
 
 
 @dataclass
@@ -81,6 +86,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
             "x": np.asarray(checkpoint.run.x),
             "state": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
             "history": {k: np.asarray(v, np.float64) for k, v in checkpoint.run.history.items()},
+            "stage": checkpoint.run.stage,
+            "canvas": {} if checkpoint.run.canvas is None else np.asarray(checkpoint.run.canvas),
             "options": json.dumps(checkpoint.options.to_dict()),
             "inputs": json.dumps(checkpoint.inputs),
             "output": checkpoint.output,
@@ -107,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    raw = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, CheckpointError, "checkpoint",
+    raw = read_tagged_msgpack(path, FORMAT_NAME, (1, FORMAT_VERSION), CheckpointError, "checkpoint",
                               "finish the run with the version that wrote it")
     try:
         state = [raw["state"][str(i)] for i in range(len(raw["state"]))]
@@ -116,6 +123,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             x=np.asarray(raw["x"]),
             state=state,
             history={k: [float(v) for v in vals] for k, vals in raw["history"].items()},
+            stage=int(raw.get("stage", 0)),
+            canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),
         )
         return Checkpoint(
             run=run,

@@ -58,10 +58,11 @@ def _digest_of(path: str | os.PathLike, digest) -> str:
 
 
 def read_tagged_msgpack(
-    path: str | os.PathLike, format_name: str, version: int, error: type[Exception], kind: str,
-    advice: str,
+    path: str | os.PathLike, format_name: str, version: int | tuple[int, ...],
+    error: type[Exception], kind: str, advice: str,
 ) -> dict:
-    """Reads a flax msgpack file whose top level carries ``format`` and ``version`` tags.
+    """Reads a flax msgpack file whose top level carries ``format`` and ``version`` tags
+    (`version`: the one this jaxstyle writes, or every version it reads, newest last).
 
     Raises:
       error: the file is truncated or corrupt, another format, or another version (the message
@@ -75,9 +76,10 @@ def read_tagged_msgpack(
         raise error(f"{path}: corrupt or truncated {kind} ({type(exc).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != format_name:
         raise error(f"{path}: not a jaxstyle {kind}")
-    if raw.get("version") != version:
+    versions = version if isinstance(version, tuple) else (version,)
+    if raw.get("version") not in versions:
         raise error(
             f"{path}: {kind} format version {raw.get('version')} is not this jaxstyle's "
-            f"({version}); {advice}"
+            f"({versions[-1]}); {advice}"
         )
     return raw

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError
 from jaxstyle.files import atomic_write
 
-DEFAULT_MAX_PIXELS = 100_000_000
 """Images with more pixels than this are refused unless the caller raises the limit."""
 
 _JPEG_QUALITY = 95

@@ -11,11 +11,14 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstyle import choices
+from jaxstyle.choices import WEIGHT_NORMALIZATIONS
 from jaxstyle.style_losses import (
     GRAM,
     MEAN_COVARIANCE,
@@ -39,11 +42,13 @@ __all__ = [
     "WEIGHT_NORMALIZATIONS",
     "LossConfig",
     "StyleLoss",
+    "Targets",
     "content_loss",
     "content_targets",
     "gram_distance",
     "gram_matrix",
     "gram_statistics",
+    "blend_shares",
     "layer_masks",
     "mean_covariance_statistics",
     "objective",
@@ -51,6 +56,7 @@ __all__ = [
     "region_targets",
     "self_similarity_loss",
     "style_loss",
+    "style_target_list",
     "style_targets",
     "tv_loss",
     "wasserstein_distance",
@@ -127,7 +133,7 @@ def self_similarity_loss(
     return jnp.sum(difference * pairs) / jnp.maximum(jnp.sum(pairs), 1e-6) * n
 
 
-CONTENT_LOSSES = {"mse": content_loss, "self_similarity": self_similarity_loss}
+CONTENT_LOSSES = dict(zip(choices.CONTENT_LOSSES, (content_loss, self_similarity_loss)))
 """Content losses by name: neural-style's mean squared error, or STROTSS's self-similarity."""
 
 
@@ -139,8 +145,7 @@ def style_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
     return gram_distance(features, target_gram)
 
 
-WEIGHT_NORMALIZATIONS = ("neural-style", "resolution")
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PRECISIONS = dict(zip(choices.PRECISIONS, (jnp.float32, jnp.bfloat16)))
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
 
 
@@ -242,7 +247,9 @@ def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dic
     return _features(params, content, config.content_layers, config)
 
 
-def _check_blend(n: int, blend_weights: Sequence[float] | None) -> np.ndarray:
+def blend_shares(n: int, blend_weights: Sequence[float] | None) -> np.ndarray:
+    """Each of `n` style images' share, float32 [n] summing to 1 (equal when `blend_weights` is
+    None)."""
     if n == 0:
         raise ValueError("styles: at least one style image is needed")
     weights = np.ones(n) if blend_weights is None else np.asarray(blend_weights, np.float32)
@@ -274,7 +281,7 @@ def style_targets(
     Raises:
       ValueError: no styles, or blend weights that do not match or sum to zero.
     """
-    weights = _check_blend(len(styles), blend_weights)
+    weights = blend_shares(len(styles), blend_weights)
     targets = None
     for weight, style in zip(weights, styles):
         one = weighted_statistics(params, style, weight, config)
@@ -312,6 +319,41 @@ def layer_masks(mask: jax.Array, shapes: dict[str, tuple[int, int]]) -> dict[str
     }
 
 
+class Targets(NamedTuple):
+    """What `objective` matches the image's features to.
+
+    Attributes:
+      content: ``{layer: float32 [h, w, C]}`` activations of the content image.
+      style: one ``{layer: target}`` per style region: a single blended target without masks
+        (neural-style's behaviour), one per style image with masks.
+      style_masks: per style region, ``{layer: float32 [h, w]}`` where that style applies, or
+        None for everywhere; None: no regions at all.
+      style_weights: float32 [S], each style region's weight; None: 1 each.
+      content_mask: ``{layer: float32 [h, w]}`` where the content loss counts; None: everywhere.
+    """
+
+    content: dict
+    style: tuple
+    style_masks: tuple | None = None
+    style_weights: jax.Array | None = None
+    content_mask: dict | None = None
+
+
+def style_target_list(
+    params: dict,
+    styles: Sequence[jax.Array],
+    config: LossConfig,
+    blend_weights: Sequence[float] | None = None,
+    regions: bool = False,
+) -> tuple[dict, ...]:
+    """`Targets.style` for model-space style images: one blended target, or with `regions` one
+    unblended target per style image (each style then paints its own masked region)."""
+    if regions:
+        blend_shares(len(styles), blend_weights)
+        return tuple(style_targets(params, [style], config) for style in styles)
+    return (style_targets(params, styles, config, blend_weights),)
+
+
 def region_targets(
     params: dict,
     content: jax.Array,
@@ -320,8 +362,8 @@ def region_targets(
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
     blend_weights: Sequence[float] | None = None,
-    style: list[dict] | None = None,
-) -> dict:
+    style: tuple[dict, ...] | None = None,
+) -> Targets:
     """All targets of `objective`, with optional regions.
 
     Without masks the styles are blended into one target (neural-style's behaviour). With
@@ -338,44 +380,39 @@ def region_targets(
         None entry means "everywhere".
       content_mask: float [H, W] in [0, 1]: the content loss counts only where it is white.
       blend_weights: per-style weights.
-      style: style targets computed before for the same output size (without masks), so that a
-        batch of content images computes them once.
+      style: `Targets.style` computed before (`style_target_list` with ``regions`` set as
+        `style_masks` is): a batch of content images or the tiles of an output compute them once.
 
     Returns:
-      ``{"content", "content_mask", "style", "style_masks", "style_weights"}`` for `objective`.
+      The `Targets` for `objective`.
     """
     layers = config.layers
     feats = _features(params, content, layers, config)
     shapes = {name: feats[name].shape[:2] for name in layers}
-    targets = {"content": {n: feats[n] for n in config.content_layers}, "content_mask": None}
-    if content_mask is not None:
-        targets["content_mask"] = layer_masks(content_mask, {n: shapes[n] for n in config.content_layers})
-    if style_masks is None:
-        targets["style"] = style or [style_targets(params, styles, config, blend_weights)]
-        targets["style_masks"] = [None]
-        targets["style_weights"] = jnp.ones(1)
-        return targets
-    if len(style_masks) != len(styles):
+    regions = style_masks is not None
+    if regions and len(style_masks) != len(styles):
         raise ValueError(f"style_masks: {len(style_masks)} masks for {len(styles)} style images")
-    weights = _check_blend(len(styles), blend_weights) * len(styles)
-    targets["style"] = [style_targets(params, [style], config) for style in styles]
-    targets["style_masks"] = [
-        None if m is None else layer_masks(m, {n: shapes[n] for n in config.style_layers})
-        for m in style_masks
-    ]
-    targets["style_weights"] = weights
-    return targets
+    weights = blend_shares(len(styles), blend_weights)
+    return Targets(
+        content={n: feats[n] for n in config.content_layers},
+        style=tuple(style or style_target_list(params, styles, config, blend_weights, regions)),
+        style_masks=None if not regions else tuple(
+            None if m is None else layer_masks(m, {n: shapes[n] for n in config.style_layers})
+            for m in style_masks),
+        style_weights=jnp.asarray(weights * len(styles)) if regions else None,
+        content_mask=None if content_mask is None else layer_masks(
+            content_mask, {n: shapes[n] for n in config.content_layers}),
+    )
 
 
-def redraw_targets(targets: dict, config: LossConfig, key: jax.Array) -> dict:
+def redraw_targets(targets: Targets, config: LossConfig, key: jax.Array) -> Targets:
     """`targets` with the style loss's random part redrawn (`StyleLoss.redraw`), each style
-    image's and each layer's from its own key folded from `key`."""
+    region's and each layer's from its own key folded from `key`."""
     redraw = config.style_loss.redraw
-    single = not isinstance(targets["style"], (list, tuple))
-    styles = [{name: redraw(target[name], jax.random.fold_in(jax.random.fold_in(key, i), j))
-               for j, name in enumerate(config.style_layers)}
-              for i, target in enumerate([targets["style"]] if single else targets["style"])]
-    return {**targets, "style": styles[0] if single else styles}
+    return targets._replace(style=tuple(
+        {name: redraw(target[name], jax.random.fold_in(jax.random.fold_in(key, i), j))
+         for j, name in enumerate(config.style_layers)}
+        for i, target in enumerate(targets.style)))
 
 
 def objective(
@@ -390,8 +427,8 @@ def objective(
     Args:
       image: float32 [H, W, 3] in the network's input space.
       params: VGG parameters (`jaxstyle.vgg_features`).
-      targets: from `region_targets`, or ``{"content": content_targets(...), "style":
-        style_targets(...)}``.
+      targets: from `region_targets`, or ``Targets(content=content_targets(...),
+        style=(style_targets(...),))``.
       config: layers, weights, pooling and style loss (static under `jax.jit`).
 
     Returns:
@@ -399,16 +436,16 @@ def objective(
       ``style/<layer>`` for each style layer, all float32 scalars.
     """
     feats = _features(params, image, config.layers, config)
-    content_mask = targets.get("content_mask")
+    content_mask = targets.content_mask
     distance_to_content = CONTENT_LOSSES[config.content_loss]
     content = sum(
         config.content_weight * distance_to_content(
-            feats[name], targets["content"][name], content_mask and content_mask[name])
+            feats[name], targets.content[name], content_mask and content_mask[name])
         for name in config.content_layers
     )
-    styles = targets["style"] if isinstance(targets["style"], (list, tuple)) else [targets["style"]]
-    masks = targets.get("style_masks") or [None] * len(styles)
-    weights = targets.get("style_weights", jnp.ones(len(styles)))
+    styles = targets.style
+    masks = targets.style_masks or [None] * len(styles)
+    weights = jnp.ones(len(styles)) if targets.style_weights is None else targets.style_weights
     distance = config.style_loss.distance
     components = {}
     for name, layer_weight in zip(config.style_layers, config.layer_weights()):

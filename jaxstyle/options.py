@@ -9,25 +9,56 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from jaxstyle.choices import (
+    CONTENT_LOSSES,
+    CONVOLUTIONS,
+    INITS,
+    LINESEARCHES,
+    OPTIMIZERS,
+    ORIGINAL_COLORS,
+    POOLINGS,
+    PRECISIONS,
+    STYLE_LOSSES,
+    WEIGHT_NORMALIZATIONS,
+)
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import CONTENT_LOSSES, PRECISIONS, WEIGHT_NORMALIZATIONS, LossConfig
-from jaxstyle.style_losses import STYLE_LOSSES, style_loss_named
-from jaxstyle.vgg import CONVOLUTIONS, POOLINGS, validate_layers
 
-OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise")
-LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
-ORIGINAL_COLORS = ("none", "luminance", "swap")
+if TYPE_CHECKING:
+    from jaxstyle.losses import LossConfig
+    from jaxstyle.optimize import OptimizerConfig
+
+LBFGS_STEP = 1.0  # neural-style's unit step
+ADAM_LEARNING_RATE = 0.02  # in [0, 1] pixel units
+
+GROUPS = (
+    "output and size",
+    "content and style",
+    "optimizer",
+    "colour and regions",
+    "scales and tiles",
+    "performance",
+    "run control",
+)
+"""The headings ``--help`` sorts the options under (each field's ``group``)."""
 
 
 class OptionsError(JaxstyleError):
     """An option has an invalid value; the message names the option."""
 
 
-def _option(default, help: str, *, parse=None, choices=None, metavar=None):
-    """A dataclass field carrying its command-line help, parser and choices."""
-    metadata = {"help": help, "parse": parse, "choices": choices, "metavar": metavar}
+def _option(default, group: str, help: str, *, parse=None, choices=None, metavar=None):
+    """A dataclass field carrying its command-line heading (one of `GROUPS`), help, parser and
+    choices."""
+    assert group in GROUPS, group
+    metadata = {
+        "group": group,
+        "help": help,
+        "parse": parse,
+        "choices": choices,
+        "metavar": metavar,
+    }
     if isinstance(default, (list, dict)):
         raise TypeError("mutable default")
     return field(default=default, metadata=metadata)
@@ -62,8 +93,14 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-_SIMPLE_TYPES = {"int": int, "float": float, "str": str, "bool": _parse_bool,
-                 "int | None": int, "float | None": float}
+_SIMPLE_TYPES = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": _parse_bool,
+    "int | None": int,
+    "float | None": float,
+}
 
 
 def parse_value(name: str, text: str):
@@ -91,105 +128,177 @@ def parse_value(name: str, text: str):
 class StyleOptions:
     """Hyper-parameters of `jaxstyle.stylize`. Invalid values raise `OptionsError` on creation."""
 
-    size: int = _option(512, "longest side of the output in pixels (0 keeps the content's size)")
-    iterations: int = _option(1000, "optimizer iterations (neural-style's -num_iterations)")
-    content_weight: float = _option(5.0, "weight of the content loss (w_c)")
-    style_weight: float = _option(100.0, "weight of the style loss (w_s)")
-    tv_weight: float = _option(1e-3, "weight of the total-variation smoothness loss (w_tv)")
+    size: int = _option(
+        512, "output and size", "longest side of the output in pixels (0 keeps the content's size)"
+    )
+    iterations: int = _option(
+        1000, "optimizer", "optimizer iterations (neural-style's -num_iterations)"
+    )
+    content_weight: float = _option(5.0, "content and style", "weight of the content loss (w_c)")
+    style_weight: float = _option(100.0, "content and style", "weight of the style loss (w_s)")
+    tv_weight: float = _option(
+        1e-3, "content and style", "weight of the total-variation smoothness loss (w_tv)"
+    )
     style_blend_weights: tuple[float, ...] | None = _option(
-        None, "comma-separated weight per style image, normalised to sum 1 (default: equal)",
-        parse=parse_floats, metavar="W,W,...",
+        None,
+        "content and style",
+        "comma-separated weight per style image, normalised to sum 1 (default: equal)",
+        parse=parse_floats,
+        metavar="W,W,...",
     )
     style_scale: float = _option(
-        1.0, "style images are resized to this times the output size before their Gram matrices"
+        1.0,
+        "content and style",
+        "style images are resized to this times the output size before their Gram matrices",
     )
     content_layers: tuple[str, ...] = _option(
-        ("relu4_2",), "comma-separated layers for the content loss (names as in neural-style: "
-        "conv5_4/relu5_4 exist in VGG19, VGG16 stops at conv5_3)", parse=parse_names,
+        ("relu4_2",),
+        "content and style",
+        "comma-separated layers for the content loss (names as in neural-style: "
+        "conv5_4/relu5_4 exist in VGG19, VGG16 stops at conv5_3)",
+        parse=parse_names,
         metavar="LAYERS",
     )
     style_layers: tuple[str, ...] = _option(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-        "comma-separated layers for the style loss", parse=parse_names, metavar="LAYERS",
+        "content and style",
+        "comma-separated layers for the style loss",
+        parse=parse_names,
+        metavar="LAYERS",
     )
     style_layer_weights: tuple[float, ...] | None = _option(
-        None, "comma-separated multiplier per style layer (default: 1 each)", parse=parse_floats,
+        None,
+        "content and style",
+        "comma-separated multiplier per style layer (default: 1 each)",
+        parse=parse_floats,
         metavar="W,W,...",
     )
-    pooling: str = _option("max", "pooling in the network", choices=POOLINGS)
-    init: str = _option("content", "initial image: the content image or seeded noise",
-                        choices=INITS)
-    optimizer: str = _option("lbfgs", "jaxopt's L-BFGS or optax's Adam", choices=OPTIMIZERS)
-    learning_rate: float | None = _option(
-        None, "L-BFGS step size (default 1, neural-style's unit step) or Adam's learning rate in "
-        "pixel units of [0, 1] (default 0.02)",
+    pooling: str = _option("max", "content and style", "pooling in the network", choices=POOLINGS)
+    init: str = _option(
+        "content", "optimizer", "initial image: the content image or seeded noise", choices=INITS
     )
-    lbfgs_history: int = _option(100, "L-BFGS history size (neural-style's default)")
+    optimizer: str = _option(
+        "lbfgs", "optimizer", "jaxopt's L-BFGS or optax's Adam", choices=OPTIMIZERS
+    )
+    learning_rate: float | None = _option(
+        None,
+        "optimizer",
+        f"L-BFGS step size (default {LBFGS_STEP:g}, neural-style's unit step) or Adam's "
+        f"learning rate in pixel units of [0, 1] (default {ADAM_LEARNING_RATE:g})",
+    )
+    lbfgs_history: int = _option(100, "optimizer", "L-BFGS history size (neural-style's default)")
     lbfgs_linesearch: str = _option(
-        "none", "L-BFGS line search; 'none' takes unit steps like neural-style",
+        "none",
+        "optimizer",
+        "L-BFGS line search; 'none' takes unit steps like neural-style",
         choices=LINESEARCHES,
     )
-    seed: int = _option(0, "seed for the noise initialisation, random weights and the sliced "
-                        "Wasserstein directions")
-    progress_every: int = _option(10, "iterations between progress reports (one compiled chunk)")
+    seed: int = _option(
+        0,
+        "run control",
+        "seed for the noise initialisation, random weights and the sliced Wasserstein directions",
+    )
+    progress_every: int = _option(
+        10, "run control", "iterations between progress reports (one compiled chunk)"
+    )
     style_loss: str = _option(
-        "gram", "style statistics: neural-style's Gram matrices; mean+covariance compared by the "
+        "gram",
+        "content and style",
+        "style statistics: neural-style's Gram matrices; mean+covariance compared by the "
         "2-Wasserstein distance (crowsonkb's); the whole feature distribution along random "
         "directions (sliced_wasserstein, Heitz et al. 2021); Gram plus per-channel histograms "
-        "(gram_histogram, Risser et al. 2017)", choices=STYLE_LOSSES,
+        "(gram_histogram, Risser et al. 2017)",
+        choices=STYLE_LOSSES,
     )
     histogram_weight: float = _option(
-        1.0, "with --style-loss gram_histogram: the histogram term's weight relative to Gram's"
+        1.0,
+        "content and style",
+        "with --style-loss gram_histogram: the histogram term's weight relative to Gram's",
     )
     content_loss: str = _option(
-        "mse", "'mse': neural-style's squared feature difference; 'self_similarity': STROTSS's "
+        "mse",
+        "content and style",
+        "'mse': neural-style's squared feature difference; 'self_similarity': STROTSS's "
         "comparison of feature self-similarities, which keeps layout and frees colours (it needs "
-        "other weights: see the README)", choices=tuple(CONTENT_LOSSES),
+        "other weights: see the README)",
+        choices=CONTENT_LOSSES,
     )
     weight_normalization: str = _option(
-        "neural-style", "'neural-style' keeps its formulas; 'resolution' makes the same weights "
-        "behave alike at any output size (equal at 512 px)", choices=WEIGHT_NORMALIZATIONS,
+        "neural-style",
+        "content and style",
+        "'neural-style' keeps its formulas; 'resolution' makes the same weights "
+        "behave alike at any output size (equal at 512 px)",
+        choices=WEIGHT_NORMALIZATIONS,
     )
     style_scales: tuple[float, ...] | None = _option(
-        None, "comma-separated scale per style image (overrides --style-scale)",
-        parse=parse_floats, metavar="S,S,...",
+        None,
+        "content and style",
+        "comma-separated scale per style image (overrides --style-scale)",
+        parse=parse_floats,
+        metavar="S,S,...",
     )
     original_colors: str = _option(
-        "none", "keep the content's colours: 'luminance' optimizes luminance only (Gatys et al. "
+        "none",
+        "colour and regions",
+        "keep the content's colours: 'luminance' optimizes luminance only (Gatys et al. "
         "2017); 'swap' replaces the result's chroma afterwards (neural-style)",
         choices=ORIGINAL_COLORS,
     )
     match_style_colors: bool = _option(
-        False, "recolour the style images to the content's colour mean and covariance first"
+        False,
+        "colour and regions",
+        "recolour the style images to the content's colour mean and covariance first",
     )
     scales: tuple[int, ...] | None = _option(
-        None, "coarse-to-fine sizes, e.g. 256,512,1024; each starts from the previous result "
-        "upsampled (overrides --size)", parse=parse_ints, metavar="SIZE,SIZE,...",
+        None,
+        "scales and tiles",
+        "coarse-to-fine sizes, e.g. 256,512,1024; each starts from the previous result "
+        "upsampled (overrides --size)",
+        parse=parse_ints,
+        metavar="SIZE,SIZE,...",
     )
     scale_iterations: tuple[int, ...] | None = _option(
-        None, "iterations at each of --scales (one number for all; default: --iterations each)",
-        parse=parse_ints, metavar="N,N,...",
+        None,
+        "scales and tiles",
+        "iterations at each of --scales (one number for all; default: --iterations each)",
+        parse=parse_ints,
+        metavar="N,N,...",
     )
     ema_decay: float = _option(
-        0.0, "output an exponential moving average of the iterates with this decay (e.g. 0.99; "
-        "0: off)",
+        0.0,
+        "optimizer",
+        "output an exponential moving average of the iterates with this decay (e.g. 0.99; 0: off)",
     )
-    keep_best: bool = _option(False, "output the iterate with the lowest loss, not the last")
+    keep_best: bool = _option(
+        False, "optimizer", "output the iterate with the lowest loss, not the last"
+    )
     tile_size: int | None = _option(
-        None, "render outputs larger than this many pixels a side in overlapping tiles of this "
-        "size (for outputs that do not fit in memory)", metavar="PIXELS",
+        None,
+        "scales and tiles",
+        "render outputs larger than this many pixels a side in overlapping tiles of this "
+        "size (for outputs that do not fit in memory)",
+        metavar="PIXELS",
     )
-    tile_overlap: int = _option(64, "overlap between tiles in pixels, feathered to hide seams")
+    tile_overlap: int = _option(
+        64, "scales and tiles", "overlap between tiles in pixels, feathered to hide seams"
+    )
     memory_limit_gb: float | None = _option(
-        None, "refuse runs whose estimated peak memory exceeds this (default: the memory free "
+        None,
+        "performance",
+        "refuse runs whose estimated peak memory exceeds this (default: the memory free "
         "on the device; 0: never refuse)",
     )
     precision: str = _option(
-        "float32", "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
-        "float32); a large gain on GPUs and TPUs, little on CPUs", choices=tuple(PRECISIONS),
+        "float32",
+        "performance",
+        "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
+        "float32); a large gain on GPUs and TPUs, little on CPUs",
+        choices=PRECISIONS,
     )
     convolution: str = _option(
-        "direct", "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
+        "direct",
+        "performance",
+        "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
         "on CPUs: about a quarter less time per evaluation at 512 px, float32-level "
         "differences, but ~50 s more start-up the first time at each size (for long runs)",
         choices=CONVOLUTIONS,
@@ -198,8 +307,6 @@ class StyleOptions:
     def __post_init__(self):
         try:
             self.loss_config()
-            for name in ("content_layers", "style_layers"):
-                validate_layers(getattr(self, name), name)
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
         checks = {
@@ -218,28 +325,49 @@ class StyleOptions:
             "memory_limit_gb": self.memory_limit_gb is None or self.memory_limit_gb >= 0,
             "scales": self.scales is None or (len(self.scales) > 0 and min(self.scales) > 0),
             "scale_iterations": self.scale_iterations is None
-            or (len(self.scale_iterations) in (1, len(self.scales or ()))
-                and min(self.scale_iterations) >= 0),
+            or (
+                len(self.scale_iterations) in (1, len(self.scales or ()))
+                and min(self.scale_iterations) >= 0
+            ),
             "style_scales": self.style_scales is None
             or (len(self.style_scales) > 0 and min(self.style_scales) > 0),
             "style_blend_weights": self.style_blend_weights is None
-            or (min(self.style_blend_weights, default=0) >= 0 and sum(self.style_blend_weights) > 0),
+            or (
+                min(self.style_blend_weights, default=0) >= 0 and sum(self.style_blend_weights) > 0
+            ),
         }
         for name, ok in checks.items():
             if not ok:
                 raise OptionsError(f"{name}: invalid value {getattr(self, name)!r}")
         if self.ema_decay and self.keep_best:
             raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
-        for name, allowed in (("pooling", POOLINGS), ("init", INITS), ("optimizer", OPTIMIZERS),
-                              ("lbfgs_linesearch", LINESEARCHES), ("style_loss", STYLE_LOSSES),
-                              ("content_loss", CONTENT_LOSSES),
-                              ("original_colors", ORIGINAL_COLORS),
-                              ("weight_normalization", WEIGHT_NORMALIZATIONS),
-                              ("precision", PRECISIONS), ("convolution", CONVOLUTIONS)):
+        for name, allowed in (
+            ("pooling", POOLINGS),
+            ("init", INITS),
+            ("optimizer", OPTIMIZERS),
+            ("lbfgs_linesearch", LINESEARCHES),
+            ("style_loss", STYLE_LOSSES),
+            ("content_loss", CONTENT_LOSSES),
+            ("original_colors", ORIGINAL_COLORS),
+            ("weight_normalization", WEIGHT_NORMALIZATIONS),
+            ("precision", PRECISIONS),
+            ("convolution", CONVOLUTIONS),
+        ):
             if getattr(self, name) not in allowed:
-                raise OptionsError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+                raise OptionsError(
+                    f"{name}: expected one of {allowed}, got {getattr(self, name)!r}"
+                )
 
     def loss_config(self) -> LossConfig:
+        """The objective's static configuration (`jaxstyle.losses.LossConfig`) these options make.
+
+        Raises:
+          ValueError: an invalid layer name or weight (the message names the option).
+        """
+        # Imported here, not at the top: reading the options (for ``--help``) must not load JAX.
+        from jaxstyle.losses import LossConfig
+        from jaxstyle.style_losses import style_loss_named
+
         return LossConfig(
             content_layers=tuple(self.content_layers),
             style_layers=tuple(self.style_layers),
@@ -253,6 +381,21 @@ class StyleOptions:
             weight_normalization=self.weight_normalization,
             precision=self.precision,
             convolution=self.convolution,
+        )
+
+    def optimizer_config(self, model_range: float, pixel_units: bool = False) -> OptimizerConfig:
+        """The optimizer's settings, with Adam's rate converted from pixel units to the
+        variable's (`model_range`: model-space units per pixel range, from
+        `jaxstyle.Preprocessing.model_range`; `pixel_units`: the variable is in pixels)."""
+        from jaxstyle.optimize import OptimizerConfig
+
+        if self.optimizer == "adam":
+            rate = self.learning_rate or ADAM_LEARNING_RATE
+            rate = rate if pixel_units else rate * model_range
+        else:
+            rate = self.learning_rate or LBFGS_STEP
+        return OptimizerConfig(
+            self.optimizer, rate, self.lbfgs_history, self.lbfgs_linesearch, self.ema_decay
         )
 
     def replace(self, **changes) -> StyleOptions:

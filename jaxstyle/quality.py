@@ -23,7 +23,7 @@ from jaxstyle.images import resize
 from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
 from jaxstyle.style_losses import StyleLoss, gram_distance, gram_statistics, sliced_wasserstein
-from jaxstyle.stylize import check_inputs
+from jaxstyle.stylize import style_sizes
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import VGGWeights
 
@@ -106,8 +106,7 @@ def measure(
     options = options or StyleOptions()
     image = jnp.asarray(image, jnp.float32)
     h, w = image.shape[:2]
-    _, style_hws = check_inputs((h, w, 3), [jnp.shape(s) for s in styles],
-                                options.replace(size=max(h, w)))
+    style_hws = style_sizes((h, w), [jnp.shape(s) for s in styles], options)
     pre = weights.preprocessing
     config = LossConfig(content_layers=tuple(options.content_layers),
                         style_layers=tuple(options.style_layers), pooling=options.pooling,

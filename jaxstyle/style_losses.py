@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstyle.choices import STYLE_LOSSES
+
 QUANTILES = 256
 """Levels at which a distribution target keeps its quantile function."""
 
@@ -377,7 +379,6 @@ def gram_histogram(weight: float = 1.0) -> StyleLoss:
 GRAM = StyleLoss("gram", gram_statistics, gram_distance)
 MEAN_COVARIANCE = StyleLoss("mean_cov", mean_covariance_statistics, wasserstein_distance,
                             _mean_covariance_prepare)
-STYLE_LOSSES = ("gram", "mean_cov", "sliced_wasserstein", "gram_histogram")
 """The style losses by name (`style_loss_named`)."""
 
 

@@ -1,4 +1,12 @@
-"""`stylize`: the one high-level call, from RGB arrays to a stylized RGB array."""
+"""`stylize` and `stylize_batch`: from RGB arrays to stylized RGB arrays, one driver for both.
+
+A run is a plan (`jaxstyle.plan`): stages of scale x tile. The driver walks it: for each stage
+it builds the problem (targets, masks, start image from the canvas), calls
+`jaxstyle.optimize.minimize` and pastes the result into the canvas. Every control composes with
+every other because none of them is a branch of the driver: scales only change the stage's size,
+tiles its window, masks and colour modes the problem, a batch the number of canvases walked in
+lockstep, and a resumed run starts at the stage its checkpoint recorded.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +14,24 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstyle import color, losses
 from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import fit_longest_side, resize
-from jaxstyle.optimize import OptimizerConfig, Progress, minimize, state_like
+from jaxstyle.optimize import Progress, minimize, state_like
 from jaxstyle.options import OptionsError, StyleOptions
+from jaxstyle.plan import Stage, plan, total_iterations
 from jaxstyle.preprocessing import Preprocessing
+from jaxstyle.tiling import paste, tiled_style_target_list
 from jaxstyle.vgg import depths_of, min_image_side, validate_layers
 from jaxstyle.weights import VGGWeights
-
-_ADAM_DEFAULT_LR = 0.02  # in [0, 1] pixel units; converted to the weights' input space
 
 
 @dataclass
@@ -29,23 +39,23 @@ class StylizeProgress:
     """Passed to `stylize`'s callback after each chunk of iterations.
 
     Attributes:
-      iteration: iterations done.
-      total_iterations: iterations asked for.
-      value: total loss now.
-      components: loss components now (``content``, ``style``, ``tv``, ``style/<layer>``).
-      evaluations: loss-and-gradient evaluations so far.
-      elapsed: seconds since optimization started (compilation included).
-      x: the image in the network's input space, float32 [H, W, 3].
+      iteration: iterations of the whole run done (through all stages).
+      total_iterations: iterations of the whole run.
+      stage: the stage running (`jaxstyle.plan.Stage`: its scale, tile, window, ...).
+      value: this stage's total loss now.
+      components: its loss components (``content``, ``style``, ``tv``, ``style/<layer>``).
+      evaluations: loss-and-gradient evaluations of this stage so far.
+      elapsed: seconds since this stage's optimization started (compilation included).
+      x: the stage's variable (model-space image [h, w, 3], or luminance [h, w, 1]).
       state: the optimizer state that goes with `x`.
-      history: the loss after each iteration so far, by component.
-      to_image: turns `x` into RGB (see `Problem`).
-      scale: which of ``options.scales`` is running (0 for single-scale runs).
-      tile: which tile is running (0 without tiling).
-      tiles: how many tiles this scale has (1 without tiling).
+      history: the loss after each iteration of the whole run so far, by component.
+      canvas: float32 [H, W, 3] RGB, the scale's picture as it was when the stage started.
+      picture: returns the whole current picture (the stage's `x` pasted into `canvas`).
     """
 
     iteration: int
     total_iterations: int
+    stage: Stage
     value: float
     components: dict[str, float]
     evaluations: int
@@ -53,20 +63,31 @@ class StylizeProgress:
     x: jax.Array
     state: object
     history: dict[str, list[float]]
-    to_image: Callable[[jax.Array], np.ndarray]
-    scale: int = 0
-    tile: int = 0
-    tiles: int = 1
+    canvas: np.ndarray
+    picture: Callable[[], np.ndarray]
+
+    @property
+    def scale(self) -> int:
+        return self.stage.scale
+
+    @property
+    def tile(self) -> int:
+        return self.stage.tile
+
+    @property
+    def tiles(self) -> int:
+        return self.stage.tiles
 
     def run_state(self) -> RunState:
         """Everything needed to continue the run from here (see `stylize`'s `resume`)."""
         return RunState(self.iteration, np.asarray(self.x),
                         jax.tree_util.tree_map(np.asarray, self.state),
-                        {k: list(v) for k, v in self.history.items()})
+                        {k: list(v) for k, v in self.history.items()},
+                        stage=self.stage.index, canvas=np.asarray(self.canvas))
 
     def image(self) -> np.ndarray:
-        """The current image as float32 [H, W, 3] RGB in [0, 1]."""
-        return self.to_image(self.x)
+        """The current picture as float32 [H, W, 3] RGB in [0, 1]."""
+        return self.picture()
 
 
 @dataclass
@@ -75,8 +96,9 @@ class StylizeResult:
 
     Attributes:
       image: float32 [H, W, 3] RGB in [0, 1].
-      history: the loss after each iteration, by component (``total``, ``content``, ...).
-      losses: the final loss components.
+      history: the loss after each iteration, by component (``total``, ``content``, ...),
+        through all stages in order.
+      losses: the final loss components (the mean over the last scale's tiles when tiled).
       evaluations: loss-and-gradient evaluations made by the optimizer.
       timings: seconds spent on ``targets``, ``compile``, ``optimize`` and ``total``.
       weights_source: where the network's weights came from.
@@ -113,13 +135,6 @@ def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str) -> Non
         )
 
 
-def output_shape(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[int, int]:
-    """(H, W) of the output: longest side ``options.size``, or the content's size if 0/None."""
-    if options.size:
-        return fit_longest_side(content_shape, options.size)
-    return tuple(content_shape[:2])
-
-
 def check_network(weights: VGGWeights, options: StyleOptions) -> None:
     """Checks that the network the weights hold has every layer the options name.
 
@@ -134,9 +149,22 @@ def check_network(weights: VGGWeights, options: StyleOptions) -> None:
             raise OptionsError(str(exc)) from None
 
 
+def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ...]],
+                options: StyleOptions) -> list[tuple[int, int]]:
+    """(H, W) each style image is resized to for an output of `output_hw`: longest side
+    ``style_scale`` (or its own ``style_scales`` entry) times the output's."""
+    scales = options.style_scales or (options.style_scale,) * len(style_shapes)
+    if len(scales) != len(style_shapes):
+        raise JaxstyleError(
+            f"style_scales: {len(scales)} scales for {len(style_shapes)} style images"
+        )
+    return [fit_longest_side(shape, max(1, round(scale * max(output_hw))))
+            for shape, scale in zip(style_shapes, scales)]
+
+
 def check_inputs(
     content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]], options: StyleOptions
-) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+) -> tuple[Stage, ...]:
     """Checks image counts and sizes against the options before any expensive work.
 
     Args:
@@ -145,11 +173,11 @@ def check_inputs(
       options: the run's options.
 
     Returns:
-      ``(output_hw, style_hws)``: the output size and each style image's working size.
+      The run's plan (`jaxstyle.plan.plan`).
 
     Raises:
-      JaxstyleError: no style, blend weights that do not match, or a size too small for the
-        deepest layer used.
+      JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
+        or a style image) too small for the deepest layer used.
     """
     if not style_shapes:
         raise JaxstyleError("at least one style image is needed")
@@ -159,57 +187,37 @@ def check_inputs(
             f"style_blend_weights: {len(blend)} weights for {len(style_shapes)} style images"
         )
     config = options.loss_config()
-    shape = output_shape(content_shape, options)
-    _check_size(shape, config.layers, "the output")
-    scales = options.style_scales or (options.style_scale,) * len(style_shapes)
-    if len(scales) != len(style_shapes):
-        raise JaxstyleError(
-            f"style_scales: {len(scales)} scales for {len(style_shapes)} style images"
-        )
-    style_hws = []
-    for i, (style_shape, scale) in enumerate(zip(style_shapes, scales)):
-        hw = fit_longest_side(style_shape, max(1, round(scale * max(shape))))
-        _check_size(hw, config.style_layers, f"style image {i + 1} at style_scale")
-        style_hws.append(hw)
-    return tuple(shape), style_hws
+    stages = plan(content_shape, options)
+    for stage in stages:
+        _check_size(stage.size, config.layers, "the output" if stage.tiles == 1 else "a scale")
+        _check_size(stage.window[2:], config.layers, f"tile {stage.tile + 1}")
+        for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
+            _check_size(hw, config.style_layers, f"style image {i + 1} at style_scale")
+    return stages
 
 
-def optimizer_config(
-    options: StyleOptions, preprocessing: Preprocessing, pixel_units: bool = False
-) -> OptimizerConfig:
-    """The optimizer settings for `options`, with Adam's rate in the variable's units."""
-    if options.optimizer == "adam":
-        lr = options.learning_rate or _ADAM_DEFAULT_LR
-        lr = lr if pixel_units else lr * preprocessing.model_range()
-    else:
-        lr = options.learning_rate or 1.0
-    return OptimizerConfig(options.optimizer, lr, options.lbfgs_history, options.lbfgs_linesearch,
-                           options.ema_decay)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What is optimized, and how the optimized variable becomes a picture.
+class Problem(NamedTuple):
+    """One stage's optimization, and how its variable becomes a picture.
 
     Attributes:
-      loss_fn: ``(x, params, targets, static) -> (total, components)``, a module-level function.
-      static: its hashable last argument.
-      x0: the starting variable: the model-space image [H, W, 3], or the luminance [H, W, 1] in
+      loss_fn: ``(x, params, targets, loss_static) -> (total, components)``, module-level.
+      loss_static: its hashable last argument.
+      x0: the starting variable: the model-space image [h, w, 3], or the luminance [h, w, 1] in
         [0, 1] when only luminance is optimized.
-      targets: the objective's targets.
-      to_image: the variable -> float32 [H, W, 3] RGB in [0, 1].
+      targets: the objective's `jaxstyle.losses.Targets`.
+      to_rgb: the variable -> float32 [h, w, 3] RGB in [0, 1].
       pixel_units: whether the variable is in [0, 1] pixel units (else the network's space).
     """
 
     loss_fn: Callable
-    static: object
+    loss_static: object
     x0: jax.Array
-    targets: dict
-    to_image: Callable[[jax.Array], np.ndarray]
+    targets: losses.Targets
+    to_rgb: Callable[[jax.Array], np.ndarray]
     pixel_units: bool
 
 
-def luminance_objective(y: jax.Array, params: dict, targets: dict, static) -> tuple:
+def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets, static) -> tuple:
     """`losses.objective` of the grey image whose luminance is y [H, W, 1] (static: (config,
     preprocessing)): Gatys et al. 2017's luminance-only transfer."""
     config, preprocessing = static
@@ -228,78 +236,102 @@ def _mask(mask, shape: tuple[int, int], what: str) -> jax.Array:
     return mask
 
 
-def prepare(
+class Scale(NamedTuple):
+    """One image's inputs at one scale of the plan, shared by the scale's tiles.
+
+    Attributes:
+      content_rgb: float32 [H, W, 3] RGB, the content at the scale's size.
+      content_in: what the network sees of it (grey for luminance-only transfer).
+      styles: the model-space style images at this scale (recoloured if asked).
+      style: `jaxstyle.losses.Targets.style` of the whole style images at this scale.
+      style_masks: float32 [H, W] per style (None: everywhere), or None for no regions.
+      content_mask: float32 [H, W], or None.
+    """
+
+    content_rgb: jax.Array
+    content_in: jax.Array
+    styles: list
+    style: tuple
+    style_masks: list | None
+    content_mask: jax.Array | None
+
+
+def prepare_scale(
     content: jax.Array,
     styles: Sequence[jax.Array],
     weights: VGGWeights,
     options: StyleOptions,
-    init_image: jax.Array | None = None,
+    stage: Stage,
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
-    style_targets: list[dict] | None = None,
-) -> Problem:
-    """Resizes and recolours the inputs, computes the targets and the starting point.
+    style: tuple | None = None,
+) -> Scale:
+    """Resizes and recolours the inputs for `stage`'s scale and computes the style targets.
 
     Args:
       content: float [H, W, 3] RGB in [0, 1].
       styles: one or more float [H_i, W_i, 3] RGB in [0, 1].
       weights: the network.
-      options: the run's options (``options.size`` is the output's longest side).
-      init_image: optional float [H', W', 3] RGB in [0, 1] to start from (resized to the output).
-      style_masks: optional, one mask per style (any size, resized to the output; white = this
-        style applies there; None entries apply everywhere).
-      content_mask: optional mask; the content loss counts only where it is white.
-      style_targets: ``problem.targets["style"]`` of an earlier `prepare` at the same output
-        size, reused instead of recomputed (only valid when the style targets do not depend on
-        the content: no masks, no colour matching, no luminance-only transfer).
-
-    Returns:
-      The `Problem` to hand to the optimizer.
+      options: the run's options.
+      stage: any stage of the scale (its ``size`` and ``tiles`` matter).
+      style_masks: one mask per style (any size, resized to the scale; white = this style
+        applies there; None entries apply everywhere), or None.
+      content_mask: a mask; the content loss counts only where it is white.
+      style: `Scale.style` of another content image at the same scale, reused (valid when the
+        style targets do not depend on the content: no colour matching, no luminance-only).
 
     Raises:
-      JaxstyleError: bad shapes or counts, masks that cover nothing, or sizes too small.
+      JaxstyleError: masks that do not match the styles or cover nothing.
     """
-    content = _check_image(content, "content")
-    styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
-    shape, style_shapes = check_inputs(content.shape, [s.shape for s in styles], options)
     if style_masks is not None and len(style_masks) != len(styles):
         raise JaxstyleError(f"style masks: {len(style_masks)} masks for {len(styles)} style images")
-    config = options.loss_config()
-    pre = weights.preprocessing
-    content_rgb = resize(content, *shape)
-    style_rgbs = [resize(s, *hw) for s, hw in zip(styles, style_shapes)]
+    config, pre = options.loss_config(), weights.preprocessing
+    content_rgb = resize(content, *stage.size)
+    style_rgbs = [resize(s, *hw) for s, hw in
+                  zip(styles, style_sizes(stage.size, [s.shape for s in styles], options))]
     if options.match_style_colors:
         style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
-    luminance_only = options.original_colors == "luminance"
-    if luminance_only:
+    content_in = content_rgb
+    if options.original_colors == "luminance":
         content_y = color.luminance(content_rgb)
         content_in = color.gray_rgb(content_y)
         style_rgbs = [color.gray_rgb(color.match_luminance(color.luminance(s), content_y))
                       for s in style_rgbs]
-    else:
-        content_in = content_rgb
+    model_styles = [pre.to_model(s) for s in style_rgbs]
+    regions = style_masks is not None
+    if style is None and stage.tiles > 1:
+        style = tiled_style_target_list(weights.params, model_styles, config,
+                                        options.style_blend_weights, regions, options.tile_size,
+                                        options.tile_overlap)
+    elif style is None:
+        style = losses.style_target_list(weights.params, model_styles, config,
+                                         options.style_blend_weights, regions)
     masks = None if style_masks is None else [
-        None if m is None else _mask(m, shape, f"style mask {i + 1}")
-        for i, m in enumerate(style_masks)
-    ]
-    cmask = None if content_mask is None else _mask(content_mask, shape, "content mask")
+        None if m is None else _mask(m, stage.size, f"style mask {i + 1}")
+        for i, m in enumerate(style_masks)]
+    cmask = None if content_mask is None else _mask(content_mask, stage.size, "content mask")
+    return Scale(content_rgb, content_in, model_styles, style, masks, cmask)
+
+
+def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
+                  options: StyleOptions) -> Problem:
+    """The optimization of one stage: `scale`'s inputs cut to the stage's window, starting from
+    the canvas float32 [H, W, 3] RGB there."""
+    top, left, h, w = stage.window
+    window = (slice(top, top + h), slice(left, left + w))
+    config, pre = options.loss_config(), weights.preprocessing
+    masks = None if scale.style_masks is None else [
+        None if m is None else m[window] for m in scale.style_masks]
+    cmask = None if scale.content_mask is None else scale.content_mask[window]
     try:
         targets = losses.region_targets(
-            weights.params, pre.to_model(content_in), [pre.to_model(s) for s in style_rgbs],
-            config, masks, cmask, options.style_blend_weights, style_targets,
-        )
+            weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
+            cmask, options.style_blend_weights, scale.style)
     except ValueError as exc:
         raise JaxstyleError(str(exc)) from None
-    if init_image is not None:
-        start = resize(_check_image(init_image, "init_image"), *shape)
-    elif options.init == "noise":
-        # Uniform RGB noise; neural-style's N(0, 1e-3) in Caffe space is a flat grey image and
-        # gives L-BFGS nothing to work from on random weights.
-        start = jax.random.uniform(jax.random.key(options.seed), (*shape, 3))
-    else:
-        start = content_in
-    if luminance_only:
-        chroma = color.rgb_to_ycbcr(content_rgb)[..., 1:]
+    start = jnp.asarray(canvas[window])
+    if options.original_colors == "luminance":
+        chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
         def with_content_chroma(y):
             ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
@@ -307,15 +339,43 @@ def prepare(
 
         return Problem(luminance_objective, (config, pre), color.luminance(start), targets,
                        with_content_chroma, pixel_units=True)
+    return Problem(losses.objective, config, pre.to_model(start), targets,
+                   functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
 
-    def to_image(x):
-        rgb = to_rgb(x, pre)
-        if options.original_colors == "swap":
-            rgb = np.asarray(color.swap_chroma(jnp.asarray(rgb), content_rgb), np.float32)
-        return rgb
 
-    return Problem(losses.objective, config, pre.to_model(start), targets, to_image,
-                   pixel_units=False)
+def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,
+            options: StyleOptions, key: jax.Array | None = None) -> Problem:
+    """The `Problem` of a run's first stage (all of a single-scale, untiled run): to inspect
+    or optimize the objective yourself. Inputs as for `stylize`."""
+    stage = check_inputs(jnp.shape(content), [jnp.shape(s) for s in styles], options)[0]
+    scale = prepare_scale(_check_image(content, "content"),
+                          [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)],
+                          weights, options, stage)
+    key = jax.random.key(options.seed) if key is None else key
+    return stage_problem(scale, start_canvas(scale.content_rgb, options, key), stage, weights,
+                         options)
+
+
+def start_canvas(content_rgb: jax.Array, options: StyleOptions, key: jax.Array,
+                 init_image: jax.Array | None = None) -> np.ndarray:
+    """The first scale's starting picture float32 [H, W, 3]: `init_image` resized, seeded noise
+    or the content itself (``options.init``)."""
+    shape = content_rgb.shape[:2]
+    if init_image is not None:
+        return np.asarray(resize(_check_image(init_image, "init_image"), *shape))
+    if options.init == "noise":
+        # Uniform RGB noise; neural-style's N(0, 1e-3) in Caffe space is a flat grey image and
+        # gives L-BFGS nothing to work from on random weights.
+        return np.asarray(jax.random.uniform(key, (*shape, 3)))
+    return np.asarray(content_rgb)
+
+
+def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarray:
+    """The output from the last scale's canvas: with the content's chroma when
+    ``options.original_colors`` is 'swap' (neural-style's -original_colors)."""
+    if options.original_colors == "swap":
+        return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
+    return np.asarray(canvas, np.float32)
 
 
 def memory_limit_bytes(options: StyleOptions) -> int | None:
@@ -325,142 +385,206 @@ def memory_limit_bytes(options: StyleOptions) -> int | None:
     return int(options.memory_limit_gb * 2**30)
 
 
-def _pick_output(result, options: StyleOptions) -> jax.Array:
+def _pick_output(state, x, options: StyleOptions) -> jax.Array:
     if options.keep_best:
-        return result.state.best_x
+        return state.best_x
     if options.ema_decay:
-        return result.state.ema
-    return result.x
+        return state.ema
+    return x
 
 
-def tile_count(content_shape: tuple[int, ...], options: StyleOptions) -> int:
-    """How many tiles a (single-scale) run at ``options.size`` renders: 1 without tiling."""
-    shape = output_shape(content_shape, options)
-    if not options.tile_size or max(shape) <= options.tile_size:
-        return 1
-    from jaxstyle.tiling import tile_starts
-
-    return (len(tile_starts(shape[0], options.tile_size, options.tile_overlap))
-            * len(tile_starts(shape[1], options.tile_size, options.tile_overlap)))
-
-
-def _combine(results: list[StylizeResult], image: np.ndarray, losses: dict[str, float],
-             weights: VGGWeights) -> StylizeResult:
-    """One result for a sequence of runs (scales or tiles): the history runs through them all."""
-    last = results[-1]
-    return StylizeResult(
-        image=image,
-        history={k: [v for r in results for v in r.history[k]] for k in last.history},
-        losses=losses,
-        evaluations=sum(r.evaluations for r in results),
-        timings={k: sum(r.timings[k] for r in results) for k in last.timings},
-        weights_source=weights.source,
-    )
-
-
-def _render(content, styles, weights, options, *, init_image, style_masks, content_mask,
-            callback, report_at, resume, scale) -> StylizeResult:
-    """One scale: directly, or in tiles when the output is larger than ``options.tile_size``."""
-    tiles = tile_count(jnp.shape(content), options)
-    if tiles == 1:
-        return _stylize_scale(content, styles, weights, options, init_image=init_image,
-                              style_masks=style_masks, content_mask=content_mask,
-                              callback=callback, report_at=report_at, resume=resume, scale=scale)
-    from jaxstyle.tiling import stylize_tiled
-
-    if style_masks is not None or content_mask is not None or resume is not None:
-        raise JaxstyleError("tiles: masks and resuming are not supported with tiling yet")
-
-    def run_tile(content_tile, init_tile, targets, index, count):
-        def on_progress(p):
-            p.tile, p.tiles = index, count
-            callback(p)
-
-        return _stylize_scale(
-            content_tile, styles, weights, options.replace(size=0, tile_size=None),
-            init_image=init_tile, style_masks=None, content_mask=None,
-            callback=on_progress if callback else None, report_at=report_at, resume=None,
-            scale=scale, style_targets=targets,
-        )
-
-    image, results = stylize_tiled(content, styles, weights, options, run_tile, init_image)
-    mean_losses = {k: float(np.mean([r.losses[k] for r in results])) for k in results[-1].losses}
-    return _combine(results, image, mean_losses, weights)
-
-
-def redrawn_args(args: tuple, options: StyleOptions) -> Callable[[int], tuple] | None:
+def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
+                 place: Callable = lambda t: t) -> Callable[[int], tuple] | None:
     """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
-    ``(params, targets)`` for the chunk starting at an iteration, redrawn every
-    ``options.progress_every`` iterations from a key made from ``options.seed`` and that period,
-    so an interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
+    arguments for the chunk starting at an iteration, with the `Targets` among them (the one at
+    index 1) redrawn every ``options.progress_every`` iterations from `key` and that period, so
+    an interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
     config = options.loss_config()
     if not config.style_loss.redraws:
         return None
-    params, targets = args
-    key = jax.random.fold_in(jax.random.key(options.seed), 1)  # not the noise init's key itself
     redraw = jax.jit(functools.partial(losses.redraw_targets, config=config))
-    return lambda iteration: (params, redraw(
-        targets, key=jax.random.fold_in(key, iteration // options.progress_every)))
+    return lambda iteration: (args[0], place(redraw(
+        args[1], key=jax.random.fold_in(key, iteration // options.progress_every))), *args[2:])
 
 
-def _stylize_scale(content, styles, weights, options, *, init_image, style_masks, content_mask,
-                   callback, report_at, resume, scale, style_targets=None) -> StylizeResult:
-    start = time.perf_counter()
-    problem = prepare(content, styles, weights, options, init_image, style_masks, content_mask,
-                      style_targets)
-    jax.block_until_ready(problem.targets)
-    targets_seconds = time.perf_counter() - start
+def batched_objective(x, params, shared: losses.Targets, per_image: losses.Targets, static):
+    """One image's loss with its targets split into a shared part and a per-image part (the
+    fields that are not None); ``static`` is ``(loss_fn, loss_static)`` of the single-image
+    problem. `jax.vmap` maps x and `per_image` over the batch."""
+    loss_fn, loss_static = static
+    targets = losses.Targets(*[s if p is None else p for s, p in zip(shared, per_image)])
+    return loss_fn(x, params, targets, loss_static)
 
-    def wrap(p: Progress) -> StylizeProgress:
-        return StylizeProgress(
-            p.iteration, p.total_iterations, p.value, p.components, p.evaluations, p.elapsed,
-            p.x, p.state, p.history, problem.to_image, scale,
-        )
 
-    args = (weights.params, problem.targets)
-    config = optimizer_config(options, weights.preprocessing, problem.pixel_units)
-    x0, state, start_iteration, history = problem.x0, None, 0, None
+def _stack(trees: Sequence) -> object:
+    return jax.tree_util.tree_map(lambda *t: jnp.stack(t), *trees)
+
+
+class _Walk(NamedTuple):
+    """What the driver needs besides the images: fixed for the whole run."""
+
+    weights: VGGWeights
+    options: StyleOptions
+    key: jax.Array
+    callback: Callable | None
+    report_at: Callable[[int], bool] | None
+    devices: Sequence[jax.Device] | None  # None: one image, not batched
+
+
+def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dict | None,
+              canvas: np.ndarray, problem: Problem, overlap: int) -> StylizeProgress:
+    """`minimize`'s progress as the whole run's (history None: a batch, whose per-image
+    histories are not reported)."""
+    def picture() -> np.ndarray:
+        x = p.x if history is not None else p.x[0]
+        return paste(canvas, problem.to_rgb(x), stage.window, overlap)
+
+    whole = {} if history is None else {k: history.get(k, []) + v for k, v in p.history.items()}
+    return StylizeProgress(stage.offset + p.iteration, total_iterations(stages), stage, p.value,
+                           p.components, p.evaluations, p.elapsed, p.x, p.state, whole, canvas,
+                           picture)
+
+
+def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple[Stage, ...],
+               canvas: np.ndarray, history: dict | None, resume: RunState | None,
+               share_style: bool):
+    """Minimizes one stage's problems: one image (`walk.devices` None), or a batch sharded over
+    `walk.devices` whose style targets are shared or (colour-matched styles) per image.
+
+    Returns ``(images, finals, result)``: each image's stage result as RGB float32 [h, w, 3],
+    its final loss components, and `minimize`'s result.
+    """
+    options, weights = walk.options, walk.weights
+    first = problems[0]
+    config = options.optimizer_config(weights.preprocessing.model_range(), first.pixel_units)
+    redraw_key = jax.random.fold_in(jax.random.fold_in(walk.key, 1), stage.index)
+    batched = walk.devices is not None
+    if not batched:
+        loss_fn, loss_static, x0 = first.loss_fn, first.loss_static, first.x0
+        args, batch_axes, place = (weights.params, first.targets), None, (lambda t: t)
+    else:
+        mesh = Mesh(np.array(walk.devices), ("batch",))
+        by_image = NamedSharding(mesh, PartitionSpec("batch"))
+        everywhere = NamedSharding(mesh, PartitionSpec())
+        padded = problems + [problems[-1]] * (-len(problems) % len(walk.devices))
+        shared = first.targets._replace(content=None,
+                                        style=first.targets.style if share_style else None)
+        per_style = None if share_style else _stack([p.targets.style for p in padded])
+        per_image = losses.Targets(_stack([p.targets.content for p in padded]), per_style)
+        loss_fn, loss_static = batched_objective, (first.loss_fn, first.loss_static)
+        x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
+        args = (jax.device_put(weights.params, everywhere), jax.device_put(shared, everywhere),
+                jax.device_put(per_image, by_image))
+        batch_axes = (None, None, 0)
+        place = functools.partial(jax.device_put, device=everywhere)
+    state, start = None, 0
     if resume is not None:
         if np.shape(resume.x) != x0.shape:
             raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
-        like = state_like(problem.loss_fn, problem.static, x0, args, config,
-                          options.progress_every)
+        like = state_like(loss_fn, loss_static, x0, args, config, options.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
-        x0, start_iteration, history = jnp.asarray(resume.x), resume.iteration, resume.history
+        x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
+    # Per-image style targets of a batch (colour-matched styles) keep their first draw.
+    chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
+
+    def report(p: Progress) -> None:
+        walk.callback(_progress(p, stage, stages, history, canvas, first, options.tile_overlap))
+
     try:
         result = minimize(
-            problem.loss_fn,
-            problem.static,
-            x0,
-            args,
-            config,
-            options.iterations,
-            chunk=options.progress_every,
-            stops=report_at,
-            callback=(lambda p: callback(wrap(p))) if callback else None,
-            state=state,
-            start_iteration=start_iteration,
-            history=history,
-            memory_limit=memory_limit_bytes(options),
-            chunk_args=redrawn_args(args, options),
+            loss_fn, loss_static, x0, args, config, stage.iterations,
+            chunk=options.progress_every, batch_axes=batch_axes,
+            stops=None if walk.report_at is None else (lambda i: walk.report_at(stage.offset + i)),
+            callback=report if walk.callback else None, state=state, start_iteration=start,
+            memory_limit=memory_limit_bytes(options), chunk_args=chunk_args,
         )
     except OptimizationError as exc:
-        raise OptimizationError(str(exc), last_good=wrap(exc.last_good)) from None
-    final = {"total": float(result.state.opt.value)}
-    final.update({k: float(v) for k, v in result.state.opt.aux.items()})
-    return StylizeResult(
-        image=problem.to_image(_pick_output(result, options)),
-        history=result.history,
-        losses=final,
-        evaluations=result.evaluations,
-        timings={
-            "targets": targets_seconds,
-            "compile": result.compile_seconds,
-            "optimize": result.run_seconds,
-            "total": time.perf_counter() - start,
-        },
+        last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,
+                                           options.tile_overlap)
+        raise OptimizationError(str(exc), last_good=last) from None
+    chosen = _pick_output(result.state, result.x, options)
+    opt = result.state.opt
+    if not batched:
+        return ([first.to_rgb(chosen)],
+                [{"total": float(opt.value), **{k: float(v) for k, v in opt.aux.items()}}], result)
+    return ([p.to_rgb(chosen[i]) for i, p in enumerate(problems)],
+            [{"total": float(opt.value[i]), **{k: float(v[i]) for k, v in opt.aux.items()}}
+             for i in range(len(problems))], result)
+
+
+def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
+               stages: tuple[Stage, ...], init_images: list, style_masks, content_mask,
+               resume: RunState | None) -> list[StylizeResult]:
+    """The driver: walks `stages` for the content images (one, or a batch in lockstep)."""
+    options, weights = walk.options, walk.weights
+    share_style = not (options.match_style_colors or options.original_colors == "luminance")
+    begin = 0 if resume is None else resume.stage
+    if not 0 <= begin < len(stages) or resume is not None and not (
+            0 <= resume.iteration - stages[begin].offset <= stages[begin].iterations):
+        raise JaxstyleError(f"resume: stage {begin} at iteration {resume.iteration} is not part "
+                            f"of this run's plan of {len(stages)} stages")
+    count = len(contents)
+    # The whole run's loss history per image; a resumed run's comes from its checkpoint.
+    histories = ([{} for _ in contents] if resume is None
+                 else [{k: list(v) for k, v in resume.history.items()}])
+    canvases: list[np.ndarray] = []
+    scales: list[Scale] = []
+    per_stage: list[list[dict]] = []
+    totals = {"targets": 0.0, "compile": 0.0, "optimize": 0.0, "total": 0.0}
+    evaluations = [0] * count
+    for stage in stages[begin:]:
+        started = time.perf_counter()
+        if not scales or stage.tile == 0 or stage.index == begin:
+            style = None
+            scales = []
+            for content, init in zip(contents, init_images):
+                scales.append(prepare_scale(content, styles, weights, options, stage,
+                                            style_masks, content_mask,
+                                            style if share_style else None))
+                style = scales[-1].style
+            if stage.index == begin and resume is not None and resume.canvas is not None:
+                canvases = [np.asarray(resume.canvas, np.float32)]
+            elif stage.index == begin and resume is not None and begin > 0:
+                raise JaxstyleError("resume: the checkpoint has no canvas for stage "
+                                    f"{begin + 1} (it was written by an older version)")
+            elif stage.tile == 0 and stage.scale > 0 and canvases:
+                canvases = [np.asarray(resize(jnp.asarray(c), *stage.size)) for c in canvases]
+            elif stage.tile == 0 or not canvases:
+                canvases = [start_canvas(s.content_rgb, options, walk.key, init)
+                            for s, init in zip(scales, init_images)]
+            if stage.tile == 0:
+                per_stage = []
+        problems = [stage_problem(s, c, stage, weights, options) for s, c in zip(scales, canvases)]
+        jax.block_until_ready([p.targets for p in problems])
+        totals["targets"] += time.perf_counter() - started
+        images, finals, result = _run_stage(
+            walk, problems, stage, stages, canvases[0],
+            histories[0] if walk.devices is None else None,
+            resume if stage.index == begin else None, share_style)
+        if stage.tiles == 1:
+            canvases = images
+        else:
+            canvases = [paste(c, image, stage.window, options.tile_overlap)
+                        for c, image in zip(canvases, images)]
+        per_stage.append(finals)
+        for i in range(count):
+            for key, values in result.history.items():
+                steps = values if walk.devices is None else [step[i] for step in values]
+                histories[i].setdefault(key, []).extend(steps)
+            evaluations[i] += (result.evaluations if walk.devices is None
+                               else int(result.state.opt.num_fun_eval[i]))
+        totals["compile"] += result.compile_seconds
+        totals["optimize"] += result.run_seconds
+        totals["total"] += time.perf_counter() - started
+    return [StylizeResult(
+        image=finish(canvases[i], scales[i], options),
+        history=histories[i],
+        losses={k: float(np.mean([f[i][k] for f in per_stage])) for k in per_stage[-1][i]},
+        evaluations=evaluations[i],
+        timings=dict(totals),
         weights_source=weights.source,
-    )
+        devices=1 if walk.devices is None else len(walk.devices),
+    ) for i in range(count)]
 
 
 def stylize(
@@ -469,6 +593,7 @@ def stylize(
     weights: VGGWeights,
     options: StyleOptions | None = None,
     *,
+    key: jax.Array | None = None,
     init_image: jax.Array | None = None,
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
@@ -479,6 +604,7 @@ def stylize(
     """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
 
     Has no side effects: it reads its arguments and returns; files are the caller's business.
+    Scales, tiles, masks, colour modes and resuming all combine (`jaxstyle.plan`).
 
     Args:
       content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
@@ -486,19 +612,23 @@ def stylize(
         (or their own ``options.style_scales``) times the output's longest side.
       weights: VGG weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
       options: hyper-parameters; `StyleOptions()` by default.
+      key: where randomness enters (the noise start, sliced Wasserstein's redraws); default
+        ``jax.random.key(options.seed)``, which is what the CLI's ``--seed`` makes.
       init_image: start from this image instead of ``options.init``.
       style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this
         style applies there), to paint different styles in different regions.
       content_mask: a mask image; the content loss counts only where it is white.
-      callback: called with a `StylizeProgress` every ``options.progress_every`` iterations.
-      report_at: iterations at which a chunk must also end and `callback` be called.
-      resume: continue a single-scale run from this state (from `StylizeProgress.run_state` or
-        a checkpoint); the inputs and options must be the run's own. The result is bit for bit
-        that of the uninterrupted run on the same machine.
+      callback: called with a `StylizeProgress` every ``options.progress_every`` iterations
+        and at the end of every stage.
+      report_at: iterations of the whole run at which a chunk must also end and `callback` be
+        called.
+      resume: continue a run from this state (from `StylizeProgress.run_state` or a
+        checkpoint), at any stage of any plan; the inputs and options must be the run's own. The
+        result is bit for bit that of the uninterrupted run on the same machine.
 
     Returns:
-      A `StylizeResult` with the image, the loss history, evaluations and timings. With
-      ``options.scales`` the history runs through all scales in order.
+      A `StylizeResult` with the image, the loss history through all stages, evaluations and
+      timings.
 
     Raises:
       JaxstyleError: invalid inputs or a `resume` state that does not fit;
@@ -506,20 +636,74 @@ def stylize(
     """
     options = options or StyleOptions()
     check_network(weights, options)
-    common = dict(style_masks=style_masks, content_mask=content_mask, callback=callback,
-                  report_at=report_at)
-    if not options.scales:
-        return _render(content, styles, weights, options, init_image=init_image,
-                       resume=resume, scale=0, **common)
-    if resume is not None:
-        raise JaxstyleError("resume: multi-scale runs cannot be resumed yet")
-    counts = options.scale_iterations or (options.iterations,)
-    counts = counts * len(options.scales) if len(counts) == 1 else counts
-    results = []
-    for index, (size, iterations) in enumerate(zip(options.scales, counts)):
-        step = options.replace(size=size, iterations=iterations, scales=None,
-                               scale_iterations=None)
-        previous = results[-1].image if results else init_image
-        results.append(_render(content, styles, weights, step, init_image=previous,
-                               resume=None, scale=index, **common))
-    return _combine(results, results[-1].image, results[-1].losses, weights)
+    content = _check_image(content, "content")
+    styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    stages = check_inputs(content.shape, [s.shape for s in styles], options)
+    walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
+                 callback, report_at, None)
+    return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,
+                      resume)[0]
+
+
+def stylize_batch(
+    contents: Sequence[jax.Array],
+    styles: Sequence[jax.Array],
+    weights: VGGWeights,
+    options: StyleOptions | None = None,
+    *,
+    key: jax.Array | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    callback: Callable[[StylizeProgress], None] | None = None,
+) -> list[StylizeResult]:
+    """Stylizes several content images with the same styles and options, batched and sharded.
+
+    Images whose plans match (the same output size at every scale) run together: the
+    single-image optimizer step is `jax.vmap`-ped, so every image keeps its own optimizer state
+    and ends where a run of its own would, and the batch axis is sharded across `devices`. Each
+    batch walks the plan's stages (scales, tiles) in lockstep.
+
+    Args:
+      contents: float [H_i, W_i, 3] RGB images in [0, 1].
+      styles: the style images, as for `stylize`.
+      weights: the network.
+      options: as for `stylize`.
+      key: as for `stylize`.
+      devices: devices to shard each batch over (default: all local devices). A batch is padded
+        with copies of its last image to a multiple of their number.
+      callback: called with a `StylizeProgress` (its ``value`` summed over the batch, its
+        ``history`` empty) after each chunk.
+
+    Returns:
+      One `StylizeResult` per content image, in order; each equals what `stylize` gives for that
+      image alone (up to floating-point reassociation in batched kernels).
+
+    Raises:
+      JaxstyleError: invalid inputs or options.
+    """
+    options = options or StyleOptions()
+    if not contents:
+        raise JaxstyleError("batch: no content images")
+    check_network(weights, options)
+    contents = [_check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]
+    styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
+                 callback, None, list(devices or jax.local_devices()))
+    groups: dict[tuple, list[int]] = {}
+    plans = {}
+    for index, content in enumerate(contents):
+        stages = check_inputs(content.shape, [s.shape for s in styles], options)
+        signature = tuple(stage.size for stage in stages)
+        groups.setdefault(signature, []).append(index)
+        plans[signature] = stages
+    results: list[StylizeResult | None] = [None] * len(contents)
+    for signature, indices in groups.items():
+        try:
+            done = _walk_plan(walk, [contents[i] for i in indices], styles, plans[signature],
+                              [None] * len(indices), None, None, None)
+        except OptimizationError as exc:
+            size = signature[-1]
+            raise OptimizationError(f"batch of {len(indices)} images at {size[1]}x{size[0]}: "
+                                    f"{exc}") from None
+        for index, result in zip(indices, done):
+            results[index] = result
+    return results

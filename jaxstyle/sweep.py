@@ -16,15 +16,13 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import OptionsError, StyleOptions, parse_value
 from jaxstyle.quality import Quality, measure
-from jaxstyle.stylize import stylize
+from jaxstyle.session import count, describe_weights, load_weights_named, weights_label
+from jaxstyle.stylize import check_inputs, stylize
 from jaxstyle.weights import VGGWeights
 
-SWEEP_SIZE = 192
-"""Default longest side of each cell: small enough that a 3x3 grid takes minutes on a CPU."""
-SWEEP_ITERATIONS = 100
-"""Default iterations per cell: enough for the look of a setting to show."""
 _CAPTION_LINES = 3
 _FONT_SIZE = 12
 
@@ -160,3 +158,36 @@ def contact_sheet(cells: Sequence[Cell], columns: int) -> np.ndarray:
             draw.text((x + 4, y + height + 4 + j * line), text, fill="black", font=font)
     return np.asarray(sheet, np.float32) / 255.0
 
+
+
+def sweep_files(content: str, styles: Sequence[str], output: str, options: StyleOptions,
+                vary: Sequence[str], log: Callable[[str], None], weights: str | None = None,
+                max_pixels: int | None = None) -> int:
+    """``jaxstyle sweep``: the contact sheet of `sweep` over the ``--vary`` axes, written to
+    `output`; returns the exit code.
+
+    Raises:
+      JaxstyleError: bad input or axes (checked before any work).
+    """
+    axes = [parse_axis(text) for text in vary]
+    runs = grid(options, axes)
+    inputs = [content, *styles]
+    output = check_output_path(output, inputs)
+    load = load_image if max_pixels is None else (lambda p: load_image(p, max_pixels))
+    content_image, style_images = load(content), [load(p) for p in styles]
+    for run in runs:
+        check_inputs(content_image.shape, [s.shape for s in style_images], run)
+    model, _ = load_weights_named(weights, options.seed)
+    log(describe_weights(model))
+    log(f"{count(len(runs), 'run')} of {count(options.iterations, 'iteration')} at "
+        f"{options.size} px")
+
+    def on_cell(index: int, total: int, cell: Cell) -> None:
+        settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())
+        log(f"[{index + 1}/{total}] {settings}: {cell.quality.summary()} ({cell.seconds:.0f} s)")
+
+    cells = sweep(content_image, style_images, model, options, axes, on_cell)
+    save_image(output, contact_sheet(cells, columns=len(axes[-1][1])), inputs,
+               weights_label(model))
+    log(f"wrote {output}: {len(cells)} settings side by side")
+    return 0

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxstyle import winograd
+from jaxstyle.choices import CONVOLUTIONS, POOLINGS
 
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
     "vgg11": (1, 1, 2, 2, 2),
@@ -28,8 +29,6 @@ ARCHITECTURES: dict[str, tuple[int, ...]] = {
 
 BLOCK_DEPTHS = ARCHITECTURES["vgg19"]
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
-POOLINGS = ("max", "avg")
-CONVOLUTIONS = ("direct", "winograd")
 """How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
 F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
 CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow

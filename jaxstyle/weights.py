@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import platformdirs
 from flax import serialization
 
+from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import atomic_write, md5_of, read_tagged_msgpack, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
@@ -31,6 +33,7 @@ from jaxstyle.vgg import (
     depths_of,
     init_params,
     network_name,
+    widths_of,
 )
 
 FORMAT_NAME = "jaxstyle-vgg"
@@ -156,9 +159,7 @@ SOURCES: dict[str, Source | PackageSource] = {
     ),
 }
 
-DEFAULT_SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-torchvision",
-                        "vgg16-keras-h5", "vgg16-keras")
-"""The order in which converted files are looked for: every VGG19 before any VGG16."""
+DEFAULT_SOURCE_ORDER = SOURCE_ORDER
 
 
 @dataclass(frozen=True)
@@ -545,3 +546,52 @@ def find_weights(explicit: str | os.PathLike | None = None) -> Path:
         "index) or 'jaxstyle weights download caffe', convert a file you have with 'jaxstyle "
         "weights convert FILE', or pass --weights random to test the pipeline without them"
     )
+
+
+def describe(path: str | os.PathLike) -> str:
+    """What ``jaxstyle weights info`` prints: a weights file's network, source, checksum,
+    licence, origin, preprocessing, widths, parameter count and load time (one per line)."""
+    start = time.perf_counter()
+    weights = load_weights(path)
+    seconds = time.perf_counter() - start
+    pre = weights.preprocessing
+    rows = [("file", path), ("network", weights.network), ("source", weights.source),
+            ("source sha256", weights.source_sha256),
+            ("licence", weights.licence or "not recorded"),
+            ("origin", weights.origin or "not recorded"),
+            ("preprocessing", f"{pre.channel_order}, scale {pre.scale:g}, mean {list(pre.mean)}, "
+                              f"std {list(pre.std)}"),
+            ("widths", list(widths_of(weights.params))),
+            ("parameters", f"{weights.num_parameters():,}"), ("load time", f"{seconds:.3f} s")]
+    return "\n".join(f"{name + ':':<15} {value}" for name, value in rows)
+
+
+def convert_to_file(source: str | os.PathLike, output: str | os.PathLike | None = None,
+                    preprocessing: str | None = None) -> tuple[VGGWeights, Path]:
+    """Converts a source file (`convert`) and writes jaxstyle's format.
+
+    Args:
+      source: a .pth, Keras .h5 or ONNX file of a VGG11/13/16/19.
+      output: where to write; default: `default_weights_dir`, under the known source's file
+        name or ``<network>-<source stem>.msgpack``.
+      preprocessing: required for files not recognised by checksum.
+
+    Raises:
+      WeightsError: an unreadable source, an output that is the source, a missing folder.
+    """
+    weights = convert(source, preprocessing)
+    if output is not None:
+        output = Path(output)
+    elif weights.source in SOURCES:
+        output = default_weights_dir() / SOURCES[weights.source].converted_filename
+    else:
+        output = default_weights_dir() / f"{weights.network.lower()}-{Path(source).stem}{CONVERTED_SUFFIX}"
+    if output.exists() and output.resolve() == Path(source).resolve():
+        raise WeightsError(f"{output}: refusing to overwrite the input file")
+    if not output.parent.is_dir():
+        raise WeightsError(f"{output}: folder {output.parent} does not exist")
+    try:
+        save_converted(weights, output)
+    except OSError as exc:
+        raise WeightsError(f"{output}: could not write ({exc.strerror or exc})") from None
+    return weights, output

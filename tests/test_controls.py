@@ -14,6 +14,7 @@ from jaxstyle.losses import (
     MEAN_COVARIANCE,
     LossConfig,
     StyleLoss,
+    Targets,
     gram_matrix,
     gram_statistics,
     mean_covariance_statistics,
@@ -156,8 +157,7 @@ def test_resolution_normalisation_makes_tv_size_invariant():
     assert 0.85 < tv_only(jnp.asarray(large)) / tv_only(jnp.asarray(small)) < 1.15
     # ...and the objective applies exactly that factor:
     params = {"conv1_1": {"kernel": jnp.zeros((3, 3, 3, 2)), "bias": jnp.zeros(2)}}
-    targets = {"content": {"relu1_1": jnp.zeros((64, 64, 2))},
-               "style": {"relu1_1": jnp.zeros((2, 2))}}
+    targets = Targets({"relu1_1": jnp.zeros((64, 64, 2))}, ({"relu1_1": jnp.zeros((2, 2))},))
     parts = objective(jnp.asarray(small), params, targets, config)[1]
     np.testing.assert_allclose(parts["tv"], tv_only(jnp.asarray(small)), rtol=1e-6)
 
@@ -221,11 +221,12 @@ def test_keep_best_and_ema_options(tiny_weights):
 
 
 def test_per_style_scales(tiny_weights):
-    from jaxstyle.stylize import check_inputs
+    from jaxstyle.stylize import check_inputs, style_sizes
 
-    shape, styles = check_inputs((30, 40, 3), [(50, 50, 3), (20, 40, 3)],
-                                 StyleOptions(size=40, style_scales=(0.5, 2.0)))
-    assert shape == (30, 40) and styles == [(20, 20), (40, 80)]
+    options = StyleOptions(size=40, style_scales=(0.5, 2.0))
+    stages = check_inputs((30, 40, 3), [(50, 50, 3), (20, 40, 3)], options)
+    assert stages[0].size == (30, 40)
+    assert style_sizes(stages[0].size, [(50, 50, 3), (20, 40, 3)], options) == [(20, 20), (40, 80)]
     with pytest.raises(JaxstyleError, match="style_scales: 1 scales for 2"):
         check_inputs((30, 40, 3), [(50, 50, 3)] * 2, StyleOptions(size=40, style_scales=(0.5,)))
 

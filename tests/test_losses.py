@@ -6,6 +6,7 @@ from conftest import nhwc
 
 from jaxstyle import (
     LossConfig,
+    Targets,
     content_targets,
     gram_matrix,
     objective,
@@ -27,10 +28,8 @@ def test_objective_matches_torch(tiny_weights, reference):
     w_c, w_s, w_tv = (float(v) for v in reference["objective/weights"])
     config = LossConfig(content_weight=w_c, style_weight=w_s, tv_weight=w_tv)
     params = tiny_weights.params
-    targets = {
-        "content": content_targets(params, _image(reference, "content"), config),
-        "style": style_targets(params, [_image(reference, "style")], config),
-    }
+    targets = Targets(content_targets(params, _image(reference, "content"), config),
+                      (style_targets(params, [_image(reference, "style")], config),))
     (total, parts), grad = jax.value_and_grad(objective, has_aux=True)(
         _image(reference, "image"), params, targets, config
     )
@@ -73,8 +72,8 @@ def test_per_layer_style_weights_scale_each_layer(tiny_weights):
     base = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
     weighted = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"),
                           style_layer_weights=(2.0, 0.0))
-    targets = {"content": content_targets(tiny_weights.params, x, base),
-               "style": style_targets(tiny_weights.params, [s], base)}
+    targets = Targets(content_targets(tiny_weights.params, x, base),
+                      (style_targets(tiny_weights.params, [s], base),))
     _, p1 = objective(x, tiny_weights.params, targets, base)
     _, p2 = objective(x, tiny_weights.params, targets, weighted)
     np.testing.assert_allclose(p2["style/relu1_1"], 2 * p1["style/relu1_1"], rtol=1e-6)

@@ -142,23 +142,23 @@ def test_runs_are_deterministic_lower_the_loss_and_resume_bit_for_bit(tiny_weigh
 
 
 def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(tiny_weights):
-    from jaxstyle.losses import content_targets, objective, style_targets
+    from jaxstyle.losses import Targets, content_targets, objective, style_targets
     from jaxstyle.stylize import redrawn_args
 
     options = StyleOptions(style_loss="sliced_wasserstein", progress_every=5,
                            style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
     config = options.loss_config()
     x = jnp.asarray(smooth_image(16, 16, 0))
-    targets = {"content": content_targets(tiny_weights.params, x, config),
-               "style": style_targets(tiny_weights.params, [jnp.asarray(smooth_image(16, 16, 1))],
-                                      config)}
-    chunk_args = redrawn_args((tiny_weights.params, targets), options)
+    targets = Targets(content_targets(tiny_weights.params, x, config),
+                      (style_targets(tiny_weights.params, [jnp.asarray(smooth_image(16, 16, 1))],
+                                     config),))
+    chunk_args = redrawn_args((tiny_weights.params, targets), options, jax.random.key(0))
     value = lambda args: float(objective(x, *args, config)[1]["style"])
     assert value(chunk_args(0)) == value(chunk_args(4))  # one chunk: one objective
     assert value(chunk_args(0)) != value(chunk_args(5))
-    other = redrawn_args((tiny_weights.params, targets), options.replace(seed=1))
+    other = redrawn_args((tiny_weights.params, targets), options, jax.random.key(1))
     assert value(other(0)) != value(chunk_args(0))
-    assert redrawn_args((tiny_weights.params, targets), StyleOptions()) is None
+    assert redrawn_args((tiny_weights.params, targets), StyleOptions(), jax.random.key(0)) is None
 
 
 def test_quality_reads_against_the_photo(tiny_weights):

@@ -6,10 +6,11 @@ import pytest
 from conftest import smooth_image
 from PIL import Image
 
-from jaxstyle import JaxstyleError, StyleOptions, stylize
+from jaxstyle import StyleOptions, stylize
 from jaxstyle.cli import main
 from jaxstyle.losses import LossConfig, style_targets
-from jaxstyle.tiling import tile_starts, tiled_style_targets
+from jaxstyle.plan import tile_starts
+from jaxstyle.tiling import tiled_style_target_list
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
@@ -25,15 +26,14 @@ def test_tiles_cover_the_image_with_the_overlap(length, tile, overlap):
 
 def test_tiled_style_targets_match_the_whole_style_image(tiny_weights):
     style = smooth_image(64, 96, 1)
-    options = StyleOptions(tile_size=40, tile_overlap=8, **LAYERS)
-    tiled = tiled_style_targets(tiny_weights, [style], options, output_side=96)[0]
     config = LossConfig(**LAYERS)
-    whole = style_targets(tiny_weights.params,
-                          [tiny_weights.preprocessing.to_model(jnp.asarray(style))], config)
+    model = [tiny_weights.preprocessing.to_model(jnp.asarray(style))]
+    tiled = tiled_style_target_list(tiny_weights.params, model, config, None, False, 40, 8)[0]
+    whole = style_targets(tiny_weights.params, model, config)
     for layer in LAYERS["style_layers"]:
         rel = float(jnp.abs(tiled[layer] - whole[layer]).max() / jnp.abs(whole[layer]).max())
         assert rel < 0.05, (layer, rel)  # only the zero padding at tile borders differs
-    untiled = tiled_style_targets(tiny_weights, [style], options.replace(tile_size=96), 96)[0]
+    untiled = tiled_style_target_list(tiny_weights.params, model, config, None, False, 96, 8)[0]
     for layer in LAYERS["style_layers"]:
         np.testing.assert_allclose(untiled[layer], whole[layer], rtol=1e-5, atol=1e-7)
 
@@ -56,9 +56,6 @@ def test_tiled_run_covers_every_tile_and_changes_the_image(tiny_weights):
     assert result.image.shape == (72, 96, 3) and len(result.history["total"]) == 24
     changed = np.abs(result.image - content).mean(-1)
     assert (changed[:36, :48].mean() > 1e-3) and (changed[36:, 48:].mean() > 1e-3)
-    with pytest.raises(JaxstyleError, match="masks and resuming are not supported"):
-        stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options,
-                style_masks=[np.ones((8, 8))])
 
 
 def test_tiles_from_the_command_line(tmp_path, tiny_weights_file, capsys):

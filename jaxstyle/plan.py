@@ -1,0 +1,101 @@
+"""A run as a plan: the stages (scale x tile) a stylization walks through, computed up front.
+
+`plan` is a pure function of the content's size and the options. The driver
+(`jaxstyle.stylize`) walks the stages in order: build the stage's problem, minimize, paste the
+result into the canvas. Scales, tiles, masks, colour modes and resuming then combine without
+special cases, and a checkpoint only has to record which stage it stopped in.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from jaxstyle.images import fit_longest_side
+from jaxstyle.options import StyleOptions
+
+
+class Stage(NamedTuple):
+    """One optimization of a run: one tile of one scale.
+
+    Attributes:
+      index: position in the plan.
+      scale: which scale (0 for single-scale runs).
+      size: (H, W) of this scale's whole output.
+      tile: which tile of the scale, in raster order (0 without tiling).
+      tiles: how many tiles the scale has (1 without tiling).
+      window: (top, left, height, width) of the tile in the scale's output.
+      iterations: optimizer iterations of this stage.
+      offset: iterations of the whole run before this stage.
+    """
+
+    index: int
+    scale: int
+    size: tuple[int, int]
+    tile: int
+    tiles: int
+    window: tuple[int, int, int, int]
+    iterations: int
+    offset: int
+
+
+def output_shape(content_shape: tuple[int, ...], size: int | None) -> tuple[int, int]:
+    """(H, W) of an output whose longest side is `size` (the content's own size if 0/None)."""
+    if size:
+        return fit_longest_side(content_shape, size)
+    return (int(content_shape[0]), int(content_shape[1]))
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of `tile` pixels covering `length` with at least `overlap`."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    count = -(-(length - overlap) // step)  # ceil
+    last = length - tile
+    return [round(i * last / (count - 1)) for i in range(count)]
+
+
+def windows(shape: tuple[int, int], options: StyleOptions) -> list[tuple[int, int, int, int]]:
+    """The tiles of an output of `shape` as (top, left, height, width), in raster order; the
+    whole output when it fits in ``options.tile_size`` (or tiling is off)."""
+    tile = options.tile_size
+    if not tile or max(shape) <= tile:
+        return [(0, 0, shape[0], shape[1])]
+    rows = tile_starts(shape[0], tile, options.tile_overlap)
+    cols = tile_starts(shape[1], tile, options.tile_overlap)
+    return [(top, left, min(tile, shape[0]), min(tile, shape[1])) for top in rows for left in cols]
+
+
+def scale_sizes(options: StyleOptions) -> list[tuple[int | None, int]]:
+    """(longest side, iterations) of each scale: ``options.scales`` with ``scale_iterations``
+    (one count for all, or one each; default ``iterations`` each), or the single ``size``."""
+    if not options.scales:
+        return [(options.size, options.iterations)]
+    counts = options.scale_iterations or (options.iterations,)
+    counts = counts * len(options.scales) if len(counts) == 1 else counts
+    return list(zip(options.scales, counts))
+
+
+def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, ...]:
+    """The stages of a run on a content image of shape [H, W, ...].
+
+    Every tile of a scale gets the scale's iteration count, so a scale of 6 tiles costs 6 times
+    its iterations; `Stage.offset` counts them through the whole run.
+
+    Returns:
+      The stages in the order they run: scales coarse to fine, tiles in raster order.
+    """
+    stages, offset = [], 0
+    for scale, (size, iterations) in enumerate(scale_sizes(options)):
+        shape = output_shape(content_shape, size)
+        parts = windows(shape, options)
+        for tile, window in enumerate(parts):
+            stages.append(Stage(len(stages), scale, shape, tile, len(parts), window, iterations,
+                                offset))
+            offset += iterations
+    return tuple(stages)
+
+
+def total_iterations(stages: tuple[Stage, ...]) -> int:
+    """Iterations of the whole plan."""
+    return stages[-1].offset + stages[-1].iterations if stages else 0
