@@ -201,9 +201,9 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
     content, style = jnp.asarray(data["content"]), jnp.asarray(data["style"])
 
     def loss_config(convolution: str) -> losses.LossConfig:
-        return losses.LossConfig(content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS,
-                                 content_weight=WEIGHTS[0], style_weight=WEIGHTS[1],
-                                 tv_weight=WEIGHTS[2], convolution=convolution)
+        return jaxstyle.StyleOptions(
+            content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS, content_weight=WEIGHTS[0],
+            style_weight=WEIGHTS[1], tv_weight=WEIGHTS[2], convolution=convolution).loss_config()
 
     def per_eval(config: losses.LossConfig) -> float:
         # Evaluations inside one compiled loop, as jaxstyle's optimizer runs them: constant work
@@ -224,8 +224,8 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
         return (time.perf_counter() - start) / EVAL_REPEATS
 
     config = loss_config(convolution)  # for the L-BFGS run
-    targets = {"content": losses.content_targets(weights.params, content, config),
-               "style": losses.style_targets(weights.params, [style], config)}
+    targets = losses.Targets(losses.content_targets(weights.params, content, config),
+                             (losses.style_targets(weights.params, [style], config),))
     per_eval_direct, per_eval_winograd = (per_eval(loss_config("direct")),
                                           per_eval(loss_config("winograd")))
 
@@ -235,7 +235,7 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
     def callback(p):
         marks.append((p.iteration, time.perf_counter() - start[0]))
 
-    lbfgs = OptimizerConfig("lbfgs", 1.0, 100, "none")
+    lbfgs = OptimizerConfig("lbfgs", 1.0, 100, "none", 0.0)  # neural-style's settings
     # A one-iteration run compiles the chunk (cached per shape); then time only the iterations.
     minimize(losses.objective, config, content, (weights.params, targets), lbfgs, 1, chunk=5)
     start[0] = time.perf_counter()

@@ -97,7 +97,7 @@ def run_jax(folder: Path, iterations: int, dtype: str) -> list[float]:
     jax.config.update("jax_enable_x64", dtype == "float64")
     import jax.numpy as jnp
 
-    from jaxstyle import losses, vgg_features
+    from jaxstyle import StyleOptions, losses, vgg_features
     from jaxstyle.optimize import OptimizerConfig, minimize
 
     data = np.load(folder / "inputs.npz")
@@ -106,13 +106,15 @@ def run_jax(folder: Path, iterations: int, dtype: str) -> list[float]:
     params = {n: {"kernel": cast(data[f"{n}/kernel"]), "bias": cast(data[f"{n}/bias"])}
               for n in convs}
     content = cast(data["content"])
-    config = OptimizerConfig("lbfgs", learning_rate=1.0, history=100)
+    config = OptimizerConfig("lbfgs", learning_rate=1.0, history=100, linesearch="none",
+                             ema_decay=0.0)  # neural-style's settings
     if dtype == "float32":  # jaxstyle's own objective, as a run uses it
-        loss_config = losses.LossConfig(content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS,
-                                        content_weight=WEIGHTS[0], style_weight=WEIGHTS[1],
-                                        tv_weight=WEIGHTS[2])
-        targets = {"content": losses.content_targets(params, content, loss_config),
-                   "style": losses.style_targets(params, [cast(data["style"])], loss_config)}
+        loss_config = StyleOptions(content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS,
+                                   content_weight=WEIGHTS[0], style_weight=WEIGHTS[1],
+                                   tv_weight=WEIGHTS[2]).loss_config()
+        targets = losses.Targets(
+            losses.content_targets(params, content, loss_config),
+            (losses.style_targets(params, [cast(data["style"])], loss_config),))
         fun, static = losses.objective, loss_config
     else:
         def features(img, layers):

@@ -7,6 +7,7 @@ network's input space, so their users' weight values carry over.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -155,9 +156,12 @@ def tv_loss(image: jax.Array) -> jax.Array:
     return jnp.sum(jnp.abs(image[1:] - image[:-1])) + jnp.sum(jnp.abs(image[:, 1:] - image[:, :-1]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LossConfig:
     """The static part of the objective: layers, weights and pooling (hashable, jit-static).
+
+    The defaults live in `jaxstyle.StyleOptions`: make one with ``StyleOptions(...).loss_config()``
+    and change what it cannot express (your own `StyleLoss`) with `replace`.
 
     Attributes:
       content_layers: layers whose activations are matched to the content image's.
@@ -180,18 +184,18 @@ class LossConfig:
         for the wide float32 layers on CPUs); see `jaxstyle.vgg.CONVOLUTIONS`.
     """
 
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    content_weight: float = 5.0
-    style_weight: float = 100.0
-    tv_weight: float = 1e-3
-    style_layer_weights: tuple[float, ...] | None = None
-    pooling: str = "max"
-    style_loss: StyleLoss = GRAM
-    content_loss: str = "mse"
-    weight_normalization: str = "neural-style"
-    precision: str = "float32"
-    convolution: str = "direct"
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    style_layer_weights: tuple[float, ...] | None
+    pooling: str
+    style_loss: StyleLoss
+    content_loss: str
+    weight_normalization: str
+    precision: str
+    convolution: str
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -222,6 +226,10 @@ class LossConfig:
                 )
             if min(self.style_layer_weights) < 0:
                 raise ValueError("style_layer_weights: weights must be >= 0")
+
+    def replace(self, **changes) -> LossConfig:
+        """A copy with `changes` (validated again)."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def layers(self) -> tuple[str, ...]:

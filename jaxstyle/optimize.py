@@ -29,7 +29,8 @@ _CURVATURE_EPS = 1e-10
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """How the image is optimized.
+    """How the image is optimized. The defaults live in `jaxstyle.StyleOptions`: make one with
+    ``StyleOptions(...).optimizer_config(preprocessing.model_range())``.
 
     Attributes:
       name: "lbfgs" or "adam".
@@ -41,11 +42,11 @@ class OptimizerConfig:
         is just the current iterate).
     """
 
-    name: str = "lbfgs"
-    learning_rate: float = 1.0
-    history: int = 100
-    linesearch: str = "none"
-    ema_decay: float = 0.0
+    name: str
+    learning_rate: float
+    history: int
+    linesearch: str
+    ema_decay: float
 
 
 class LoopState(NamedTuple):

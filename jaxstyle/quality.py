@@ -108,9 +108,9 @@ def measure(
     h, w = image.shape[:2]
     style_hws = style_sizes((h, w), [jnp.shape(s) for s in styles], options)
     pre = weights.preprocessing
-    config = LossConfig(content_layers=tuple(options.content_layers),
-                        style_layers=tuple(options.style_layers), pooling=options.pooling,
-                        style_loss=_SCORES)
+    # The run's layers and pooling, measured in float32 with the scores' own statistics.
+    config = options.loss_config().replace(style_loss=_SCORES, precision="float32",
+                                           convolution="direct")
     styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
                     for s, hw in zip(styles, style_hws)]
     targets = style_targets(weights.params, styles_model, config, options.style_blend_weights)

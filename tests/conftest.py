@@ -82,3 +82,19 @@ def real_vgg16():
     if os.environ.get("JAXSTYLE_REQUIRE_REAL_WEIGHTS") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def loss_config(**changes):
+    """StyleOptions' loss configuration (where the defaults live) with `changes`."""
+    from jaxstyle import StyleOptions
+
+    return StyleOptions().loss_config().replace(**changes)
+
+
+def optimizer_config(**changes):
+    """StyleOptions' optimizer configuration (in pixel units) with `changes`."""
+    import dataclasses
+
+    from jaxstyle import StyleOptions
+
+    return dataclasses.replace(StyleOptions().optimizer_config(1.0), **changes)

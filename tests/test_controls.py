@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import loss_config, optimizer_config, smooth_image
 from PIL import Image
 
 from jaxstyle import JaxstyleError, StyleOptions, color, stylize
@@ -12,7 +12,6 @@ from jaxstyle.cli import main
 from jaxstyle.losses import (
     GRAM,
     MEAN_COVARIANCE,
-    LossConfig,
     StyleLoss,
     Targets,
     gram_matrix,
@@ -23,7 +22,7 @@ from jaxstyle.losses import (
     tv_loss,
     wasserstein_distance,
 )
-from jaxstyle.optimize import OptimizerConfig, minimize
+from jaxstyle.optimize import minimize
 
 SMALL = dict(size=32, iterations=6, progress_every=3, content_layers=("relu2_1",),
              style_layers=("relu1_1", "relu2_1"))
@@ -78,7 +77,7 @@ def test_masked_gram_is_the_gram_of_the_region():
 
 
 def test_region_loss_is_the_sum_of_each_styles_masked_loss(tiny_weights):
-    config = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    config = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
     pre = tiny_weights.preprocessing
     content = pre.to_model(jnp.asarray(smooth_image(16, 16, 0)))
     a, b = (pre.to_model(jnp.asarray(smooth_image(16, 16, s))) for s in (1, 2))
@@ -148,7 +147,7 @@ def test_resolution_normalisation_makes_tv_size_invariant():
     large = np.stack([np.sin(6 * x + 3 * y)] * 3, -1).astype(np.float32)
     raw_ratio = float(tv_loss(jnp.asarray(large)) / tv_loss(jnp.asarray(small)))
     assert 3.5 < raw_ratio < 4.5  # neural-style's TV grows with the side
-    config = LossConfig(content_layers=("relu1_1",), style_layers=("relu1_1",),
+    config = loss_config(content_layers=("relu1_1",), style_layers=("relu1_1",),
                         content_weight=0.0, style_weight=0.0, tv_weight=1.0,
                         weight_normalization="resolution")
     def tv_only(img):
@@ -176,7 +175,7 @@ def test_wasserstein_distance_closed_form_and_custom_losses(tiny_weights):
 
     l1 = StyleLoss("l1-gram", GRAM.statistics,
                    lambda f, t, m=None: jnp.mean(jnp.abs(GRAM.statistics(f, m) - t)))
-    config = LossConfig(style_layers=("relu1_1",), content_layers=("relu1_1",), style_loss=l1)
+    config = loss_config(style_layers=("relu1_1",), content_layers=("relu1_1",), style_loss=l1)
     pre = tiny_weights.preprocessing
     x = pre.to_model(jnp.asarray(smooth_image(16, 16, 0)))
     targets = region_targets(tiny_weights.params, x, [x + 0.5], config)
@@ -194,7 +193,7 @@ def _quadratic(x, _static):
 
 def test_ema_and_best_iterate_tracking():
     seen = []
-    config = OptimizerConfig("adam", learning_rate=0.9, ema_decay=0.8)
+    config = optimizer_config(name="adam", learning_rate=0.9, ema_decay=0.8)
     result = minimize(_quadratic, None, jnp.zeros(2), (), config, 12, chunk=1,
                       callback=lambda p: seen.append(np.asarray(p.x)))
     ema = np.zeros(2)
@@ -265,7 +264,7 @@ def test_bfloat16_network_keeps_losses_float32_and_close(tiny_weights):
     style = pre.to_model(jnp.asarray(smooth_image(32, 32, 1)))
     results = {}
     for precision in ("float32", "bfloat16"):
-        config = LossConfig(precision=precision, style_weight=1e6)
+        config = loss_config(precision=precision, style_weight=1e6)
         targets = region_targets(tiny_weights.params, content, [style], config)
         (total, parts), grad = jax.value_and_grad(objective, has_aux=True)(
             content + 0.05, tiny_weights.params, targets, config)

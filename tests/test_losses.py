@@ -2,10 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import nhwc
+from conftest import loss_config, nhwc
 
 from jaxstyle import (
-    LossConfig,
     Targets,
     content_targets,
     gram_matrix,
@@ -26,7 +25,7 @@ def _rel(a, b):
 
 def test_objective_matches_torch(tiny_weights, reference):
     w_c, w_s, w_tv = (float(v) for v in reference["objective/weights"])
-    config = LossConfig(content_weight=w_c, style_weight=w_s, tv_weight=w_tv)
+    config = loss_config(content_weight=w_c, style_weight=w_s, tv_weight=w_tv)
     params = tiny_weights.params
     targets = Targets(content_targets(params, _image(reference, "content"), config),
                       (style_targets(params, [_image(reference, "style")], config),))
@@ -54,7 +53,7 @@ def test_tv_loss_against_numpy():
 
 
 def test_blend_weights_give_weighted_gram(tiny_weights):
-    config = LossConfig(style_layers=("relu1_1", "relu2_1"))
+    config = loss_config(style_layers=("relu1_1", "relu2_1"))
     a = jax.random.uniform(jax.random.key(0), (24, 24, 3))
     b = jax.random.uniform(jax.random.key(1), (32, 16, 3))
     blended = style_targets(tiny_weights.params, [a, b], config, [3.0, 1.0])
@@ -69,8 +68,8 @@ def test_blend_weights_give_weighted_gram(tiny_weights):
 def test_per_layer_style_weights_scale_each_layer(tiny_weights):
     x = jax.random.uniform(jax.random.key(2), (20, 20, 3))
     s = jax.random.uniform(jax.random.key(3), (20, 20, 3))
-    base = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
-    weighted = LossConfig(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"),
+    base = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    weighted = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"),
                           style_layer_weights=(2.0, 0.0))
     targets = Targets(content_targets(tiny_weights.params, x, base),
                       (style_targets(tiny_weights.params, [s], base),))
@@ -82,14 +81,14 @@ def test_per_layer_style_weights_scale_each_layer(tiny_weights):
 
 def test_validation():
     with pytest.raises(ValueError, match="style_weight"):
-        LossConfig(style_weight=-1.0)
+        loss_config(style_weight=-1.0)
     with pytest.raises(ValueError, match="unknown layer"):
-        LossConfig(content_layers=("relu4_9",))
+        loss_config(content_layers=("relu4_9",))
     with pytest.raises(ValueError, match="style_layer_weights"):
-        LossConfig(style_layer_weights=(1.0,))
+        loss_config(style_layer_weights=(1.0,))
     with pytest.raises(ValueError, match="features"):
         gram_matrix(jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="target_gram"):
         style_loss(jnp.zeros((4, 4, 3)), jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="blend_weights"):
-        style_targets({}, [jnp.zeros((8, 8, 3))], LossConfig(), [1.0, 2.0])
+        style_targets({}, [jnp.zeros((8, 8, 3))], loss_config(), [1.0, 2.0])

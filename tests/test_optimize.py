@@ -2,10 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import optimizer_config, smooth_image
 
 from jaxstyle import OptimizationError, StyleOptions, stylize
-from jaxstyle.optimize import OptimizerConfig, minimize
+from jaxstyle.optimize import minimize
 
 A = jnp.asarray(np.random.default_rng(0).normal(size=(6, 6)), jnp.float32)
 H = A @ A.T + 6 * jnp.eye(6)  # a well-conditioned SPD matrix
@@ -34,7 +34,7 @@ def test_lbfgs_matches_scipy_on_quadratic(linesearch):
         method="L-BFGS-B", options={"ftol": 0.0, "gtol": 1e-10},
     ).x
     np.testing.assert_allclose(want, np.linalg.solve(h, b), atol=1e-6)
-    config = OptimizerConfig("lbfgs", learning_rate=1.0, history=10, linesearch=linesearch)
+    config = optimizer_config(name="lbfgs", learning_rate=1.0, history=10, linesearch=linesearch)
     result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 40, chunk=7)
     np.testing.assert_allclose(result.x, want, atol=1e-4)
     np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-4)
@@ -43,21 +43,21 @@ def test_lbfgs_matches_scipy_on_quadratic(linesearch):
 
 
 def test_adam_converges_on_quadratic():
-    config = OptimizerConfig("adam", learning_rate=0.05)
+    config = optimizer_config(name="adam", learning_rate=0.05)
     result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 600, chunk=100)
     np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-3)
 
 
 def test_chunks_report_progress_and_stop_at_requested_iterations():
     seen = []
-    config = OptimizerConfig("lbfgs", history=5)
+    config = optimizer_config(name="lbfgs", history=5)
     minimize(quadratic, None, jnp.zeros(6), (H, B), config, 25, chunk=10,
              stops=lambda i: i % 4 == 0, callback=lambda p: seen.append(p.iteration))
     assert seen == [4, 8, 12, 16, 20, 24, 25]
 
 
 def test_nan_stops_with_clear_error_naming_the_loss():
-    config = OptimizerConfig("adam", learning_rate=0.5)
+    config = optimizer_config(name="adam", learning_rate=0.5)
     seen = []
     with pytest.raises(OptimizationError, match=r"NaN or infinite at iteration \d+ \(bad: tv\)"):
         minimize(nan_beyond, None, jnp.zeros(3), (1.0,), config, 50, chunk=10,
@@ -98,7 +98,7 @@ def test_stylize_rejects_too_small_output(tiny_weights):
 
 def test_callers_arrays_survive_buffer_donation():
     x0 = jnp.zeros(6)
-    config = OptimizerConfig("lbfgs", history=5)
+    config = optimizer_config(name="lbfgs", history=5)
     first = minimize(quadratic, None, x0, (H, B), config, 3, chunk=2)
     again = minimize(quadratic, None, x0, (H, B), config, 5, chunk=2, state=first.state,
                      start_iteration=3)

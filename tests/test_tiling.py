@@ -3,12 +3,12 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import loss_config, smooth_image
 from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.cli import main
-from jaxstyle.losses import LossConfig, style_targets
+from jaxstyle.losses import style_targets
 from jaxstyle.plan import tile_starts
 from jaxstyle.tiling import tiled_style_target_list
 
@@ -26,7 +26,7 @@ def test_tiles_cover_the_image_with_the_overlap(length, tile, overlap):
 
 def test_tiled_style_targets_match_the_whole_style_image(tiny_weights):
     style = smooth_image(64, 96, 1)
-    config = LossConfig(**LAYERS)
+    config = loss_config(**LAYERS)
     model = [tiny_weights.preprocessing.to_model(jnp.asarray(style))]
     tiled = tiled_style_target_list(tiny_weights.params, model, config, None, False, 40, 8)[0]
     whole = style_targets(tiny_weights.params, model, config)

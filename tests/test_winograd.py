@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import loss_config
 
 from jaxstyle import vgg19_features, winograd
-from jaxstyle.losses import LossConfig
 from jaxstyle.vgg import _conv, _winograd_tile, conv3x3
 
 
@@ -75,4 +75,4 @@ def test_vmap_and_validation(tiny_weights):
     with pytest.raises(ValueError, match="convolution: expected one of"):
         vgg19_features(tiny_weights.params, x[0], ["relu1_1"], convolution="fft")
     with pytest.raises(ValueError, match="convolution: expected one of"):
-        LossConfig(convolution="fft")
+        loss_config(convolution="fft")
