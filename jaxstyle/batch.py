@@ -14,11 +14,11 @@ from typing import NamedTuple
 
 import jax
 
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import measure
-from jaxstyle.session import count, describe_weights, load_weights_named, weights_label
+from jaxstyle.session import describe_weights, load_weights_named, summary_line, weights_label
 from jaxstyle.stylize import stylize_batch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
@@ -111,5 +111,8 @@ def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str,
     for out, result, image in zip(outputs, results, images):
         save_image(out, result.image, inputs, label)
         quality = measure(model, result.image, image, style_images, options)
-        log(f"wrote {out}: loss {result.losses['total']:.6g}; {quality.summary()}")
+        iterations = len(result.history["total"])
+        log(summary_line(out, result, image.shape, iterations,
+                         result.timings["optimize"] / max(1, iterations)))
+        log(f"quality: {quality.summary()}")
     return 0

@@ -9,7 +9,6 @@ half-written is left.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from jaxstyle import __version__
@@ -21,12 +20,10 @@ from jaxstyle.choices import (
     SWEEP_SIZE,
 )
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.options import GROUPS, StyleOptions
+from jaxstyle.options import GROUPS, as_typed, flags, from_flags
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-_TYPES = {"int": int, "float": float, "str": str, "float | None": float, "int | None": int}
-_METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,47 +33,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _argtype(parse):
-    def wrapped(text: str):
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
 def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
-                     defaults: dict | None = None) -> dict[str, argparse._ArgumentGroup]:
-    """Adds one ``--flag`` per `StyleOptions` field under its heading; returns the headings'
-    groups (for the command's own flags). `defaults` overrides some defaults (sweep's size)."""
+                     defaults: dict | None = None) -> dict:
+    """Adds `jaxstyle.options.flags` under their headings; returns the headings' groups (for
+    the command's own flags)."""
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
-    for f in dataclasses.fields(StyleOptions):
-        if f.name in skip:
-            continue
-        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        group, flag = groups[meta["group"]], "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action="store_true", help=meta["help"])
-            continue
-        # A help text that explains its default, or a None default, is not repeated.
-        plain = "default" in meta["help"] or default is None
-        shown = "" if plain else f" (default: {_show(default)})"
-        metavar = meta.get("metavar") or (None if meta.get("choices") else _METAVARS[f.type])
-        group.add_argument(flag, dest=f.name, type=_argtype(meta.get("parse") or _TYPES[f.type]),
-                           default=default, choices=meta.get("choices"), metavar=metavar,
-                           help=meta["help"] + shown)
+    for spec in flags(skip, defaults):
+        groups[spec.group].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
     return groups
-
-
-def options_from_args(args: argparse.Namespace) -> StyleOptions:
-    names = {f.name for f in dataclasses.fields(StyleOptions)}
-    return StyleOptions(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def _checkpoint_every(text: str) -> int | None:
@@ -102,7 +66,7 @@ def cmd_stylize(args) -> int:
 
     request = Request(args.content, args.styles, args.output, args.weights, args.init_image,
                       args.style_masks, args.content_mask, args.resume, **_run_control(args))
-    return stylize_files(request, options_from_args(args), _logger(args), not args.quiet)
+    return stylize_files(request, from_flags(vars(args)), _logger(args), not args.quiet)
 
 
 def cmd_resume(args) -> int:
@@ -117,14 +81,14 @@ def cmd_batch(args) -> int:
 
     hosts = Hosts(args.coordinator, args.num_processes, args.process_id, args.coordinator_timeout)
     return batch_files(args.contents, args.styles, args.output_dir, args.format,
-                       options_from_args(args), _logger(args), args.weights, args.max_pixels,
+                       from_flags(vars(args)), _logger(args), args.weights, args.max_pixels,
                        hosts, not args.quiet)
 
 
 def cmd_sweep(args) -> int:
     from jaxstyle.sweep import sweep_files
 
-    return sweep_files(args.content, args.styles, args.output, options_from_args(args), args.vary,
+    return sweep_files(args.content, args.styles, args.output, from_flags(vars(args)), args.vary,
                        _logger(args), args.weights, args.max_pixels)
 
 
@@ -278,14 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _as_typed(message: str) -> str:
-    """'style_weight: ...' -> '--style-weight: ...': the library names an option by its field,
-    the user typed its flag."""
-    name, sep, rest = message.partition(":")
-    fields = {f.name for f in dataclasses.fields(StyleOptions)}
-    return f"--{name.replace('_', '-')}:{rest}" if sep and name in fields else message
-
-
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
@@ -296,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_compilation_cache()
         return args.func(args)
     except JaxstyleError as exc:
-        print(f"jaxstyle: error: {_as_typed(str(exc))}", file=sys.stderr)
+        print(f"jaxstyle: error: {as_typed(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)

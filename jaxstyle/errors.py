@@ -28,3 +28,8 @@ class OptimizationError(JaxstyleError):
 
 class OutOfMemoryError(JaxstyleError):
     """A run's estimated peak memory exceeds what is available; nothing was allocated."""
+
+
+def count(n: int, noun: str) -> str:
+    """'1 image', '2 images': counts in messages."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

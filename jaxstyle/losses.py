@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxstyle import choices
 from jaxstyle.choices import WEIGHT_NORMALIZATIONS
+from jaxstyle.errors import count
 from jaxstyle.style_losses import (
     GRAM,
     MEAN_COVARIANCE,
@@ -262,7 +263,8 @@ def blend_shares(n: int, blend_weights: Sequence[float] | None) -> np.ndarray:
         raise ValueError("styles: at least one style image is needed")
     weights = np.ones(n) if blend_weights is None else np.asarray(blend_weights, np.float32)
     if weights.shape != (n,):
-        raise ValueError(f"blend_weights: {weights.shape[0]} weights for {n} style images")
+        raise ValueError(f"blend_weights: {count(weights.shape[0], 'weight')} for "
+                         f"{count(n, 'style image')}")
     if (weights < 0).any() or weights.sum() <= 0:
         raise ValueError("blend_weights: weights must be >= 0 and not all zero")
     return (weights / weights.sum()).astype(np.float32)
@@ -399,7 +401,8 @@ def region_targets(
     shapes = {name: feats[name].shape[:2] for name in layers}
     regions = style_masks is not None
     if regions and len(style_masks) != len(styles):
-        raise ValueError(f"style_masks: {len(style_masks)} masks for {len(styles)} style images")
+        raise ValueError(f"style_masks: {count(len(style_masks), 'mask')} for "
+                         f"{count(len(styles), 'style image')}")
     weights = blend_shares(len(styles), blend_weights)
     return Targets(
         content={n: feats[n] for n in config.content_layers},

@@ -231,18 +231,19 @@ class MemoryEstimate(NamedTuple):
 
 def estimate_memory(
     loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple, config: OptimizerConfig,
-    chunk: int, batch_axes: tuple | None = None,
+    chunk: int, batch_axes: tuple | None = None, cache: CompileCache | None = None,
 ) -> MemoryEstimate:
-    """Estimates a run's peak memory without allocating it (the compiled chunk is cached and
-    reused by `minimize`)."""
+    """Estimates a run's peak memory without allocating it (the compiled chunk is kept in
+    `cache`, default `COMPILED`, and reused by `minimize`)."""
+    cache = cache or COMPILED
     init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
-    compiled_init = _compile(init, x0, *args)
+    compiled_init = cache.compile(init, x0, *args)
     # The state as init will lay it out (shape, dtype and sharding), without computing it.
     state = jax.tree_util.tree_map(
         lambda aval, sharding: jax.ShapeDtypeStruct(aval.shape, aval.dtype, sharding=sharding),
         jax.eval_shape(init, x0, *args), compiled_init.output_shardings,
     )
-    compiled = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
+    compiled = cache.compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
     analysis = compiled.memory_analysis()
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
     total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
@@ -339,6 +340,7 @@ def minimize(
     batch_axes: tuple | None = None,
     memory_limit: int | None = None,
     chunk_args: Callable[[int], tuple] | None = None,
+    cache: CompileCache | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -363,6 +365,7 @@ def minimize(
       chunk_args: ``iteration -> args`` for the chunk starting at that iteration, arrays of the
         same shapes as `args` (a style loss that redraws random directions between chunks); the
         objective is fixed within a chunk. Default: `args` throughout.
+      cache: where compiled executables are kept and reused (default `COMPILED`).
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
@@ -371,11 +374,13 @@ def minimize(
       OptimizationError: a loss became NaN or infinite; the message names the loss.
       OutOfMemoryError: the run would not fit in memory (checked before anything is allocated).
     """
+    cache = cache or COMPILED
     start = time.perf_counter()  # the memory estimate compiles the run: count it as compilation
     if memory_limit != 0:
         limit = memory_limit or available_memory()
         if limit:
-            need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes)
+            need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes,
+                                   cache)
             if need.total > limit:
                 raise OutOfMemoryError(
                     f"this run needs about {_size(need.total)} (optimizer state "
@@ -388,11 +393,11 @@ def minimize(
     # The chunks donate their image and state buffers; copies keep the caller's arrays alive.
     x0 = jnp.array(x0, copy=True)
     if state is None:
-        state = _compile(init, x0, *args)(x0, *args)
+        state = cache.compile(init, x0, *args)(x0, *args)
     else:
         state = jax.tree_util.tree_map(lambda leaf: jnp.array(leaf, copy=True), state)
-    compiled_chunk = _compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
-    compile_seconds = _compile_seconds_since(start)
+    compiled_chunk = cache.compile(run_chunk, x0, state, jnp.asarray(chunk), *args)
+    compile_seconds = cache.seconds_since(start)
     x = x0
     history = {k: list(v) for k, v in (history or {}).items()}
     for key in ("total", *state.opt.aux):
@@ -436,29 +441,44 @@ def minimize(
                           total - compile_seconds)
 
 
-_AOT_CACHE: collections.OrderedDict = collections.OrderedDict()
-_AOT_CACHE_SIZE = 16  # executables kept (two per shape a run uses), least recently used dropped
-_COMPILE_LOG: list[tuple[float, float]] = []  # (finished at, seconds), for timing reports
+class CompileCache:
+    """Compiled executables kept for reuse in this process, and how long compiling took.
 
-
-def _compile(jitted: Callable, *args):
-    """Compiles `jitted` ahead of time for these argument shapes, kept for reuse in the process.
-
-    A long-lived process that sees many shapes keeps the `_AOT_CACHE_SIZE` most recently used.
+    A long-lived process that sees many shapes keeps the `size` most recently used (two per
+    shape a run uses); `minimize` and `estimate_memory` use `COMPILED` unless given another.
+    ``COMPILED.clear()`` frees them all.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    key = (jitted, treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
-    if key in _AOT_CACHE:
-        _AOT_CACHE.move_to_end(key)
-    else:
-        t0 = time.perf_counter()
-        _AOT_CACHE[key] = jitted.lower(*args).compile()
-        _COMPILE_LOG.append((time.perf_counter(), time.perf_counter() - t0))
-        del _COMPILE_LOG[:-1000]
-        while len(_AOT_CACHE) > _AOT_CACHE_SIZE:
-            _AOT_CACHE.popitem(last=False)
-    return _AOT_CACHE[key]
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self.executables: collections.OrderedDict = collections.OrderedDict()
+        self.log: list[tuple[float, float]] = []  # (finished at, seconds), for timing reports
+
+    def compile(self, jitted: Callable, *args):
+        """`jitted` compiled ahead of time for these arguments' shapes and dtypes."""
+        leaves, treedef = jax.tree_util.tree_flatten(args)
+        key = (jitted, treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
+        if key in self.executables:
+            self.executables.move_to_end(key)
+        else:
+            t0 = time.perf_counter()
+            self.executables[key] = jitted.lower(*args).compile()
+            self.log.append((time.perf_counter(), time.perf_counter() - t0))
+            del self.log[:-1000]
+            while len(self.executables) > self.size:
+                self.executables.popitem(last=False)
+        return self.executables[key]
+
+    def seconds_since(self, start: float) -> float:
+        """Seconds spent compiling since `start` (a `time.perf_counter` reading)."""
+        return sum(seconds for finished, seconds in self.log if finished >= start)
+
+    def clear(self) -> None:
+        """Drops every executable and traced function kept."""
+        self.executables.clear()
+        self.log.clear()
+        _compiled.cache_clear()
 
 
-def _compile_seconds_since(start: float) -> float:
-    return sum(seconds for finished, seconds in _COMPILE_LOG if finished >= start)
+COMPILED = CompileCache()
+"""The process's `CompileCache`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from jaxstyle.choices import (
     CONTENT_LOSSES,
@@ -309,36 +309,43 @@ class StyleOptions:
             self.loss_config()
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
-        checks = {
-            "size": self.size >= 0,
-            "iterations": self.iterations >= 0,
-            "style_scale": self.style_scale > 0 and math.isfinite(self.style_scale),
-            "histogram_weight": self.histogram_weight >= 0 and math.isfinite(self.histogram_weight),
-            "lbfgs_history": self.lbfgs_history >= 1,
-            "progress_every": self.progress_every >= 1,
-            "learning_rate": self.learning_rate is None
-            or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
-            "ema_decay": 0.0 <= self.ema_decay < 1.0,
-            "tile_size": self.tile_size is None or self.tile_size >= 32,
-            "tile_overlap": self.tile_overlap >= 1
-            and (self.tile_size is None or 2 * self.tile_overlap < self.tile_size),
-            "memory_limit_gb": self.memory_limit_gb is None or self.memory_limit_gb >= 0,
-            "scales": self.scales is None or (len(self.scales) > 0 and min(self.scales) > 0),
-            "scale_iterations": self.scale_iterations is None
-            or (
-                len(self.scale_iterations) in (1, len(self.scales or ()))
-                and min(self.scale_iterations) >= 0
-            ),
-            "style_scales": self.style_scales is None
-            or (len(self.style_scales) > 0 and min(self.style_scales) > 0),
-            "style_blend_weights": self.style_blend_weights is None
-            or (
-                min(self.style_blend_weights, default=0) >= 0 and sum(self.style_blend_weights) > 0
-            ),
+        def finite(x) -> bool:
+            return x is not None and math.isfinite(x)
+
+        scales, counts = self.scales, self.scale_iterations
+        checks = {  # name: (valid, what a valid value is)
+            "size": (self.size >= 0, ">= 0 (0 keeps the content's size)"),
+            "iterations": (self.iterations >= 0, ">= 0"),
+            "style_scale": (finite(self.style_scale) and self.style_scale > 0, "> 0"),
+            "histogram_weight": (finite(self.histogram_weight) and self.histogram_weight >= 0,
+                                 ">= 0"),
+            "lbfgs_history": (self.lbfgs_history >= 1, ">= 1"),
+            "progress_every": (self.progress_every >= 1, ">= 1"),
+            "learning_rate": (self.learning_rate is None
+                              or finite(self.learning_rate) and self.learning_rate > 0, "> 0"),
+            "ema_decay": (0.0 <= self.ema_decay < 1.0, "in [0, 1)"),
+            "tile_size": (self.tile_size is None or self.tile_size >= 32, ">= 32"),
+            "tile_overlap": (self.tile_overlap >= 1 and (
+                self.tile_size is None or 2 * self.tile_overlap < self.tile_size),
+                ">= 1 and under half of --tile-size"),
+            "memory_limit_gb": (self.memory_limit_gb is None or self.memory_limit_gb >= 0,
+                                ">= 0"),
+            "scales": (scales is None or len(scales) > 0 and min(scales) > 0,
+                       "sizes > 0, e.g. 256,512"),
+            "scale_iterations": (counts is None or (
+                len(counts) in (1, len(scales or ())) and min(counts) >= 0),
+                f"one count >= 0, or one per scale ({len(scales or ())})"),
+            "style_scales": (self.style_scales is None or len(self.style_scales) > 0
+                             and min(self.style_scales) > 0, "scales > 0, one per style image"),
+            "style_blend_weights": (self.style_blend_weights is None or (
+                min(self.style_blend_weights, default=0) >= 0
+                and sum(self.style_blend_weights) > 0), "weights >= 0, not all 0"),
         }
-        for name, ok in checks.items():
+        for name, (ok, requirement) in checks.items():
             if not ok:
-                raise OptionsError(f"{name}: invalid value {getattr(self, name)!r}")
+                value = getattr(self, name)
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                raise OptionsError(f"{name}: must be {requirement} (got {shown})")
         if self.ema_decay and self.keep_best:
             raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
         for name, allowed in (
@@ -403,3 +410,70 @@ class StyleOptions:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+_METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT"}
+
+
+class Flag(NamedTuple):
+    """How the command line offers one option (see `flags`)."""
+
+    group: str
+    flag: str
+    dest: str
+    kwargs: dict
+
+
+def flags(skip: tuple[str, ...] = (), defaults: dict | None = None) -> list[Flag]:
+    """One ``--flag`` per `StyleOptions` field: its heading (one of `GROUPS`) and the
+    `argparse.ArgumentParser.add_argument` keywords (type, choices, default, help with the
+    default shown once). `defaults` overrides some defaults for one command."""
+    found = []
+    for f in dataclasses.fields(StyleOptions):
+        if f.name in skip:
+            continue
+        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            kwargs = {"action": "store_true", "help": meta["help"]}
+        else:
+            # A help text that explains its default, or a None default, is not repeated.
+            plain = "default" in meta["help"] or default is None
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            kwargs = {
+                "type": _flag_type(meta.get("parse") or _SIMPLE_TYPES[f.type]),
+                "default": default, "choices": meta.get("choices"),
+                "metavar": meta.get("metavar") or (None if meta.get("choices")
+                                                   else _METAVARS[f.type]),
+                "help": meta["help"] + ("" if plain else f" (default: {shown})"),
+            }
+        found.append(Flag(meta["group"], flag, f.name, kwargs))
+    return found
+
+
+def _flag_type(parse):
+    """`parse` with its ValueError turned into argparse's error (named like `parse`)."""
+    import argparse
+
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def from_flags(values: dict) -> StyleOptions:
+    """The options among parsed command-line values (other keys are ignored)."""
+    names = {f.name for f in dataclasses.fields(StyleOptions)}
+    return StyleOptions(**{k: v for k, v in values.items() if k in names})
+
+
+def as_typed(message: str) -> str:
+    """'style_weight: ...' -> '--style-weight: ...': the library names an option by its field,
+    the user typed its flag."""
+    name, sep, rest = message.partition(":")
+    fields = {f.name for f in dataclasses.fields(StyleOptions)}
+    return f"--{name.replace('_', '-')}:{rest}" if sep and name in fields else message

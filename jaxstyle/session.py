@@ -25,7 +25,7 @@ from jaxstyle.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from jaxstyle.errors import JaxstyleError, OptimizationError
+from jaxstyle.errors import JaxstyleError, OptimizationError, count
 from jaxstyle.files import atomic_write, sha256_of
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
@@ -92,11 +92,6 @@ def describe_weights(weights: VGGWeights) -> str:
 def weights_label(weights: VGGWeights) -> str:
     """What the output files say about the network that made them."""
     return f"jaxstyle {__version__}; {weights.label()}"
-
-
-def count(n: int, noun: str) -> str:
-    """'1 image', '2 images'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def partial_path(output: Path) -> Path:
@@ -204,6 +199,22 @@ def write_report(path: Path, report: dict) -> None:
         raise JaxstyleError(f"--report {path}: could not write ({exc.strerror or exc})") from None
 
 
+def summary_line(output: Path, result, content_shape: tuple[int, ...], iterations: int,
+                 per_iteration: float) -> str:
+    """The line a finished run logs: size (and whether it upscaled the content), final losses,
+    iterations, evaluations and timings."""
+    h, w = result.image.shape[:2]
+    upscaled = (f" (upscaled from the content's {content_shape[1]}x{content_shape[0]})"
+                if h * w > content_shape[0] * content_shape[1] else "")
+    parts = result.losses
+    speed = (f", {per_iteration * 1000:.1f} ms/iteration" if iterations
+             else " (nothing optimized: the output is the starting image)")
+    return (f"wrote {output} ({w}x{h}){upscaled}: loss {parts['total']:.6g} (content "
+            f"{parts['content']:.4g}, style {parts['style']:.4g}, tv {parts['tv']:.4g}) after "
+            f"{count(iterations, 'iteration')}{speed}, {count(result.evaluations, 'evaluation')},"
+            f" compile {result.timings['compile']:.1f} s")
+
+
 def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], None],
                   progress_bar: bool = True) -> int:
     """Runs `jaxstyle.stylize` from files to files; returns the exit code (0, or 128 + the
@@ -222,8 +233,8 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     saved = load_checkpoint(request.resume) if request.resume else None
     masks = request.style_masks or []
     if masks and len(masks) != len(request.styles):
-        raise JaxstyleError(f"--style-masks: {len(masks)} masks for {len(request.styles)} style "
-                            "images")
+        raise JaxstyleError(f"--style-masks: {count(len(masks), 'mask')} for "
+                            f"{count(len(request.styles), 'style image')}")
     inputs = [request.content, *request.styles, *masks,
               *[p for p in (request.init_image, request.content_mask) if p]]
     output = check_output_path(request.output, inputs)
@@ -290,7 +301,9 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
                              resume=saved.run if saved else None)
         except Interrupted as interrupt:
             bar.close()
-            log(keep_partial(latest[0], f"interrupted by {signal.Signals(interrupt.signum).name}"))
+            # Said even when quiet: the user must learn where the work went.
+            print(keep_partial(latest[0], f"interrupted by {signal.Signals(interrupt.signum).name}"),
+                  file=sys.stderr, flush=True)
             return 128 + interrupt.signum
         except OptimizationError as exc:
             bar.close()
@@ -304,14 +317,7 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
     quality = measure(weights, result.image, content, styles, options)
     per_iteration = result.timings["optimize"] / max(1, total - start)
-    h, w = result.image.shape[:2]
-    upscaled = " (upscaled from the content's " + f"{content.shape[1]}x{content.shape[0]})" if (
-        h * w > content.shape[0] * content.shape[1]) else ""
-    log(f"wrote {output} ({w}x{h}){upscaled}: loss {result.losses['total']:.6g} (content "
-        f"{result.losses['content']:.4g}, style {result.losses['style']:.4g}, tv "
-        f"{result.losses['tv']:.4g}) after {count(total, 'iteration')}, "
-        f"{count(result.evaluations, 'evaluation')}, {per_iteration * 1000:.1f} ms/iteration, "
-        f"compile {result.timings['compile']:.1f} s")
+    log(summary_line(output, result, content.shape, total, per_iteration))
     log(f"quality: {quality.summary()}")
     if request.report:
         write_report(Path(request.report), {

@@ -23,14 +23,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstyle import color, losses
 from jaxstyle.checkpoint import RunState, restore_state
-from jaxstyle.errors import JaxstyleError, OptimizationError
+from jaxstyle.errors import JaxstyleError, OptimizationError, count
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.optimize import Progress, minimize, state_like
 from jaxstyle.options import OptionsError, StyleOptions
-from jaxstyle.plan import Stage, plan, total_iterations
+from jaxstyle.plan import Stage, output_shape, plan, total_iterations
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.tiling import paste, tiled_style_target_list
-from jaxstyle.vgg import depths_of, min_image_side, validate_layers
+from jaxstyle.vgg import depths_of, min_image_side, pools_before, validate_layers
 from jaxstyle.weights import VGGWeights
 
 
@@ -126,13 +126,23 @@ def _check_image(image, argument: str) -> jax.Array:
     return image
 
 
-def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str) -> None:
+def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str,
+                fix: Callable[[int], str] = lambda need: "") -> None:
     need = min_image_side(layers)
     if min(shape[:2]) < need:
         raise JaxstyleError(
-            f"{what} of {shape[1]}x{shape[0]} px is too small for the network: the deepest "
-            f"layer asked for needs at least {need} px on each side"
+            f"{what} of {shape[1]}x{shape[0]} px is too small for the network: its deepest "
+            f"layer used ({max(layers, key=pools_before)}) needs at least {need} px on each side"
+            f"{fix(need)}"
         )
+
+
+def _smallest_size(content_shape: tuple[int, ...], need: int) -> int:
+    """The smallest longest side at which the content's shorter side reaches `need` px."""
+    size = need
+    while min(output_shape(content_shape, size)) < need:
+        size += 1
+    return size
 
 
 def check_network(weights: VGGWeights, options: StyleOptions) -> None:
@@ -156,7 +166,8 @@ def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ..
     scales = options.style_scales or (options.style_scale,) * len(style_shapes)
     if len(scales) != len(style_shapes):
         raise JaxstyleError(
-            f"style_scales: {len(scales)} scales for {len(style_shapes)} style images"
+            f"style_scales: {count(len(scales), 'scale')} for "
+            f"{count(len(style_shapes), 'style image')}"
         )
     return [fit_longest_side(shape, max(1, round(scale * max(output_hw))))
             for shape, scale in zip(style_shapes, scales)]
@@ -184,15 +195,20 @@ def check_inputs(
     blend = options.style_blend_weights
     if blend is not None and len(blend) != len(style_shapes):
         raise JaxstyleError(
-            f"style_blend_weights: {len(blend)} weights for {len(style_shapes)} style images"
+            f"style_blend_weights: {count(len(blend), 'weight')} for "
+            f"{count(len(style_shapes), 'style image')}"
         )
     config = options.loss_config()
     stages = plan(content_shape, options)
+    flag = "--scales" if options.scales else "--size"
     for stage in stages:
-        _check_size(stage.size, config.layers, "the output" if stage.tiles == 1 else "a scale")
-        _check_size(stage.window[2:], config.layers, f"tile {stage.tile + 1}")
+        _check_size(stage.size, config.layers, f"{flag}: the output",
+                    lambda need: f"; use {flag} {_smallest_size(content_shape, need)} or more")
+        _check_size(stage.window[2:], config.layers, f"--tile-size: tile {stage.tile + 1}",
+                    lambda need: f"; use --tile-size {max(32, need)} or more")
         for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
-            _check_size(hw, config.style_layers, f"style image {i + 1} at style_scale")
+            _check_size(hw, config.style_layers, f"--style-scale: style image {i + 1}",
+                        lambda need: "; use a larger --style-scale")
     return stages
 
 
@@ -284,7 +300,8 @@ def prepare_scale(
       JaxstyleError: masks that do not match the styles or cover nothing.
     """
     if style_masks is not None and len(style_masks) != len(styles):
-        raise JaxstyleError(f"style masks: {len(style_masks)} masks for {len(styles)} style images")
+        raise JaxstyleError(f"style masks: {count(len(style_masks), 'mask')} for "
+                            f"{count(len(styles), 'style image')}")
     config, pre = options.loss_config(), weights.preprocessing
     content_rgb = resize(content, *stage.size)
     style_rgbs = [resize(s, *hw) for s, hw in

@@ -16,10 +16,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxstyle.errors import count
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import OptionsError, StyleOptions, parse_value
 from jaxstyle.quality import Quality, measure
-from jaxstyle.session import count, describe_weights, load_weights_named, weights_label
+from jaxstyle.session import describe_weights, load_weights_named, weights_label
 from jaxstyle.stylize import check_inputs, stylize
 from jaxstyle.weights import VGGWeights
 

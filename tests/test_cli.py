@@ -65,15 +65,24 @@ BAD_CASES = {
     "truncated image": (["{truncated}", "{style}"], [], "cannot decode image"),
     "unknown layer": (["{content}", "{style}"], ["--style-layers", "relu1_1,relu9_1"],
                       "unknown layer 'relu9_1'"),
-    "negative weight": (["{content}", "{style}"], ["--style-weight=-1"], "--style-weight: must be"),
-    "size too small": (["{content}", "{style}"], ["--size", "8"], "too small for the network"),
+    "negative weight": (["{content}", "{style}"], ["--style-weight=-3"],
+                        "--style-weight: must be a finite number >= 0, got -3"),
+    "size too small": (["{content}", "{style}"], ["--size", "8"],
+                       "--size: the output of 8x6 px is too small for the network"),
+    "size too small (the fix)": (["{content}", "{style}"], ["--size", "8"],
+                                 "use --size 21 or more"),
+    "tile too small": (["{content}", "{style}"], ["--tile-size", "20"],
+                       "--tile-size: must be >= 32 (got 20)"),
+    "scale iterations mismatch": (["{content}", "{style}"], ["--scales", "32,64",
+                                                             "--scale-iterations", "1,2,3"],
+                                  "--scale-iterations: must be one count >= 0, or one per scale"),
     "output folder missing": (["{content}", "{style}"], ["-o", "{tmp}/nope/out.png"],
                               "does not exist"),
     "output is an input": (["{content}", "{style}"], ["-o", "{content}"],
                            "refusing to overwrite the input"),
     "unknown extension": (["{content}", "{style}"], ["-o", "{tmp}/out.xyz"], "extension"),
     "blend weights mismatch": (["{content}", "{style}"], ["--style-blend-weights", "1,2"],
-                               "2 weights for 1 style images"),
+                               "2 weights for 1 style image"),
     "bad weights file": (["{content}", "{style}"], ["--weights", "{text}"], "weights"),
 }
 
@@ -136,6 +145,30 @@ def test_module_entry_point_help():
                             capture_output=True, text=True)
     assert result.returncode == 0
     assert "--content-weight" in result.stdout and "(default: 5.0)" in result.stdout
+
+
+def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
+    from jaxstyle.options import GROUPS, flags
+
+    code = ("import sys; from jaxstyle.cli import build_parser; "
+            "text = build_parser()._subparsers._group_actions[0].choices['stylize'].format_help();"
+            "print(text); print('JAX LOADED' if 'jax.numpy' in sys.modules else 'no jax')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip().endswith("no jax"), result.stderr
+    headings = [line[:-1] for line in result.stdout.splitlines() if line.endswith(":")]
+    assert [h for h in headings if h in GROUPS] == list(GROUPS)
+    for spec in flags():
+        assert spec.kwargs["help"].count("(default:") <= 1, spec.flag
+    assert "(default: auto)" not in result.stdout
+
+
+def test_zero_iterations_say_nothing_was_optimized(tmp_path, images, tiny_weights_file, capsys):
+    content, style = images
+    code, err = _run(capsys, "stylize", content, style, "-o", tmp_path / "o.png", "--weights",
+                     tiny_weights_file, "--size", 64, "--iterations", 0)
+    assert code == 0, err
+    assert "after 0 iterations (nothing optimized" in err
+    assert "upscaled from the content's 40x30" in err  # 64 px from a 40 px photo
 
 
 def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tiny_weights_file,

@@ -117,7 +117,7 @@ def test_mask_errors(tiny_weights):
     with pytest.raises(JaxstyleError, match="style mask 1 covers nothing"):
         stylize(content, [style], tiny_weights, StyleOptions(**SMALL),
                 style_masks=[np.zeros((8, 8))])
-    with pytest.raises(JaxstyleError, match="2 masks for 1 style images"):
+    with pytest.raises(JaxstyleError, match="2 masks for 1 style image"):
         stylize(content, [style], tiny_weights, StyleOptions(**SMALL),
                 style_masks=[np.ones((8, 8)), np.ones((8, 8))])
     with pytest.raises(JaxstyleError, match="content mask covers nothing"):
@@ -226,7 +226,7 @@ def test_per_style_scales(tiny_weights):
     stages = check_inputs((30, 40, 3), [(50, 50, 3), (20, 40, 3)], options)
     assert stages[0].size == (30, 40)
     assert style_sizes(stages[0].size, [(50, 50, 3), (20, 40, 3)], options) == [(20, 20), (40, 80)]
-    with pytest.raises(JaxstyleError, match="style_scales: 1 scales for 2"):
+    with pytest.raises(JaxstyleError, match="style_scales: 1 scale for 2"):
         check_inputs((30, 40, 3), [(50, 50, 3)] * 2, StyleOptions(size=40, style_scales=(0.5,)))
 
 
@@ -255,7 +255,7 @@ def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys
     code = main(["stylize", str(paths["content"]), str(paths["a"]), "-o", str(out),
                  "--weights", str(tiny_weights_file), "--style-masks", str(tmp_path / "left.png"),
                  str(tmp_path / "right.png"), "-q"])
-    assert code == 2 and "2 masks for 1 style images" in capsys.readouterr().err
+    assert code == 2 and "2 masks for 1 style image" in capsys.readouterr().err
 
 
 def test_bfloat16_network_keeps_losses_float32_and_close(tiny_weights):

@@ -111,11 +111,15 @@ def test_compiled_executables_are_bounded_and_least_recently_used_go_first():
 
     jitted = jax.jit(lambda x: x * 2)
     first = jnp.zeros(1)
-    optimize._compile(jitted, first)
-    for n in range(2, optimize._AOT_CACHE_SIZE + 4):
-        optimize._compile(jitted, first)  # keeps the first shape recently used
-        optimize._compile(jitted, jnp.zeros(n))
-    assert len(optimize._AOT_CACHE) == optimize._AOT_CACHE_SIZE
-    keys = [key for key in optimize._AOT_CACHE if key[0] is jitted]
+    cache = optimize.CompileCache(size=4)
+    cache.compile(jitted, first)
+    for n in range(2, cache.size + 4):
+        cache.compile(jitted, first)  # keeps the first shape recently used
+        cache.compile(jitted, jnp.zeros(n))
+    assert len(cache.executables) == cache.size
+    keys = [key for key in cache.executables if key[0] is jitted]
     assert ((1,), jnp.dtype("float32")) in [key[2][0] for key in keys]
     assert ((2,), jnp.dtype("float32")) not in [key[2][0] for key in keys]
+    assert cache.seconds_since(0.0) > 0
+    cache.clear()
+    assert not cache.executables and cache.seconds_since(0.0) == 0

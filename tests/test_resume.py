@@ -216,3 +216,12 @@ def test_full_disk_while_checkpointing_keeps_previous_checkpoint(tmp_path, monke
     assert path.read_bytes() == before
     assert load_checkpoint(path).run.iteration == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ckpt"]
+
+
+def test_checkpoint_policy():
+    from jaxstyle.session import AUTO_CHECKPOINT_SECONDS, checkpoint_due
+
+    assert checkpoint_due(5, 10, 0.0) and not checkpoint_due(5, 11, 1e9)
+    assert not checkpoint_due(0, 10, 1e9)  # never
+    assert checkpoint_due(None, 3, AUTO_CHECKPOINT_SECONDS + 1)
+    assert not checkpoint_due(None, 3, AUTO_CHECKPOINT_SECONDS - 1)
