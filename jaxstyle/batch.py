@@ -15,13 +15,11 @@ from typing import NamedTuple
 import jax
 
 from jaxstyle.errors import JaxstyleError, count
-from jaxstyle.images import check_output_path, load_image, save_image
+from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import measure
 from jaxstyle.session import describe_weights, load_weights_named, summary_line, weights_label
 from jaxstyle.stylize import stylize_batch
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 
 
 class Hosts(NamedTuple):

@@ -15,6 +15,7 @@ INITS = ("content", "noise")
 LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
 ORIGINAL_COLORS = ("none", "luminance", "swap")
 PREPROCESSINGS = ("torchvision", "caffe")
+FLOWS = ("dis", "farneback", "deepflow")
 
 SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-torchvision",
                 "vgg16-keras-h5", "vgg16-keras")

@@ -34,11 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
-                     defaults: dict | None = None) -> dict:
+                     defaults: dict | None = None, video: bool = False) -> dict:
     """Adds `jaxstyle.options.flags` under their headings; returns the headings' groups (for
     the command's own flags)."""
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
-    for spec in flags(skip, defaults):
+    for spec in flags(skip, defaults, video):
         groups[spec.group].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
     return groups
 
@@ -90,6 +90,13 @@ def cmd_sweep(args) -> int:
 
     return sweep_files(args.content, args.styles, args.output, from_flags(vars(args)), args.vary,
                        _logger(args), args.weights, args.max_pixels)
+
+
+def cmd_video(args) -> int:
+    from jaxstyle.video import stylize_video
+
+    return stylize_video(args.input, args.styles, args.output, from_flags(vars(args)),
+                         _logger(args), args.weights, not args.quiet)
 
 
 def cmd_weights(args) -> int:
@@ -213,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
              "columns)")
     _common(grid, groups, "sweep")
     grid.set_defaults(func=cmd_sweep)
+
+    film = commands.add_parser(
+        "video", help="stylize a video or a folder of frames, temporally consistent",
+        description="Stylize every frame of INPUT, each held to the previous stylized frame "
+                    "warped along the optical flow (Ruder et al. 2016). Running the same "
+                    "command again after an interruption continues where it stopped.")
+    film.add_argument("input", help="a video file, or a folder of numbered frames")
+    film.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    groups = add_option_flags(film, video=True)
+    groups["output and size"].add_argument(
+        "-o", "--output", required=True, help="a video file (.mp4, .mkv, .mov, .webm: same frame "
+        "rate, audio copied) or a folder for PNG frames")
+    _common(film, groups, "video")
+    film.set_defaults(func=cmd_video)
 
     weights = commands.add_parser("weights", help="download, convert and inspect VGG weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)

@@ -22,6 +22,9 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError
 from jaxstyle.files import atomic_write
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+"""What a folder of images (batch contents, video frames) is taken to hold."""
+
 """Images with more pixels than this are refused unless the caller raises the limit."""
 
 _JPEG_QUALITY = 95

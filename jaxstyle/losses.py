@@ -60,6 +60,7 @@ __all__ = [
     "style_loss",
     "style_target_list",
     "style_targets",
+    "temporal_loss",
     "tv_loss",
     "wasserstein_distance",
     "weighted_statistics",
@@ -151,6 +152,16 @@ PRECISIONS = dict(zip(choices.PRECISIONS, (jnp.float32, jnp.bfloat16)))
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
 
 
+def temporal_loss(image: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
+    """Ruder et al.'s short-term temporal loss: ``sum(c * (x - w)^2) / D`` over the image
+    float [H, W, C], the warped previous frame [H, W, C] and the consistency weights c [H, W],
+    with D = H * W * C. The weights act per pixel (a mask applied to an already summed loss
+    would not)."""
+    check_hwc(image, "image")
+    diff = image.astype(jnp.float32) - warped.astype(jnp.float32)
+    return jnp.sum(weights[..., None] * jnp.square(diff)) / image.size
+
+
 def tv_loss(image: jax.Array) -> jax.Array:
     """Anisotropic total variation: sum of absolute neighbour differences of float [H, W, C]."""
     check_hwc(image, "image")
@@ -183,6 +194,8 @@ class LossConfig:
         Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
       convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
         for the wide float32 layers on CPUs); see `jaxstyle.vgg.CONVOLUTIONS`.
+      temporal_weight: weight of the temporal loss (video), used when the targets carry
+        previous frames.
     """
 
     content_layers: tuple[str, ...]
@@ -197,6 +210,7 @@ class LossConfig:
     weight_normalization: str
     precision: str
     convolution: str
+    temporal_weight: float
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -215,7 +229,7 @@ class LossConfig:
             )
         validate_layers(self.content_layers, "content_layers")
         validate_layers(self.style_layers, "style_layers")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
@@ -340,6 +354,9 @@ class Targets(NamedTuple):
         None for everywhere; None: no regions at all.
       style_weights: float32 [S], each style region's weight; None: 1 each.
       content_mask: ``{layer: float32 [h, w]}`` where the content loss counts; None: everywhere.
+      previous: for video (Ruder et al. 2016), ``((warped, weights), ...)``: earlier stylized
+        frames warped to this one, model-space float32 [H, W, 3], each with its per-pixel
+        consistency weights float32 [H, W] in [0, 1]; None: no temporal term.
     """
 
     content: dict
@@ -347,6 +364,7 @@ class Targets(NamedTuple):
     style_masks: tuple | None = None
     style_weights: jax.Array | None = None
     content_mask: dict | None = None
+    previous: tuple | None = None
 
 
 def style_target_list(
@@ -469,4 +487,10 @@ def objective(
         # A sum of neighbour differences of the same picture grows linearly with its side.
         tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
     components.update(content=content, style=style, tv=tv)
-    return content + style + tv, components
+    total = content + style + tv
+    if targets.previous:
+        temporal = config.temporal_weight * sum(
+            temporal_loss(image, warped, weights) for warped, weights in targets.previous)
+        components["temporal"] = temporal
+        total = total + temporal
+    return total, components

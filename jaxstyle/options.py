@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from jaxstyle.choices import (
     CONTENT_LOSSES,
     CONVOLUTIONS,
+    FLOWS,
     INITS,
     LINESEARCHES,
     OPTIMIZERS,
@@ -40,6 +41,7 @@ GROUPS = (
     "scales and tiles",
     "performance",
     "run control",
+    "video",
 )
 """The headings ``--help`` sorts the options under (each field's ``group``)."""
 
@@ -304,6 +306,35 @@ class StyleOptions:
         choices=CONVOLUTIONS,
     )
 
+    temporal_weight: float = _option(
+        1e3,
+        "video",
+        "weight of the temporal loss that keeps each frame close to the previous stylized frame "
+        "warped along the optical flow (Ruder et al. 2016); 0: independent frames",
+    )
+
+    flow: str = _option(
+        "dis",
+        "video",
+        "optical flow (OpenCV): DIS (fast), Farneback, or DeepFlow (the paper's; needs "
+        "opencv-contrib-python-headless)",
+        choices=FLOWS,
+    )
+    temporal_frames: tuple[int, ...] = _option(
+        (1,),
+        "video",
+        "earlier frames each frame is held to: 1 (the previous frame, short-term), or e.g. "
+        "1,2,4 for long-term consistency (Ruder et al. 2016)",
+        parse=parse_ints,
+        metavar="N,N,...",
+    )
+    first_frame_iterations: int | None = _option(
+        None,
+        "video",
+        "iterations for the first frame, which starts from scratch (default: twice "
+        "--iterations); later frames start from the previous one warped",
+    )
+
     def __post_init__(self):
         try:
             self.loss_config()
@@ -316,6 +347,11 @@ class StyleOptions:
         checks = {  # name: (valid, what a valid value is)
             "size": (self.size >= 0, ">= 0 (0 keeps the content's size)"),
             "iterations": (self.iterations >= 0, ">= 0"),
+            "first_frame_iterations": (self.first_frame_iterations is None
+                                       or self.first_frame_iterations >= 0, ">= 0"),
+            "temporal_frames": (len(self.temporal_frames) > 0 and min(self.temporal_frames) >= 1
+                                and list(self.temporal_frames) == sorted(set(self.temporal_frames)),
+                                "frame distances >= 1 in increasing order, e.g. 1,2,4"),
             "style_scale": (finite(self.style_scale) and self.style_scale > 0, "> 0"),
             "histogram_weight": (finite(self.histogram_weight) and self.histogram_weight >= 0,
                                  ">= 0"),
@@ -359,6 +395,7 @@ class StyleOptions:
             ("weight_normalization", WEIGHT_NORMALIZATIONS),
             ("precision", PRECISIONS),
             ("convolution", CONVOLUTIONS),
+            ("flow", FLOWS),
         ):
             if getattr(self, name) not in allowed:
                 raise OptionsError(
@@ -388,6 +425,7 @@ class StyleOptions:
             weight_normalization=self.weight_normalization,
             precision=self.precision,
             convolution=self.convolution,
+            temporal_weight=self.temporal_weight,
         )
 
     def optimizer_config(self, model_range: float, pixel_units: bool = False) -> OptimizerConfig:
@@ -424,13 +462,15 @@ class Flag(NamedTuple):
     kwargs: dict
 
 
-def flags(skip: tuple[str, ...] = (), defaults: dict | None = None) -> list[Flag]:
+def flags(skip: tuple[str, ...] = (), defaults: dict | None = None,
+          video: bool = False) -> list[Flag]:
     """One ``--flag`` per `StyleOptions` field: its heading (one of `GROUPS`) and the
     `argparse.ArgumentParser.add_argument` keywords (type, choices, default, help with the
-    default shown once). `defaults` overrides some defaults for one command."""
+    default shown once). `defaults` overrides some defaults for one command; the "video"
+    options are only offered with `video`."""
     found = []
     for f in dataclasses.fields(StyleOptions):
-        if f.name in skip:
+        if f.name in skip or f.metadata["group"] == "video" and not video:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
         flag = "--" + f.name.replace("_", "-")

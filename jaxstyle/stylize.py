@@ -262,6 +262,7 @@ class Scale(NamedTuple):
       style: `jaxstyle.losses.Targets.style` of the whole style images at this scale.
       style_masks: float32 [H, W] per style (None: everywhere), or None for no regions.
       content_mask: float32 [H, W], or None.
+      previous: ``((warped, weights), ...)`` at the scale's size, model space (video), or None.
     """
 
     content_rgb: jax.Array
@@ -270,6 +271,7 @@ class Scale(NamedTuple):
     style: tuple
     style_masks: list | None
     content_mask: jax.Array | None
+    previous: tuple | None = None
 
 
 def prepare_scale(
@@ -281,6 +283,7 @@ def prepare_scale(
     style_masks: Sequence[jax.Array | None] | None = None,
     content_mask: jax.Array | None = None,
     style: tuple | None = None,
+    previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
 ) -> Scale:
     """Resizes and recolours the inputs for `stage`'s scale and computes the style targets.
 
@@ -295,6 +298,8 @@ def prepare_scale(
       content_mask: a mask; the content loss counts only where it is white.
       style: `Scale.style` of another content image at the same scale, reused (valid when the
         style targets do not depend on the content: no colour matching, no luminance-only).
+      previous: for video, ``(warped, weights)`` pairs: earlier stylized frames warped to this
+        one, float [H, W, 3] RGB in [0, 1], with consistency weights float [H, W] in [0, 1].
 
     Raises:
       JaxstyleError: masks that do not match the styles or cover nothing.
@@ -327,7 +332,14 @@ def prepare_scale(
         None if m is None else _mask(m, stage.size, f"style mask {i + 1}")
         for i, m in enumerate(style_masks)]
     cmask = None if content_mask is None else _mask(content_mask, stage.size, "content mask")
-    return Scale(content_rgb, content_in, model_styles, style, masks, cmask)
+    if previous:
+        grey = options.original_colors == "luminance"
+        previous = tuple(
+            (pre.to_model(color.gray_rgb(color.luminance(frame)) if grey else frame),
+             jnp.clip(resize(jnp.asarray(c, jnp.float32)[..., None], *stage.size)[..., 0], 0, 1))
+            for frame, c in ((resize(jnp.asarray(f, jnp.float32), *stage.size), c)
+                             for f, c in previous))
+    return Scale(content_rgb, content_in, model_styles, style, masks, cmask, previous or None)
 
 
 def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
@@ -346,6 +358,9 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             cmask, options.style_blend_weights, scale.style)
     except ValueError as exc:
         raise JaxstyleError(str(exc)) from None
+    if scale.previous:
+        targets = targets._replace(previous=tuple((w[window], c[window])
+                                                  for w, c in scale.previous))
     start = jnp.asarray(canvas[window])
     if options.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
@@ -446,6 +461,8 @@ class _Walk(NamedTuple):
     callback: Callable | None
     report_at: Callable[[int], bool] | None
     devices: Sequence[jax.Device] | None  # None: one image, not batched
+    style_cache: dict | None = None  # scale -> Targets.style, kept between calls (video)
+    previous: Sequence | None = None  # (warped, weights) pairs of earlier frames (video)
 
 
 def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dict | None,
@@ -552,13 +569,14 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
     for stage in stages[begin:]:
         started = time.perf_counter()
         if not scales or stage.tile == 0 or stage.index == begin:
-            style = None
+            cache = walk.style_cache if share_style and walk.style_cache is not None else {}
+            style = cache.get(stage.size)
             scales = []
             for content, init in zip(contents, init_images):
                 scales.append(prepare_scale(content, styles, weights, options, stage,
                                             style_masks, content_mask,
-                                            style if share_style else None))
-                style = scales[-1].style
+                                            style if share_style else None, walk.previous))
+                style = cache[stage.size] = scales[-1].style
             if stage.index == begin and resume is not None and resume.canvas is not None:
                 canvases = [np.asarray(resume.canvas, np.float32)]
             elif stage.index == begin and resume is not None and begin > 0:
@@ -617,6 +635,8 @@ def stylize(
     callback: Callable[[StylizeProgress], None] | None = None,
     report_at: Callable[[int], bool] | None = None,
     resume: RunState | None = None,
+    previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
+    style_cache: dict | None = None,
 ) -> StylizeResult:
     """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
 
@@ -642,6 +662,12 @@ def stylize(
       resume: continue a run from this state (from `StylizeProgress.run_state` or a
         checkpoint), at any stage of any plan; the inputs and options must be the run's own. The
         result is bit for bit that of the uninterrupted run on the same machine.
+      previous: for video (`jaxstyle.video`): ``(warped, weights)`` pairs, earlier stylized
+        frames warped to this one (float [H, W, 3] RGB in [0, 1], resized to the output) and
+        their per-pixel consistency weights float [H, W] in [0, 1]; adds the temporal loss
+        weighted by ``options.temporal_weight``.
+      style_cache: a dict kept between calls with the same styles and options (the frames of a
+        video): the style targets are computed once and reused from it.
 
     Returns:
       A `StylizeResult` with the image, the loss history through all stages, evaluations and
@@ -657,7 +683,7 @@ def stylize(
     styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
-                 callback, report_at, None)
+                 callback, report_at, None, style_cache, previous)
     return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,
                       resume)[0]
 
