@@ -62,7 +62,7 @@ def make_inputs(folder: Path, sizes: list[int]) -> None:
 
     sys.path.insert(0, str(ROOT))
     import jaxstyle
-    from jaxstyle.stylize import prepare
+    from jaxstyle.problem import prepare
 
     weights = jaxstyle.convert(folder / "vgg19-random.pth", "torchvision")
     jaxstyle.weights.save_converted(weights, folder / "vgg19-random.msgpack")

@@ -335,6 +335,15 @@ class StyleOptions:
         "--iterations); later frames start from the previous one warped",
     )
 
+    passes: int = _option(
+        1,
+        "video",
+        "1: frame after frame, each from the previous stylized one; N >= 2: N passes over all "
+        "frames in alternating directions, each frame held to its neighbour from the pass "
+        "before, so a pass's frames run as batches sharded over all devices",
+    )
+    pass_batch: int = _option(8, "video", "with --passes N >= 2: frames per batch")
+
     def __post_init__(self):
         try:
             self.loss_config()
@@ -347,6 +356,8 @@ class StyleOptions:
         checks = {  # name: (valid, what a valid value is)
             "size": (self.size >= 0, ">= 0 (0 keeps the content's size)"),
             "iterations": (self.iterations >= 0, ">= 0"),
+            "passes": (self.passes >= 1, ">= 1"),
+            "pass_batch": (self.pass_batch >= 1, ">= 1"),
             "first_frame_iterations": (self.first_frame_iterations is None
                                        or self.first_frame_iterations >= 0, ">= 0"),
             "temporal_frames": (len(self.temporal_frames) > 0 and min(self.temporal_frames) >= 1

@@ -22,8 +22,8 @@ import numpy as np
 from jaxstyle.images import resize
 from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
+from jaxstyle.problem import style_sizes
 from jaxstyle.style_losses import StyleLoss, gram_distance, gram_statistics, sliced_wasserstein
-from jaxstyle.stylize import style_sizes
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import VGGWeights
 

@@ -30,8 +30,9 @@ from jaxstyle.files import atomic_write, sha256_of
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.plan import total_iterations
+from jaxstyle.problem import check_inputs
 from jaxstyle.quality import measure
-from jaxstyle.stylize import check_inputs, stylize
+from jaxstyle.stylize import stylize
 from jaxstyle.weights import VGGWeights, find_weights, load_weights, random_weights
 
 AUTO_CHECKPOINT_SECONDS = 120.0

@@ -21,16 +21,25 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxstyle import color, losses
+from jaxstyle import losses
 from jaxstyle.checkpoint import RunState, restore_state
-from jaxstyle.errors import JaxstyleError, OptimizationError, count
-from jaxstyle.images import fit_longest_side, resize
+from jaxstyle.errors import JaxstyleError, OptimizationError
+from jaxstyle.images import resize
 from jaxstyle.optimize import Progress, minimize, state_like
-from jaxstyle.options import OptionsError, StyleOptions
-from jaxstyle.plan import Stage, output_shape, plan, total_iterations
-from jaxstyle.preprocessing import Preprocessing
-from jaxstyle.tiling import paste, tiled_style_target_list
-from jaxstyle.vgg import depths_of, min_image_side, pools_before, validate_layers
+from jaxstyle.options import StyleOptions
+from jaxstyle.plan import Stage, total_iterations
+from jaxstyle.problem import (
+    Problem,
+    Scale,
+    check_image,
+    check_inputs,
+    check_network,
+    finish,
+    prepare_scale,
+    stage_problem,
+    start_canvas,
+)
+from jaxstyle.tiling import paste
 from jaxstyle.weights import VGGWeights
 
 
@@ -114,302 +123,6 @@ class StylizeResult:
     devices: int = 1
 
 
-def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:
-    """Model-space float [H, W, 3] -> float32 RGB in [0, 1], clipped."""
-    return np.clip(np.asarray(preprocessing.from_model(x), np.float32), 0.0, 1.0)
-
-
-def _check_image(image, argument: str) -> jax.Array:
-    image = jnp.asarray(image, jnp.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise JaxstyleError(f"{argument}: expected an RGB image [H, W, 3], got {image.shape}")
-    return image
-
-
-def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str,
-                fix: Callable[[int], str] = lambda need: "") -> None:
-    need = min_image_side(layers)
-    if min(shape[:2]) < need:
-        raise JaxstyleError(
-            f"{what} of {shape[1]}x{shape[0]} px is too small for the network: its deepest "
-            f"layer used ({max(layers, key=pools_before)}) needs at least {need} px on each side"
-            f"{fix(need)}"
-        )
-
-
-def _smallest_size(content_shape: tuple[int, ...], need: int) -> int:
-    """The smallest longest side at which the content's shorter side reaches `need` px."""
-    size = need
-    while min(output_shape(content_shape, size)) < need:
-        size += 1
-    return size
-
-
-def check_network(weights: VGGWeights, options: StyleOptions) -> None:
-    """Checks that the network the weights hold has every layer the options name.
-
-    Raises:
-      OptionsError: a content or style layer the network lacks (``relu5_4`` with a VGG16); the
-        message names the option and lists the network's layers.
-    """
-    for name in ("content_layers", "style_layers"):
-        try:
-            validate_layers(getattr(options, name), name, depths_of(weights.params))
-        except ValueError as exc:
-            raise OptionsError(str(exc)) from None
-
-
-def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ...]],
-                options: StyleOptions) -> list[tuple[int, int]]:
-    """(H, W) each style image is resized to for an output of `output_hw`: longest side
-    ``style_scale`` (or its own ``style_scales`` entry) times the output's."""
-    scales = options.style_scales or (options.style_scale,) * len(style_shapes)
-    if len(scales) != len(style_shapes):
-        raise JaxstyleError(
-            f"style_scales: {count(len(scales), 'scale')} for "
-            f"{count(len(style_shapes), 'style image')}"
-        )
-    return [fit_longest_side(shape, max(1, round(scale * max(output_hw))))
-            for shape, scale in zip(style_shapes, scales)]
-
-
-def check_inputs(
-    content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]], options: StyleOptions
-) -> tuple[Stage, ...]:
-    """Checks image counts and sizes against the options before any expensive work.
-
-    Args:
-      content_shape: the content image's shape [H, W, 3].
-      style_shapes: each style image's shape.
-      options: the run's options.
-
-    Returns:
-      The run's plan (`jaxstyle.plan.plan`).
-
-    Raises:
-      JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
-        or a style image) too small for the deepest layer used.
-    """
-    if not style_shapes:
-        raise JaxstyleError("at least one style image is needed")
-    blend = options.style_blend_weights
-    if blend is not None and len(blend) != len(style_shapes):
-        raise JaxstyleError(
-            f"style_blend_weights: {count(len(blend), 'weight')} for "
-            f"{count(len(style_shapes), 'style image')}"
-        )
-    config = options.loss_config()
-    stages = plan(content_shape, options)
-    flag = "--scales" if options.scales else "--size"
-    for stage in stages:
-        _check_size(stage.size, config.layers, f"{flag}: the output",
-                    lambda need: f"; use {flag} {_smallest_size(content_shape, need)} or more")
-        _check_size(stage.window[2:], config.layers, f"--tile-size: tile {stage.tile + 1}",
-                    lambda need: f"; use --tile-size {max(32, need)} or more")
-        for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
-            _check_size(hw, config.style_layers, f"--style-scale: style image {i + 1}",
-                        lambda need: "; use a larger --style-scale")
-    return stages
-
-
-class Problem(NamedTuple):
-    """One stage's optimization, and how its variable becomes a picture.
-
-    Attributes:
-      loss_fn: ``(x, params, targets, loss_static) -> (total, components)``, module-level.
-      loss_static: its hashable last argument.
-      x0: the starting variable: the model-space image [h, w, 3], or the luminance [h, w, 1] in
-        [0, 1] when only luminance is optimized.
-      targets: the objective's `jaxstyle.losses.Targets`.
-      to_rgb: the variable -> float32 [h, w, 3] RGB in [0, 1].
-      pixel_units: whether the variable is in [0, 1] pixel units (else the network's space).
-    """
-
-    loss_fn: Callable
-    loss_static: object
-    x0: jax.Array
-    targets: losses.Targets
-    to_rgb: Callable[[jax.Array], np.ndarray]
-    pixel_units: bool
-
-
-def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets, static) -> tuple:
-    """`losses.objective` of the grey image whose luminance is y [H, W, 1] (static: (config,
-    preprocessing)): Gatys et al. 2017's luminance-only transfer."""
-    config, preprocessing = static
-    return losses.objective(preprocessing.to_model(color.gray_rgb(y)), params, targets, config)
-
-
-def _mask(mask, shape: tuple[int, int], what: str) -> jax.Array:
-    mask = jnp.asarray(mask, jnp.float32)
-    if mask.ndim == 3:
-        mask = mask.mean(-1)
-    if mask.ndim != 2:
-        raise JaxstyleError(f"{what}: expected a [H, W] or [H, W, C] image, got {mask.shape}")
-    mask = jnp.clip(resize(mask[..., None], *shape)[..., 0], 0.0, 1.0)
-    if float(mask.max()) < 0.5:
-        raise JaxstyleError(f"{what} covers nothing: it has no white (or light) pixel")
-    return mask
-
-
-class Scale(NamedTuple):
-    """One image's inputs at one scale of the plan, shared by the scale's tiles.
-
-    Attributes:
-      content_rgb: float32 [H, W, 3] RGB, the content at the scale's size.
-      content_in: what the network sees of it (grey for luminance-only transfer).
-      styles: the model-space style images at this scale (recoloured if asked).
-      style: `jaxstyle.losses.Targets.style` of the whole style images at this scale.
-      style_masks: float32 [H, W] per style (None: everywhere), or None for no regions.
-      content_mask: float32 [H, W], or None.
-      previous: ``((warped, weights), ...)`` at the scale's size, model space (video), or None.
-    """
-
-    content_rgb: jax.Array
-    content_in: jax.Array
-    styles: list
-    style: tuple
-    style_masks: list | None
-    content_mask: jax.Array | None
-    previous: tuple | None = None
-
-
-def prepare_scale(
-    content: jax.Array,
-    styles: Sequence[jax.Array],
-    weights: VGGWeights,
-    options: StyleOptions,
-    stage: Stage,
-    style_masks: Sequence[jax.Array | None] | None = None,
-    content_mask: jax.Array | None = None,
-    style: tuple | None = None,
-    previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
-) -> Scale:
-    """Resizes and recolours the inputs for `stage`'s scale and computes the style targets.
-
-    Args:
-      content: float [H, W, 3] RGB in [0, 1].
-      styles: one or more float [H_i, W_i, 3] RGB in [0, 1].
-      weights: the network.
-      options: the run's options.
-      stage: any stage of the scale (its ``size`` and ``tiles`` matter).
-      style_masks: one mask per style (any size, resized to the scale; white = this style
-        applies there; None entries apply everywhere), or None.
-      content_mask: a mask; the content loss counts only where it is white.
-      style: `Scale.style` of another content image at the same scale, reused (valid when the
-        style targets do not depend on the content: no colour matching, no luminance-only).
-      previous: for video, ``(warped, weights)`` pairs: earlier stylized frames warped to this
-        one, float [H, W, 3] RGB in [0, 1], with consistency weights float [H, W] in [0, 1].
-
-    Raises:
-      JaxstyleError: masks that do not match the styles or cover nothing.
-    """
-    if style_masks is not None and len(style_masks) != len(styles):
-        raise JaxstyleError(f"style masks: {count(len(style_masks), 'mask')} for "
-                            f"{count(len(styles), 'style image')}")
-    config, pre = options.loss_config(), weights.preprocessing
-    content_rgb = resize(content, *stage.size)
-    style_rgbs = [resize(s, *hw) for s, hw in
-                  zip(styles, style_sizes(stage.size, [s.shape for s in styles], options))]
-    if options.match_style_colors:
-        style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
-    content_in = content_rgb
-    if options.original_colors == "luminance":
-        content_y = color.luminance(content_rgb)
-        content_in = color.gray_rgb(content_y)
-        style_rgbs = [color.gray_rgb(color.match_luminance(color.luminance(s), content_y))
-                      for s in style_rgbs]
-    model_styles = [pre.to_model(s) for s in style_rgbs]
-    regions = style_masks is not None
-    if style is None and stage.tiles > 1:
-        style = tiled_style_target_list(weights.params, model_styles, config,
-                                        options.style_blend_weights, regions, options.tile_size,
-                                        options.tile_overlap)
-    elif style is None:
-        style = losses.style_target_list(weights.params, model_styles, config,
-                                         options.style_blend_weights, regions)
-    masks = None if style_masks is None else [
-        None if m is None else _mask(m, stage.size, f"style mask {i + 1}")
-        for i, m in enumerate(style_masks)]
-    cmask = None if content_mask is None else _mask(content_mask, stage.size, "content mask")
-    if previous:
-        grey = options.original_colors == "luminance"
-        previous = tuple(
-            (pre.to_model(color.gray_rgb(color.luminance(frame)) if grey else frame),
-             jnp.clip(resize(jnp.asarray(c, jnp.float32)[..., None], *stage.size)[..., 0], 0, 1))
-            for frame, c in ((resize(jnp.asarray(f, jnp.float32), *stage.size), c)
-                             for f, c in previous))
-    return Scale(content_rgb, content_in, model_styles, style, masks, cmask, previous or None)
-
-
-def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
-                  options: StyleOptions) -> Problem:
-    """The optimization of one stage: `scale`'s inputs cut to the stage's window, starting from
-    the canvas float32 [H, W, 3] RGB there."""
-    top, left, h, w = stage.window
-    window = (slice(top, top + h), slice(left, left + w))
-    config, pre = options.loss_config(), weights.preprocessing
-    masks = None if scale.style_masks is None else [
-        None if m is None else m[window] for m in scale.style_masks]
-    cmask = None if scale.content_mask is None else scale.content_mask[window]
-    try:
-        targets = losses.region_targets(
-            weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
-            cmask, options.style_blend_weights, scale.style)
-    except ValueError as exc:
-        raise JaxstyleError(str(exc)) from None
-    if scale.previous:
-        targets = targets._replace(previous=tuple((w[window], c[window])
-                                                  for w, c in scale.previous))
-    start = jnp.asarray(canvas[window])
-    if options.original_colors == "luminance":
-        chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
-
-        def with_content_chroma(y):
-            ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
-            return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
-
-        return Problem(luminance_objective, (config, pre), color.luminance(start), targets,
-                       with_content_chroma, pixel_units=True)
-    return Problem(losses.objective, config, pre.to_model(start), targets,
-                   functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
-
-
-def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,
-            options: StyleOptions, key: jax.Array | None = None) -> Problem:
-    """The `Problem` of a run's first stage (all of a single-scale, untiled run): to inspect
-    or optimize the objective yourself. Inputs as for `stylize`."""
-    stage = check_inputs(jnp.shape(content), [jnp.shape(s) for s in styles], options)[0]
-    scale = prepare_scale(_check_image(content, "content"),
-                          [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)],
-                          weights, options, stage)
-    key = jax.random.key(options.seed) if key is None else key
-    return stage_problem(scale, start_canvas(scale.content_rgb, options, key), stage, weights,
-                         options)
-
-
-def start_canvas(content_rgb: jax.Array, options: StyleOptions, key: jax.Array,
-                 init_image: jax.Array | None = None) -> np.ndarray:
-    """The first scale's starting picture float32 [H, W, 3]: `init_image` resized, seeded noise
-    or the content itself (``options.init``)."""
-    shape = content_rgb.shape[:2]
-    if init_image is not None:
-        return np.asarray(resize(_check_image(init_image, "init_image"), *shape))
-    if options.init == "noise":
-        # Uniform RGB noise; neural-style's N(0, 1e-3) in Caffe space is a flat grey image and
-        # gives L-BFGS nothing to work from on random weights.
-        return np.asarray(jax.random.uniform(key, (*shape, 3)))
-    return np.asarray(content_rgb)
-
-
-def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarray:
-    """The output from the last scale's canvas: with the content's chroma when
-    ``options.original_colors`` is 'swap' (neural-style's -original_colors)."""
-    if options.original_colors == "swap":
-        return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
-    return np.asarray(canvas, np.float32)
-
-
 def memory_limit_bytes(options: StyleOptions) -> int | None:
     """``options.memory_limit_gb`` in bytes (None: what the device has free; 0: no check)."""
     if options.memory_limit_gb is None:
@@ -461,8 +174,7 @@ class _Walk(NamedTuple):
     callback: Callable | None
     report_at: Callable[[int], bool] | None
     devices: Sequence[jax.Device] | None  # None: one image, not batched
-    style_cache: dict | None = None  # scale -> Targets.style, kept between calls (video)
-    previous: Sequence | None = None  # (warped, weights) pairs of earlier frames (video)
+    style_cache: dict | None = None  # stage size -> Targets.style, kept between calls (video)
 
 
 def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dict | None,
@@ -501,10 +213,13 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
         by_image = NamedSharding(mesh, PartitionSpec("batch"))
         everywhere = NamedSharding(mesh, PartitionSpec())
         padded = problems + [problems[-1]] * (-len(problems) % len(walk.devices))
-        shared = first.targets._replace(content=None,
+        shared = first.targets._replace(content=None, previous=None,
                                         style=first.targets.style if share_style else None)
         per_style = None if share_style else _stack([p.targets.style for p in padded])
-        per_image = losses.Targets(_stack([p.targets.content for p in padded]), per_style)
+        per_previous = (_stack([p.targets.previous for p in padded]) if first.targets.previous
+                        else None)
+        per_image = losses.Targets(_stack([p.targets.content for p in padded]), per_style,
+                                   previous=per_previous)
         loss_fn, loss_static = batched_objective, (first.loss_fn, first.loss_static)
         x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
         args = (jax.device_put(weights.params, everywhere), jax.device_put(shared, everywhere),
@@ -548,8 +263,9 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
 
 def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
                stages: tuple[Stage, ...], init_images: list, style_masks, content_mask,
-               resume: RunState | None) -> list[StylizeResult]:
-    """The driver: walks `stages` for the content images (one, or a batch in lockstep)."""
+               resume: RunState | None, previous: list | None = None) -> list[StylizeResult]:
+    """The driver: walks `stages` for the content images (one, or a batch in lockstep);
+    `previous` holds each image's temporal targets (video), or is None."""
     options, weights = walk.options, walk.weights
     share_style = not (options.match_style_colors or options.original_colors == "luminance")
     begin = 0 if resume is None else resume.stage
@@ -572,10 +288,10 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
             cache = walk.style_cache if share_style and walk.style_cache is not None else {}
             style = cache.get(stage.size)
             scales = []
-            for content, init in zip(contents, init_images):
+            for content, earlier in zip(contents, previous or [None] * len(contents)):
                 scales.append(prepare_scale(content, styles, weights, options, stage,
                                             style_masks, content_mask,
-                                            style if share_style else None, walk.previous))
+                                            style if share_style else None, earlier))
                 style = cache[stage.size] = scales[-1].style
             if stage.index == begin and resume is not None and resume.canvas is not None:
                 canvases = [np.asarray(resume.canvas, np.float32)]
@@ -679,13 +395,13 @@ def stylize(
     """
     options = options or StyleOptions()
     check_network(weights, options)
-    content = _check_image(content, "content")
-    styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    content = check_image(content, "content")
+    styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
-                 callback, report_at, None, style_cache, previous)
+                 callback, report_at, None, style_cache)
     return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,
-                      resume)[0]
+                      resume, [previous] if previous else None)[0]
 
 
 def stylize_batch(
@@ -697,6 +413,9 @@ def stylize_batch(
     key: jax.Array | None = None,
     devices: Sequence[jax.Device] | None = None,
     callback: Callable[[StylizeProgress], None] | None = None,
+    init_images: Sequence[jax.Array | None] | None = None,
+    previous: Sequence[Sequence[tuple[jax.Array, jax.Array]]] | None = None,
+    style_cache: dict | None = None,
 ) -> list[StylizeResult]:
     """Stylizes several content images with the same styles and options, batched and sharded.
 
@@ -715,6 +434,10 @@ def stylize_batch(
         with copies of its last image to a multiple of their number.
       callback: called with a `StylizeProgress` (its ``value`` summed over the batch, its
         ``history`` empty) after each chunk.
+      init_images: a start image per content image (None entries: ``options.init``).
+      previous: per content image, its temporal targets as `stylize` takes them (video's
+        multi-pass mode); all images or none have them.
+      style_cache: as for `stylize`.
 
     Returns:
       One `StylizeResult` per content image, in order; each equals what `stylize` gives for that
@@ -727,10 +450,14 @@ def stylize_batch(
     if not contents:
         raise JaxstyleError("batch: no content images")
     check_network(weights, options)
-    contents = [_check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]
-    styles = [_check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    contents = [check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]
+    styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
-                 callback, None, list(devices or jax.local_devices()))
+                 callback, None, list(devices or jax.local_devices()), style_cache)
+    init_images = list(init_images or [None] * len(contents))
+    if previous is not None and (len(previous) != len(contents)
+                                 or len({len(p or ()) for p in previous}) > 1):
+        raise JaxstyleError("previous: one list of the same length per content image")
     groups: dict[tuple, list[int]] = {}
     plans = {}
     for index, content in enumerate(contents):
@@ -742,7 +469,9 @@ def stylize_batch(
     for signature, indices in groups.items():
         try:
             done = _walk_plan(walk, [contents[i] for i in indices], styles, plans[signature],
-                              [None] * len(indices), None, None, None)
+                              [init_images[i] for i in indices], None, None, None,
+                              None if previous is None or not previous[0]
+                              else [previous[i] for i in indices])
         except OptimizationError as exc:
             size = signature[-1]
             raise OptimizationError(f"batch of {len(indices)} images at {size[1]}x{size[0]}: "

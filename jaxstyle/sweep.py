@@ -19,9 +19,10 @@ from PIL import Image, ImageDraw, ImageFont
 from jaxstyle.errors import count
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import OptionsError, StyleOptions, parse_value
+from jaxstyle.problem import check_inputs
 from jaxstyle.quality import Quality, measure
 from jaxstyle.session import describe_weights, load_weights_named, weights_label
-from jaxstyle.stylize import check_inputs, stylize
+from jaxstyle.stylize import stylize
 from jaxstyle.weights import VGGWeights
 
 _CAPTION_LINES = 3

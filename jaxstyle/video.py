@@ -14,6 +14,7 @@ place, so nothing half-written ever carries the output's name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -34,10 +35,12 @@ from jaxstyle.files import sha256_of
 from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.plan import output_shape
+from jaxstyle.problem import check_inputs
 from jaxstyle.session import describe_weights, load_weights_named, stop_requests, weights_label
-from jaxstyle.stylize import check_inputs, stylize
+from jaxstyle.stylize import stylize, stylize_batch
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+CRF = 18  # x264's constant rate factor: visually lossless for most material
 FOLDER_FPS = Fraction(25)
 """Frame rate of a video made from a folder of frames."""
 
@@ -157,12 +160,13 @@ def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | N
 
     partial = output.with_name(f".{output.name}.partial{output.suffix}")
     try:
-        source = av.open(str(audio_from)) if audio_from else None
-        audio = source.streams.audio[0] if source and source.streams.audio else None
-        with av.open(str(partial), "w", format=_FORMATS.get(output.suffix.lower())) as out:
-            first = np.asarray(Image.open(frames[0]).convert("RGB"))
-            h, w = first.shape[:2]
-            stream = out.add_stream("libx264", rate=fps)
+        with contextlib.ExitStack() as stack:
+            source = stack.enter_context(av.open(str(audio_from))) if audio_from else None
+            audio = source.streams.audio[0] if source and source.streams.audio else None
+            out = stack.enter_context(av.open(str(partial), "w",
+                                              format=_FORMATS.get(output.suffix.lower())))
+            h, w = np.asarray(Image.open(frames[0])).shape[:2]
+            stream = out.add_stream("libx264", rate=fps, options={"crf": str(CRF)})
             stream.width, stream.height = w, h
             stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
             copied = out.add_stream_from_template(audio) if audio is not None else None
@@ -175,8 +179,6 @@ def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | N
                     if packet.dts is not None:
                         packet.stream = copied
                         out.mux(packet)
-        if source:
-            source.close()
         partial.replace(output)
     except (OSError, av.FFmpegError) as exc:
         partial.unlink(missing_ok=True)
@@ -240,7 +242,8 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
         raise VideoError("video needs PyAV and OpenCV: pip install 'jaxstyle[video]'") from None
     source = open_source(input_path)
     output = Path(output)
-    if output.resolve() == source.path.resolve() or source.path.resolve() in output.resolve().parents:
+    inside = source.path.resolve() in output.resolve().parents
+    if output.resolve() == source.path.resolve() or inside:
         raise VideoError(f"{output}: refusing to write over the input {source.path}")
     if is_video_path(output):
         check_output_path(output.with_suffix(".png"), [input_path, *styles])
@@ -269,48 +272,19 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
         record.write_text(json.dumps(stamp))
     except OSError as exc:
         raise VideoError(f"{work}: cannot write there ({exc.strerror or exc})") from None
-    label = weights_label(weights)
     shape = output_shape(source.size, options.size)
-    first_iterations = options.first_frame_iterations or 2 * options.iterations
-    keep = max(options.temporal_frames)
-    contents, stylized, cache = {}, {}, {}
-    done = 0
-    bar = tqdm(total=source.frames or None, unit="frame", disable=not progress_bar,
-               file=sys.stderr, dynamic_ncols=True)
-    started = time.perf_counter()
+    run = _Run(source, work, shape, style_images, weights, options, weights_label(weights),
+               [input_path, *styles], on_frame, {})
+    bar = tqdm(total=(source.frames or None) if options.passes == 1 else None, unit="frame",
+               disable=not progress_bar, file=sys.stderr, dynamic_ncols=True)
     with stop_requests(log) as stop:
-        for index, frame in enumerate(read_frames(source)):
-            content = np.asarray(jnp.asarray(frame) if frame.shape[:2] == shape else
-                                 _resized(frame, shape))
-            contents[index] = content
-            path = frame_path(work, index)
-            if path.is_file():  # finished by an earlier, interrupted run
-                stylized[index] = load_image(path)
-            else:
-                previous, start = ([], None) if not options.temporal_weight or index == 0 else \
-                    previous_frames(index, content, contents, stylized, options)
-                run = options.replace(iterations=first_iterations if index == 0
-                                      else options.iterations)
-                frame_started = time.perf_counter()
-                result = stylize(content, style_images, weights, run, init_image=start,
-                                 previous=previous or None, style_cache=cache)
-                save_image(path, result.image, [input_path, *styles], label)
-                stylized[index] = load_image(path)  # what a resumed run would read back
-                done += 1
-                if on_frame is not None:
-                    on_frame(index, time.perf_counter() - frame_started)
-            for old in [k for k in contents if k <= index - keep]:
-                del contents[old], stylized[old]
-            bar.update(1)
-            if done:
-                bar.set_postfix_str(f"{(time.perf_counter() - started) / done:.1f} s/frame",
-                                    refresh=False)
-            if stop:
-                bar.close()
-                print(f"interrupted after {count(index + 1, 'frame')}; they are in {work}; run "
-                      "the same command again to continue", file=sys.stderr, flush=True)
-                return 128 + stop[0]
+        walk = _single_pass if options.passes == 1 else _multi_pass
+        stopped, done = walk(run, bar, stop)
     bar.close()
+    if stopped:
+        print(f"interrupted; the finished frames are in {work}; run the same command again to "
+              "continue", file=sys.stderr, flush=True)
+        return 128 + stopped
     frames = sorted(work.glob("frame_*.png"))
     if is_video_path(output):
         encode(frames, output, source.fps, None if source.files else source.path)
@@ -320,6 +294,136 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
     log(f"wrote {output}: {count(len(frames), 'frame')} at {shape[1]}x{shape[0]}, "
         f"{float(source.fps):g} fps, {count(done, 'frame')} stylized in this run")
     return 0
+
+
+class _Run(NamedTuple):
+    """What every frame of a video run shares."""
+
+    source: Source
+    work: Path
+    shape: tuple[int, int]
+    styles: list
+    weights: object
+    options: StyleOptions
+    label: str
+    inputs: list
+    on_frame: Callable[[int, float], None] | None
+    style_cache: dict
+
+
+def _content(run: _Run, frame: np.ndarray) -> np.ndarray:
+    return np.asarray(frame) if frame.shape[:2] == run.shape else _resized(frame, run.shape)
+
+
+def _single_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
+    """Frame after frame, each from the previous stylized frames (the paper's single pass).
+    Returns (the signal that stopped it or 0, frames stylized)."""
+    options = run.options
+    first_iterations = options.first_frame_iterations or 2 * options.iterations
+    keep = max(options.temporal_frames)
+    contents, stylized, done, started = {}, {}, 0, time.perf_counter()
+    for index, frame in enumerate(read_frames(run.source)):
+        content = contents[index] = _content(run, frame)
+        path = frame_path(run.work, index)
+        if path.is_file():  # finished by an earlier, interrupted run
+            stylized[index] = load_image(path)
+        else:
+            previous, start = ([], None) if not options.temporal_weight or index == 0 else \
+                previous_frames(index, content, contents, stylized, options)
+            settings = options.replace(iterations=first_iterations if index == 0
+                                       else options.iterations)
+            frame_started = time.perf_counter()
+            result = stylize(content, run.styles, run.weights, settings, init_image=start,
+                             previous=previous or None, style_cache=run.style_cache)
+            save_image(path, result.image, run.inputs, run.label)
+            stylized[index] = load_image(path)  # what a resumed run would read back
+            done += 1
+            if run.on_frame is not None:
+                run.on_frame(index, time.perf_counter() - frame_started)
+        for old in [k for k in contents if k <= index - keep]:
+            del contents[old], stylized[old]
+        bar.update(1)
+        if done:
+            bar.set_postfix_str(f"{(time.perf_counter() - started) / done:.1f} s/frame",
+                                refresh=False)
+        if stop:
+            return stop[0], done
+    return 0, done
+
+
+MULTI_PASS_BLEND = 0.5
+"""Ruder et al.'s delta: how much of the warped neighbour a multi-pass frame starts from."""
+
+
+def _multi_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
+    """``options.passes`` passes over all frames, alternating direction; within a pass every
+    frame depends only on the pass before, so ``options.pass_batch`` frames at a time run as
+    one batch sharded over all local devices. Pass 1 stylizes the frames independently; pass
+    p starts each frame from a blend of its own previous-pass result and its neighbour's
+    (the previous frame on forward passes, the next on backward ones) warped to it, and holds
+    it to that warp by the temporal loss. Returns (the stopping signal or 0, frames stylized).
+    """
+    options, work = run.options, run.work
+    folder = work / "content"
+    folder.mkdir(exist_ok=True)
+    count_frames = 0
+    for index, frame in enumerate(read_frames(run.source)):  # once: frames at the output size
+        count_frames += 1
+        if not frame_path(folder, index).is_file():
+            save_image(frame_path(folder, index), _content(run, frame), run.inputs)
+    done = 0
+    for number in range(options.passes):
+        here = work / f"pass_{number + 1}"
+        here.mkdir(exist_ok=True)
+        before = work / f"pass_{number}"
+        step = -1 if number % 2 else 1  # the neighbour: previous frame, then the next, ...
+        bar.set_description(f"pass {number + 1}/{options.passes}", refresh=False)
+        for first in range(0, count_frames, options.pass_batch):
+            indices = range(first, min(count_frames, first + options.pass_batch))
+            if all(frame_path(here, i).is_file() for i in indices):
+                bar.update(len(indices))
+                continue
+            contents = [load_image(frame_path(folder, i)) for i in indices]
+            inits, previous = None, None
+            if number > 0:
+                inits, previous = zip(*[_pass_targets(i, i - step, count_frames, folder, before,
+                                                      options) for i in indices])
+            started = time.perf_counter()
+            results = stylize_batch(contents, run.styles, run.weights, options,
+                                    init_images=inits,
+                                    previous=None if previous is None else list(previous),
+                                    style_cache=run.style_cache)
+            for i, result in zip(indices, results):
+                save_image(frame_path(here, i), result.image, run.inputs, run.label)
+                if run.on_frame is not None:
+                    run.on_frame(i, (time.perf_counter() - started) / len(indices))
+            done += len(indices)
+            bar.update(len(indices))
+            if stop:
+                return stop[0], done
+    for index in range(count_frames):
+        shutil.copyfile(frame_path(here, index), frame_path(work, index))
+    for number in range(options.passes):
+        shutil.rmtree(work / f"pass_{number + 1}")
+    shutil.rmtree(folder)
+    return 0, done
+
+
+def _pass_targets(index: int, neighbour: int, count_frames: int, contents: Path, before: Path,
+                  options: StyleOptions) -> tuple[np.ndarray, list]:
+    """A multi-pass frame's start image and temporal targets from the pass before."""
+    own = load_image(frame_path(before, index))
+    if not 0 <= neighbour < count_frames or not options.temporal_weight:
+        return own, [(own, np.zeros(own.shape[:2], np.float32))]  # nothing to hold it to
+    content, other = load_image(frame_path(contents, index)), load_image(
+        frame_path(contents, neighbour))
+    backward = temporal.optical_flow(content, other, options.flow)
+    forward = temporal.optical_flow(other, content, options.flow)
+    c = np.asarray(temporal.consistency_weights(jnp.asarray(forward), jnp.asarray(backward)))
+    warped = np.asarray(temporal.warp(jnp.asarray(load_image(frame_path(before, neighbour))),
+                                      jnp.asarray(backward)))
+    blend = MULTI_PASS_BLEND * c[..., None]
+    return blend * warped + (1 - blend) * own, [(warped, c)]
 
 
 def _resized(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

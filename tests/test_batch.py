@@ -97,7 +97,7 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     from jaxstyle.cli import main
     from jaxstyle.errors import OutOfMemoryError
     from jaxstyle.optimize import estimate_memory
-    from jaxstyle.stylize import prepare
+    from jaxstyle.problem import prepare
 
     def estimate(size, history):
         options = StyleOptions(size=size, lbfgs_history=history)

@@ -123,6 +123,42 @@ def test_interrupted_video_resumes_to_the_same_frames(clip, tmp_path, tiny_weigh
     assert code == 2 and "already holds frames" in capsys.readouterr().err
 
 
+def test_multi_pass_runs_batches_and_resumes_to_the_same_frames(clip, tmp_path, tiny_weights_file,
+                                                               monkeypatch, capsys):
+    from jaxstyle import video
+
+    args = [str(clip), str(ROOT / "examples" / "marbled.jpg"), "--weights",
+            str(tiny_weights_file), "--size", "0", "--iterations", "3", "--passes", "3",
+            "--pass-batch", "2", *LAYERS, "-q"]
+    assert main(["video", *args, "-o", str(tmp_path / "whole")]) == 0
+    saved, batches = video.save_image, []
+    original_batch = video.stylize_batch
+
+    def counting_batch(contents, *rest, **kwargs):
+        batches.append(len(contents))
+        return original_batch(contents, *rest, **kwargs)
+
+    def stop_in_pass_two(path, *rest):
+        written = saved(path, *rest)
+        if path.parent.name == "pass_2" and path.name == "frame_00002.png":
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+    monkeypatch.setattr(video, "save_image", stop_in_pass_two)
+    monkeypatch.setattr(video, "stylize_batch", counting_batch)
+    part = tmp_path / "part"
+    assert main(["video", *args, "-o", str(part)]) == 128 + signal.SIGINT
+    assert batches == [2, 2, 1, 2]  # pass 1 in three batches, then pass 2's first
+    monkeypatch.setattr(video, "save_image", saved)
+    assert main(["video", *args, "-o", str(part)]) == 0, capsys.readouterr().err
+    assert batches == [2, 2, 1, 2, 2, 1, 2, 2, 1]  # only what was left: pass 2's rest, pass 3
+    names = sorted(p.name for p in part.iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "whole").iterdir()) and len(names) == 5
+    for name in names:
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "whole" / name)),
+                                      np.asarray(Image.open(part / name)))
+
+
 BAD = {
     "not a video": ("{text}", "{tmp}/o.mp4", "not a readable video"),
     "zero frames": ("{empty}", "{tmp}/o.mp4", "holds no frames"),
