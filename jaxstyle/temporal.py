@@ -66,7 +66,8 @@ def consistency_weights(forward: jax.Array, backward: jax.Array) -> jax.Array:
 
     c is 0 where the flows disagree (disocclusions: ``|w~ + w^|^2 > 0.01 (|w~|^2 + |w^|^2) +
     0.5`` with w^ the backward flow and w~ the forward flow warped to frame i along it) and on
-    motion boundaries (``|grad u^|^2 + |grad v^|^2 > 0.01 |w^|^2 + 0.002``); 1 elsewhere.
+    motion boundaries (``|grad u^|^2 + |grad v^|^2 > 0.01 |w^|^2 + 0.002``), and where the
+    backward flow leaves the frame (content entering at a border); 1 elsewhere.
     """
     forward_here = warp(forward, backward)
     sum_sq = jnp.sum(jnp.square(forward_here + backward), -1)
@@ -76,7 +77,14 @@ def consistency_weights(forward: jax.Array, backward: jax.Array) -> jax.Array:
     dx = jnp.gradient(backward, axis=1)
     gradient_sq = jnp.sum(jnp.square(dx), -1) + jnp.sum(jnp.square(dy), -1)
     boundary = gradient_sq > 0.01 * jnp.sum(jnp.square(backward), -1) + 0.002
-    return jnp.where(occluded | boundary, 0.0, 1.0).astype(jnp.float32)
+    # Departure from the paper: pixels whose backward flow leaves the frame (content entering at
+    # the border) have no previous pixel either; the paper's check passes them where the flow
+    # is smooth, and the warp would hold them to a smear of the border.
+    h, w = backward.shape[:2]
+    ys, xs = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
+    x, y = xs + backward[..., 0], ys + backward[..., 1]
+    outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)
+    return jnp.where(occluded | boundary | outside, 0.0, 1.0).astype(jnp.float32)
 
 
 def long_term_weights(weights: list[jax.Array]) -> list[jax.Array]:

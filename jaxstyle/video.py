@@ -321,7 +321,7 @@ def _single_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
     options = run.options
     first_iterations = options.first_frame_iterations or 2 * options.iterations
     keep = max(options.temporal_frames)
-    contents, stylized, done, started = {}, {}, 0, time.perf_counter()
+    contents, stylized, done = {}, {}, 0
     for index, frame in enumerate(read_frames(run.source)):
         content = contents[index] = _content(run, frame)
         path = frame_path(run.work, index)
@@ -342,10 +342,7 @@ def _single_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
                 run.on_frame(index, time.perf_counter() - frame_started)
         for old in [k for k in contents if k <= index - keep]:
             del contents[old], stylized[old]
-        bar.update(1)
-        if done:
-            bar.set_postfix_str(f"{(time.perf_counter() - started) / done:.1f} s/frame",
-                                refresh=False)
+        bar.update(1)  # tqdm shows the rate and the time left
         if stop:
             return stop[0], done
     return 0, done

@@ -47,6 +47,7 @@ def test_flow_warp_and_consistency_on_a_known_pan():
     forward = temporal.optical_flow(before, after)
     c = np.asarray(temporal.consistency_weights(jnp.asarray(forward), jnp.asarray(backward)))
     assert c.mean() > 0.9
+    assert c[:, :3].max() == 0.0  # the three columns that entered have no previous pixel
     # Flows that disagree (an object that vanished) are zeroed; so are motion boundaries.
     wrong = np.asarray(temporal.consistency_weights(jnp.asarray(forward), -jnp.asarray(forward)
                                                     + 5.0))
