@@ -119,6 +119,20 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def _command(commands, name: str, func, first: tuple[str, str], output_help: str, help: str,
+             description: str, **flag_options) -> dict:
+    """A command taking FIRST STYLE [STYLE ...] -o OUTPUT, the option flags, --weights,
+    --max-pixels and -q; returns its flag groups for the command's own flags."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument(first[0], help=first[1])
+    parser.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    groups = add_option_flags(parser, **flag_options)
+    groups["output and size"].add_argument("-o", "--output", required=True, help=output_help)
+    _common(parser, groups, name)
+    parser.set_defaults(func=func)
+    return groups
+
+
 def _common(parser, groups, what: str) -> None:
     """--weights, --max-pixels and -q, shared by the image commands."""
     groups["content and style"].add_argument(
@@ -148,13 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("stylize", help="repaint a content image in the style of others",
-                              description="Repaint CONTENT in the style of STYLE images.")
-    run.add_argument("content", help="content image")
-    run.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
-    groups = add_option_flags(run)
-    groups["output and size"].add_argument("-o", "--output", required=True,
-                                           help="output image (.png, .jpg, ...)")
+    groups = _command(commands, "stylize", cmd_stylize, ("content", "content image"),
+                      "output image (.png, .jpg, ...)",
+                      help="repaint a content image in the style of others",
+                      description="Repaint CONTENT in the style of STYLE images.")
     groups["optimizer"].add_argument("--init-image", default=None, metavar="PATH",
                                      help="start from this image (overrides --init)")
     regions = groups["colour and regions"]
@@ -165,8 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     groups["run control"].add_argument("--resume", default=None, metavar="CHECKPOINT",
                                        help="continue the run saved in CHECKPOINT")
     _run_flags(groups["run control"])
-    _common(run, groups, "stylize")
-    run.set_defaults(func=cmd_stylize)
 
     again = commands.add_parser("resume", help="continue an interrupted run from its checkpoint",
                                 description="Continue the run saved in CHECKPOINT, with its "
@@ -202,38 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--coordinator-timeout", type=int, default=60, help=argparse.SUPPRESS)
     many.set_defaults(func=cmd_batch)
 
-    grid = commands.add_parser(
-        "sweep", help="render a small grid over one or two options as one contact sheet",
+    groups = _command(
+        commands, "sweep", cmd_sweep, ("content", "content image"),
+        "the contact sheet (.png, .jpg)",
+        help="render a small grid over one or two options as one contact sheet",
         description="Stylize CONTENT once per combination of the --vary values, at low "
                     "resolution, and write the results side by side with each one's settings "
-                    "and quality figures, to pick settings by looking.")
-    grid.add_argument("content", help="content image")
-    grid.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
-    groups = add_option_flags(grid, skip=("scales", "scale_iterations", "tile_size",
-                                          "tile_overlap"),
-                              defaults={"size": SWEEP_SIZE, "iterations": SWEEP_ITERATIONS})
-    groups["output and size"].add_argument("-o", "--output", required=True,
-                                           help="the contact sheet (.png, .jpg)")
+                    "and quality figures, to pick settings by looking.",
+        skip=("scales", "scale_iterations", "tile_size", "tile_overlap"),
+        defaults={"size": SWEEP_SIZE, "iterations": SWEEP_ITERATIONS})
     groups["run control"].add_argument(
         "--vary", action="append", required=True, metavar="OPTION=V,V,...",
         help="an option and its values, e.g. style_weight=10,100,1000; once or twice (rows x "
              "columns)")
-    _common(grid, groups, "sweep")
-    grid.set_defaults(func=cmd_sweep)
 
-    film = commands.add_parser(
-        "video", help="stylize a video or a folder of frames, temporally consistent",
-        description="Stylize every frame of INPUT, each held to the previous stylized frame "
-                    "warped along the optical flow (Ruder et al. 2016). Running the same "
-                    "command again after an interruption continues where it stopped.")
-    film.add_argument("input", help="a video file, or a folder of numbered frames")
-    film.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
-    groups = add_option_flags(film, video=True)
-    groups["output and size"].add_argument(
-        "-o", "--output", required=True, help="a video file (.mp4, .mkv, .mov, .webm: same frame "
-        "rate, audio copied) or a folder for PNG frames")
-    _common(film, groups, "video")
-    film.set_defaults(func=cmd_video)
+    _command(commands, "video", cmd_video, ("input", "a video file, or a folder of numbered "
+                                                     "frames"),
+             "a video file (.mp4, .mkv, .mov, .webm: same frame rate, audio copied) or a folder "
+             "for PNG frames",
+             help="stylize a video or a folder of frames, temporally consistent",
+             description="Stylize every frame of INPUT, each held to the previous stylized frame "
+                         "warped along the optical flow (Ruder et al. 2016). Running the same "
+                         "command again after an interruption continues where it stopped.",
+             video=True)
 
     weights = commands.add_parser("weights", help="download, convert and inspect VGG weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
