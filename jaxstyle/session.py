@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -187,7 +188,7 @@ def _check_report_path(path: Path, protected: list[str]) -> None:
     if any(Path(p).resolve() == path.resolve() for p in protected):
         raise JaxstyleError(f"--report {path}: refusing to overwrite an input file")
     folder = path.parent
-    if path.is_dir() or not folder.is_dir():
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise JaxstyleError(f"--report {path}: cannot write there")
 
 
