@@ -304,8 +304,8 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
         except Interrupted as interrupt:
             bar.close()
             # Said even when quiet: the user must learn where the work went.
-            print(keep_partial(latest[0], f"interrupted by {signal.Signals(interrupt.signum).name}"),
-                  file=sys.stderr, flush=True)
+            why = f"interrupted by {signal.Signals(interrupt.signum).name}"
+            print(keep_partial(latest[0], why), file=sys.stderr, flush=True)
             return 128 + interrupt.signum
         except OptimizationError as exc:
             bar.close()

@@ -108,5 +108,6 @@ def flicker(frames: list[np.ndarray], shift: tuple[int, int]) -> float:
         h, w = before.shape[:2]
         a = after[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
         b = before[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-        changes.append(float(np.mean(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)))))
+        diff = np.asarray(a, np.float32) - np.asarray(b, np.float32)
+        changes.append(float(np.mean(np.abs(diff))))
     return float(np.mean(changes))
