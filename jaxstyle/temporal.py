@@ -87,6 +87,16 @@ def consistency_weights(forward: jax.Array, backward: jax.Array) -> jax.Array:
     return jnp.where(occluded | boundary | outside, 0.0, 1.0).astype(jnp.float32)
 
 
+def warp_to(content: np.ndarray, other_content: np.ndarray, other_stylized: jax.Array,
+            method: str = "dis") -> tuple[jax.Array, jax.Array]:
+    """Another frame's stylized version float [H, W, 3] warped to this one, and the
+    consistency weights [H, W] of that warp: flows both ways between the content frames
+    (`optical_flow`), `consistency_weights`, `warp` along the backward flow."""
+    backward = jnp.asarray(optical_flow(content, other_content, method))
+    forward = jnp.asarray(optical_flow(other_content, content, method))
+    return warp(jnp.asarray(other_stylized), backward), consistency_weights(forward, backward)
+
+
 def long_term_weights(weights: list[jax.Array]) -> list[jax.Array]:
     """Long-term consistency (Ruder et al., section 3.3): the weights of frames i-j, nearest
     first, each keeping only the pixels no nearer frame already covers:

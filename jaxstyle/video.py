@@ -207,11 +207,9 @@ def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: d
     for step in options.temporal_frames:
         if index - step < 0:
             break
-        before = contents[index - step]
-        backward = temporal.optical_flow(content, before, options.flow)
-        forward = temporal.optical_flow(before, content, options.flow)
-        c = temporal.consistency_weights(jnp.asarray(forward), jnp.asarray(backward))
-        pairs.append(temporal.warp(jnp.asarray(stylized[index - step]), jnp.asarray(backward)))
+        warped, c = temporal.warp_to(content, contents[index - step], stylized[index - step],
+                                     options.flow)
+        pairs.append(warped)
         weights.append(c)
     if not pairs:
         return [], None
@@ -412,13 +410,10 @@ def _pass_targets(index: int, neighbour: int, count_frames: int, contents: Path,
     own = load_image(frame_path(before, index))
     if not 0 <= neighbour < count_frames or not options.temporal_weight:
         return own, [(own, np.zeros(own.shape[:2], np.float32))]  # nothing to hold it to
-    content, other = load_image(frame_path(contents, index)), load_image(
-        frame_path(contents, neighbour))
-    backward = temporal.optical_flow(content, other, options.flow)
-    forward = temporal.optical_flow(other, content, options.flow)
-    c = np.asarray(temporal.consistency_weights(jnp.asarray(forward), jnp.asarray(backward)))
-    warped = np.asarray(temporal.warp(jnp.asarray(load_image(frame_path(before, neighbour))),
-                                      jnp.asarray(backward)))
+    warped, c = temporal.warp_to(load_image(frame_path(contents, index)),
+                                 load_image(frame_path(contents, neighbour)),
+                                 load_image(frame_path(before, neighbour)), options.flow)
+    warped, c = np.asarray(warped), np.asarray(c)
     blend = MULTI_PASS_BLEND * c[..., None]
     return blend * warped + (1 - blend) * own, [(warped, c)]
 
