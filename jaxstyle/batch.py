@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
 from jaxstyle.options import StyleOptions
@@ -53,7 +54,7 @@ def content_paths(items: Sequence[str]) -> list[Path]:
 
 def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str, fmt: str,
                 options: StyleOptions, log: Callable[[str], None], weights: str | None = None,
-                max_pixels: int | None = None, hosts: Hosts = Hosts(),
+                max_pixels: int = DEFAULT_MAX_PIXELS, hosts: Hosts = Hosts(),
                 progress_bar: bool = True) -> int:
     """Stylizes every content image into ``output_dir/<name>.<fmt>``; returns the exit code.
 
@@ -84,9 +85,8 @@ def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str,
     inputs = [*map(str, paths), *styles]
     for out in outputs:
         check_output_path(out, inputs)
-    load = load_image if max_pixels is None else (lambda p: load_image(p, max_pixels))
-    images = [load(p) for p in paths]
-    style_images = [load(p) for p in styles]
+    images = [load_image(p, max_pixels) for p in paths]
+    style_images = [load_image(p, max_pixels) for p in styles]
     model, _ = load_weights_named(weights, options.seed)
     log(describe_weights(model))
     log(f"{count(len(images), 'image')} on {count(jax.local_device_count(), 'device')}")

@@ -96,7 +96,7 @@ def cmd_video(args) -> int:
     from jaxstyle.video import stylize_video
 
     return stylize_video(args.input, args.styles, args.output, from_flags(vars(args)),
-                         _logger(args), args.weights, not args.quiet)
+                         _logger(args), args.weights, not args.quiet, max_pixels=args.max_pixels)
 
 
 def cmd_weights(args) -> int:

@@ -26,6 +26,7 @@ from jaxstyle.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import JaxstyleError, OptimizationError, count
 from jaxstyle.files import atomic_write, sha256_of
 from jaxstyle.images import check_output_path, load_image, save_image
@@ -70,7 +71,7 @@ class Request(NamedTuple):
     save_every: int = 0
     checkpoint_every: int | None = None
     report: str | None = None
-    max_pixels: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def load_weights_named(spec: str | None, seed: int) -> tuple[VGGWeights, str]:
@@ -242,7 +243,9 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     output = check_output_path(request.output, inputs)
     if request.report:
         _check_report_path(Path(request.report), inputs)
-    load = _loader(request.max_pixels)
+    def load(path):
+        return load_image(path, request.max_pixels)
+
     content, styles = load(request.content), [load(p) for p in request.styles]
     init_image = load(request.init_image) if request.init_image else None
     style_masks = [load(p) for p in masks] or None
@@ -338,10 +341,3 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
             "history": result.history,
         })
     return 0
-
-
-def _loader(max_pixels: int | None) -> Callable[[str], object]:
-    """`load_image` with the request's pixel limit (the library's default when None)."""
-    if max_pixels is None:
-        return load_image
-    return lambda path: load_image(path, max_pixels)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import count
 from jaxstyle.images import check_output_path, load_image, save_image
 from jaxstyle.options import OptionsError, StyleOptions, parse_value
@@ -164,7 +165,7 @@ def contact_sheet(cells: Sequence[Cell], columns: int) -> np.ndarray:
 
 def sweep_files(content: str, styles: Sequence[str], output: str, options: StyleOptions,
                 vary: Sequence[str], log: Callable[[str], None], weights: str | None = None,
-                max_pixels: int | None = None) -> int:
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """``jaxstyle sweep``: the contact sheet of `sweep` over the ``--vary`` axes, written to
     `output`; returns the exit code.
 
@@ -175,8 +176,8 @@ def sweep_files(content: str, styles: Sequence[str], output: str, options: Style
     runs = grid(options, axes)
     inputs = [content, *styles]
     output = check_output_path(output, inputs)
-    load = load_image if max_pixels is None else (lambda p: load_image(p, max_pixels))
-    content_image, style_images = load(content), [load(p) for p in styles]
+    content_image = load_image(content, max_pixels)
+    style_images = [load_image(p, max_pixels) for p in styles]
     for run in runs:
         check_inputs(content_image.shape, [s.shape for s in style_images], run)
     model, _ = load_weights_named(weights, options.seed)

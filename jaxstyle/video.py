@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from jaxstyle import temporal
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import sha256_of
 from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
@@ -72,13 +73,21 @@ def _number(path: Path) -> int:
     return int(digits[-1]) if digits else -1
 
 
-def open_source(path: str) -> Source:
+def open_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
     """Checks a video file or a folder of numbered frames before any work.
 
     Raises:
-      VideoError: missing, not a video, no frames, or frames of different sizes.
+      VideoError: missing, not a video, no frames, frames of different sizes, or frames of more
+        than `max_pixels` pixels.
     """
-    path = Path(path)
+    source = _open_source(Path(path))
+    h, w = source.size
+    if h * w > max_pixels:
+        raise VideoError(f"{path}: frames of {w}x{h} px exceed --max-pixels {max_pixels}")
+    return source
+
+
+def _open_source(path: Path) -> Source:
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
                        key=lambda p: (_number(p), p.name))
@@ -122,8 +131,8 @@ def read_frames(source: Source) -> Iterator[np.ndarray]:
       VideoError: a corrupt stream or frame (naming the frame).
     """
     if source.files:
-        for path in source.files:
-            yield load_image(path)
+        for path in source.files:  # all of the size open_source checked against the limit
+            yield load_image(path, source.size[0] * source.size[1])
         return
     import av
 
@@ -222,10 +231,12 @@ def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: d
 def stylize_video(input_path: str, styles: list[str], output: str, options: StyleOptions,
                   log: Callable[[str], None], weights_spec: str | None = None,
                   progress_bar: bool = True,
-                  on_frame: Callable[[int, float], None] | None = None) -> int:
+                  on_frame: Callable[[int, float], None] | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """``jaxstyle video``: stylizes every frame of `input_path` into `output` (a video file or
     a folder of frames); returns the exit code (0, or 128 + the signal that stopped it).
-    `on_frame` is called with (frame index, seconds it took) after each frame stylized.
+    `on_frame` is called with (frame index, seconds it took) after each frame stylized; input
+    frames and style images larger than `max_pixels` are refused.
 
     Raises:
       JaxstyleError: bad input or output (checked before any work), or finished frames from a
@@ -238,7 +249,7 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
         import cv2  # noqa: F401
     except ImportError:
         raise VideoError("video needs PyAV and OpenCV: pip install 'jaxstyle[video]'") from None
-    source = open_source(input_path)
+    source = open_source(input_path, max_pixels)
     output = Path(output)
     inside = source.path.resolve() in output.resolve().parents
     if output.resolve() == source.path.resolve() or inside:
@@ -252,7 +263,7 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
                          f"{', '.join(VIDEO_SUFFIXES)}, or a folder name for frames")
     elif not output.parent.is_dir():
         raise VideoError(f"{output}: folder {output.parent} does not exist")
-    style_images = [load_image(p) for p in styles]
+    style_images = [load_image(p, max_pixels) for p in styles]
     check_inputs((*source.size, 3), [s.shape for s in style_images], options)
     weights, _ = load_weights_named(weights_spec, options.seed)
     log(describe_weights(weights))

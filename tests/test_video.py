@@ -168,6 +168,8 @@ BAD = {
     "unwritable output": ("{clip}", "{tmp}/nope/o.mp4", "does not exist"),
     "output is the input": ("{clip}", "{clip}", "refusing to write over the input"),
     "unknown extension": ("{clip}", "{tmp}/o.xyz", "unknown video extension"),
+    "frames over --max-pixels": ("{clip} --max-pixels 100", "{tmp}/o.mp4",
+                                 "exceed --max-pixels 100"),
 }
 
 
@@ -184,7 +186,8 @@ def test_bad_video_input_is_one_line_and_leaves_nothing(case, clip, tmp_path, ti
                  truncated=tmp_path / "cut.mp4", mixed=tmp_path / "mixed", tmp=tmp_path)
     source, output, message = BAD[case]
     before = sorted(tmp_path.rglob("*"))
-    code = main(["video", source.format(**names), str(ROOT / "examples" / "marbled.jpg"),
+    source, *extra = source.format(**names).split()
+    code = main(["video", source, str(ROOT / "examples" / "marbled.jpg"), *extra,
                  "-o", output.format(**names), "--weights", str(tiny_weights_file), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("jaxstyle: error:"), err
