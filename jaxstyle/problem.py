@@ -245,14 +245,15 @@ def prepare_scale(
         None if m is None else _mask(m, stage.size, f"style mask {i + 1}")
         for i, m in enumerate(style_masks)]
     cmask = None if content_mask is None else _mask(content_mask, stage.size, "content mask")
-    if previous:
-        grey = options.original_colors == "luminance"
-        previous = tuple(
-            (pre.to_model(color.gray_rgb(color.luminance(frame)) if grey else frame),
-             jnp.clip(resize(jnp.asarray(c, jnp.float32)[..., None], *stage.size)[..., 0], 0, 1))
-            for frame, c in ((resize(jnp.asarray(f, jnp.float32), *stage.size), c)
-                             for f, c in previous))
-    return Scale(content_rgb, content_in, model_styles, style, masks, cmask, previous or None)
+    scaled = []
+    for frame, weights in previous or ():
+        frame = resize(jnp.asarray(frame, jnp.float32), *stage.size)
+        if options.original_colors == "luminance":  # compared with the grey image optimized
+            frame = color.gray_rgb(color.luminance(frame))
+        weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *stage.size)[..., 0]
+        scaled.append((pre.to_model(frame), jnp.clip(weights, 0.0, 1.0)))
+    return Scale(content_rgb, content_in, model_styles, style, masks, cmask,
+                 tuple(scaled) or None)
 
 
 def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
