@@ -26,6 +26,9 @@ from jaxstyle.errors import OptimizationError, OutOfMemoryError
 # torch.optim.LBFGS (and so neural-style) skips a curvature pair whose s.y is at most this.
 _CURVATURE_EPS = 1e-10
 
+STALL_WINDOW = 10
+"""Iterations over which `minimize`'s ``tolerance`` measures the loss's progress."""
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -96,14 +99,47 @@ class ChunkResult(NamedTuple):
     bad_aux: dict
 
 
+class _Zoom(jaxopt.ZoomLineSearch):
+    """jaxopt's zoom line search (strong Wolfe conditions, searching both ways) without the
+    forward pass it adds to every search: jaxopt's L-BFGS does not hand it the loss components
+    (aux) at the current image, so it recomputes them, only to return them should no step be
+    taken. Here that case returns zeros for them instead (a failed search; the loss and image
+    are unaffected), and a search that accepts L-BFGS's own step costs one evaluation."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        fun_with_aux = self._fun_with_aux
+
+        def zeros_for_aux(params, *args, **kwargs):
+            _, aux = jax.eval_shape(fun_with_aux, params, *args, **kwargs)
+            return None, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux)
+
+        self._fun_with_aux = zeros_for_aux
+
+    def init_state(self, init_stepsize, params, value=None, grad=None, *args, **kwargs):
+        state = super().init_state(init_stepsize, params, value, grad, *args, **kwargs)
+        if value is None or grad is None:  # it evaluated the loss itself, aux included
+            return state
+        # It counted the forward pass `zeros_for_aux` no longer makes.
+        return state._replace(num_fun_eval=state.num_fun_eval - 1,
+                              num_grad_eval=state.num_grad_eval - 1)
+
+
 def _lbfgs(fun: Callable, config: OptimizerConfig) -> jaxopt.LBFGS:
     fixed = config.linesearch == "none"
+    linesearch = config.linesearch
+    if linesearch == "zoom":
+        linesearch = _Zoom(fun=fun, has_aux=True, maxiter=30, max_stepsize=config.learning_rate)
     return jaxopt.LBFGS(
         fun=fun,
         has_aux=True,
         history_size=config.history,
         stepsize=config.learning_rate if fixed else 0.0,
-        linesearch="zoom" if fixed else config.linesearch,
+        linesearch="zoom" if fixed else linesearch,
+        # Every search starts from the quasi-Newton step (1), not from the last step grown by
+        # half (jaxopt's default): on these objectives that step is usually accepted at once.
+        linesearch_init="max",
+        max_stepsize=1.0 if fixed else config.learning_rate,
         maxiter=1,
         tol=0.0,
     )
@@ -137,15 +173,18 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         def opt_step(x, state, *args):
             new_x, new_state = solver.update(x, state, *args)
             # Like torch, ignore a curvature pair with s.y <= eps (jaxopt would keep it and may
-            # then step uphill on this non-convex objective): zero its rho, keep the old gamma.
+            # then step uphill on this non-convex objective): zero its rho and keep the last
+            # accepted pair's scale, or torch's initial scale 1 when the first pair is skipped
+            # (the seeded 1/|g|_1 belongs to the first step only).
             sy = jnp.vdot(new_x - x, new_state.grad - state.grad)
             skip = sy <= _CURVATURE_EPS
             slot = state.iter_num % config.history
+            kept_gamma = jnp.where(state.iter_num == 0, jnp.ones_like(state.gamma), state.gamma)
             new_state = new_state._replace(
                 rho_history=jnp.where(
                     skip, new_state.rho_history.at[slot].set(0.0), new_state.rho_history
                 ),
-                gamma=jnp.where(skip, state.gamma, new_state.gamma),
+                gamma=jnp.where(skip, kept_gamma, new_state.gamma),
             )
             return new_x, new_state
 
@@ -341,6 +380,8 @@ def minimize(
     memory_limit: int | None = None,
     chunk_args: Callable[[int], tuple] | None = None,
     cache: CompileCache | None = None,
+    tolerance: float = 0.0,
+    recent: list | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -366,6 +407,13 @@ def minimize(
         same shapes as `args` (a style loss that redraws random directions between chunks); the
         objective is fixed within a chunk. Default: `args` throughout.
       cache: where compiled executables are kept and reused (default `COMPILED`).
+      tolerance: stop early, at the end of a chunk, once the loss fell by less than this
+        fraction per iteration on average over the last `STALL_WINDOW` iterations (counting
+        those in `recent`); 0 runs all `iterations`. A loss that rose over the window is not
+        converging, so it never stops a run.
+      recent: the losses of the iterations just before `start_iteration` when continuing, which
+        the `tolerance` window may reach back into (so that a resumed run stops where the
+        uninterrupted one would).
 
     Returns:
       The final image and state, the loss history by component, evaluations and timings.
@@ -436,9 +484,21 @@ def minimize(
             )
         if callback is not None:
             callback(progress())
+        if tolerance and stalled([*(recent or ()), *history["total"]], tolerance):
+            break
     total = time.perf_counter() - start
     return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
                           total - compile_seconds)
+
+
+def stalled(totals: list, tolerance: float, window: int = STALL_WINDOW) -> bool:
+    """Whether the loss (per iteration; a batch's entries are summed) fell by at least 0 and
+    by less than `tolerance` per iteration, relative to its last value, over the last `window`
+    iterations."""
+    if len(totals) <= window:
+        return False
+    before, now = float(np.sum(totals[-window - 1])), float(np.sum(totals[-1]))
+    return 0.0 <= (before - now) / (window * abs(now)) < tolerance
 
 
 class CompileCache:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import optimizer_config, smooth_image
 
-from jaxstyle import OptimizationError, StyleOptions, stylize
+from jaxstyle import OptimizationError, StyleOptions, optimize, stylize
 from jaxstyle.optimize import minimize
 
 A = jnp.asarray(np.random.default_rng(0).normal(size=(6, 6)), jnp.float32)
@@ -23,7 +23,7 @@ def nan_beyond(x, threshold, _static):
     return value + bad, {"content": value, "tv": bad}
 
 
-@pytest.mark.parametrize("linesearch", ["none", "zoom"])
+@pytest.mark.parametrize("linesearch", ["none", "zoom", "backtracking", "hager-zhang"])
 def test_lbfgs_matches_scipy_on_quadratic(linesearch):
     scipy_optimize = pytest.importorskip("scipy.optimize")
     # SciPy gets the problem in float64 with tolerances that let it converge: on a float32
@@ -40,6 +40,71 @@ def test_lbfgs_matches_scipy_on_quadratic(linesearch):
     np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-4)
     assert len(result.history["total"]) == 40
     assert result.evaluations >= 41
+
+
+def linear(x, a, _static):
+    value = a @ x
+    return value, {"value": value}
+
+
+def test_lbfgs_after_a_skipped_first_pair_steps_like_torch():
+    # A linear loss has no curvature: the first pair has s.y = 0 and is skipped. torch's
+    # L-BFGS then steps along -g with its initial scale 1 (not the first step's 1/|g|_1).
+    a = jnp.asarray([3.0, -1.0, 2.0, 0.5])
+    config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="none")
+    first = minimize(linear, None, jnp.zeros(4), (a,), config, 1, memory_limit=0)
+    np.testing.assert_allclose(first.x, -a / jnp.sum(jnp.abs(a)), rtol=1e-6)
+    second = minimize(linear, None, jnp.zeros(4), (a,), config, 2, memory_limit=0)
+    np.testing.assert_allclose(second.x, first.x - a, rtol=1e-6)
+
+
+def pseudo_huber(x, b, _static):
+    value = jnp.sum(jnp.sqrt(1.0 + (x - b) ** 2))
+    return value, {"value": value}
+
+
+def test_zoom_never_steps_uphill_where_unit_steps_do():
+    # Far from its minimum the loss is nearly linear: secant steps overshoot by far.
+    start = jnp.full(6, 10.0)
+    config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="none")
+    unit = minimize(pseudo_huber, None, start, (B,), config, 10, memory_limit=0)
+    assert max(unit.history["total"]) > 1e3 * float(pseudo_huber(start, B, None)[0])
+    config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="zoom")
+    safe = minimize(pseudo_huber, None, start, (B,), config, 10, memory_limit=0)
+    assert np.all(np.diff(safe.history["total"]) <= 0)
+    np.testing.assert_allclose(safe.x, B, atol=1e-3)
+    # The loss components come from the accepted step, not from a recomputation.
+    np.testing.assert_allclose(safe.history["value"], safe.history["total"])
+
+
+def test_zoom_costs_one_evaluation_when_the_quasi_newton_step_is_accepted():
+    config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="zoom")
+    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 10, memory_limit=0)
+    assert result.evaluations <= 10 + 1 + 3  # init, one per step, a few longer searches
+
+
+def test_tolerance_stops_when_the_loss_stalls_and_only_then():
+    config = optimizer_config(name="lbfgs", history=5, linesearch="zoom")
+    full = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=10)
+    stopped = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=10,
+                       tolerance=1e-4)
+    totals = stopped.history["total"]
+    assert 10 < len(totals) < 200 and len(totals) % 10 == 0
+    assert optimize.stalled(totals, 1e-4)
+    assert not optimize.stalled(totals[:-10], 1e-4)
+    np.testing.assert_array_equal(totals, full.history["total"][: len(totals)])
+    # Continuing from the middle with the earlier losses stops at the same iteration.
+    half = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 10, chunk=10)
+    rest = minimize(quadratic, None, half.x, (H, B), config, 200, chunk=10, state=half.state,
+                    start_iteration=10, tolerance=1e-4, recent=half.history["total"])
+    assert 10 + len(rest.history["total"]) == len(totals)
+
+
+def test_stalled_ignores_a_rising_loss():
+    assert not optimize.stalled([1.0] + [2.0] * 10, 1e-3)  # rose: not converging
+    assert optimize.stalled([1.0] * 11, 1e-3)
+    assert not optimize.stalled([1.0] * 10, 1e-3)  # too short to tell
+    assert optimize.stalled([[1.0, 1.0]] * 11, 1e-3)  # a batch: summed
 
 
 def test_adam_converges_on_quadratic():
