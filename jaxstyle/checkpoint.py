@@ -72,6 +72,7 @@ class Checkpoint:
 
 def _options_from_dict(d: dict) -> StyleOptions:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    fields.setdefault("preset", "neural-style")  # written before presets: neural-style's runs
     return StyleOptions(**fields)
 
 

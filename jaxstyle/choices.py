@@ -6,6 +6,10 @@ answers at once. The modules that implement each choice import its names from he
 
 POOLINGS = ("max", "avg")
 CONVOLUTIONS = ("direct", "winograd")
+CONVOLUTION_OPTIONS = (*CONVOLUTIONS, "auto")
+AUTO_WINOGRAD_SIZE = 384
+"""--convolution auto's smallest output (longest side) for Winograd: below it, the ~20 s it adds
+to compiling on a 2-core CPU outweighs what a fast run saves."""
 PRECISIONS = ("float32", "bfloat16")
 WEIGHT_NORMALIZATIONS = ("neural-style", "resolution")
 STYLE_LOSSES = ("gram", "mean_cov", "sliced_wasserstein", "gram_histogram")
@@ -16,6 +20,7 @@ LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
 ORIGINAL_COLORS = ("none", "luminance", "swap")
 PREPROCESSINGS = ("torchvision", "caffe")
 FLOWS = ("dis", "farneback", "deepflow")
+PRESETS = ("neural-style", "fast")
 
 SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-torchvision",
                 "vgg16-keras-h5", "vgg16-keras")

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from jaxstyle.choices import (
+    AUTO_WINOGRAD_SIZE,
     CONTENT_LOSSES,
-    CONVOLUTIONS,
+    CONVOLUTION_OPTIONS,
     FLOWS,
     INITS,
     LINESEARCHES,
@@ -21,6 +22,7 @@ from jaxstyle.choices import (
     ORIGINAL_COLORS,
     POOLINGS,
     PRECISIONS,
+    PRESETS,
     STYLE_LOSSES,
     WEIGHT_NORMALIZATIONS,
 )
@@ -48,6 +50,13 @@ GROUPS = (
 
 class OptionsError(JaxstyleError):
     """An option has an invalid value; the message names the option."""
+
+
+PRESET_VALUES = {
+    "neural-style": {"lbfgs_linesearch": "none", "stop_tolerance": 0.0, "convolution": "direct"},
+    "fast": {"lbfgs_linesearch": "zoom", "stop_tolerance": 1e-4, "convolution": "auto"},
+}
+"""What each of `PRESETS` sets among the options left None (see `StyleOptions.preset`)."""
 
 
 def _option(default, group: str, help: str, *, parse=None, choices=None, metavar=None):
@@ -102,6 +111,7 @@ _SIMPLE_TYPES = {
     "bool": _parse_bool,
     "int | None": int,
     "float | None": float,
+    "str | None": str,
 }
 
 
@@ -130,6 +140,15 @@ def parse_value(name: str, text: str):
 class StyleOptions:
     """Hyper-parameters of `jaxstyle.stylize`. Invalid values raise `OptionsError` on creation."""
 
+    preset: str = _option(
+        "neural-style",
+        "optimizer",
+        "'neural-style' reproduces neural-style's runs: L-BFGS with unit steps for "
+        "--iterations; 'fast' gets to the same objective sooner: a line search so that no "
+        "step goes uphill, and a stop once the loss stalls (see the README's 'Presets'). "
+        "Options named below as set by the preset can still be given",
+        choices=PRESETS,
+    )
     size: int = _option(
         512, "output and size", "longest side of the output in pixels (0 keeps the content's size)"
     )
@@ -189,11 +208,19 @@ class StyleOptions:
         f"learning rate in pixel units of [0, 1] (default {ADAM_LEARNING_RATE:g})",
     )
     lbfgs_history: int = _option(100, "optimizer", "L-BFGS history size (neural-style's default)")
-    lbfgs_linesearch: str = _option(
-        "none",
+    lbfgs_linesearch: str | None = _option(
+        None,
         "optimizer",
-        "L-BFGS line search; 'none' takes unit steps like neural-style",
+        "L-BFGS line search: 'none' takes unit steps like neural-style (which can go far "
+        "uphill); 'backtracking' halves a step until it is a good descent step, one evaluation "
+        "when L-BFGS's own step is accepted; 'zoom' and 'hager-zhang' search both ways",
         choices=LINESEARCHES,
+    )
+    stop_tolerance: float | None = _option(
+        None,
+        "optimizer",
+        "stop a scale early once the loss fell by less than this fraction per iteration over "
+        "the last 10 (0: always run --iterations, which is then the most a scale runs)",
     )
     seed: int = _option(
         0,
@@ -297,13 +324,15 @@ class StyleOptions:
         "float32); a large gain on GPUs and TPUs, little on CPUs",
         choices=PRECISIONS,
     )
-    convolution: str = _option(
-        "direct",
+    convolution: str | None = _option(
+        None,
         "performance",
         "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
-        "on CPUs: about a quarter less time per evaluation at 512 px, float32-level "
-        "differences, but ~50 s more start-up the first time at each size (for long runs)",
-        choices=CONVOLUTIONS,
+        "on CPUs: about a quarter less time per evaluation at 384 and 512 px, float32-level "
+        "differences, but ~20 s more compilation the first time at each size (cached after); "
+        f"'auto': Winograd on a CPU in float32 for outputs of {AUTO_WINOGRAD_SIZE} px or more "
+        "(or the content's size), direct elsewhere",
+        choices=CONVOLUTION_OPTIONS,
     )
 
     temporal_weight: float = _option(
@@ -345,6 +374,13 @@ class StyleOptions:
     pass_batch: int = _option(8, "video", "with --passes N >= 2: frames per batch")
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise OptionsError(f"preset: expected one of {PRESETS}, got {self.preset!r}")
+        filled = frozenset(k for k, v in PRESET_VALUES[self.preset].items()
+                           if getattr(self, k) is None)
+        for name in filled:  # frozen: set once, here, before anything reads them
+            object.__setattr__(self, name, PRESET_VALUES[self.preset][name])
+        object.__setattr__(self, "_filled_by_preset", filled)
         try:
             self.loss_config()
         except ValueError as exc:
@@ -367,6 +403,8 @@ class StyleOptions:
             "histogram_weight": (finite(self.histogram_weight) and self.histogram_weight >= 0,
                                  ">= 0"),
             "lbfgs_history": (self.lbfgs_history >= 1, ">= 1"),
+            "stop_tolerance": (finite(self.stop_tolerance) and self.stop_tolerance >= 0,
+                               ">= 0"),
             "progress_every": (self.progress_every >= 1, ">= 1"),
             "learning_rate": (self.learning_rate is None
                               or finite(self.learning_rate) and self.learning_rate > 0, "> 0"),
@@ -405,7 +443,7 @@ class StyleOptions:
             ("original_colors", ORIGINAL_COLORS),
             ("weight_normalization", WEIGHT_NORMALIZATIONS),
             ("precision", PRECISIONS),
-            ("convolution", CONVOLUTIONS),
+            ("convolution", CONVOLUTION_OPTIONS),
             ("flow", FLOWS),
         ):
             if getattr(self, name) not in allowed:
@@ -435,9 +473,21 @@ class StyleOptions:
             content_loss=self.content_loss,
             weight_normalization=self.weight_normalization,
             precision=self.precision,
-            convolution=self.convolution,
+            convolution=self.network_convolution(),
             temporal_weight=self.temporal_weight,
         )
+
+    def network_convolution(self) -> str:
+        """``convolution`` with 'auto' decided: Winograd where it pays for its compilation (a
+        CPU, float32, an output of `AUTO_WINOGRAD_SIZE` px or more), else direct."""
+        if self.convolution != "auto":
+            return self.convolution
+        import jax
+
+        largest = max(self.scales) if self.scales else self.size
+        big = largest == 0 or largest >= AUTO_WINOGRAD_SIZE
+        cpu = jax.default_backend() == "cpu"
+        return "winograd" if cpu and big and self.precision == "float32" else "direct"
 
     def optimizer_config(self, model_range: float, pixel_units: bool = False) -> OptimizerConfig:
         """The optimizer's settings, with Adam's rate converted from pixel units to the
@@ -455,13 +505,17 @@ class StyleOptions:
         )
 
     def replace(self, **changes) -> StyleOptions:
+        """A copy with `changes`; a new ``preset`` also replaces what the old one filled in."""
+        if changes.get("preset", self.preset) != self.preset:
+            changes = {**{k: None for k in self._filled_by_preset}, **changes}
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-_METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT"}
+_METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT",
+             "str | None": "TEXT"}
 
 
 class Flag(NamedTuple):
@@ -491,6 +545,12 @@ def flags(skip: tuple[str, ...] = (), defaults: dict | None = None,
             # A help text that explains its default, or a None default, is not repeated.
             plain = "default" in meta["help"] or default is None
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            if f.name in PRESET_VALUES[PRESETS[0]] and default is None:
+                by_preset = ", ".join(
+                    f"{v[f.name]:g} for {name}" if isinstance(v[f.name], float)
+                    else f"{v[f.name]} for {name}" for name, v in PRESET_VALUES.items())
+                plain, meta = True, {**meta, "help": meta["help"] + (
+                    f" (default: set by --preset: {by_preset})")}
             kwargs = {
                 "type": _flag_type(meta.get("parse") or _SIMPLE_TYPES[f.type]),
                 "default": default, "choices": meta.get("choices"),

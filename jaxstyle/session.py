@@ -321,8 +321,9 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     ckpt.unlink(missing_ok=True)
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
     quality = measure(weights, result.image, content, styles, options)
-    per_iteration = result.timings["optimize"] / max(1, total - start)
-    log(summary_line(output, result, content.shape, total, per_iteration))
+    done = len(result.history.get("total", ()))  # fewer than planned when a scale stalled
+    per_iteration = result.timings["optimize"] / max(1, done - start)
+    log(summary_line(output, result, content.shape, done, per_iteration))
     log(f"quality: {quality.summary()}")
     if request.report:
         write_report(Path(request.report), {

@@ -226,13 +226,15 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
                 jax.device_put(per_image, by_image))
         batch_axes = (None, None, 0)
         place = functools.partial(jax.device_put, device=everywhere)
-    state, start = None, 0
+    state, start, recent = None, 0, None
     if resume is not None:
         if np.shape(resume.x) != x0.shape:
             raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
         like = state_like(loss_fn, loss_static, x0, args, config, options.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
+        # This stage's losses so far end the saved history (a batch's holds none).
+        recent = resume.history.get("total", [])[len(resume.history.get("total", [])) - start:]
     # Per-image style targets of a batch (colour-matched styles) keep their first draw.
     chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
 
@@ -246,6 +248,7 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
             stops=None if walk.report_at is None else (lambda i: walk.report_at(stage.offset + i)),
             callback=report if walk.callback else None, state=state, start_iteration=start,
             memory_limit=memory_limit_bytes(options), chunk_args=chunk_args,
+            tolerance=options.stop_tolerance, recent=recent,
         )
     except OptimizationError as exc:
         last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,

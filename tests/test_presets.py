@@ -1,0 +1,75 @@
+"""Presets: what each sets, what the user keeps, and the fast preset's early stop."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+
+from jaxstyle import StyleOptions, stylize
+from jaxstyle.checkpoint import Checkpoint, _options_from_dict, load_checkpoint, save_checkpoint
+from jaxstyle.options import PRESET_VALUES, OptionsError
+from jaxstyle.plan import plan, total_iterations
+
+LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+
+
+def test_a_preset_fills_only_what_the_user_left_unset():
+    assert StyleOptions().preset == "neural-style"
+    plain = StyleOptions(preset="neural-style")
+    assert plain.lbfgs_linesearch == "none" and plain.stop_tolerance == 0.0
+    fast = StyleOptions(preset="fast")
+    assert {k: getattr(fast, k) for k in PRESET_VALUES["fast"]} == PRESET_VALUES["fast"]
+    assert fast.lbfgs_linesearch == "zoom" and fast.stop_tolerance > 0
+    mine = StyleOptions(preset="fast", lbfgs_linesearch="none")
+    assert mine.lbfgs_linesearch == "none" and mine.stop_tolerance == fast.stop_tolerance
+    # Switching presets replaces what the old one filled in, not what was given.
+    back = mine.replace(preset="neural-style")
+    assert back.lbfgs_linesearch == "none" and back.stop_tolerance == 0.0
+    assert fast.replace(preset="neural-style") == plain
+    assert fast.replace(size=64).stop_tolerance == fast.stop_tolerance
+    # Resolved options round-trip (reports and checkpoints store them).
+    assert StyleOptions(**fast.to_dict()) == fast
+
+
+def test_bad_preset_values_are_named():
+    with pytest.raises(OptionsError, match="preset: expected one of"):
+        StyleOptions(preset="fastest")
+    with pytest.raises(OptionsError, match="stop_tolerance: must be >= 0"):
+        StyleOptions(stop_tolerance=-1.0)
+
+
+def test_checkpoints_written_before_presets_load_as_neural_style():
+    old = {k: v for k, v in StyleOptions().to_dict().items()
+           if k not in ("preset", "stop_tolerance")}
+    options = _options_from_dict(json.loads(json.dumps(old)))
+    assert options.preset == "neural-style" and options.stop_tolerance == 0.0
+
+
+def test_fast_stops_once_the_loss_stalls_and_never_climbs(tiny_weights):
+    content, style = smooth_image(24, 32, 0), smooth_image(32, 32, 1)
+    options = StyleOptions(preset="fast", size=32, iterations=300, style_weight=1e4,
+                           progress_every=10, stop_tolerance=1e-3, **LAYERS)
+    result = stylize(content, [style], tiny_weights, options)
+    totals = result.history["total"]
+    assert 10 < len(totals) < 300
+    assert np.all(np.diff(totals) <= 0)
+    assert result.losses["total"] == pytest.approx(totals[-1])
+
+
+def test_fast_multi_scale_run_stopped_early_resumes_bit_for_bit(tiny_weights, tmp_path):
+    options = StyleOptions(preset="fast", scales=(24, 40), scale_iterations=(200, 40),
+                           progress_every=5, stop_tolerance=1e-3, style_weight=1e4, **LAYERS)
+    content, style = smooth_image(30, 40, 0), smooth_image(32, 32, 1)
+    states = []
+    full = stylize(content, [style], tiny_weights, options,
+                   callback=lambda p: states.append(p.run_state()))
+    stages = plan(content.shape, options)
+    assert len(full.history["total"]) < total_iterations(stages)  # the first scale stopped early
+    # Interrupt in the first scale, with the stall window reaching back before the interrupt.
+    first = [s for s in states if s.stage == 0 and s.iteration >= 15]
+    path = save_checkpoint(tmp_path / "run.ckpt",
+                           Checkpoint(first[-2], options, {}, "out.png"))
+    resumed = stylize(content, [style], tiny_weights, options, resume=load_checkpoint(path).run)
+    np.testing.assert_array_equal(full.image, resumed.image)
+    assert full.history == resumed.history
