@@ -225,8 +225,12 @@ def main() -> None:
                       f"(its own count {run['own_loss']:.4g}); {run['per_iteration']:.3f} "
                       f"s/iteration = {rate:.0f} GFLOP/s, {rate / peak:.0%} of the matmul rate")
             rate = gflop / per_eval
-            print(f"  jaxstyle --preset fast        {ours['wall']:6.1f} s  loss {loss_ours:.4g}; "
-                  f"{iterations} iterations, {report['evaluations']} evaluations; "
+            own = report["timings_seconds"]["optimize"] / max(report["evaluations"], 1)
+            print(f"  jaxstyle --preset fast        {ours['wall']:6.1f} s  loss {loss_ours:.4g} "
+                  f"(its own count {report['final_losses']['total']:.4g}); "
+                  f"{iterations} iterations, {report['evaluations']} evaluations, "
+                  f"{own:.3f} s each in the run (--convolution {report['options']['convolution']}"
+                  f" = {gflop / own:.0f} direct-equivalent GFLOP/s); direct convolution "
                   f"{per_eval:.3f} s/evaluation = {rate:.0f} GFLOP/s, {rate / peak:.0%}")
             for init, run in theirs.items():
                 loss = score(folder / f"neural_style_pt_{init}_{size}.png")

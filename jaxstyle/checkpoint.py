@@ -70,7 +70,9 @@ class Checkpoint:
     output: str
 
 
-def _options_from_dict(d: dict) -> StyleOptions:
+def options_from_dict(d: dict) -> StyleOptions:
+    """The options a checkpoint's JSON holds (lists back to tuples; one written before presets
+    existed was a neural-style run)."""
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     fields.setdefault("preset", "neural-style")  # written before presets: neural-style's runs
     return StyleOptions(**fields)
@@ -129,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
         return Checkpoint(
             run=run,
-            options=_options_from_dict(json.loads(raw["options"])),
+            options=options_from_dict(json.loads(raw["options"])),
             inputs=json.loads(raw["inputs"]),
             output=str(raw["output"]),
         )

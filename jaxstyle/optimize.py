@@ -37,8 +37,9 @@ class OptimizerConfig:
 
     Attributes:
       name: "lbfgs" or "adam".
-      learning_rate: L-BFGS step size (1 = neural-style's unit step) or Adam's learning rate, both
-        in the network's input space.
+      learning_rate: L-BFGS step size (1 = neural-style's unit step; with a line search, the
+        step each search tries first) or Adam's learning rate, both in the network's input
+        space.
       history: L-BFGS history size.
       linesearch: "none" for neural-style's fixed steps, or a jaxopt line search name.
       ema_decay: decay of the moving average of iterates kept in `LoopState.ema` (0: the average

@@ -7,7 +7,7 @@ import pytest
 from conftest import smooth_image
 
 from jaxstyle import StyleOptions, stylize
-from jaxstyle.checkpoint import Checkpoint, _options_from_dict, load_checkpoint, save_checkpoint
+from jaxstyle.checkpoint import Checkpoint, load_checkpoint, options_from_dict, save_checkpoint
 from jaxstyle.options import PRESET_VALUES, OptionsError
 from jaxstyle.plan import plan, total_iterations
 
@@ -42,7 +42,7 @@ def test_bad_preset_values_are_named():
 def test_checkpoints_written_before_presets_load_as_neural_style():
     old = {k: v for k, v in StyleOptions().to_dict().items()
            if k not in ("preset", "stop_tolerance")}
-    options = _options_from_dict(json.loads(json.dumps(old)))
+    options = options_from_dict(json.loads(json.dumps(old)))
     assert options.preset == "neural-style" and options.stop_tolerance == 0.0
 
 
