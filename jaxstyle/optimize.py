@@ -499,7 +499,7 @@ def stalled(totals: list, tolerance: float, window: int = STALL_WINDOW) -> bool:
     if len(totals) <= window:
         return False
     before, now = float(np.sum(totals[-window - 1])), float(np.sum(totals[-1]))
-    return 0.0 <= (before - now) / (window * abs(now)) < tolerance
+    return 0.0 <= (before - now) / (window * max(abs(now), 1e-30)) < tolerance  # a 0 loss: done
 
 
 class CompileCache:

@@ -105,6 +105,7 @@ def test_stalled_ignores_a_rising_loss():
     assert optimize.stalled([1.0] * 11, 1e-3)
     assert not optimize.stalled([1.0] * 10, 1e-3)  # too short to tell
     assert optimize.stalled([[1.0, 1.0]] * 11, 1e-3)  # a batch: summed
+    assert optimize.stalled([0.0] * 11, 1e-3)  # a loss of exactly 0 is as low as it goes
 
 
 def test_adam_converges_on_quadratic():
