@@ -103,8 +103,9 @@ def run_neural_style(content: str, style: str, model: Path, size: int, iteration
         raise SystemExit("neural-style-pt failed:\n" + "".join(lines[-20:]))
     wall = time.perf_counter() - start
     (first, t0), (last, t1) = marks[0], marks[-1]
+    per_iteration = (t1 - t0) / (last - first) if last > first else wall / iterations
     return {"wall": wall, "own_loss": losses[-1][1], "losses": losses,
-            "per_iteration": (t1 - t0) / max(last - first, 1)}
+            "per_iteration": per_iteration}
 
 
 def run_jaxstyle(content: str, style: str, weights: Path, size: int, out: Path,
@@ -218,9 +219,10 @@ def main() -> None:
             iterations = len(report["history"]["total"])
             print(f"\n{size} px ({w}x{h}); one evaluation (loss and input gradient) = {gflop:.0f} "
                   "GFLOP")
+            losses = {init: score(folder / f"neural_style_pt_{init}_{size}.png")
+                      for init in theirs}
             for init, run in theirs.items():
-                loss = score(folder / f"neural_style_pt_{init}_{size}.png")
-                rate = gflop / run["per_iteration"]
+                loss, rate = losses[init], gflop / run["per_iteration"]
                 print(f"  neural-style-pt -init {init:6s} {run['wall']:6.1f} s  loss {loss:.4g} "
                       f"(its own count {run['own_loss']:.4g}); {run['per_iteration']:.3f} "
                       f"s/iteration = {rate:.0f} GFLOP/s, {rate / peak:.0%} of the matmul rate")
@@ -233,7 +235,7 @@ def main() -> None:
                   f" = {gflop / own:.0f} direct-equivalent GFLOP/s); direct convolution "
                   f"{per_eval:.3f} s/evaluation = {rate:.0f} GFLOP/s, {rate / peak:.0%}")
             for init, run in theirs.items():
-                loss = score(folder / f"neural_style_pt_{init}_{size}.png")
+                loss = losses[init]
                 verdict = "at most" if loss_ours <= loss else "ABOVE"
                 print(f"  against -init {init}: time ratio {ours['wall'] / run['wall']:.2f}, "
                       f"loss {loss_ours / loss:.3f}x theirs ({verdict} theirs)")

@@ -212,8 +212,9 @@ class StyleOptions:
         None,
         "optimizer",
         "L-BFGS line search: 'none' takes unit steps like neural-style (which can go far "
-        "uphill); 'backtracking' halves a step until it is a good descent step, one evaluation "
-        "when L-BFGS's own step is accepted; 'zoom' and 'hager-zhang' search both ways",
+        "uphill); 'zoom' (strong Wolfe conditions, searching both ways) costs one evaluation "
+        "when L-BFGS's own step is accepted; 'backtracking' can only shorten a step; "
+        "'hager-zhang' searches both ways at more evaluations",
         choices=LINESEARCHES,
     )
     stop_tolerance: float | None = _option(
@@ -382,7 +383,9 @@ class StyleOptions:
             object.__setattr__(self, name, PRESET_VALUES[self.preset][name])
         object.__setattr__(self, "_filled_by_preset", filled)
         try:
-            self.loss_config()
+            # Validation only: deciding 'auto' would start JAX's backend, which must wait for
+            # jax.distributed.initialize in a multi-host batch.
+            self.loss_config(convolution="direct")
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
         def finite(x) -> bool:
@@ -451,8 +454,9 @@ class StyleOptions:
                     f"{name}: expected one of {allowed}, got {getattr(self, name)!r}"
                 )
 
-    def loss_config(self) -> LossConfig:
-        """The objective's static configuration (`jaxstyle.losses.LossConfig`) these options make.
+    def loss_config(self, convolution: str | None = None) -> LossConfig:
+        """The objective's static configuration (`jaxstyle.losses.LossConfig`) these options make,
+        with `convolution` in place of `network_convolution()` when given.
 
         Raises:
           ValueError: an invalid layer name or weight (the message names the option).
@@ -473,7 +477,7 @@ class StyleOptions:
             content_loss=self.content_loss,
             weight_normalization=self.weight_normalization,
             precision=self.precision,
-            convolution=self.network_convolution(),
+            convolution=convolution or self.network_convolution(),
             temporal_weight=self.temporal_weight,
         )
 

@@ -321,8 +321,10 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     ckpt.unlink(missing_ok=True)
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
     quality = measure(weights, result.image, content, styles, options)
-    done = len(result.history.get("total", ()))  # fewer than planned when a scale stalled
-    per_iteration = result.timings["optimize"] / max(1, done - start)
+    # Counted from the history, not the plan: a scale that stalled ran fewer than planned.
+    done = len(result.history.get("total", ()))
+    ran = done - (len(saved.run.history.get("total", ())) if saved else 0)
+    per_iteration = result.timings["optimize"] / max(1, ran)
     log(summary_line(output, result, content.shape, done, per_iteration))
     log(f"quality: {quality.summary()}")
     if request.report:

@@ -234,7 +234,8 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
         # This stage's losses so far end the saved history (a batch's holds none).
-        recent = resume.history.get("total", [])[len(resume.history.get("total", [])) - start:]
+        totals = resume.history.get("total", [])
+        recent = totals[len(totals) - start:]
     # Per-image style targets of a batch (colour-matched styles) keep their first draw.
     chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
 

@@ -1,6 +1,8 @@
 """Presets: what each sets, what the user keeps, and the fast preset's early stop."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -73,3 +75,16 @@ def test_fast_multi_scale_run_stopped_early_resumes_bit_for_bit(tiny_weights, tm
     resumed = stylize(content, [style], tiny_weights, options, resume=load_checkpoint(path).run)
     np.testing.assert_array_equal(full.image, resumed.image)
     assert full.history == resumed.history
+
+
+def test_making_fast_options_does_not_start_jax_backends():
+    # A multi-host batch builds its options before jax.distributed.initialize, which must come
+    # before any backend starts: 'auto' is decided only when a run asks for its objective.
+    code = ("from jax._src import xla_bridge\n"
+            "from jaxstyle import StyleOptions\n"
+            "options = StyleOptions(preset='fast')\n"
+            "assert not xla_bridge.backends_are_initialized()\n"
+            "print(options.network_convolution())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["winograd"]  # 512 px, float32, on this CPU
