@@ -77,9 +77,11 @@ def read_tagged_msgpack(
     if not isinstance(raw, dict) or raw.get("format") != format_name:
         raise error(f"{path}: not a jaxstyle {kind}")
     versions = version if isinstance(version, tuple) else (version,)
-    if raw.get("version") not in versions:
+    found = raw.get("version")
+    if not isinstance(found, int) or isinstance(found, bool) or found not in versions:
+        shown = f"{found!r:.40}" if isinstance(found, (int, str)) else type(found).__name__
         raise error(
-            f"{path}: {kind} format version {raw.get('version')} is not this jaxstyle's "
+            f"{path}: {kind} format version {shown} is not this jaxstyle's "
             f"({versions[-1]}); {advice}"
         )
     return raw

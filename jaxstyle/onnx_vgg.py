@@ -6,6 +6,9 @@ poolings into blocks, form the stack; whatever the graph does after its last poo
 classifier head) is ignored. Anything else inside the stack (a residual addition, batch
 normalisation, a strided convolution, arithmetic on the input) makes the graph no VGG, and is
 refused with a message that names the node. No operator is run: the ONNX runtime is never used.
+Nothing the file states is trusted: a node without the inputs or outputs its operator needs, an
+attribute of the wrong type, or a weight that is not floating point or whose data does not match
+its dims is refused by name (never an IndexError or a reshape's guess at a negative dimension).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from jaxstyle.errors import WeightsError
 _LAYOUT_OPS = ("Transpose", "Identity", "Cast")
 _POOLS = ("MaxPool", "AveragePool")
 _BLOCKS = 5
+# TensorProto.DataType values of the weights read: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
+_FLOAT_TYPES = (1, 10, 11, 16)
 
 
 def _load(path: str):
@@ -38,11 +43,13 @@ def _load(path: str):
 
 def _constants(graph) -> dict[str, object]:
     """Every initializer and Constant node output of the graph, as TensorProtos, by name."""
+    from onnx import AttributeProto
+
     tensors = {t.name: t for t in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" and node.output:
             for attribute in node.attribute:
-                if attribute.name == "value":
+                if attribute.name == "value" and attribute.type == AttributeProto.TENSOR:
                     tensors[node.output[0]] = attribute.t
     return tensors
 
@@ -56,29 +63,57 @@ def _array(tensors: dict, name: str, what: str) -> np.ndarray:
     if tensor.data_location == TensorProto.EXTERNAL:
         raise WeightsError(f"{what} is stored outside the file (ONNX external data), which "
                            "jaxstyle does not read")
-    return numpy_helper.to_array(tensor)
+    if tensor.data_type not in _FLOAT_TYPES:
+        kind = (TensorProto.DataType.Name(tensor.data_type)
+                if tensor.data_type in TensorProto.DataType.values() else tensor.data_type)
+        raise WeightsError(f"{what} is stored as {kind}, not floating point (quantised networks "
+                           "are not supported)")
+    dims = tuple(tensor.dims)
+    if min(dims, default=0) < 0:
+        raise WeightsError(f"{what} has dims {dims}, one of them negative")
+    try:
+        return numpy_helper.to_array(tensor)
+    except ValueError:  # the data's length does not match the dims
+        raise WeightsError(f"{what}: its data does not fit its dims {dims}") from None
 
 
-def _attributes(node) -> dict:
-    from onnx import helper
+def _op(node) -> str:
+    """The node's operator for messages: as is where it is a name, else quoted (a file's
+    operator could hold a newline, or bytes that are not UTF-8, which protobuf returns as bytes)."""
+    op = node.op_type
+    return op if isinstance(op, str) and op.isidentifier() else repr(op)
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+def _attribute(node, name: str, default):
+    """The value of `node`'s attribute `name` (a list for ints, bytes for a string), or
+    `default` where the node has none."""
+    from onnx import AttributeProto
+
+    values = {AttributeProto.INTS: lambda a: list(a.ints), AttributeProto.INT: lambda a: a.i,
+              AttributeProto.STRING: lambda a: a.s}
+    for attribute in node.attribute:
+        if attribute.name == name:
+            if attribute.type not in values:
+                raise WeightsError(f"{_op(node)} {node.name!r}: attribute {name!r} is not an "
+                                   "integer, a list of integers or a string")
+            return values[attribute.type](attribute)
+    return default
 
 
 def _check_conv(node, name: str) -> None:
-    a = _attributes(node)
-    padded = list(a.get("pads", [0, 0, 0, 0])) == [1, 1, 1, 1] or a.get("auto_pad") in (
-        b"SAME_UPPER", b"SAME_LOWER")
-    plain = (list(a.get("strides", [1, 1])) == [1, 1] and list(a.get("dilations", [1, 1])) == [1, 1]
-             and a.get("group", 1) == 1)
+    padded = (_attribute(node, "pads", [0, 0, 0, 0]) == [1, 1, 1, 1]
+              or _attribute(node, "auto_pad", b"") in (b"SAME_UPPER", b"SAME_LOWER"))
+    plain = (_attribute(node, "strides", [1, 1]) == [1, 1]
+             and _attribute(node, "dilations", [1, 1]) == [1, 1]
+             and _attribute(node, "group", 1) == 1)
     if not (padded and plain):
         raise WeightsError(f"convolution {node.name!r} ({name}) is not a 3x3 stride-1 "
                            "convolution with padding 1: not a VGG conv stack")
 
 
 def _check_pool(node) -> None:
-    a = _attributes(node)
-    if list(a.get("kernel_shape", [])) != [2, 2] or list(a.get("strides", [1, 1])) != [2, 2]:
+    if (_attribute(node, "kernel_shape", []) != [2, 2]
+            or _attribute(node, "strides", [1, 1]) != [2, 2]):
         raise WeightsError(f"pooling {node.name!r} is not 2x2 with stride 2: not a VGG conv stack")
 
 
@@ -111,7 +146,7 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
             if node.op_type in _LAYOUT_OPS:
                 continue
             if node.op_type != "Conv":
-                raise WeightsError(f"the graph computes {node.op_type} ({node.name!r}) on its "
+                raise WeightsError(f"the graph computes {_op(node)} ({node.name!r}) on its "
                                    "input before the first convolution: not a plain VGG conv "
                                    "stack (preprocessing inside the graph would be ignored)")
         else:
@@ -121,9 +156,13 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
             if block > _BLOCKS:
                 break  # the classifier head, if any: not part of the features
             if uses != [current]:
-                raise WeightsError(f"{node.op_type} ({node.name!r}) takes an earlier layer's "
+                raise WeightsError(f"{_op(node)} ({node.name!r}) takes an earlier layer's "
                                    "output: the graph branches, not a VGG conv stack")
+        if not node.output:
+            raise WeightsError(f"{_op(node)} ({node.name!r}) has no output: not an ONNX model")
         if node.op_type == "Conv":
+            if len(node.input) < 2:
+                raise WeightsError(f"convolution {node.name!r} has no kernel input")
             if after_conv:
                 raise WeightsError(f"convolution {node.name!r} follows a convolution without a "
                                    "ReLU: not a VGG conv stack")
@@ -149,7 +188,7 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
         elif block > 1 and index == 0:
             break  # the stack ended after a pooling; what follows is not features
         else:
-            raise WeightsError(f"{node.op_type} ({node.name!r}) inside the convolution stack: "
+            raise WeightsError(f"{_op(node)} ({node.name!r}) inside the convolution stack: "
                                "not a VGG conv stack")
         current = node.output[0]
         stack.add(current)

@@ -10,14 +10,15 @@ file holds is read from its layers.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import ml_dtypes
 import numpy as np
 import platformdirs
 from flax import serialization
@@ -26,7 +27,7 @@ from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import atomic_write, md5_of, read_tagged_msgpack, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
-from jaxstyle.pth import read_state_dict
+from jaxstyle.pth import is_zip_archive, read_state_dict
 from jaxstyle.vgg import (
     ARCHITECTURES,
     conv_layer_names,
@@ -222,7 +223,8 @@ def _check_and_pack(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
 
     Raises:
       WeightsError: the layers present are no VGG11/13/16/19 (the message names the first
-        layer missing from the nearest one), or a shape or value is wrong (it names the layer).
+        layer missing from the nearest one), or a shape, dtype (integer: a quantised network) or
+        value is wrong (it names the layer).
     """
     depths = depths_of(kernels)
     if depths not in ARCHITECTURES.values():
@@ -252,6 +254,10 @@ def _check_and_pack(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
         block_first = f"conv{name[4]}_1"
         if name != block_first and out_channels != params[block_first]["kernel"].shape[3]:
             raise WeightsError(f"layer {name}: {out_channels} channels differ from {block_first}'s")
+        for part, array in (("kernel", kernel), ("bias", bias)):
+            if not (array.dtype.kind == "f" or array.dtype == ml_dtypes.bfloat16):
+                raise WeightsError(f"layer {name}: the {part} is {array.dtype}, not floating "
+                                   "point (quantised networks are not supported)")
         kernel32 = np.asarray(kernel, np.float32)
         bias32 = np.asarray(bias, np.float32)
         if not (np.isfinite(kernel32).all() and np.isfinite(bias32).all()):
@@ -365,7 +371,7 @@ def _is_onnx(path: str) -> bool:
 
 
 def _is_converted(path: str) -> bool:
-    if zipfile.is_zipfile(path) or _is_hdf5(path):
+    if is_zip_archive(path) or _is_hdf5(path):
         return False
     head = _head(path)
     return FORMAT_NAME.encode() in head
@@ -406,7 +412,7 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
         # keras.applications' VGGs are Caffe-trained and take "caffe"-mode inputs.
         implied = CAFFE
         name = name if source else "keras"
-    elif zipfile.is_zipfile(path) or not _is_onnx(path):
+    elif is_zip_archive(path) or not _is_onnx(path):
         params = params_from_state_dict(read_state_dict(path))
     else:
         params = params_from_onnx(path)
@@ -459,25 +465,101 @@ def save_converted(weights: VGGWeights, path: str | os.PathLike) -> Path:
 
 
 def _load_converted(path: str) -> VGGWeights:
-    if _FORMAT_V1[0].encode() in _head(path):
-        state = read_tagged_msgpack(path, *_FORMAT_V1, WeightsError, "converted weights",
-                                    "convert the source file again")
-    else:
-        state = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, WeightsError,
-                                    "converted weights", "convert the source file again")
-    raw = state["params"]
+    version = 1 if _FORMAT_V1[0].encode() in _head(path) else FORMAT_VERSION
+    tag = _FORMAT_V1 if version == 1 else (FORMAT_NAME, FORMAT_VERSION)
+    state = read_tagged_msgpack(path, *tag, WeightsError, "converted weights",
+                                "convert the source file again")
     try:
-        params = _check_and_pack({n: (raw[n]["kernel"], raw[n]["bias"]) for n in raw})
+        return _converted_from_state(state, version)
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
-    return VGGWeights(
-        params,
-        Preprocessing.from_dict(state["preprocessing"]),
-        source=str(state["source"]),
-        source_sha256=str(state["source_sha256"]),
-        licence=str(state.get("licence", "")),
-        origin=str(state.get("origin", "")),
+
+
+# A converted file's text fields; version 1 files have only the first two.
+_TEXT_FIELDS = ("source", "source_sha256", "network", "licence", "origin")
+_PREPROCESSING_FIELDS = ("channel_order", "scale", "mean", "std")
+_VGG_LAYER_NAMES = conv_layer_names(ARCHITECTURES["vgg19"])  # every other VGG's are among them
+
+
+def _converted_from_state(state: dict, version: int) -> VGGWeights:
+    """Checks a converted file's contents against its format (see `to_bytes`) field by field.
+
+    Raises:
+      WeightsError: a field is missing or of the wrong type, a layer lacks its kernel or bias,
+        or the layers are no VGG (the message names the field or the layer).
+    """
+    required = _TEXT_FIELDS if version == FORMAT_VERSION else _TEXT_FIELDS[:2]
+    for field in _TEXT_FIELDS:
+        if (field in required or field in state) and not isinstance(state.get(field), str):
+            raise WeightsError(f"{field}: expected text, found {_found(state.get(field))}")
+    weights = VGGWeights(
+        _converted_params(state.get("params")),
+        _converted_preprocessing(state.get("preprocessing")),
+        source=state["source"],
+        source_sha256=state["source_sha256"],
+        licence=state.get("licence", ""),
+        origin=state.get("origin", ""),
     )
+    if "network" in state and state["network"] != weights.network:
+        raise WeightsError(f"network: the file says {state['network']!r:.40} but its layers are a "
+                           f"{weights.network}'s")
+    return weights
+
+
+def _found(value: object) -> str:
+    """What a field holds, for messages: "nothing", "'abc'", "a list", "an array of shape (3,)"."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    if isinstance(value, (str, int, float)):
+        return f"{value!r:.40}"
+    return f"a {type(value).__name__}"
+
+
+def _converted_params(raw: object) -> dict:
+    if not isinstance(raw, dict):
+        raise WeightsError(f"params: expected a map from layer names to kernel and bias, found "
+                           f"{_found(raw)}")
+    kernels = {}
+    for name, layer in raw.items():
+        if name not in _VGG_LAYER_NAMES:
+            raise WeightsError(f"params: {_found(name)} is no VGG layer name")
+        if not isinstance(layer, dict):
+            raise WeightsError(f"params.{name}: expected a kernel and a bias, found "
+                               f"{_found(layer)}")
+        for part in ("kernel", "bias"):
+            if not isinstance(layer.get(part), np.ndarray):
+                raise WeightsError(f"params.{name}.{part}: expected an array, found "
+                                   f"{_found(layer.get(part))}")
+        if len(layer) != 2:
+            raise WeightsError(f"params.{name}: expected only a kernel and a bias, found "
+                               f"{len(layer)} entries")
+        kernels[name] = (layer["kernel"], layer["bias"])
+    params = _check_and_pack(kernels)
+    extra = [name for name in kernels if name not in params]
+    if extra:
+        raise WeightsError(f"params.{extra[0]}: a layer that a {network_name(depths_of(params))} "
+                           "does not have")
+    return params
+
+
+def _converted_preprocessing(raw: object) -> Preprocessing:
+    def number(x: object) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    def triple(x: object, positive: bool) -> bool:
+        return (isinstance(x, (list, tuple)) and len(x) == 3
+                and all(number(v) and (v > 0 or not positive) for v in x))
+
+    if not (isinstance(raw, dict) and set(raw) == set(_PREPROCESSING_FIELDS)
+            and isinstance(raw["channel_order"], str) and raw["channel_order"] in ("RGB", "BGR")
+            and number(raw["scale"]) and raw["scale"] > 0
+            and triple(raw["mean"], positive=False) and triple(raw["std"], positive=True)):
+        raise WeightsError("preprocessing: expected a channel_order 'RGB' or 'BGR', a positive "
+                           "scale, 3 means and 3 positive stds, all finite numbers")
+    return Preprocessing(raw["channel_order"], float(raw["scale"]),
+                         tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]))
 
 
 def load_weights(

@@ -1,3 +1,5 @@
+import re
+import struct
 import subprocess
 import sys
 import time
@@ -7,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import DATA, nhwc
-from torch_format import save_legacy, save_zip, save_zip_raw_pickle
+from torch_format import crafted, save_legacy, save_zip, save_zip_bomb, save_zip_raw_pickle
+from weights_fuzzer import run_child
 
-from jaxstyle import LAYERS, WeightsError, layer_names, load_weights, vgg19_features, vgg_features
+from jaxstyle import LAYERS, WeightsError, layer_names, load_weights, vgg_features
 from jaxstyle.cli import main
 from jaxstyle.preprocessing import CAFFE, TORCHVISION
 from jaxstyle.pth import read_state_dict
@@ -34,11 +37,11 @@ def _gatys_layout(state):
 
 
 def _assert_matches_reference(weights, reference, rtol=1e-4):
-    x = jnp.asarray(nhwc(reference["input_nchw"]))
+    x = jnp.asarray(nhwc(reference["input_nchw"]))[0]
     for pooling in ("max", "avg"):
-        out = vgg19_features(weights.params, x, LAYERS, pooling)
+        out = vgg_features(weights.params, x, LAYERS, pooling)
         for name in LAYERS:
-            want = nhwc(reference[f"{pooling}/{name}"])
+            want = nhwc(reference[f"{pooling}/{name}"])[0]
             rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
             assert rel < rtol, (pooling, name, rel)
 
@@ -256,7 +259,7 @@ VGG16_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
 
 def test_vgg16_in_every_layout_converts_and_matches_torch(tiny16_weights, reference16, tmp_path):
-    x = jnp.asarray(nhwc(reference16["input_nchw"]))
+    x = jnp.asarray(nhwc(reference16["input_nchw"]))[0]
     names = layer_names(ARCHITECTURES["vgg16"])
     for kind, path in _vgg16_layouts(tiny16_weights, tmp_path).items():
         weights = convert(path, None if kind == "keras h5" else "caffe")
@@ -265,7 +268,7 @@ def test_vgg16_in_every_layout_converts_and_matches_torch(tiny16_weights, refere
         assert again.network == "VGG16" and again.preprocessing == CAFFE
         out = vgg_features(again.params, x, names)
         for name in names:
-            want = nhwc(reference16[f"max/{name}"])
+            want = nhwc(reference16[f"max/{name}"])[0]
             rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
             assert rel < 1e-4, (kind, name, rel)
 
@@ -353,3 +356,264 @@ def test_cli_names_the_option_and_the_networks_layers(tiny16_weights, tmp_path, 
     assert code == 2 and len(err.splitlines()) == 1
     assert "--style-layers: unknown layer 'relu5_4' for VGG16; valid names are conv1_1" in err
     assert "conv5_3 (and relu" in err and not (tmp_path / "o.png").exists()
+
+
+# Crafted .pth files (about 550 bytes each, the bomb 1 MB): how each is built, and the one line
+# `jaxstyle weights info` answers. What the reader did before it checked layouts and sizes is
+# noted by each.
+_FOUR = np.arange(4, dtype=np.float32)
+CRAFTED_PTH = {
+    # SIGSEGV
+    "negative stride": (
+        lambda p: save_zip({"w": crafted(_FOUR, 0, (4_000_000,), (-1,))}, p),
+        re.escape("tensor 'w': stride (-1,) is negative, which torch never writes")),
+    # returned 3 floats from the memory before the storage
+    "small negative stride": (
+        lambda p: save_zip({"w": crafted(_FOUR, 0, (4,), (-2,))}, p),
+        re.escape("tensor 'w': stride (-2,) is negative, which torch never writes")),
+    # allocated 7.45 GiB (a MemoryError traceback under a limit)
+    "zero stride": (
+        lambda p: save_zip({"w": crafted(_FOUR, 0, (50000, 40000), (0, 0))}, p),
+        re.escape("tensor 'w': shape (50000, 40000) holds 2000000000 elements, more than its "
+                  "storage's 4")),
+    # a ValueError traceback
+    "negative dimension": (
+        lambda p: save_zip({"w": crafted(_FOUR, 0, (-1, 4), (4, 1))}, p),
+        re.escape("tensor 'w': shape (-1, 4) has a negative dimension")),
+    # refused already, in other words
+    "past the storage, legacy": (
+        lambda p: save_legacy({"w": crafted(_FOUR, 2, (2, 2), (2, 1))}, p),
+        re.escape("tensor 'w': shape (2, 2) with stride (2, 1) at offset 2 reaches element 5 of "
+                  "a storage of 4")),
+    # grew the process by 2.1 GB, or a MemoryError traceback under a limit
+    "zip bomb": (
+        lambda p: save_zip_bomb(p, numel=2**28, inflated=2**30),
+        (r"zip member 'archive/data/0' inflates from \d+ to 1073741824 bytes, more than a "
+         r"weights file may \(torch.save does not compress\)")),
+    # refused already, as a truncated member, after its pickle was read
+    "storage over the cap": (
+        lambda p: save_zip({"w": crafted(_FOUR, 0, (4,), (1,), numel=2**28 + 1)}, p),
+        r"storage size 268435457 is not in \[0, 268435456\]"),
+    # a MemoryError traceback (asked for 4 TiB)
+    "legacy storage larger than the file": (
+        lambda p: _legacy_with_storage_size(p, 2**40),
+        r"file is truncated inside storage '0' \(it states 1099511627776 elements\)"),
+}
+
+
+def _legacy_with_storage_size(path, numel: int) -> None:
+    """A legacy file whose storage header states `numel` elements (the file holds 4)."""
+    save_legacy({"w": _FOUR}, path)
+    data = path.read_bytes()
+    head = struct.pack("<q", 4) + _FOUR.tobytes()
+    assert data.endswith(head)
+    path.write_bytes(data[: -len(head)] + struct.pack("<q", numel) + _FOUR.tobytes())
+
+
+@pytest.fixture(scope="module")
+def crafted_cli(tmp_path_factory):
+    """`jaxstyle weights info` on every crafted file, in one child process whose address space
+    is limited: {name: (path, result)} and the child's peak memory growth."""
+    folder = tmp_path_factory.mktemp("crafted")
+    paths = {name: folder / f"{name.replace(' ', '-').replace(',', '')}.pth"
+             for name in CRAFTED_PTH}
+    for name, (build, _) in CRAFTED_PTH.items():
+        build(paths[name])
+    report = run_child("cli", *map(str, paths.values()), timeout=300)
+    results = {r["path"]: r for r in report["results"]}
+    return {name: (path, results.get(str(path))) for name, path in paths.items()}, report
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="the child bounds its memory through /proc and RLIMIT_AS (Linux)")
+@pytest.mark.parametrize("name", CRAFTED_PTH)
+def test_crafted_pth_is_one_line_refusal_with_bounded_memory(name, crafted_cli):
+    cases, report = crafted_cli
+    path, result = cases[name]
+    assert result is not None, f"the child never finished reading {path}: {report.get('died')}"
+    assert result["code"] == 2, result
+    line = result["stderr"]
+    assert line.count("\n") == 1 and line.startswith(f"jaxstyle: error: {path}: "), line
+    assert re.fullmatch(CRAFTED_PTH[name][1], line.strip()[len(f"jaxstyle: error: {path}: "):])
+    assert "died" not in report and report["peak_growth"] < 64 << 20, report
+
+
+def test_zero_strides_and_understated_bombs_are_read_exactly(tmp_path):
+    rows = np.arange(12, dtype=np.float32)
+    save_legacy({"w": crafted(rows, 1, (3, 4), (0, 2)), "one": crafted(rows, 5, (1, 1), (99, 7))},
+                tmp_path / "zero.pth")
+    state = read_state_dict(tmp_path / "zero.pth")
+    np.testing.assert_array_equal(state["w"], np.broadcast_to(rows[1:9:2], (3, 4)))
+    np.testing.assert_array_equal(state["one"], [[5.0]])
+    save_zip({"w": crafted(rows, 0, (4, 4), (0, 1))}, tmp_path / "repeats.pth")
+    with pytest.raises(WeightsError, match=r"holds 16 elements, more than its storage's 12"):
+        read_state_dict(tmp_path / "repeats.pth")
+    # A member whose headers state 16 bytes, deflated from 1 GiB: read only as far as stated.
+    save_zip_bomb(tmp_path / "understated.pth", numel=4, inflated=2**30, stated=16)
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "understated.pth")["w"], np.zeros(4))
+    # ... and one stating 1 GiB for a storage of 16 bytes: its first 16 bytes are read.
+    save_zip_bomb(tmp_path / "overstated.pth", numel=4, inflated=2**30)
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "overstated.pth")["w"], np.zeros(4))
+
+
+@pytest.mark.torch
+def test_layouts_written_by_real_torch(tmp_path):
+    """Views, transposes, offsets, zero strides, shared storages and every weights dtype, as real
+    torch writes them in both formats, read back exactly; an expanded tensor holding more
+    elements than its storage is refused."""
+    pytest.importorskip("torch")
+    script = (
+        "import sys, numpy as np, torch\n"
+        "base = torch.arange(24, dtype=torch.float32)\n"
+        "state = {'transposed': base[:12].reshape(3, 4).t(),\n"
+        "    'slice': base[5:17].reshape(3, 4)[:, 1:3],\n"
+        "    'zero stride': base[:12].reshape(3, 4)[:1].expand(3, 4),\n"
+        "    'size 1': base.reshape(24, 1)[3:4], 'empty': base[:0].reshape(0, 5),\n"
+        "    'tied a': base, 'tied b': base, 'scalar': torch.tensor(3.5),\n"
+        "    'half': torch.arange(6, dtype=torch.float16),\n"
+        "    'bf16': torch.arange(6, dtype=torch.bfloat16),\n"
+        "    'f64': torch.arange(6, dtype=torch.float64).reshape(2, 3)[:, ::2],\n"
+        "    'i8': torch.arange(6, dtype=torch.int8)}\n"
+        "torch.save(state, sys.argv[1] + '/zip.pth')\n"
+        "torch.save(state, sys.argv[1] + '/legacy.pth', _use_new_zipfile_serialization=False)\n"
+        "np.savez(sys.argv[1] + '/want.npz', **{k: v.float().numpy() for k, v in state.items()})\n"
+        "torch.save({'w': torch.zeros(4).expand(3, 4)}, sys.argv[1] + '/expanded.pth')\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    want = np.load(tmp_path / "want.npz")
+    for name in ("zip.pth", "legacy.pth"):
+        got = read_state_dict(tmp_path / name)
+        assert list(got) == list(want)
+        for key, array in got.items():
+            assert array.shape == want[key].shape, (name, key)
+            np.testing.assert_array_equal(array.astype(np.float32), want[key], err_msg=key)
+        assert got["bf16"].dtype == "bfloat16" and got["i8"].dtype == np.int8
+    with pytest.raises(WeightsError, match=r"tensor 'w': shape \(3, 4\) holds 12 elements, more "
+                                           r"than its storage's 4"):
+        read_state_dict(tmp_path / "expanded.pth")
+
+
+def test_pickles_that_ask_for_memory_before_reading_are_refused(tmp_path):
+    # CPython's unpickler allocates a stated length, and zeroes a memo up to a stated index,
+    # before it reads: 13 bytes would have asked for 8 GiB, 10 bytes for 4 GiB of zeroes.
+    for name, pickle_bytes, message in [
+        ("bytes8", b"\x80\x04\x8e" + struct.pack("<Q", 2**33) + b"ab.", "corrupt pickle"),
+        ("memo", b"\x80\x02N" + b"r" + struct.pack("<I", 2**28) + b".", "memo index 268435456"),
+    ]:
+        save_zip_raw_pickle(pickle_bytes, tmp_path / f"{name}.pth")
+        with pytest.raises(WeightsError, match=message):
+            read_state_dict(tmp_path / f"{name}.pth")
+
+
+def _converted_state(weights, tmp_path):
+    from flax import serialization
+
+    return serialization.msgpack_restore(save_converted(weights, tmp_path / "w.msgpack")
+                                         .read_bytes())
+
+
+def _set(path: str, value):
+    """A change to a converted file's tree: `path` is "a.b.c"; `value` None deletes."""
+
+    def change(state):
+        *parents, last = path.split(".")
+        node = state
+        for key in parents:
+            node = node[key]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value(node[last]) if callable(value) else value
+
+    return change
+
+
+CRAFTED_CONVERTED = {
+    "a layer that is an array": (
+        _set("params.conv1_1", np.zeros(3, np.float32)),
+        "params.conv1_1: expected a kernel and a bias, found an array of shape (3,)"),
+    "a missing bias": (_set("params.conv2_1.bias", None),
+                       "params.conv2_1.bias: expected an array, found nothing"),
+    "params as a list": (
+        _set("params", lambda p: list(p.values())),
+        "params: expected a map from layer names to kernel and bias, found a list"),
+    "bogus preprocessing": (
+        _set("preprocessing", "caffe"),
+        ("preprocessing: expected a channel_order 'RGB' or 'BGR', a positive scale, 3 means and "
+         "3 positive stds, all finite numbers")),
+    "a NaN mean": (_set("preprocessing.mean", [0.0, float("nan"), 0.0]),
+                   "preprocessing: expected a channel_order"),
+    "int8 kernels": (
+        _set("params.conv1_1.kernel", lambda k: k.astype(np.int8)),
+        ("layer conv1_1: the kernel is int8, not floating point (quantised networks are not "
+         "supported)")),
+    "a layer of another network": (_set("params.conv9_9", {}),
+                                   "params: 'conv9_9' is no VGG layer name"),
+    "a network that disagrees": (_set("network", "VGG19"),
+                                 "network: the file says 'VGG19' but its layers are a VGG16's"),
+    "a source that is a number": (_set("source", 7), "source: expected text, found 7"),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED_CONVERTED)
+def test_crafted_converted_files_are_refused_in_one_line(name, tiny16_weights, tmp_path, capsys):
+    from flax import serialization
+
+    change, message = CRAFTED_CONVERTED[name]
+    state = _converted_state(tiny16_weights, tmp_path)
+    change(state)
+    path = tmp_path / "crafted.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(state))
+    assert main(["weights", "info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"jaxstyle: error: {path}: {message}"), err
+
+
+def _onnx_int8_kernel(graph):
+    from onnx import numpy_helper
+
+    kernel = next(t for t in graph.initializer if t.name == "conv1_1/W")
+    kernel.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(kernel).astype(np.int8),
+                                            kernel.name))
+
+
+def _onnx_negative_dims(graph):
+    next(t for t in graph.initializer if t.name == "conv1_1/W").dims[0] = -1
+
+
+def _onnx_no_kernel(graph):
+    del graph.node[1].input[1:]  # node 0 is tf2onnx's transpose, node 1 conv1_1
+
+
+def _onnx_float_pads(graph):
+    from onnx import AttributeProto
+
+    pads = next(a for a in graph.node[1].attribute if a.name == "pads")
+    pads.ClearField("ints")
+    pads.type, pads.f = AttributeProto.FLOAT, 1.0
+
+
+CRAFTED_ONNX = {
+    "int8 kernel": (_onnx_int8_kernel, ("the kernel of 'conv1_1' is stored as INT8, not floating "
+                                        "point (quantised networks are not supported)")),
+    "negative dims": (_onnx_negative_dims, ("the kernel of 'conv1_1' has dims (-1, 3, 3, 3), one "
+                                            "of them negative")),
+    "no kernel input": (_onnx_no_kernel, "convolution 'conv1_1' has no kernel input"),
+    "float pads": (_onnx_float_pads, ("Conv 'conv1_1': attribute 'pads' is not an integer, a "
+                                      "list of integers or a string")),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED_ONNX)
+def test_crafted_onnx_files_are_refused_in_one_line(name, tiny16_weights, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnx_format = pytest.importorskip("onnx_format")
+    path = tmp_path / "model.onnx"
+    onnx_format.save_vgg_onnx(tiny16_weights.params, path)
+    model = onnx.load(str(path))
+    change, message = CRAFTED_ONNX[name]
+    change(model.graph)
+    onnx.save(model, str(path))
+    with pytest.raises(WeightsError) as info:
+        convert(path, "caffe")
+    assert str(info.value) == f"{path}: {message}"

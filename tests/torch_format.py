@@ -15,10 +15,12 @@ import struct
 import sys
 import types
 import zipfile
+import zlib
 
 import numpy as np
 
-_STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage"}
+_STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage",
+                  np.dtype(np.float64): "DoubleStorage", np.dtype(np.int8): "CharStorage"}
 
 
 def _rebuild_tensor_v2(*args):
@@ -46,13 +48,23 @@ def _fake_torch():
 
 
 class _Tensor:
-    def __init__(self, key: str, array: np.ndarray):
-        self.key, self.array = key, np.ascontiguousarray(array)
+    """A tensor to pickle: `array` is its storage, `layout` its (offset, shape, stride) over it
+    (default: the whole array, C-contiguous), `numel` the storage's size as the pickle states it."""
 
-    def __reduce__(self):
+    def __init__(self, key: str, array: np.ndarray, layout: tuple | None = None,
+                 numel: int | None = None):
+        self.key, self.array = key, np.ascontiguousarray(array)
         stride = tuple(s // self.array.itemsize for s in self.array.strides)
-        return (_rebuild_tensor_v2, (self, 0, self.array.shape, stride, False,
-                                     collections.OrderedDict()))
+        self.layout = layout or (0, self.array.shape, stride)
+        self.numel = self.array.size if numel is None else numel
+
+
+def crafted(storage: np.ndarray, offset: int, shape: tuple, stride: tuple,
+            numel: int | None = None) -> _Tensor:
+    """A state-dict value whose tensor record says any (offset, shape, stride) over `storage`,
+    and the storage any `numel`: crafted files for the readers' bounds checks (put it in the dict
+    given to `save_zip` or `save_legacy`)."""
+    return _Tensor("", storage, (offset, tuple(shape), tuple(stride)), numel)
 
 
 class _Pickler(pickle.Pickler):
@@ -63,24 +75,23 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, _Tensor) and getattr(obj, "_as_storage", False):
             storage_type = getattr(self.torch, _STORAGE_NAMES[obj.array.dtype])
-            pid = ("storage", storage_type, obj.key, "cpu", obj.array.size)
+            pid = ("storage", storage_type, obj.key, "cpu", obj.numel)
             return pid + (None,) if self.legacy else pid
         return None
 
     def reducer_override(self, obj):
         if isinstance(obj, _Tensor) and not getattr(obj, "_as_storage", False):
-            storage = _Tensor(obj.key, obj.array)
+            storage = _Tensor(obj.key, obj.array, numel=obj.numel)
             storage._as_storage = True
             self.tensors.append(storage)
-            stride = tuple(s // obj.array.itemsize for s in obj.array.strides)
-            return (_rebuild_tensor_v2, (storage, 0, obj.array.shape, stride, False,
-                                         collections.OrderedDict()))
+            return (_rebuild_tensor_v2, (storage, *obj.layout, False, collections.OrderedDict()))
         return NotImplemented
 
 
-def _pickle_state(state: dict[str, np.ndarray], legacy: bool) -> tuple[bytes, list[_Tensor]]:
+def _pickle_state(state: dict, legacy: bool) -> tuple[bytes, list[_Tensor]]:
     tensors = collections.OrderedDict(
-        (k, _Tensor(str(i), v)) for i, (k, v) in enumerate(state.items())
+        (k, _Tensor(str(i), v.array, v.layout, v.numel) if isinstance(v, _Tensor)
+         else _Tensor(str(i), v)) for i, (k, v) in enumerate(state.items())
     )
     buffer = io.BytesIO()
     with _fake_torch() as torch:
@@ -119,3 +130,56 @@ def save_zip_raw_pickle(payload: bytes, path) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", payload)
         z.writestr("archive/version", "3\n")
+
+
+def save_zip_bomb(path, numel: int, inflated: int, stated: int | None = None) -> None:
+    """A zip checkpoint of one float32 tensor of `numel` elements whose storage member is
+    `inflated` zero bytes, deflated (1 GiB becomes about 1 MB); the member's headers state
+    `stated` bytes (default: `inflated`) and the CRC of that many zeros."""
+    stated = inflated if stated is None else stated
+    data, _ = _pickle_state({"w": crafted(np.zeros(1, np.float32), 0, (numel,), (1,), numel)},
+                            legacy=False)
+    members = [("archive/data.pkl", zipfile.ZIP_STORED, zlib.crc32(data), len(data), data),
+               ("archive/byteorder", zipfile.ZIP_STORED, zlib.crc32(b"little"), 6, b"little"),
+               ("archive/data/0", zipfile.ZIP_DEFLATED, _crc32_of_zeros(stated), stated,
+                _deflated_zeros(inflated))]
+    write_zip(path, members)
+
+
+_MIB = 1 << 20
+
+
+def _deflated_zeros(n: int) -> bytes:
+    """`n` zero bytes as a raw deflate stream: one compressed MiB, fully flushed (so that it
+    stands alone), repeated, then the rest and the final block."""
+    piece = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = piece.compress(bytes(_MIB)) + piece.flush(zlib.Z_FULL_FLUSH)
+    last = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return block * (n // _MIB) + last.compress(bytes(n % _MIB)) + last.flush()
+
+
+def _crc32_of_zeros(n: int) -> int:
+    crc, zeros = 0, bytes(_MIB)
+    for _ in range(n // _MIB):
+        crc = zlib.crc32(zeros, crc)
+    return zlib.crc32(bytes(n % _MIB), crc)
+
+
+def write_zip(file, members: list[tuple[str, int, int, int, bytes]]) -> None:
+    """Writes a zip archive of (name, method, crc, stated size, payload) members to `file` (a
+    path or a binary file), each payload as given (already compressed), so that the headers say
+    whatever a test needs."""
+    local, central = bytearray(), bytearray()
+    for name, method, crc, size, payload in members:
+        fields = struct.pack("<HHHHHIIIHH", 20, 0, method, 0, 0x21, crc, len(payload), size,
+                             len(name), 0)
+        central += (b"PK\x01\x02" + struct.pack("<H", 20) + fields
+                    + struct.pack("<HHHII", 0, 0, 0, 0, len(local)) + name.encode())
+        local += b"PK\x03\x04" + fields + name.encode() + payload
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(central), len(local), 0)
+    if hasattr(file, "write"):
+        file.write(bytes(local + central) + end)
+    else:
+        with open(file, "wb") as f:
+            f.write(bytes(local + central) + end)
