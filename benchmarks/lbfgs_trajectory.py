@@ -6,6 +6,12 @@ each iteration's loss on both sides and the first iteration whose losses differ 
 1e-3 relative. If float64 runs agree much longer than float32 runs, the two implementations
 follow the same algorithm and part ways through float32 rounding amplified by the iteration.
 
+jaxstyle runs twice more with jaxopt's own L-BFGS (its two-loop recursion for the direction,
+as before jaxstyle computed it from the compact representation), once from the same start and
+once from a start nudged by one unit in the last place: how far the nudged run strays from the
+unnudged one is how far rounding alone carries these unit-step iterates, the yardstick for the
+compact direction's distance from the two-loop's.
+
     jaxstyle weights download vgg16-keras
     pip install torch==2.13.0        # a reference only, never a jaxstyle dependency
     python benchmarks/lbfgs_trajectory.py [--size 128] [--iterations 40]
@@ -77,8 +83,7 @@ def plain_objective(x, params, targets, _static):
     from jaxstyle import vgg_features
 
     w_c, w_s, w_tv = WEIGHTS
-    feats = {k: v[0] for k, v in vgg_features(params, x[None],
-                                              (CONTENT_LAYER, *STYLE_LAYERS)).items()}
+    feats = vgg_features(params, x, (CONTENT_LAYER, *STYLE_LAYERS))
 
     def gram(f):
         flat = f.reshape(-1, f.shape[-1])
@@ -91,14 +96,20 @@ def plain_objective(x, params, targets, _static):
     return total + w_tv * tv, {}
 
 
-def run_jax(folder: Path, iterations: int, dtype: str) -> list[float]:
+def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
+            nudge: bool = False) -> list[float]:
     import jax
 
     jax.config.update("jax_enable_x64", dtype == "float64")
     import jax.numpy as jnp
 
-    from jaxstyle import StyleOptions, losses, vgg_features
+    from jaxstyle import StyleOptions, losses, optimize, vgg_features
     from jaxstyle.optimize import OptimizerConfig, minimize
+
+    if two_loop:  # this process only
+        import jaxopt
+
+        optimize._CompactLBFGS = jaxopt.LBFGS
 
     data = np.load(folder / "inputs.npz")
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
@@ -109,7 +120,8 @@ def run_jax(folder: Path, iterations: int, dtype: str) -> list[float]:
     config = OptimizerConfig("lbfgs", learning_rate=1.0, history=100, linesearch="none",
                              ema_decay=0.0)  # neural-style's settings
     if dtype == "float32":  # jaxstyle's own objective, as a run uses it
-        loss_config = StyleOptions(content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS,
+        loss_config = StyleOptions(preset="neural-style", content_layers=(CONTENT_LAYER,),
+                                   style_layers=STYLE_LAYERS,
                                    content_weight=WEIGHTS[0], style_weight=WEIGHTS[1],
                                    tv_weight=WEIGHTS[2]).loss_config()
         targets = losses.Targets(
@@ -118,15 +130,16 @@ def run_jax(folder: Path, iterations: int, dtype: str) -> list[float]:
         fun, static = losses.objective, loss_config
     else:
         def features(img, layers):
-            return {k: v[0] for k, v in vgg_features(params, img[None], layers).items()}
+            return vgg_features(params, img, layers)
 
         style = features(cast(data["style"]), STYLE_LAYERS)
         targets = {"content": features(content, (CONTENT_LAYER,))[CONTENT_LAYER],
                    "style": {n: f.reshape(-1, f.shape[-1]).T @ f.reshape(-1, f.shape[-1])
                              / f.size for n, f in style.items()}}
         fun, static = plain_objective, None
-    first = float(fun(content, params, targets, static)[0])
-    result = minimize(fun, static, content, (params, targets), config, iterations,
+    start = content * (1 + jnp.finfo(dtype).eps) if nudge else content
+    first = float(fun(start, params, targets, static)[0])
+    result = minimize(fun, static, start, (params, targets), config, iterations,
                       chunk=iterations, memory_limit=0)
     return [first, *result.history["total"]]
 
@@ -142,8 +155,11 @@ def main() -> None:
     parser.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # one framework in its own process (jax's x64 flag is process-wide)
-        run = run_torch if args.side == "torch" else run_jax
-        print(json.dumps(run(Path(args.folder), args.iterations, args.dtype)))
+        folder = Path(args.folder)
+        losses = (run_torch(folder, args.iterations, args.dtype) if args.side == "torch" else
+                  run_jax(folder, args.iterations, args.dtype, args.side != "jax",
+                          args.side == "jax-two-loop-nudged"))
+        print(json.dumps(losses))
         return
     with tempfile.TemporaryDirectory() as tmp:
         make_inputs(Path(tmp), args.size, args.content, args.style)
@@ -151,19 +167,26 @@ def main() -> None:
               f"line search), {args.iterations} iterations")
         for dtype in ("float32", "float64"):
             runs = {}
-            for side in ("torch", "jax"):
+            for side in ("torch", "jax", "jax-two-loop", "jax-two-loop-nudged"):
                 out = subprocess.run([sys.executable, __file__, "--side", side, "--dtype", dtype,
                                       "--folder", tmp, "--iterations", str(args.iterations)],
                                      capture_output=True, text=True, check=True).stdout
                 runs[side] = json.loads(out.strip().splitlines()[-1])
-            t, j = np.array(runs["torch"]), np.array(runs["jax"])
-            n = min(len(t), len(j))
+            t, j, o, u = (np.array(runs[k]) for k in ("torch", "jax", "jax-two-loop",
+                                                        "jax-two-loop-nudged"))
+            n = min(len(t), len(j), len(o), len(u))
             rel = np.abs(t[:n] - j[:n]) / np.abs(t[:n])
-            apart = next((i for i in range(n) if rel[i] > 1e-3), None)
-            print(f"\n{dtype}: first iteration with losses >1e-3 apart: {apart}")
-            print(" it |     torch loss |  jaxstyle loss | relative difference")
+            rel_old = np.abs(o[:n] - j[:n]) / np.abs(o[:n])
+            rel_nudged = np.abs(o[:n] - u[:n]) / np.abs(o[:n])
+            first = lambda r: next((i for i in range(n) if r[i] > 1e-3), None)  # noqa: E731
+            print(f"\n{dtype}: first iteration with losses >1e-3 apart: {first(rel)} (torch and "
+                  f"jaxstyle), {first(rel_old)} (jaxstyle's compact and two-loop directions), "
+                  f"{first(rel_nudged)} (two-loop from the start and nudged)")
+            print(" it |     torch loss |  jaxstyle loss | relative difference | "
+                  "two-loop: loss | vs jaxstyle | nudged start: vs two-loop")
             for i in range(n):
-                print(f"{i:>3} | {t[i]:>14.7g} | {j[i]:>14.7g} | {rel[i]:.2e}")
+                print(f"{i:>3} | {t[i]:>14.7g} | {j[i]:>14.7g} | {rel[i]:>19.2e} | "
+                      f"{o[i]:>14.7g} | {rel_old[i]:>11.2e} | {rel_nudged[i]:.2e}")
 
 
 if __name__ == "__main__":
