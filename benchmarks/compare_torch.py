@@ -69,7 +69,8 @@ def make_inputs(folder: Path, sizes: list[int]) -> None:
     content = jaxstyle.load_image(ROOT / "examples" / "chelsea.jpg")
     style = jaxstyle.load_image(ROOT / "examples" / "marbled.jpg")
     for size in sizes:
-        problem = prepare(content, [style], weights, jaxstyle.StyleOptions(size=size))
+        problem = prepare(content, [style], weights,
+                          jaxstyle.StyleOptions(preset="neural-style", size=size))
         pre = weights.preprocessing
         shape = problem.x0.shape[:2]
         style_hw = jaxstyle.images.fit_longest_side(style.shape, size)
@@ -202,8 +203,9 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
 
     def loss_config(convolution: str) -> losses.LossConfig:
         return jaxstyle.StyleOptions(
-            content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS, content_weight=WEIGHTS[0],
-            style_weight=WEIGHTS[1], tv_weight=WEIGHTS[2], convolution=convolution).loss_config()
+            preset="neural-style", content_layers=(CONTENT_LAYER,), style_layers=STYLE_LAYERS,
+            content_weight=WEIGHTS[0], style_weight=WEIGHTS[1], tv_weight=WEIGHTS[2],
+            convolution=convolution).loss_config()
 
     def per_eval(config: losses.LossConfig) -> float:
         # Evaluations inside one compiled loop, as jaxstyle's optimizer runs them: constant work
@@ -315,12 +317,13 @@ def main() -> None:
           f"{'jax winograd':>12} | {'ratio':>5} | {'RSS torch':>9} | {'RSS jax':>8} | "
           f"{f'loss@{n} torch':>14} | {f'loss@{n} jax':>12} | {'torch time':>10} | "
           f"{'jax to reach':>17} | {'ratio':>5}")
-    for size, shape, t, j in rows:
+    for _size, shape, t, j in rows:
         reach = j["reach_seconds"]
         print(f"{shape[1]:>4}x{shape[0]:<5} | {t['per_eval']:>9.3f}s | {j['per_eval']:>9.3f}s | "
               f"{j['per_eval'] / t['per_eval']:>5.2f} | {j['per_eval_winograd']:>11.3f}s | "
               f"{j['per_eval_winograd'] / t['per_eval']:>5.2f} | "
-              f"{t['peak_rss_mb']:>7.0f}MB | {j['peak_rss_mb']:>6.0f}MB | {t['losses'][n]:>14.6g} | "
+              f"{t['peak_rss_mb']:>7.0f}MB | {j['peak_rss_mb']:>6.0f}MB | "
+              f"{t['losses'][n]:>14.6g} | "
               f"{j['losses'][n]:>12.6g} | {t['run_seconds']:>9.1f}s | "
               + (f"{reach:>7.1f}s (it {j['reach_iteration']:>3}) | {reach / t['run_seconds']:>5.2f}"
                  if reach is not None else f"{'not in ' + str(2 * n) + ' it':>17} |   -  "))

@@ -178,7 +178,9 @@ def main() -> None:
             rel = np.abs(t[:n] - j[:n]) / np.abs(t[:n])
             rel_old = np.abs(o[:n] - j[:n]) / np.abs(o[:n])
             rel_nudged = np.abs(o[:n] - u[:n]) / np.abs(o[:n])
-            first = lambda r: next((i for i in range(n) if r[i] > 1e-3), None)  # noqa: E731
+            def first(r, n=n):
+                return next((i for i in range(n) if r[i] > 1e-3), None)
+
             print(f"\n{dtype}: first iteration with losses >1e-3 apart: {first(rel)} (torch and "
                   f"jaxstyle), {first(rel_old)} (jaxstyle's compact and two-loop directions), "
                   f"{first(rel_nudged)} (two-loop from the start and nudged)")

@@ -134,7 +134,7 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int)
 
     weights = load_weights(weights_path)
     pre, params = weights.preprocessing, weights.params
-    config = StyleOptions().loss_config()  # neural-style's layers and weights
+    config = StyleOptions(preset="neural-style").loss_config()  # neural-style's layers, weights
     c = load_image(content)
     shape = fit_longest_side(c.shape, size)
     s = load_image(style)

@@ -1,4 +1,5 @@
-"""Process start to the end of the first L-BFGS iteration, with an empty and a warm compilation cache.
+"""Process start to the end of the first L-BFGS iteration, with an empty and a warm compilation
+cache.
 
 Runs the command line twice on the bundled example (random weights) with ``--iterations 1`` in
 a fresh process each time, the first with an empty XLA compilation cache (as on a new machine),
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(cache: Path, out: Path, size: int, convolution: str) -> dict:
     report = out / "report.json"
-    command = [sys.executable, str(ROOT / "cli.py"), "stylize", str(ROOT / "examples" / "chelsea.jpg"),
+    command = [sys.executable, str(ROOT / "cli.py"), "stylize",
+               str(ROOT / "examples" / "chelsea.jpg"),
                str(ROOT / "examples" / "marbled.jpg"), "-o", str(out / "out.png"), "--weights",
                "random", "--size", str(size), "--iterations", "1", "--convolution", convolution,
                "--report", str(report), "-q"]
@@ -45,7 +47,8 @@ def main() -> None:
         cache, out = Path(tmp) / "cache", Path(tmp)
         runs = [("empty cache", run_once(cache, out, args.size, args.convolution)),
                 ("warm cache", run_once(cache, out, args.size, args.convolution))]
-    print(f"start-up at {args.size} px, --convolution {args.convolution}, {os.cpu_count()} CPU cores")
+    print(f"start-up at {args.size} px, --convolution {args.convolution}, "
+          f"{os.cpu_count()} CPU cores")
     print(f"{'run':>12} | {'to 1st iteration':>16} | {'import+load':>11} | {'targets':>8} | "
           f"{'compile':>8} | {'1st iteration':>13}")
     for name, r in runs:

@@ -40,11 +40,12 @@ def main() -> None:
     for name, changes in VARIANTS:
         if args.only and name not in args.only:
             continue
-        options = StyleOptions(size=args.size, iterations=args.iterations,
-                               progress_every=args.iterations, **changes)
+        options = StyleOptions(preset="neural-style", size=args.size,
+                               iterations=args.iterations, progress_every=args.iterations,
+                               **changes)
         start = time.perf_counter()
         result = stylize(content, [style], weights, options)
-        per_iteration = result.timings["optimize"] / args.iterations
+        per_iteration = result.timings["optimize"] / len(result.history["total"])
         base = base or per_iteration
         print(f"{name:>32} | {per_iteration:>11.3f} | {per_iteration / base:>7.2f} | "
               f"{result.evaluations} ({time.perf_counter() - start:.1f} s in all, compile "

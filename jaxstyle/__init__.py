@@ -1,56 +1,90 @@
 """jaxstyle: neural style transfer (Gatys et al. 2015) on JAX.
 
-The public API: `vgg_features` (the network; `vgg19_features` is its older name), `gram_matrix` and the other losses, `load_weights`
-and `random_weights`, `StyleOptions` and `stylize`.
+The public surface is the names in `__all__`: the network (`vgg_features`), the objective
+(`objective`, its `Targets` and `LossConfig`, the style losses), the run (`stylize`,
+`stylize_batch`, `prepare`, `minimize`, `StyleOptions`), weights, images, quality and video.
+Every function takes one image (float32 [H, W, 3]); batch with `jax.vmap` (or
+`stylize_batch`, which does). Each exported name means one thing, whatever was imported before:
+no submodule shares a name with a function.
 """
 
 import importlib
+
+__version__ = "0.1.0"
 
 # Names are loaded on first use (PEP 562), so that ``import jaxstyle`` and ``jaxstyle --help``
 # do not start JAX; ``from jaxstyle import stylize`` works as usual.
 _WHERE = {
     "CAFFE": "jaxstyle.preprocessing",
+    "GRAM": "jaxstyle.style_losses",
     "ImageError": "jaxstyle.errors",
     "JaxstyleError": "jaxstyle.errors",
     "LAYERS": "jaxstyle.vgg",
     "LossConfig": "jaxstyle.losses",
+    "MEAN_COVARIANCE": "jaxstyle.style_losses",
     "OptimizationError": "jaxstyle.errors",
+    "OptimizerConfig": "jaxstyle.optimize",
     "OptionsError": "jaxstyle.options",
+    "OutOfMemoryError": "jaxstyle.errors",
     "Preprocessing": "jaxstyle.preprocessing",
-    "Stage": "jaxstyle.plan",
+    "Problem": "jaxstyle.problem",
+    "Quality": "jaxstyle.quality",
+    "Stage": "jaxstyle.stages",
+    "StopRule": "jaxstyle.optimize",
+    "StyleLoss": "jaxstyle.style_losses",
     "StyleOptions": "jaxstyle.options",
-    "StylizeProgress": "jaxstyle.stylize",
-    "StylizeResult": "jaxstyle.stylize",
+    "StylizeProgress": "jaxstyle.driver",
+    "StylizeResult": "jaxstyle.driver",
     "TORCHVISION": "jaxstyle.preprocessing",
     "Targets": "jaxstyle.losses",
     "VGGWeights": "jaxstyle.weights",
     "WeightsError": "jaxstyle.errors",
     "content_loss": "jaxstyle.losses",
+    "content_mse": "jaxstyle.losses",
     "content_targets": "jaxstyle.losses",
     "convert": "jaxstyle.weights",
+    "find_weights": "jaxstyle.weights",
+    "gram_histogram": "jaxstyle.style_losses",
+    "gram_loss": "jaxstyle.losses",
     "gram_matrix": "jaxstyle.losses",
     "init_params": "jaxstyle.vgg",
     "layer_names": "jaxstyle.vgg",
     "load_image": "jaxstyle.images",
     "load_weights": "jaxstyle.weights",
+    "measure": "jaxstyle.quality",
+    "minimize": "jaxstyle.optimize",
     "objective": "jaxstyle.losses",
-    "plan": "jaxstyle.plan",
+    "plan": "jaxstyle.stages",
+    "prepare": "jaxstyle.problem",
     "random_weights": "jaxstyle.weights",
+    "region_targets": "jaxstyle.losses",
+    "resolve_weights": "jaxstyle.weights",
     "save_image": "jaxstyle.images",
+    "self_similarity_loss": "jaxstyle.losses",
+    "sliced_wasserstein": "jaxstyle.style_losses",
     "style_loss": "jaxstyle.losses",
     "style_targets": "jaxstyle.losses",
-    "stylize": "jaxstyle.stylize",
-    "stylize_batch": "jaxstyle.stylize",
+    "stylize": "jaxstyle.driver",
+    "stylize_batch": "jaxstyle.driver",
+    "stylize_video": "jaxstyle.video",
+    "sweep": "jaxstyle.sweeps",
+    "temporal_loss": "jaxstyle.losses",
     "tv_loss": "jaxstyle.losses",
     "vgg19_features": "jaxstyle.vgg",
     "vgg_features": "jaxstyle.vgg",
 }
 
+DEPRECATED = ("content_loss", "style_loss", "vgg19_features")
+"""Old names kept for one release; each warns (DeprecationWarning) and names its successor."""
 
-_SUBMODULES = ("batch", "checkpoint", "choices", "color", "download", "errors", "files", "images",
-               "losses", "onnx_vgg", "optimize", "options", "plan", "preprocessing", "pth",
-               "quality", "session", "style_losses", "stylize", "sweep", "tiling", "vgg",
-               "weights", "winograd")
+SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
+              "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
+              "options", "preprocessing", "problem", "pth", "quality", "runner", "session",
+              "stages", "style_losses", "sweeps", "temporal", "tiling", "vgg", "video",
+              "weights", "winograd")
+"""Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
+
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):
@@ -58,51 +92,10 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_WHERE[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in SUBMODULES:
         return importlib.import_module(f"jaxstyle.{name}")
     raise AttributeError(f"module 'jaxstyle' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
-
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "Stage",
-    "Targets",
-    "plan",
-    "stylize_batch",
-    "CAFFE",
-    "LAYERS",
-    "TORCHVISION",
-    "ImageError",
-    "JaxstyleError",
-    "LossConfig",
-    "OptimizationError",
-    "OptionsError",
-    "Preprocessing",
-    "StyleOptions",
-    "StylizeProgress",
-    "StylizeResult",
-    "VGGWeights",
-    "WeightsError",
-    "content_loss",
-    "content_targets",
-    "convert",
-    "gram_matrix",
-    "init_params",
-    "layer_names",
-    "load_image",
-    "load_weights",
-    "objective",
-    "random_weights",
-    "save_image",
-    "style_loss",
-    "style_targets",
-    "stylize",
-    "tv_loss",
-    "vgg19_features",
-    "vgg_features",
-]
+    return sorted({*globals(), *_WHERE, *SUBMODULES})

@@ -54,6 +54,10 @@ class StyleLoss:
       prepare: applied to a blended target once, before optimization (e.g. a matrix square root).
       redraw: ``(prepared target, key) -> target``, applied between compiled chunks of iterations
         (L-BFGS needs the objective fixed within one); the identity for deterministic losses.
+      energy: ``(prepared target) -> scalar``, the target's own size on the distance's scale:
+        the distance from a blank (all-zero) feature map to it. The relative objective's style
+        term is floored by it (and divided by it when the targets do not carry the photo's own
+        distance). None: `distance` of a 1 x 1 zero map, computed when needed.
     """
 
     name: str
@@ -61,6 +65,13 @@ class StyleLoss:
     distance: Callable
     prepare: Callable = _identity
     redraw: Callable = _no_redraw
+    energy: Callable | None = None
+
+    def target_energy(self, target, channels: int) -> jax.Array:
+        """`energy` of a prepared target of a layer with `channels` channels."""
+        if self.energy is not None:
+            return self.energy(target)
+        return self.distance(jnp.zeros((1, 1, channels), jnp.float32), target, None)
 
     @property
     def redraws(self) -> bool:
@@ -350,7 +361,10 @@ def sliced_wasserstein(seed: int = 0, bank: int = 4, per_channel: int = 1) -> St
         return sorted_matching_distance(flat @ directions, weights,
                                         target["quantiles"][target["select"]])
 
-    return StyleLoss("sliced_wasserstein", statistics, distance, prepare, redraw)
+    def energy(target):  # over the whole bank, so that it does not change with the redraws
+        return jnp.mean(jnp.square(target["quantiles"]))
+
+    return StyleLoss("sliced_wasserstein", statistics, distance, prepare, redraw, energy)
 
 
 @functools.cache
@@ -373,13 +387,29 @@ def gram_histogram(weight: float = 1.0) -> StyleLoss:
         return (gram_distance(features, target["gram"], mask)
                 + weight * sorted_matching_distance(flat, weights, target["quantiles"]))
 
-    return StyleLoss("gram_histogram", statistics, distance)
+    def energy(target):
+        return (jnp.mean(jnp.square(target["gram"]))
+                + weight * jnp.mean(jnp.square(target["quantiles"])))
+
+    return StyleLoss("gram_histogram", statistics, distance, energy=energy)
 
 
-GRAM = StyleLoss("gram", gram_statistics, gram_distance)
+def _mean_covariance_energy(target: dict) -> jax.Array:
+    channels = target["mean"].shape[0]
+    return (jnp.sum(jnp.square(target["mean"])) + jnp.trace(target["cov"])) / channels
+
+
+def _gram_energy(target: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.square(target))
+
+
+GRAM = StyleLoss("gram", gram_statistics, gram_distance, energy=_gram_energy)
+"""neural-style's style loss: Gram matrices compared by mean squared difference."""
+
 MEAN_COVARIANCE = StyleLoss("mean_cov", mean_covariance_statistics, wasserstein_distance,
-                            _mean_covariance_prepare)
-"""The style losses by name (`style_loss_named`)."""
+                            _mean_covariance_prepare, energy=_mean_covariance_energy)
+"""crowsonkb's style loss: a Gaussian's mean and covariance, compared by the 2-Wasserstein
+distance."""
 
 
 def style_loss_named(name: str, seed: int = 0, histogram_weight: float = 1.0) -> StyleLoss:

@@ -2,7 +2,7 @@
 
 The style targets come from the whole style image at the output's scale, accumulated tile by
 tile so that no full-size activation is ever held (`tiled_style_target_list`). The driver
-(`jaxstyle.stylize`) optimizes the tiles of `jaxstyle.plan` in raster order; each one starts from
+(`jaxstyle.stylize`) optimizes the tiles of `jaxstyle.stages` in raster order; each one starts from
 the current canvas, so it sees its finished neighbours in the overlap, and is feathered in with
 linear ramps over the overlap towards those neighbours (`paste`), which hides the seams.
 """

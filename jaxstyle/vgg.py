@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
@@ -29,13 +30,15 @@ ARCHITECTURES: dict[str, tuple[int, ...]] = {
 
 BLOCK_DEPTHS = ARCHITECTURES["vgg19"]
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
-"""How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
-F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
-CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
-layers, bfloat16, GPUs and TPUs). On a 2-core CPU at 512 px it takes a quarter off each
-evaluation, but a first run at a new size took ~50 s longer to start (XLA compiles each Winograd
-layer in ~2 s), so it pays off on long runs (and on repeated ones, with the persistent
-compilation cache)."""
+"""VGG19's (and VGG16's) channel widths per block."""
+
+# How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
+# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
+# CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
+# layers, bfloat16, GPUs and TPUs). On a 2-core CPU at 512 px it takes a quarter off each
+# evaluation, but a first run at a new size took ~50 s longer to start (XLA compiles each Winograd
+# layer in ~2 s), so it pays off on long runs (and on repeated ones, with the persistent
+# compilation cache).
 
 
 def conv_layer_names(depths: Sequence[int] = BLOCK_DEPTHS) -> tuple[str, ...]:
@@ -284,18 +287,20 @@ def widths_of(params: Mapping) -> tuple[int, ...]:
 
 
 def vgg_features(
-    params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str = "max",
+    params: Mapping, image: jax.Array, layers: Sequence[str], pooling: str = "max",
     convolution: str = "direct",
 ) -> dict[str, jax.Array]:
-    """Computes the activations of the VGG network whose parameters are `params`.
+    """Computes the activations of the VGG network whose parameters are `params` for one image.
 
     The network (VGG11, 13, 16 or 19) and its widths are read from the parameters. Pure and
-    differentiable; compose it with `jax.jit`, `jax.grad` and `jax.vmap` freely.
+    differentiable; compose it with `jax.jit` and `jax.grad`, and batch it with `jax.vmap` (every
+    public function of jaxstyle takes one image).
 
     Args:
       params: conv parameters ``{"conv1_1": {"kernel": [3, 3, in, out], "bias": [out]}, ...}``
         as returned by `jaxstyle.load_weights` or `init_params`.
-      x: float32 [N, H, W, 3], a batch already preprocessed into the network's input space.
+      image: float32 [H, W, 3], already preprocessed into the network's input space
+        (`jaxstyle.Preprocessing.to_model`).
       layers: names of the taps to return, e.g. ``("relu1_1", "relu4_2")``; VGG16 has conv5_3
         but no conv5_4 (`layer_names`).
       pooling: "max" or "avg".
@@ -304,32 +309,49 @@ def vgg_features(
         less time per evaluation at 512 px, slower to compile); see `CONVOLUTIONS`.
 
     Returns:
-      Each requested layer's activation, float [N, h, w, c]. Only the layers up to the deepest
+      Each requested layer's activation, float [h, w, c]. Only the layers up to the deepest
       requested one are computed.
 
     Raises:
       ValueError: a layer the network does not have (the message lists those it has), unknown
-        pooling or convolution, missing parameters, or `x` is not [N, H, W, 3].
+        pooling or convolution, missing parameters, or `image` is not [H, W, 3].
     """
+    if jnp.ndim(image) != 3 or jnp.shape(image)[-1] != 3:
+        raise ValueError(f"image: expected one image [H, W, 3], got shape "
+                         f"{tuple(jnp.shape(image))}; for a batch use jax.vmap")
+    return {k: v[0] for k, v in _features_batch(params, image[None], layers, pooling,
+                                                  convolution).items()}
+
+
+def _features_batch(params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str,
+                    convolution: str) -> dict[str, jax.Array]:
+    """`vgg_features` of a batch x [N, H, W, 3] (Flax's convolutions take a batch axis)."""
     layers = validate_layers(layers)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
     if convolution not in CONVOLUTIONS:
         raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, got {convolution!r}")
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"x: expected a batch [N, H, W, 3], got shape {tuple(x.shape)}")
     depths = depths_of(params)
     for block in range(1, _position(deepest(layers))[0] + 1):
         if depths[block - 1] == 0:
-            raise ValueError(f"params: no parameters for conv{block}_1, needed for the layers asked")
+            raise ValueError(f"params: no parameters for conv{block}_1, needed for the layers "
+                             "asked")
     validate_layers(layers, "layers", depths)
     model = VGG(depths=depths, widths=widths_of(params), layers=layers, pooling=pooling,
                 convolution=convolution)
     return model.apply({"params": params}, x)
 
 
-vgg19_features = vgg_features
-"""The name `vgg_features` had when only VGG19 was supported; the same function."""
+def vgg19_features(params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str = "max",
+                   convolution: str = "direct") -> dict[str, jax.Array]:
+    """Deprecated: `vgg_features` of a batch x [N, H, W, 3] (the name and batch convention it
+    had before every public function took one image). Use ``jax.vmap`` over `vgg_features`."""
+    warnings.warn("vgg19_features is deprecated and will be removed in the next release: use "
+                  "vgg_features, which takes one image [H, W, 3] (jax.vmap it for a batch)",
+                  DeprecationWarning, stacklevel=2)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"x: expected a batch [N, H, W, 3], got shape {tuple(x.shape)}")
+    return _features_batch(params, x, layers, pooling, convolution)
 
 
 def init_params(

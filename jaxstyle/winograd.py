@@ -46,7 +46,8 @@ def _combine(coefficients: np.ndarray, parts: list[jax.Array]) -> jax.Array:
     for c, part in zip(coefficients.tolist(), parts):
         if c == 0:
             continue
-        term = part if c == 1 else lax.neg(part) if c == -1 else lax.mul(part, np.asarray(c, part.dtype))
+        term = (part if c == 1 else lax.neg(part) if c == -1
+                else lax.mul(part, np.asarray(c, part.dtype)))
         total = term if total is None else lax.add(total, term)
     return total
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from jaxstyle.plan import plan, total_iterations
-from jaxstyle.stylize import stylize_batch
+from jaxstyle.driver import stylize_batch
+from jaxstyle.stages import plan, total_iterations
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
@@ -92,7 +92,7 @@ def test_multi_scale_tiled_batch_equals_single_runs(tiny_weights):
 
 def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
         tmp_path, tiny_weights_file, monkeypatch, capsys):
-    from jaxstyle import session
+    from jaxstyle import runner
     from jaxstyle.cli import main
 
     content, style = tmp_path / "c.png", tmp_path / "s.png"
@@ -104,19 +104,19 @@ def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
             "--style-layers", "relu1_1,relu2_1", "-q"]
     assert main(["stylize", *args, "-o", str(tmp_path / "reference.png")]) == 0
 
-    due = session.checkpoint_due
+    due = runner.Checkpointing.due
 
-    def stop_at_iteration_10(every, iteration, seconds):  # in the second scale's first tiles
+    def stop_at_iteration_10(policy, iteration):  # in the second scale's first tiles
         if iteration == 10:
             os.kill(os.getpid(), signal.SIGINT)
-        return due(every, iteration, seconds)
+        return due(policy, iteration)
 
-    monkeypatch.setattr(session, "checkpoint_due", stop_at_iteration_10)
+    monkeypatch.setattr(runner.Checkpointing, "due", stop_at_iteration_10)
     out = tmp_path / "out.png"
     assert main(["stylize", *args, "-o", str(out)]) == 128 + signal.SIGINT
     checkpoint = tmp_path / "out.png.ckpt"
     assert load_checkpoint(checkpoint).run.stage >= 1 and (tmp_path / "out.partial.png").exists()
-    monkeypatch.setattr(session, "checkpoint_due", due)
+    monkeypatch.setattr(runner.Checkpointing, "due", due)
     assert main(["resume", str(checkpoint), "-q"]) == 0, capsys.readouterr().err
     assert not checkpoint.exists() and not (tmp_path / "out.partial.png").exists()
     np.testing.assert_array_equal(np.asarray(Image.open(out)),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import nhwc
 
-from jaxstyle import LAYERS, init_params, layer_names, vgg19_features, vgg_features
+from jaxstyle import LAYERS, init_params, layer_names, vgg_features
 from jaxstyle.vgg import (
     ARCHITECTURES,
     depths_of,
@@ -16,11 +16,11 @@ from jaxstyle.vgg import (
 
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_every_activation_matches_torch(tiny_weights, reference, pooling):
-    x = jnp.asarray(nhwc(reference["input_nchw"]))
-    out = vgg19_features(tiny_weights.params, x, LAYERS, pooling)
+    x = jnp.asarray(nhwc(reference["input_nchw"]))[0]
+    out = vgg_features(tiny_weights.params, x, LAYERS, pooling)
     assert set(out) == set(LAYERS)
     for name in LAYERS:
-        want = nhwc(reference[f"{pooling}/{name}"])
+        want = nhwc(reference[f"{pooling}/{name}"])[0]
         got = np.asarray(out[name])
         assert got.shape == want.shape, name
         rel = np.abs(got - want).max() / np.abs(want).max()
@@ -29,23 +29,25 @@ def test_every_activation_matches_torch(tiny_weights, reference, pooling):
 
 def test_computes_only_up_to_deepest_layer(tiny_weights, reference):
     shallow = {k: v for k, v in tiny_weights.params.items() if k < "conv3"}
-    x = jnp.asarray(nhwc(reference["input_nchw"]))
-    out = vgg19_features(shallow, x, ["relu1_1", "relu2_2"])
+    x = jnp.asarray(nhwc(reference["input_nchw"]))[0]
+    out = vgg_features(shallow, x, ["relu1_1", "relu2_2"])
     assert set(out) == {"relu1_1", "relu2_2"}
     with pytest.raises(ValueError, match="no parameters for conv3_1"):
-        vgg19_features(shallow, x, ["relu3_1"])
+        vgg_features(shallow, x, ["relu3_1"])
 
 
 def test_widths_come_from_parameters():
     params = init_params(jax.random.key(0), widths=(4, 8, 8, 16, 16))
-    out = vgg19_features(params, jnp.zeros((2, 32, 32, 3)), ["relu5_4", "pool5"])
-    assert out["relu5_4"].shape == (2, 2, 2, 16)
-    assert out["pool5"].shape == (2, 1, 1, 16)
+    out = vgg_features(params, jnp.zeros((32, 32, 3)), ["relu5_4", "pool5"])
+    assert out["relu5_4"].shape == (2, 2, 16)
+    assert out["pool5"].shape == (1, 1, 16)
 
 
 def test_composes_with_jit_grad_vmap(tiny_weights, reference):
     x = jnp.asarray(nhwc(reference["input_nchw"]))[0]
-    single = lambda img: vgg19_features(tiny_weights.params, img[None], ["relu3_1"])["relu3_1"].sum()
+    def single(img):
+        return vgg_features(tiny_weights.params, img, ["relu3_1"])["relu3_1"].sum()
+
     batch = jnp.stack([x, 0.5 * x])
     per_image = jax.jit(jax.vmap(jax.grad(single)))(batch)
     assert per_image.shape == batch.shape
@@ -67,9 +69,19 @@ def test_validation(tiny_weights):
     with pytest.raises(ValueError, match="unknown layer 'relu6_1'"):
         validate_layers(["relu6_1"])
     with pytest.raises(ValueError, match="pooling"):
-        vgg19_features(tiny_weights.params, jnp.zeros((1, 16, 16, 3)), ["relu1_1"], "median")
-    with pytest.raises(ValueError, match=r"x: expected a batch \[N, H, W, 3\]"):
-        vgg19_features(tiny_weights.params, jnp.zeros((16, 16, 3)), ["relu1_1"])
+        vgg_features(tiny_weights.params, jnp.zeros((16, 16, 3)), ["relu1_1"], "median")
+    with pytest.raises(ValueError, match=r"image: expected one image \[H, W, 3\].*jax.vmap"):
+        vgg_features(tiny_weights.params, jnp.zeros((1, 16, 16, 3)), ["relu1_1"])
+
+
+def test_old_batch_name_still_works_and_says_it_is_deprecated(tiny_weights):
+    from jaxstyle import vgg19_features
+
+    x = jnp.ones((2, 16, 16, 3))
+    with pytest.warns(DeprecationWarning, match="vgg19_features is deprecated"):
+        old = vgg19_features(tiny_weights.params, x, ["relu2_1"])
+    new = jax.vmap(lambda img: vgg_features(tiny_weights.params, img, ["relu2_1"]))(x)
+    np.testing.assert_allclose(old["relu2_1"], new["relu2_1"], rtol=1e-6)
 
 
 def test_min_image_side():
@@ -83,16 +95,16 @@ def test_vgg16_activations_match_torch(tiny16_weights, reference16, pooling):
     assert tiny16_weights.network == "VGG16"
     names = layer_names(ARCHITECTURES["vgg16"])
     assert "conv5_3" in names and "conv5_4" not in names and len(names) == 13 * 2 + 5
-    x = jnp.asarray(nhwc(reference16["input_nchw"]))
+    x = jnp.asarray(nhwc(reference16["input_nchw"]))[0]
     out = vgg_features(tiny16_weights.params, x, names, pooling)
     for name in names:
-        want = nhwc(reference16[f"{pooling}/{name}"])
+        want = nhwc(reference16[f"{pooling}/{name}"])[0]
         rel = np.abs(np.asarray(out[name]) - want).max() / np.abs(want).max()
         assert rel < 1e-4, (name, rel)
 
 
 def test_unknown_layer_lists_the_loaded_networks_names(tiny16_weights, tiny_weights):
-    x = jnp.zeros((1, 32, 32, 3))
+    x = jnp.zeros((32, 32, 3))
     with pytest.raises(ValueError, match=r"unknown layer 'relu5_4' for VGG16; valid names are "
                                          r"conv1_1, conv1_2, conv2_1, .*conv5_3 \(and relu with "
                                          r"the same numbers\), pool1..pool5"):
@@ -111,5 +123,5 @@ def test_every_family_member_runs_from_its_parameters(network):
     assert depths_of(params) == ARCHITECTURES[network]
     assert network_name(depths_of(params)) == network.upper()
     last = layer_names(ARCHITECTURES[network])[-2]  # the last ReLU: relu5_2 (VGG13) ...
-    out = vgg_features(params, jnp.ones((1, 32, 32, 3)), [last, "pool5"])
-    assert out[last].shape == (1, 2, 2, 8) and out["pool5"].shape == (1, 1, 1, 8)
+    out = vgg_features(params, jnp.ones((32, 32, 3)), [last, "pool5"])
+    assert out[last].shape == (2, 2, 8) and out["pool5"].shape == (1, 1, 8)

@@ -128,7 +128,8 @@ def test_hostile_pickle_is_refused_and_does_not_run(tmp_path):
 
     path = tmp_path / "evil.pth"
     save_zip_raw_pickle(pickle.dumps({"features.0.weight": Exploit()}, protocol=2), path)
-    with pytest.raises(WeightsError, match=r"refusing to load: the file asks for '(posix|os)\.system'"):
+    with pytest.raises(WeightsError,
+                       match=r"refusing to load: the file asks for '(posix|os)\.system'"):
         load_weights(path, "torchvision")
     assert not marker.exists()
     legacy = tmp_path / "evil_legacy.pth"
@@ -201,7 +202,8 @@ def test_cli_convert_and_info(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "preprocessing:  RGB, scale 1, mean [0.485, 0.456, 0.406]" in printed
     assert "parameters:     " in printed and "source sha256:  " in printed
-    assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"), str(tmp_path / "x.msgpack")]) == 2
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"),
+                 str(tmp_path / "x.msgpack")]) == 2
     assert "state its preprocessing" in capsys.readouterr().err
     assert not (tmp_path / "x.msgpack").exists()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import loss_config
 
-from jaxstyle import vgg19_features, winograd
+from jaxstyle import vgg_features, winograd
 from jaxstyle.vgg import _conv, _winograd_tile, conv3x3
 
 
@@ -68,11 +68,11 @@ def test_wide_layers_run_winograd_on_cpu_and_match_direct():
 
 
 def test_vmap_and_validation(tiny_weights):
-    x = jnp.ones((2, 1, 8, 8, 3))
-    out = jax.vmap(lambda b: vgg19_features(tiny_weights.params, b, ["relu2_1"],
-                                            convolution="direct")["relu2_1"])(x)
-    assert out.shape == (2, 1, 4, 4, tiny_weights.params["conv2_1"]["kernel"].shape[-1])
+    x = jnp.ones((2, 8, 8, 3))
+    out = jax.vmap(lambda b: vgg_features(tiny_weights.params, b, ["relu2_1"],
+                                          convolution="direct")["relu2_1"])(x)
+    assert out.shape == (2, 4, 4, tiny_weights.params["conv2_1"]["kernel"].shape[-1])
     with pytest.raises(ValueError, match="convolution: expected one of"):
-        vgg19_features(tiny_weights.params, x[0], ["relu1_1"], convolution="fft")
+        vgg_features(tiny_weights.params, x[0], ["relu1_1"], convolution="fft")
     with pytest.raises(ValueError, match="convolution: expected one of"):
         loss_config(convolution="fft")

@@ -107,7 +107,8 @@ def save_zip(state: dict[str, np.ndarray], path, archive_name: str = "archive") 
         z.writestr(f"{archive_name}/data.pkl", data)
         z.writestr(f"{archive_name}/byteorder", "little")
         for t in tensors:
-            z.writestr(f"{archive_name}/data/{t.key}", t.array.astype(t.array.dtype.newbyteorder("<")).tobytes())
+            little = t.array.astype(t.array.dtype.newbyteorder("<"))
+            z.writestr(f"{archive_name}/data/{t.key}", little.tobytes())
         z.writestr(f"{archive_name}/version", "3\n")
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
+from jaxstyle.driver import stylize
 from jaxstyle.errors import count
-from jaxstyle.images import check_output_path, load_image, save_image
+from jaxstyle.images import save_image
 from jaxstyle.options import OptionsError, StyleOptions, parse_value
 from jaxstyle.problem import check_inputs
 from jaxstyle.quality import Quality, measure
-from jaxstyle.session import describe_weights, load_weights_named, weights_label
-from jaxstyle.stylize import stylize
+from jaxstyle.runner import ProgressDisplay, check_outputs, load_inputs, open_network
 from jaxstyle.weights import VGGWeights
 
 _CAPTION_LINES = 3
@@ -127,7 +127,7 @@ def sweep(
 
 def _caption(cell: Cell) -> list[str]:
     settings = ", ".join(f"{k}={_short(v)}" for k, v in cell.settings.items())
-    content = float(np.mean(list(cell.quality.content.values())))
+    content = cell.quality.content_distance
     return [settings,
             f"style x{cell.quality.style_gram_ratio:.2g} Gram, "
             f"x{cell.quality.style_sliced_wasserstein_ratio:.2g} SW",
@@ -165,7 +165,7 @@ def contact_sheet(cells: Sequence[Cell], columns: int) -> np.ndarray:
 
 def sweep_files(content: str, styles: Sequence[str], output: str, options: StyleOptions,
                 vary: Sequence[str], log: Callable[[str], None], weights: str | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+                max_pixels: int = DEFAULT_MAX_PIXELS, progress_bar: bool = True) -> int:
     """``jaxstyle sweep``: the contact sheet of `sweep` over the ``--vary`` axes, written to
     `output`; returns the exit code.
 
@@ -174,23 +174,24 @@ def sweep_files(content: str, styles: Sequence[str], output: str, options: Style
     """
     axes = [parse_axis(text) for text in vary]
     runs = grid(options, axes)
-    inputs = [content, *styles]
-    output = check_output_path(output, inputs)
-    content_image = load_image(content, max_pixels)
-    style_images = [load_image(p, max_pixels) for p in styles]
+    inputs = load_inputs(styles, content, max_pixels=max_pixels)
+    (output,) = check_outputs([output], inputs.paths)
     for run in runs:
-        check_inputs(content_image.shape, [s.shape for s in style_images], run)
-    model, _ = load_weights_named(weights, options.seed)
-    log(describe_weights(model))
-    log(f"{count(len(runs), 'run')} of {count(options.iterations, 'iteration')} at "
+        check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], run)
+    network = open_network(weights, options.seed, log)
+    log(f"{count(len(runs), 'run')} of at most {count(options.iterations, 'iteration')} at "
         f"{options.size} px")
+    with ProgressDisplay(len(runs), unit="run", enabled=progress_bar) as display:
+        above = display.log(log)
 
-    def on_cell(index: int, total: int, cell: Cell) -> None:
-        settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())
-        log(f"[{index + 1}/{total}] {settings}: {cell.quality.summary()} ({cell.seconds:.0f} s)")
+        def on_cell(index: int, total: int, cell: Cell) -> None:
+            settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())
+            above(f"[{index + 1}/{total}] {settings}: {cell.quality.summary()} "
+                  f"({cell.seconds:.0f} s)")
+            display.step()
 
-    cells = sweep(content_image, style_images, model, options, axes, on_cell)
-    save_image(output, contact_sheet(cells, columns=len(axes[-1][1])), inputs,
-               weights_label(model))
+        cells = sweep(inputs.content, inputs.styles, network.weights, options, axes, on_cell)
+    save_image(output, contact_sheet(cells, columns=len(axes[-1][1])), inputs.paths,
+               network.label)
     log(f"wrote {output}: {len(cells)} settings side by side")
     return 0

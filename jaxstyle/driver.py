@@ -1,6 +1,6 @@
 """`stylize` and `stylize_batch`: from RGB arrays to stylized RGB arrays, one driver for both.
 
-A run is a plan (`jaxstyle.plan`): stages of scale x tile. The driver walks it: for each stage
+A run is a plan (`jaxstyle.stages`): stages of scale x tile. The driver walks it: for each stage
 it builds the problem (targets, masks, start image from the canvas), calls
 `jaxstyle.optimize.minimize` and pastes the result into the canvas. Every control composes with
 every other because none of them is a branch of the driver: scales only change the stage's size,
@@ -25,20 +25,22 @@ from jaxstyle import losses
 from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.images import resize
-from jaxstyle.optimize import Progress, minimize, state_like
+from jaxstyle.optimize import COMPILED, Progress, StopRule, minimize, state_like
 from jaxstyle.options import StyleOptions
-from jaxstyle.plan import Stage, total_iterations
 from jaxstyle.problem import (
     Problem,
     Scale,
+    check_arguments,
     check_image,
     check_inputs,
-    check_network,
+    check_masks,
+    check_plan_memory,
     finish,
     prepare_scale,
     stage_problem,
     start_canvas,
 )
+from jaxstyle.stages import Stage, total_iterations
 from jaxstyle.tiling import paste
 from jaxstyle.weights import VGGWeights
 
@@ -50,7 +52,7 @@ class StylizeProgress:
     Attributes:
       iteration: iterations of the whole run done (through all stages).
       total_iterations: iterations of the whole run.
-      stage: the stage running (`jaxstyle.plan.Stage`: its scale, tile, window, ...).
+      stage: the stage running (`jaxstyle.stages.Stage`: its scale, tile, window, ...).
       value: this stage's total loss now.
       components: its loss components (``content``, ``style``, ``tv``, ``style/<layer>``).
       evaluations: loss-and-gradient evaluations of this stage so far.
@@ -142,14 +144,14 @@ def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
                  place: Callable = lambda t: t) -> Callable[[int], tuple] | None:
     """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
     arguments for the chunk starting at an iteration, with the `Targets` among them (the one at
-    index 1) redrawn every ``options.progress_every`` iterations from `key` and that period, so
+    index 1) redrawn every ``options.redraw_every`` iterations from `key` and that period, so
     an interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
     config = options.loss_config()
     if not config.style_loss.redraws:
         return None
     redraw = jax.jit(functools.partial(losses.redraw_targets, config=config))
     return lambda iteration: (args[0], place(redraw(
-        args[1], key=jax.random.fold_in(key, iteration // options.progress_every))), *args[2:])
+        args[1], key=jax.random.fold_in(key, iteration // options.redraw_every))), *args[2:])
 
 
 def batched_objective(x, params, shared: losses.Targets, per_image: losses.Targets, static):
@@ -213,13 +215,17 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
         by_image = NamedSharding(mesh, PartitionSpec("batch"))
         everywhere = NamedSharding(mesh, PartitionSpec())
         padded = problems + [problems[-1]] * (-len(problems) % len(walk.devices))
-        shared = first.targets._replace(content=None, previous=None,
+        shared = first.targets._replace(content=None, previous=None, style_reference=None,
                                         style=first.targets.style if share_style else None)
         per_style = None if share_style else _stack([p.targets.style for p in padded])
-        per_previous = (_stack([p.targets.previous for p in padded]) if first.targets.previous
-                        else None)
+
+        def each(field):  # a per-image field, stacked (None where the run has none)
+            values = [getattr(p.targets, field) for p in padded]
+            return _stack(values) if values[0] is not None else None
+
         per_image = losses.Targets(_stack([p.targets.content for p in padded]), per_style,
-                                   previous=per_previous)
+                                   previous=each("previous"),
+                                   style_reference=each("style_reference"))
         loss_fn, loss_static = batched_objective, (first.loss_fn, first.loss_static)
         x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
         args = (jax.device_put(weights.params, everywhere), jax.device_put(shared, everywhere),
@@ -233,23 +239,25 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
         like = state_like(loss_fn, loss_static, x0, args, config, options.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
-        # This stage's losses so far end the saved history (a batch's holds none).
-        totals = resume.history.get("total", [])
-        recent = totals[len(totals) - start:]
+        # This stage's iterations so far end the saved history (a batch's holds none).
+        recent = {k: v[len(v) - start:] for k, v in resume.history.items()}
     # Per-image style targets of a batch (colour-matched styles) keep their first draw.
     chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
 
     def report(p: Progress) -> None:
         walk.callback(_progress(p, stage, stages, history, canvas, first, options.tile_overlap))
 
+    def stops(i: int) -> bool:  # a chunk must end here: a report asked for, or a redraw
+        redraw = chunk_args is not None and i % options.redraw_every == 0
+        return redraw or walk.report_at is not None and walk.report_at(stage.offset + i)
+
     try:
         result = minimize(
             loss_fn, loss_static, x0, args, config, stage.iterations,
-            chunk=options.progress_every, batch_axes=batch_axes,
-            stops=None if walk.report_at is None else (lambda i: walk.report_at(stage.offset + i)),
+            chunk=options.progress_every, batch_axes=batch_axes, stops=stops,
             callback=report if walk.callback else None, state=state, start_iteration=start,
             memory_limit=memory_limit_bytes(options), chunk_args=chunk_args,
-            tolerance=options.stop_tolerance, recent=recent,
+            stop=StopRule(options.stop_tolerance, options.stop_change), recent=recent,
         )
     except OptimizationError as exc:
         last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,
@@ -265,11 +273,49 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
              for i in range(len(problems))], result)
 
 
+def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.ndarray],
+                    scales: list[Scale], options: StyleOptions, key: jax.Array,
+                    init_images: list) -> list[np.ndarray]:
+    """The pictures a stage starts from, one per image, float32 [H, W, 3] RGB at the stage's
+    scale: the checkpoint's canvas in the stage a run resumes in; within a scale, the canvas so
+    far (earlier tiles pasted); at a later scale's first tile, the previous scale's result
+    upsampled; at the very start, `init_images`, noise or the content (``options.init``)."""
+    if resume is not None and resume.canvas is not None:
+        return [np.asarray(resume.canvas, np.float32)]
+    if resume is not None and stage.index > 0:
+        raise JaxstyleError(f"resume: the checkpoint has no canvas for stage {stage.index + 1} "
+                            "(it was written by an older version)")
+    if stage.tile > 0:
+        return canvases
+    if stage.scale > 0:
+        return [np.asarray(resize(jnp.asarray(c), *stage.size)) for c in canvases]
+    return [start_canvas(s.content_rgb, options, key, init)
+            for s, init in zip(scales, init_images)]
+
+
+def _prepare_scales(walk: _Walk, stage: Stage, contents: list[jax.Array],
+                    styles: list[jax.Array], style_masks, content_mask,
+                    previous: list | None, share_style: bool) -> list[Scale]:
+    """Each image's inputs at the stage's scale (`jaxstyle.problem.prepare_scale`), the style
+    targets computed once for all of them (and kept in ``walk.style_cache`` across calls)."""
+    cache = walk.style_cache if share_style and walk.style_cache is not None else {}
+    style = cache.get(stage.size)
+    scales = []
+    for content, earlier in zip(contents, previous or [None] * len(contents)):
+        scales.append(prepare_scale(content, styles, walk.weights, walk.options, stage,
+                                    style_masks, content_mask, style if share_style else None,
+                                    earlier))
+        style = cache[stage.size] = scales[-1].style
+    return scales
+
+
 def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
                stages: tuple[Stage, ...], init_images: list, style_masks, content_mask,
-               resume: RunState | None, previous: list | None = None) -> list[StylizeResult]:
+               resume: RunState | None, previous: list | None = None,
+               compiled: float = 0.0) -> list[StylizeResult]:
     """The driver: walks `stages` for the content images (one, or a batch in lockstep);
-    `previous` holds each image's temporal targets (video), or is None."""
+    `previous` holds each image's temporal targets (video), or is None; `compiled`: seconds
+    spent compiling before the walk (the memory check)."""
     options, weights = walk.options, walk.weights
     share_style = not (options.match_style_colors or options.original_colors == "luminance")
     begin = 0 if resume is None else resume.stage
@@ -283,44 +329,27 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
                  else [{k: list(v) for k, v in resume.history.items()}])
     canvases: list[np.ndarray] = []
     scales: list[Scale] = []
-    per_stage: list[list[dict]] = []
-    totals = {"targets": 0.0, "compile": 0.0, "optimize": 0.0, "total": 0.0}
+    per_stage: list[list[dict]] = []  # the current scale's final losses, stage by stage
+    totals = {"targets": 0.0, "compile": compiled, "optimize": 0.0, "total": compiled}
     evaluations = [0] * count
     for stage in stages[begin:]:
         started = time.perf_counter()
-        if not scales or stage.tile == 0 or stage.index == begin:
-            cache = walk.style_cache if share_style and walk.style_cache is not None else {}
-            style = cache.get(stage.size)
-            scales = []
-            for content, earlier in zip(contents, previous or [None] * len(contents)):
-                scales.append(prepare_scale(content, styles, weights, options, stage,
-                                            style_masks, content_mask,
-                                            style if share_style else None, earlier))
-                style = cache[stage.size] = scales[-1].style
-            if stage.index == begin and resume is not None and resume.canvas is not None:
-                canvases = [np.asarray(resume.canvas, np.float32)]
-            elif stage.index == begin and resume is not None and begin > 0:
-                raise JaxstyleError("resume: the checkpoint has no canvas for stage "
-                                    f"{begin + 1} (it was written by an older version)")
-            elif stage.tile == 0 and stage.scale > 0 and canvases:
-                canvases = [np.asarray(resize(jnp.asarray(c), *stage.size)) for c in canvases]
-            elif stage.tile == 0 or not canvases:
-                canvases = [start_canvas(s.content_rgb, options, walk.key, init)
-                            for s, init in zip(scales, init_images)]
-            if stage.tile == 0:
-                per_stage = []
+        resuming = resume if stage.index == begin else None
+        if stage.tile == 0 or resuming is not None:
+            scales = _prepare_scales(walk, stage, contents, styles, style_masks, content_mask,
+                                     previous, share_style)
+            per_stage = [] if stage.tile == 0 else per_stage
+        canvases = _start_canvases(stage, resuming, canvases, scales, options, walk.key,
+                                   init_images)
         problems = [stage_problem(s, c, stage, weights, options) for s, c in zip(scales, canvases)]
         jax.block_until_ready([p.targets for p in problems])
         totals["targets"] += time.perf_counter() - started
         images, finals, result = _run_stage(
             walk, problems, stage, stages, canvases[0],
-            histories[0] if walk.devices is None else None,
-            resume if stage.index == begin else None, share_style)
-        if stage.tiles == 1:
-            canvases = images
-        else:
-            canvases = [paste(c, image, stage.window, options.tile_overlap)
-                        for c, image in zip(canvases, images)]
+            histories[0] if walk.devices is None else None, resuming, share_style)
+        canvases = [image if stage.tiles == 1 else paste(c, image, stage.window,
+                                                         options.tile_overlap)
+                    for c, image in zip(canvases, images)]
         per_stage.append(finals)
         for i in range(count):
             for key, values in result.history.items():
@@ -361,7 +390,7 @@ def stylize(
     """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
 
     Has no side effects: it reads its arguments and returns; files are the caller's business.
-    Scales, tiles, masks, colour modes and resuming all combine (`jaxstyle.plan`).
+    Scales, tiles, masks, colour modes and resuming all combine (`jaxstyle.stages`).
 
     Args:
       content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
@@ -397,15 +426,20 @@ def stylize(
       JaxstyleError: invalid inputs or a `resume` state that does not fit;
         `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
     """
-    options = options or StyleOptions()
-    check_network(weights, options)
+    options = check_arguments(weights, options)
     content = check_image(content, "content")
     styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    init_image = None if init_image is None else check_image(init_image, "init_image")
+    style_masks, content_mask = check_masks(style_masks, content_mask, len(styles))
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
+    started = time.perf_counter()  # the memory check compiles the run: count it as compiling
+    check_plan_memory(stages, content.shape, [s.shape for s in styles], weights, options,
+                      style_masks is not None, content_mask is not None, len(previous or ()))
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
                  callback, report_at, None, style_cache)
     return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,
-                      resume, [previous] if previous else None)[0]
+                      resume, [previous] if previous else None,
+                      COMPILED.seconds_since(started))[0]
 
 
 def stylize_batch(
@@ -450,10 +484,9 @@ def stylize_batch(
     Raises:
       JaxstyleError: invalid inputs or options.
     """
-    options = options or StyleOptions()
+    options = check_arguments(weights, options)
     if not contents:
-        raise JaxstyleError("batch: no content images")
-    check_network(weights, options)
+        raise JaxstyleError("contents: no content images")
     contents = [check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]
     styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
