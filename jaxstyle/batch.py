@@ -1,12 +1,19 @@
 """Many content images from files to files: what ``jaxstyle batch`` does.
 
-Content folders are expanded, outputs named and checked before any work, several hosts split the
-images between them (`jax.distributed`), and `jaxstyle.stylize.stylize_batch` runs each group of
-equally sized images as one batch sharded over the local devices.
+Content folders are expanded and outputs named and checked before any work; several hosts split
+the images between them (`jax.distributed`); `jaxstyle.stylize_batch` runs each group of
+equally sized images as one batch sharded over the local devices, and each group's outputs are
+written as soon as it finishes. A content image that cannot be read is reported and skipped; an
+output a run with the same inputs and options already finished is skipped on a rerun (the
+record beside each output, ``.NAME.jaxstyle.json``, says what made it), and one made otherwise
+is kept unless ``overwrite`` is given. Each output is locked while its process works on it, so
+hosts sharing a folder never write one file at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,13 +21,32 @@ from typing import NamedTuple
 
 import jax
 
-from jaxstyle.choices import DEFAULT_MAX_PIXELS
-from jaxstyle.errors import JaxstyleError, count
-from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
+from jaxstyle.choices import COORDINATOR_TIMEOUT, DEFAULT_MAX_PIXELS
+from jaxstyle.driver import stylize_batch
+from jaxstyle.errors import ImageError, JaxstyleError, count
+from jaxstyle.files import atomic_write, sha256_of
+from jaxstyle.images import IMAGE_SUFFIXES, load_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.quality import measure
-from jaxstyle.session import describe_weights, load_weights_named, summary_line, weights_label
-from jaxstyle.stylize import stylize_batch
+from jaxstyle.problem import check_inputs
+from jaxstyle.runner import (
+    Interrupted,
+    ProgressDisplay,
+    check_outputs,
+    finish_image,
+    load_inputs,
+    locked,
+    open_network,
+    stop_requests,
+)
+from jaxstyle.stages import plan
+
+
+def record_path(output: Path) -> Path:
+    """The record beside a batch output of what made it (inputs' checksums and options)."""
+    return output.with_name(f".{output.name}.jaxstyle.json")
+
+EXIT_SOME_FAILED = 1
+"""``jaxstyle batch``'s exit code when some content images could not be used (the rest were)."""
 
 
 class Hosts(NamedTuple):
@@ -30,7 +56,7 @@ class Hosts(NamedTuple):
     coordinator: str | None = None
     num_processes: int = 1
     process_id: int = 0
-    timeout: int = 60
+    timeout: int = COORDINATOR_TIMEOUT
 
 
 def content_paths(items: Sequence[str]) -> list[Path]:
@@ -52,17 +78,30 @@ def content_paths(items: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _made_by(output: Path) -> dict | None:
+    try:
+        return json.loads(record_path(output).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _record(output: Path, stamp: dict) -> None:
+    with atomic_write(record_path(output)) as f:
+        f.write(json.dumps(stamp, indent=1).encode())
+
+
 def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str, fmt: str,
                 options: StyleOptions, log: Callable[[str], None], weights: str | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS, hosts: Hosts = Hosts(),
-                progress_bar: bool = True) -> int:
-    """Stylizes every content image into ``output_dir/<name>.<fmt>``; returns the exit code.
+                progress_bar: bool = True, overwrite: bool = False) -> int:
+    """Stylizes every content image into ``output_dir/<name>.<fmt>``; returns the exit code:
+    0, `EXIT_SOME_FAILED` when some content images were skipped as unreadable, or 128 + the
+    signal that stopped it (the groups finished by then are kept).
 
     Raises:
-      JaxstyleError: bad input (checked before any work), colliding output names.
+      JaxstyleError: bad styles or options, an unusable output folder, colliding output names,
+        or outputs made by another run (without `overwrite`), all before any work.
     """
-    from tqdm import tqdm
-
     paths = content_paths(contents)
     if hosts.coordinator:
         if not 0 <= hosts.process_id < hosts.num_processes:
@@ -79,38 +118,72 @@ def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str,
     except OSError as exc:
         raise JaxstyleError(f"--output-dir {folder}: cannot create it ({exc.strerror or exc})"
                             ) from None
+    inputs = load_inputs(styles, others=[str(p) for p in paths], max_pixels=max_pixels)
     outputs = [folder / f"{p.stem}.{fmt}" for p in paths]
     if len(set(outputs)) != len(outputs):
         raise JaxstyleError("two content images share a name; their outputs would collide")
-    inputs = [*map(str, paths), *styles]
-    for out in outputs:
-        check_output_path(out, inputs)
-    images = [load_image(p, max_pixels) for p in paths]
-    style_images = [load_image(p, max_pixels) for p in styles]
-    model, _ = load_weights_named(weights, options.seed)
-    log(describe_weights(model))
-    log(f"{count(len(images), 'image')} on {count(jax.local_device_count(), 'device')}")
-    bar = tqdm(unit="it", disable=not progress_bar, file=sys.stderr, delay=0.1)
+    check_outputs(outputs, inputs.paths)
+    with contextlib.ExitStack() as held:
+        for output in outputs:
+            held.enter_context(locked(output))
+        return _run(paths, outputs, inputs, styles, folder, options, log, weights, max_pixels,
+                    progress_bar, overwrite)
 
-    def on_progress(p) -> None:
-        if bar.total != p.total_iterations or p.iteration < bar.n:  # a new size group
-            bar.reset(total=p.total_iterations)
-        h, w = p.stage.size
-        bar.set_description(f"{w}x{h}", refresh=False)
-        bar.set_postfix_str(f"summed loss {p.value:.4g}", refresh=False)
-        bar.update(p.iteration - bar.n)
 
-    try:
-        results = stylize_batch(images, style_images, model, options, callback=on_progress,
-                                devices=jax.local_devices())
-    finally:
-        bar.close()
-    label = weights_label(model)
-    for out, result, image in zip(outputs, results, images):
-        save_image(out, result.image, inputs, label)
-        quality = measure(model, result.image, image, style_images, options)
-        iterations = len(result.history["total"])
-        log(summary_line(out, result, image.shape, iterations,
-                         result.timings["optimize"] / max(1, iterations)))
-        log(f"quality: {quality.summary()}")
-    return 0
+def _run(paths: list[Path], outputs: list[Path], inputs, styles: Sequence[str], folder: Path,
+         options: StyleOptions, log: Callable[[str], None], weights: str | None,
+         max_pixels: int, progress_bar: bool, overwrite: bool) -> int:
+    """`batch_files` once its outputs are checked and locked."""
+    common = {"styles": [sha256_of(p) for p in styles], "options": options.to_dict()}
+    todo, failed = [], 0
+    for path, output in zip(paths, outputs):
+        try:
+            image = load_image(path, max_pixels)
+            stamp = {"content": sha256_of(path), **common}
+            check_inputs(image.shape, [s.shape for s in inputs.styles], options)
+        except (OSError, JaxstyleError) as exc:
+            reason = exc if isinstance(exc, JaxstyleError) else ImageError(f"{path}: {exc}")
+            # Said even when quiet: the user must learn what was not done.
+            print(f"jaxstyle: skipped {path}: {reason}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        if output.exists():
+            if json.loads(json.dumps(stamp)) == _made_by(output):
+                log(f"kept {output}: already made from these inputs and options")
+                continue
+            if not overwrite:
+                raise JaxstyleError(f"{output}: exists and was not made by this batch's inputs "
+                                    "and options; use --overwrite to replace it")
+        todo.append((output, image, stamp))
+    if failed == len(paths):
+        raise JaxstyleError(f"no content image could be used ({count(failed, 'image')} "
+                            "skipped, each said why above)")
+    network = open_network(weights, options.seed, log)
+    log(f"{count(len(todo), 'image')} on {count(jax.local_device_count(), 'device')}"
+        + (f" ({count(failed, 'image')} skipped)" if failed else ""))
+    groups: dict[tuple, list] = {}  # images of one plan run as one batch
+    for item in todo:
+        signature = tuple(stage.size for stage in plan(item[1].shape, options))
+        groups.setdefault(signature, []).append(item)
+    with ProgressDisplay(None, enabled=progress_bar) as display, stop_requests(log) as stop:
+
+        def on_progress(p) -> None:
+            display.show(p, what="summed loss")
+            if stop:
+                raise Interrupted(stop[0])
+
+        for group in groups.values():
+            try:
+                results = stylize_batch([image for _, image, _ in group], inputs.styles,
+                                        network.weights, options, callback=on_progress,
+                                        devices=jax.local_devices())
+            except Interrupted as interrupt:
+                display.close()
+                print(f"interrupted; the finished images are in {folder}; run the same command "
+                      "again to do the rest", file=sys.stderr, flush=True)
+                return 128 + interrupt.signum
+            for (output, image, stamp), result in zip(group, results):
+                finish_image(output, result, image, inputs.styles, options, network,
+                             inputs.paths, log)
+                _record(output, stamp)
+    return EXIT_SOME_FAILED if failed else 0

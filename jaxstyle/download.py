@@ -15,7 +15,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from jaxstyle.choices import NETWORK_TIMEOUT
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import md5_of, sha256_of
 from jaxstyle.weights import (
@@ -105,7 +105,7 @@ def download_source(
     folder: str | os.PathLike | None = None,
     url: str | None = None,
     quiet: bool = False,
-    timeout: float = 10.0,
+    timeout: float = NETWORK_TIMEOUT,
     index_url: str | None = None,
 ) -> Path:
     """Downloads, verifies and converts known weights (`jaxstyle.weights.SOURCES`).
@@ -151,7 +151,7 @@ def _download_published(name: str, folder: Path, url: str | None, quiet: bool,
             break
         except urllib.error.HTTPError as exc:
             raise WeightsError(_offline_help(url, f"HTTP {exc.code} {exc.reason}", name)) from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError) as exc:
+        except (urllib.error.URLError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise WeightsError(_offline_help(url, str(reason), name)) from None
         except (http.client.HTTPException, ConnectionError) as exc:

@@ -1,24 +1,20 @@
 """A stylization run from files to files: what ``jaxstyle stylize`` and ``jaxstyle resume`` do.
 
-The policy around `jaxstyle.stylize` lives here, not in the command line: when to checkpoint,
-what a stop request (SIGINT/SIGTERM) does, which files a run leaves behind, the progress bar and
-the JSON report. Files are only ever replaced by rename, so an interrupted run leaves the
-previous state of every file intact.
+What is shared with the other commands (checks, loading, the network, progress, the checkpoint
+policy, the report) comes from `jaxstyle.runner`; what is this command's own is here: resuming
+a checkpoint, what a stop request or a diverging loss leaves behind, ``save_every``. Files are
+only ever replaced by rename, so an interrupted run leaves the previous state of every file
+intact.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from jaxstyle import __version__
 from jaxstyle.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -27,18 +23,30 @@ from jaxstyle.checkpoint import (
     save_checkpoint,
 )
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
-from jaxstyle.errors import JaxstyleError, OptimizationError, count
-from jaxstyle.files import atomic_write, sha256_of
-from jaxstyle.images import check_output_path, load_image, save_image
+from jaxstyle.driver import stylize
+from jaxstyle.errors import OptimizationError
+from jaxstyle.files import sha256_of
+from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.plan import total_iterations
 from jaxstyle.problem import check_inputs
-from jaxstyle.quality import measure
-from jaxstyle.stylize import stylize
-from jaxstyle.weights import VGGWeights, find_weights, load_weights, random_weights
-
-AUTO_CHECKPOINT_SECONDS = 120.0
-"""With ``checkpoint_every=None``: write a checkpoint after this much running since the last."""
+from jaxstyle.runner import (
+    Checkpointing,
+    Interrupted,
+    Network,
+    ProgressDisplay,
+    check_outputs,
+    check_unfinished,
+    checkpoint_path,
+    finish_image,
+    intermediate_path,
+    load_inputs,
+    locked,
+    open_network,
+    partial_path,
+    stop_requests,
+)
+from jaxstyle.stages import total_iterations
+from jaxstyle.weights import VGGWeights
 
 
 class Request(NamedTuple):
@@ -54,10 +62,12 @@ class Request(NamedTuple):
       content_mask: the content loss's mask, or None.
       resume: the checkpoint to continue, or None.
       save_every: also save ``OUTPUT_<iteration>`` every this many iterations (0: never).
-      checkpoint_every: iterations between checkpoints; None: every `AUTO_CHECKPOINT_SECONDS`;
-        0: never.
+      checkpoint_every: iterations between checkpoints; None: every
+        `jaxstyle.runner.AUTO_CHECKPOINT_SECONDS` of running; 0: never.
       report: write a JSON report here, or None.
       max_pixels: refuse input images larger than this.
+      overwrite: replace another run's unfinished work (checkpoint, partial image) on the
+        output instead of refusing.
     """
 
     content: str
@@ -72,81 +82,7 @@ class Request(NamedTuple):
     checkpoint_every: int | None = None
     report: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
-
-
-def load_weights_named(spec: str | None, seed: int) -> tuple[VGGWeights, str]:
-    """``(weights, path)`` for a ``--weights`` value: 'random' (untrained, seeded), a file, or
-    None (`jaxstyle.weights.find_weights`)."""
-    if spec == "random":
-        return random_weights(seed), "random"
-    path = str(find_weights(spec))
-    return load_weights(path), path
-
-
-def describe_weights(weights: VGGWeights) -> str:
-    """The log line that says which network a run uses."""
-    if weights.is_random:
-        return (f"weights: {weights.network}, {weights.source} -- NOT pretrained (a test aid): "
-                "the result shows the pipeline working, not style transfer")
-    return (f"weights: {weights.network} from {weights.source} (sha256 "
-            f"{weights.source_sha256[:12]})")
-
-
-def weights_label(weights: VGGWeights) -> str:
-    """What the output files say about the network that made them."""
-    return f"jaxstyle {__version__}; {weights.label()}"
-
-
-def partial_path(output: Path) -> Path:
-    """Where an interrupted run leaves its current picture."""
-    return output.with_name(f"{output.stem}.partial{output.suffix}")
-
-
-def checkpoint_path(output: Path) -> Path:
-    """Where a run keeps its checkpoint (removed when it finishes)."""
-    return output.with_name(output.name + ".ckpt")
-
-
-def intermediate_path(output: Path, iteration: int) -> Path:
-    """Where ``save_every`` puts the picture at `iteration`."""
-    return output.with_name(f"{output.stem}_{iteration:05d}{output.suffix}")
-
-
-class Interrupted(Exception):
-    """A stop request (a signal) ended the run after a chunk."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def stop_requests(log: Callable[[str], None]) -> Iterator[list[int]]:
-    """The first SIGINT/SIGTERM asks the run to stop after the current chunk (the list it
-    yields then holds the signal); a second one gets the default action and ends the process at
-    once."""
-    requested: list[int] = []
-
-    def handler(signum, _frame):
-        requested.append(signum)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        log("\nstopping after the current chunk (press Ctrl-C again to quit at once)")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def checkpoint_due(every: int | None, iteration: int, seconds_since_last: float) -> bool:
-    """Whether a checkpoint is due after `iteration` (``every``: iterations, None: every
-    `AUTO_CHECKPOINT_SECONDS`, 0: never)."""
-    if every is None:
-        return seconds_since_last > AUTO_CHECKPOINT_SECONDS
-    return bool(every) and iteration % every == 0
+    overwrite: bool = False
 
 
 def describe_inputs(request: Request, weights: VGGWeights, weights_path: str) -> dict:
@@ -185,37 +121,24 @@ def resume_request(checkpoint: str, **overrides) -> tuple[Request, StyleOptions]
     return request._replace(**{k: v for k, v in overrides.items() if v is not None}), saved.options
 
 
-def _check_report_path(path: Path, protected: list[str]) -> None:
-    if any(Path(p).resolve() == path.resolve() for p in protected):
-        raise JaxstyleError(f"--report {path}: refusing to overwrite an input file")
-    folder = path.parent
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise JaxstyleError(f"--report {path}: cannot write there")
+def _keep_partial(progress, why: str, output: Path, write_checkpoint: Callable,
+                  network: Network, inputs: Sequence[str], advice: str = "") -> str:
+    """Writes the checkpoint and the partial picture of an interrupted run; says where, and
+    how to continue (with `advice`: flags for ``jaxstyle resume``)."""
+    ckpt = write_checkpoint(progress.run_state())
+    partial = save_image(partial_path(output), progress.image(), inputs, network.label)
+    return (f"{why}; wrote {partial} (iteration {progress.iteration}) and the checkpoint "
+            f"{ckpt}; continue with: jaxstyle resume {ckpt}{advice}")
 
 
-def write_report(path: Path, report: dict) -> None:
-    """Writes the JSON report atomically."""
-    try:
-        with atomic_write(path) as f:
-            f.write(json.dumps(report, indent=2).encode())
-    except OSError as exc:
-        raise JaxstyleError(f"--report {path}: could not write ({exc.strerror or exc})") from None
-
-
-def summary_line(output: Path, result, content_shape: tuple[int, ...], iterations: int,
-                 per_iteration: float) -> str:
-    """The line a finished run logs: size (and whether it upscaled the content), final losses,
-    iterations, evaluations and timings."""
-    h, w = result.image.shape[:2]
-    upscaled = (f" (upscaled from the content's {content_shape[1]}x{content_shape[0]})"
-                if h * w > content_shape[0] * content_shape[1] else "")
-    parts = result.losses
-    speed = (f", {per_iteration * 1000:.1f} ms/iteration" if iterations
-             else " (nothing optimized: the output is the starting image)")
-    return (f"wrote {output} ({w}x{h}){upscaled}: loss {parts['total']:.6g} (content "
-            f"{parts['content']:.4g}, style {parts['style']:.4g}, tv {parts['tv']:.4g}) after "
-            f"{count(iterations, 'iteration')}{speed}, {count(result.evaluations, 'evaluation')},"
-            f" compile {result.timings['compile']:.1f} s")
+def smaller_step(options: StyleOptions) -> str:
+    """What to resume a run whose loss became NaN with: a searched step where it took fixed
+    ones, else a quarter of its step (resuming as it was would meet the same NaN)."""
+    if options.optimizer == "lbfgs" and options.lbfgs_linesearch == "none":
+        return " --lbfgs-linesearch zoom (a searched step; the same step would fail again)"
+    config = options.optimizer_config(1.0, pixel_units=True)
+    return (f" --learning-rate {config.learning_rate / 4:g} (a smaller step; the same step "
+            "would fail again)")
 
 
 def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], None],
@@ -231,116 +154,82 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     Raises:
       JaxstyleError: bad input, or a checkpoint that does not match the run.
     """
-    from tqdm import tqdm
-
     saved = load_checkpoint(request.resume) if request.resume else None
-    masks = request.style_masks or []
-    if masks and len(masks) != len(request.styles):
-        raise JaxstyleError(f"--style-masks: {count(len(masks), 'mask')} for "
-                            f"{count(len(request.styles), 'style image')}")
-    inputs = [request.content, *request.styles, *masks,
-              *[p for p in (request.init_image, request.content_mask) if p]]
-    output = check_output_path(request.output, inputs)
-    if request.report:
-        _check_report_path(Path(request.report), inputs)
-    def load(path):
-        return load_image(path, request.max_pixels)
+    inputs = load_inputs(request.styles, request.content, init_image=request.init_image,
+                         style_masks=request.style_masks, content_mask=request.content_mask,
+                         max_pixels=request.max_pixels)
+    (output,) = check_outputs([request.output], inputs.paths, request.report)
+    with locked(output):
+        check_unfinished(output, request.overwrite, request.resume)
+        return _run(request, options, log, progress_bar, saved, inputs, output)
 
-    content, styles = load(request.content), [load(p) for p in request.styles]
-    init_image = load(request.init_image) if request.init_image else None
-    style_masks = [load(p) for p in masks] or None
-    content_mask = load(request.content_mask) if request.content_mask else None
-    stages = check_inputs(content.shape, [s.shape for s in styles], options)
-    weights, weights_path = load_weights_named(request.weights, options.seed)
-    described = describe_inputs(request, weights, weights_path)
+
+def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
+         progress_bar: bool, saved, inputs, output: Path) -> int:
+    """`stylize_files` once its inputs are loaded and its output locked."""
+    stages = check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], options)
+    network = open_network(request.weights, options.seed, log)
+    described = describe_inputs(request, network.weights, network.path)
     if saved is not None:
         found = differences(saved, options, described)
         if found:
             raise CheckpointError(f"cannot resume {request.resume}: " + "; ".join(found))
-    log(describe_weights(weights))
-    label = weights_label(weights)
     ckpt = checkpoint_path(output)
-    last_checkpoint = [time.monotonic()]
+    policy = Checkpointing(request.checkpoint_every)
 
-    def write_checkpoint(run_state) -> None:
+    def write_checkpoint(run_state) -> Path:
         save_checkpoint(ckpt, Checkpoint(run_state, options, described, str(output)))
-        last_checkpoint[0] = time.monotonic()
-
-    def keep_partial(progress, why: str) -> str:
-        write_checkpoint(progress.run_state())
-        partial = save_image(partial_path(output), progress.image(), inputs, label)
-        return (f"{why}; wrote {partial} (iteration {progress.iteration}) and the checkpoint "
-                f"{ckpt}; continue with: jaxstyle resume {ckpt}")
+        policy.written()
+        return ckpt
 
     start = saved.run.iteration if saved else 0
     total = total_iterations(stages)
-    bar = tqdm(total=total, initial=start, unit="it", disable=not progress_bar, file=sys.stderr,
-               dynamic_ncols=True, delay=0.1)
     latest = []  # only the newest progress: each one holds a whole optimizer state
-    with stop_requests(log) as stop:
+    with ProgressDisplay(total, initial=start, enabled=progress_bar) as display, \
+            stop_requests(log) as stop:
 
         def on_progress(p) -> None:
             latest[:] = [p]
-            where = (f" scale {p.scale + 1}/{stages[-1].scale + 1}" if stages[-1].scale else "") + (
-                f" tile {p.tile + 1}/{p.tiles}" if p.tiles > 1 else "")
-            bar.set_postfix_str(f"loss {p.value:.4g}{where}", refresh=False)
-            bar.update(p.iteration - bar.n)
+            display.show(p)
             finished = p.iteration >= total
             if request.save_every and p.iteration % request.save_every == 0 and not finished:
-                save_image(intermediate_path(output, p.iteration), p.image(), inputs, label)
+                save_image(intermediate_path(output, p.iteration), p.image(), inputs.paths,
+                           network.label)
             if stop:
                 raise Interrupted(stop[0])
-            if not finished and checkpoint_due(request.checkpoint_every, p.iteration,
-                                               time.monotonic() - last_checkpoint[0]):
+            if not finished and policy.due(p.iteration):
                 write_checkpoint(p.run_state())
 
         def report_at(i: int) -> bool:
-            every = request.checkpoint_every
-            return bool(request.save_every and i % request.save_every == 0
-                        or every and i % every == 0)
+            return bool(request.save_every and i % request.save_every == 0) or policy.stops_at(i)
 
         try:
-            result = stylize(content, styles, weights, options, init_image=init_image,
-                             style_masks=style_masks, content_mask=content_mask,
-                             callback=on_progress, report_at=report_at,
-                             resume=saved.run if saved else None)
+            result = stylize(inputs.content, inputs.styles, network.weights, options,
+                             init_image=inputs.init_image, style_masks=inputs.style_masks,
+                             content_mask=inputs.content_mask, callback=on_progress,
+                             report_at=report_at, resume=saved.run if saved else None)
         except Interrupted as interrupt:
-            bar.close()
+            display.close()
             # Said even when quiet: the user must learn where the work went.
             why = f"interrupted by {signal.Signals(interrupt.signum).name}"
-            print(keep_partial(latest[0], why), file=sys.stderr, flush=True)
+            print(_keep_partial(latest[0], why, output, write_checkpoint, network, inputs.paths),
+                  file=sys.stderr, flush=True)
             return 128 + interrupt.signum
         except OptimizationError as exc:
-            bar.close()
+            display.close()
             if exc.last_good is not None and exc.last_good.iteration > 0:
-                raise OptimizationError(keep_partial(exc.last_good, str(exc))) from None
+                raise OptimizationError(_keep_partial(
+                    exc.last_good, str(exc), output, write_checkpoint, network, inputs.paths,
+                    smaller_step(options))) from None
             raise
-        finally:
-            bar.close()
-    save_image(output, result.image, inputs, label)
+    earlier = len(saved.run.history.get("total", ())) if saved else 0
+    finish_image(output, result, inputs.content, inputs.styles, options, network, inputs.paths,
+                 log, ran=len(result.history.get("total", ())) - earlier, report=request.report,
+                 report_fields={
+                     **{k: v for k, v in request._asdict().items() if k in (
+                         "content", "styles", "init_image", "style_masks", "content_mask")},
+                     "resumed_from_iteration": start if saved else None})
     ckpt.unlink(missing_ok=True)
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
-    quality = measure(weights, result.image, content, styles, options)
-    # Counted from the history, not the plan: a scale that stalled ran fewer than planned.
-    done = len(result.history.get("total", ()))
-    ran = done - (len(saved.run.history.get("total", ())) if saved else 0)
-    per_iteration = result.timings["optimize"] / max(1, ran)
-    log(summary_line(output, result, content.shape, done, per_iteration))
-    log(f"quality: {quality.summary()}")
-    if request.report:
-        write_report(Path(request.report), {
-            "jaxstyle_version": __version__,
-            **{k: v for k, v in request._asdict().items() if k in (
-                "content", "styles", "init_image", "style_masks", "content_mask")},
-            "output": str(output),
-            "resumed_from_iteration": start if saved else None,
-            "weights": {"source": weights.source, "sha256": weights.source_sha256,
-                        "random": weights.is_random},
-            "options": options.to_dict(),
-            "final_losses": result.losses,
-            "evaluations": result.evaluations,
-            "timings_seconds": {**result.timings, "per_iteration": per_iteration},
-            "quality": quality.to_dict(),
-            "history": result.history,
-        })
     return 0
+

@@ -31,14 +31,21 @@ from PIL import Image
 
 from jaxstyle import temporal
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
+from jaxstyle.driver import stylize, stylize_batch
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import sha256_of
-from jaxstyle.images import IMAGE_SUFFIXES, check_output_path, load_image, save_image
+from jaxstyle.images import IMAGE_SUFFIXES, load_image, save_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.plan import output_shape
 from jaxstyle.problem import check_inputs
-from jaxstyle.session import describe_weights, load_weights_named, stop_requests, weights_label
-from jaxstyle.stylize import stylize, stylize_batch
+from jaxstyle.runner import (
+    ProgressDisplay,
+    check_outputs,
+    load_inputs,
+    locked,
+    open_network,
+    stop_requests,
+)
+from jaxstyle.stages import output_shape
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 CRF = 18  # x264's constant rate factor: visually lossless for most material
@@ -68,31 +75,52 @@ class Source(NamedTuple):
     files: tuple[Path, ...] = ()
 
 
-def _number(path: Path) -> int:
+def _number(path: Path) -> int | None:
+    """The frame number in a file name (its last group of digits), or None."""
     digits = re.findall(r"\d+", path.stem)
-    return int(digits[-1]) if digits else -1
+    return int(digits[-1]) if digits else None
 
 
-def open_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Source:
-    """Checks a video file or a folder of numbered frames before any work.
+def open_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+                log: Callable[[str], None] = lambda message: None) -> Source:
+    """Checks a video file or a folder of numbered frames before any work (`log` hears about
+    files in a folder that are not frames).
 
     Raises:
-      VideoError: missing, not a video, no frames, frames of different sizes, or frames of more
-        than `max_pixels` pixels.
+      VideoError: missing, not a video, no frames, gaps or repeats in a folder's numbering,
+        frames of different sizes, or frames of more than `max_pixels` pixels.
     """
-    source = _open_source(Path(path))
+    source = _open_source(Path(path), log)
     h, w = source.size
     if h * w > max_pixels:
         raise VideoError(f"{path}: frames of {w}x{h} px exceed --max-pixels {max_pixels}")
     return source
 
 
-def _open_source(path: Path) -> Source:
+def _frame_files(path: Path, log: Callable[[str], None]) -> tuple[Path, ...]:
+    """A folder's frames: its images whose names carry a number, in that number's order."""
+    images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    numbered = sorted((p for p in images if _number(p) is not None), key=_number)
+    unnumbered = sorted(p.name for p in images if _number(p) is None)
+    if unnumbered:
+        log(f"{path}: ignoring {', '.join(unnumbered)} (no frame number in the name)")
+    if not numbered:
+        raise VideoError(f"{path}: folder holds no numbered frames (e.g. frame_0001.png)")
+    numbers = [_number(p) for p in numbered]
+    for before, after, name in zip(numbers, numbers[1:], numbered[1:]):
+        if after == before:
+            raise VideoError(f"{path}: two frames are numbered {after} ({name.name} and another)")
+        if after != before + 1:
+            missing = (f"frame {before + 1} is" if after == before + 2
+                       else f"frames {before + 1} to {after - 1} are")
+            raise VideoError(f"{path}: {missing} missing (the numbering jumps from {before} to "
+                             f"{after}); the temporal loss needs consecutive frames")
+    return tuple(numbered)
+
+
+def _open_source(path: Path, log: Callable[[str], None]) -> Source:
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: (_number(p), p.name))
-        if not files:
-            raise VideoError(f"{path}: folder holds no frames (images)")
+        files = _frame_files(path, log)
         sizes = {}
         for p in files:
             try:
@@ -162,9 +190,12 @@ def frame_path(folder: Path, index: int) -> Path:
     return folder / f"frame_{index + 1:05d}.png"
 
 
-def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | None) -> None:
-    """Encodes PNG frames as H.264 at `fps`, copying the audio of `audio_from` untouched, into
-    a temporary file renamed to `output` at the end."""
+def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | None,
+           log: Callable[[str], None] = lambda message: None) -> None:
+    """Encodes PNG frames as H.264 (yuv420p, which players and browsers decode) at `fps`,
+    copying the audio of `audio_from` untouched, into a temporary file renamed to `output` at
+    the end. yuv420p needs even sizes: an odd height or width is padded by repeating the last
+    row or column (`log` says so)."""
     import av
 
     partial = output.with_name(f".{output.name}.partial{output.suffix}")
@@ -175,12 +206,16 @@ def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | N
             out = stack.enter_context(av.open(str(partial), "w",
                                               format=_FORMATS.get(output.suffix.lower())))
             h, w = np.asarray(Image.open(frames[0])).shape[:2]
+            pad = (h % 2, w % 2)
+            if any(pad):
+                log(f"{output}: padded {w}x{h} to {w + pad[1]}x{h + pad[0]} (H.264's yuv420p, "
+                    "which players decode, needs even sizes)")
             stream = out.add_stream("libx264", rate=fps, options={"crf": str(CRF)})
-            stream.width, stream.height = w, h
-            stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
+            stream.width, stream.height, stream.pix_fmt = w + pad[1], h + pad[0], "yuv420p"
             copied = out.add_stream_from_template(audio) if audio is not None else None
             for path in frames:
                 image = np.asarray(Image.open(path).convert("RGB"))
+                image = np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             out.mux(stream.encode(None))
             if copied is not None:
@@ -210,8 +245,8 @@ def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: d
     """The temporal targets of frame `index` and its start image: for each earlier frame j in
     ``options.temporal_frames`` (nearest first), its stylized frame warped to this one along the
     backward flow, with Ruder et al.'s consistency weights (long-term: each keeps only what
-    nearer frames do not cover); the start is the nearest warp, with the content frame where
-    that warp is not trusted (disocclusions)."""
+    nearer frames do not cover); the start is the nearest warp, with the content frame shifted
+    by its stylized neighbourhood where that warp is not trusted (`temporal.start_image`)."""
     pairs, weights = [], []
     for step in options.temporal_frames:
         if index - step < 0:
@@ -223,9 +258,7 @@ def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: d
     if not pairs:
         return [], None
     weights = temporal.long_term_weights(weights)
-    c = np.asarray(weights[0])[..., None]
-    start = c * np.asarray(pairs[0]) + (1 - c) * content
-    return list(zip(pairs, weights)), start
+    return list(zip(pairs, weights)), temporal.start_image(content, pairs[0], weights[0])
 
 
 def stylize_video(input_path: str, styles: list[str], output: str, options: StyleOptions,
@@ -242,20 +275,20 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
       JaxstyleError: bad input or output (checked before any work), or finished frames from a
         run with other inputs or options.
     """
-    from tqdm import tqdm
-
     try:
         import av  # noqa: F401
         import cv2  # noqa: F401
     except ImportError:
         raise VideoError("video needs PyAV and OpenCV: pip install 'jaxstyle[video]'") from None
-    source = open_source(input_path, max_pixels)
+    source = open_source(input_path, max_pixels, log)
     output = Path(output)
     inside = source.path.resolve() in output.resolve().parents
     if output.resolve() == source.path.resolve() or inside:
         raise VideoError(f"{output}: refusing to write over the input {source.path}")
+    inputs = load_inputs(styles, others=[input_path, *map(str, source.files)],
+                         max_pixels=max_pixels)
     if is_video_path(output):
-        check_output_path(output.with_suffix(".png"), [input_path, *styles])
+        check_outputs([output.with_suffix(".png")], inputs.paths)
         if output.exists() and not output.is_file():
             raise VideoError(f"{output}: is a folder")
     elif output.suffix:
@@ -263,12 +296,19 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
                          f"{', '.join(VIDEO_SUFFIXES)}, or a folder name for frames")
     elif not output.parent.is_dir():
         raise VideoError(f"{output}: folder {output.parent} does not exist")
-    style_images = [load_image(p, max_pixels) for p in styles]
-    check_inputs((*source.size, 3), [s.shape for s in style_images], options)
-    weights, _ = load_weights_named(weights_spec, options.seed)
-    log(describe_weights(weights))
+    check_inputs((*source.size, 3), [s.shape for s in inputs.styles], options)
+    with locked(output):
+        return _run(source, input_path, styles, output, inputs, options, log, weights_spec,
+                    progress_bar, on_frame)
+
+
+def _run(source: Source, input_path: str, styles: list[str], output: Path, inputs,
+         options: StyleOptions, log: Callable[[str], None], weights_spec: str | None,
+         progress_bar: bool, on_frame) -> int:
+    """`stylize_video` once its inputs are checked and its output locked."""
+    network = open_network(weights_spec, options.seed, log)
     work = work_folder(output)
-    stamp = fingerprint(source, styles, options, weights)
+    stamp = fingerprint(source, styles, options, network.weights)
     record = work / "jaxstyle-video.json"
     if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(stamp)):
         raise VideoError(f"{work}: holds frames of a run with other inputs or options; delete "
@@ -282,21 +322,20 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
     except OSError as exc:
         raise VideoError(f"{work}: cannot write there ({exc.strerror or exc})") from None
     shape = output_shape(source.size, options.size)
-    run = _Run(source, work, shape, style_images, weights, options, weights_label(weights),
-               [input_path, *styles], on_frame, {})
-    bar = tqdm(total=(source.frames or None) if options.passes == 1 else None, unit="frame",
-               disable=not progress_bar, file=sys.stderr, dynamic_ncols=True)
-    with stop_requests(log) as stop:
+    run = _Run(source, work, shape, inputs.styles, network.weights, options, network.label,
+               inputs.paths, on_frame, {})
+    total = (source.frames or None) if options.passes == 1 else None
+    with ProgressDisplay(total, unit="frame", enabled=progress_bar) as display, \
+            stop_requests(log) as stop:
         walk = _single_pass if options.passes == 1 else _multi_pass
-        stopped, done = walk(run, bar, stop)
-    bar.close()
+        stopped, done = walk(run, display, stop)
     if stopped:
         print(f"interrupted; the finished frames are in {work}; run the same command again to "
               "continue", file=sys.stderr, flush=True)
         return 128 + stopped
     frames = sorted(work.glob("frame_*.png"))
     if is_video_path(output):
-        encode(frames, output, source.fps, None if source.files else source.path)
+        encode(frames, output, source.fps, None if source.files else source.path, log)
         shutil.rmtree(work)
     else:
         record.unlink()
@@ -324,7 +363,7 @@ def _content(run: _Run, frame: np.ndarray) -> np.ndarray:
     return np.asarray(frame) if frame.shape[:2] == run.shape else _resized(frame, run.shape)
 
 
-def _single_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
+def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[int, int]:
     """Frame after frame, each from the previous stylized frames (the paper's single pass).
     Returns (the signal that stopped it or 0, frames stylized)."""
     options = run.options
@@ -351,7 +390,7 @@ def _single_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
                 run.on_frame(index, time.perf_counter() - frame_started)
         for old in [k for k in contents if k <= index - keep]:
             del contents[old], stylized[old]
-        bar.update(1)  # tqdm shows the rate and the time left
+        display.step()  # the bar shows the rate and the time left
         if stop:
             return stop[0], done
     return 0, done
@@ -361,7 +400,7 @@ MULTI_PASS_BLEND = 0.5
 """Ruder et al.'s delta: how much of the warped neighbour a multi-pass frame starts from."""
 
 
-def _multi_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
+def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[int, int]:
     """``options.passes`` passes over all frames, alternating direction; within a pass every
     frame depends only on the pass before, so ``options.pass_batch`` frames at a time run as
     one batch sharded over all local devices. Pass 1 stylizes the frames independently; pass
@@ -383,11 +422,11 @@ def _multi_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
         here.mkdir(exist_ok=True)
         before = work / f"pass_{number}"
         step = -1 if number % 2 else 1  # the neighbour: previous frame, then the next, ...
-        bar.set_description(f"pass {number + 1}/{options.passes}", refresh=False)
+        display.step(0, f"pass {number + 1}/{options.passes}")
         for first in range(0, count_frames, options.pass_batch):
             indices = range(first, min(count_frames, first + options.pass_batch))
             if all(frame_path(here, i).is_file() for i in indices):
-                bar.update(len(indices))
+                display.step(len(indices))
                 continue
             contents = [load_image(frame_path(folder, i)) for i in indices]
             inits, previous = None, None
@@ -404,7 +443,7 @@ def _multi_pass(run: _Run, bar, stop: list[int]) -> tuple[int, int]:
                 if run.on_frame is not None:
                     run.on_frame(i, (time.perf_counter() - started) / len(indices))
             done += len(indices)
-            bar.update(len(indices))
+            display.step(len(indices))
             if stop:
                 return stop[0], done
     for index in range(count_frames):

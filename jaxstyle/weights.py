@@ -250,7 +250,8 @@ def _check_and_pack(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
             )
         out_channels = kernel.shape[3]
         if bias.shape != (out_channels,):
-            raise WeightsError(f"layer {name}: bias has shape {bias.shape}, expected ({out_channels},)")
+            raise WeightsError(f"layer {name}: bias has shape {bias.shape}, "
+                               f"expected ({out_channels},)")
         block_first = f"conv{name[4]}_1"
         if name != block_first and out_channels != params[block_first]["kernel"].shape[3]:
             raise WeightsError(f"layer {name}: {out_channels} channels differ from {block_first}'s")
@@ -335,10 +336,12 @@ def params_from_keras_h5(path: str | os.PathLike) -> dict:
                     if group is None:
                         continue
                     arrays = []
-                    group.visititems(
-                        lambda _, obj: arrays.append(obj[()])
-                        if isinstance(obj, h5py.Dataset) else None
-                    )
+
+                    def collect(_, obj, arrays=arrays):
+                        if isinstance(obj, h5py.Dataset):
+                            arrays.append(obj[()])
+
+                    group.visititems(collect)
                     kernel = [a for a in arrays if a.ndim == 4]
                     bias = [a for a in arrays if a.ndim == 1]
                     if len(kernel) == 1 and len(bias) == 1:
@@ -377,7 +380,8 @@ def _is_converted(path: str) -> bool:
     return FORMAT_NAME.encode() in head
 
 
-def convert(path: str | os.PathLike, preprocessing: str | Preprocessing | None = None) -> VGGWeights:
+def convert(path: str | os.PathLike,
+            preprocessing: str | Preprocessing | None = None) -> VGGWeights:
     """Converts a supported source file to `VGGWeights` in memory.
 
     Args:
@@ -400,7 +404,8 @@ def convert(path: str | os.PathLike, preprocessing: str | Preprocessing | None =
 def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights:
     if isinstance(preprocessing, str):
         if preprocessing not in PRESETS:
-            raise WeightsError(f"preprocessing: expected one of {sorted(PRESETS)}, got {preprocessing!r}")
+            raise WeightsError(f"preprocessing: expected one of {sorted(PRESETS)}, "
+                               f"got {preprocessing!r}")
         preprocessing = PRESETS[preprocessing]
     checksum = sha256_of(path)
     source = known_source(checksum, md5_of(path))
@@ -630,6 +635,34 @@ def find_weights(explicit: str | os.PathLike | None = None) -> Path:
     )
 
 
+def resolve_weights(spec: str | os.PathLike | None, seed: int = 0) -> tuple[VGGWeights, str]:
+    """The network a command's ``--weights`` names, and where it came from.
+
+    Args:
+      spec: 'random' (untrained, seeded by `seed`: a test aid), a weights file, or None to
+        look for converted weights (`find_weights`).
+
+    Returns:
+      ``(weights, path)``, the path being 'random' for random weights.
+
+    Raises:
+      WeightsError: no weights found, or a file that cannot be read.
+    """
+    if spec == "random":
+        return random_weights(seed), "random"
+    path = str(find_weights(spec))
+    return load_weights(path), path
+
+
+def usage_line(weights: VGGWeights) -> str:
+    """The log line that says which network a run uses (and warns when it is not trained)."""
+    if weights.is_random:
+        return (f"weights: {weights.network}, {weights.source} -- NOT pretrained (a test aid): "
+                "the result shows the pipeline working, not style transfer")
+    return (f"weights: {weights.network} from {weights.source} (sha256 "
+            f"{weights.source_sha256[:12]})")
+
+
 def describe(path: str | os.PathLike) -> str:
     """What ``jaxstyle weights info`` prints: a weights file's network, source, checksum,
     licence, origin, preprocessing, widths, parameter count and load time (one per line)."""
@@ -667,7 +700,8 @@ def convert_to_file(source: str | os.PathLike, output: str | os.PathLike | None 
     elif weights.source in SOURCES:
         output = default_weights_dir() / SOURCES[weights.source].converted_filename
     else:
-        output = default_weights_dir() / f"{weights.network.lower()}-{Path(source).stem}{CONVERTED_SUFFIX}"
+        name = f"{weights.network.lower()}-{Path(source).stem}{CONVERTED_SUFFIX}"
+        output = default_weights_dir() / name
     if output.exists() and output.resolve() == Path(source).resolve():
         raise WeightsError(f"{output}: refusing to overwrite the input file")
     if not output.parent.is_dir():

@@ -84,11 +84,12 @@ def real_vgg16():
     pytest.skip(message)
 
 
-def loss_config(**changes):
-    """StyleOptions' loss configuration (where the defaults live) with `changes`."""
+def loss_config(preset: str = "neural-style", **changes):
+    """StyleOptions' loss configuration for `preset` (where the defaults live) with
+    `changes`."""
     from jaxstyle import StyleOptions
 
-    return StyleOptions().loss_config().replace(**changes)
+    return StyleOptions(preset=preset).loss_config().replace(**changes)
 
 
 def optimizer_config(**changes):
@@ -97,4 +98,4 @@ def optimizer_config(**changes):
 
     from jaxstyle import StyleOptions
 
-    return dataclasses.replace(StyleOptions().optimizer_config(1.0), **changes)
+    return dataclasses.replace(StyleOptions(preset="neural-style").optimizer_config(1.0), **changes)

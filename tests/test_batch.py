@@ -19,7 +19,7 @@ import jax, numpy as np
 sys.path.insert(0, sys.argv[1])
 from conftest import smooth_image
 from jaxstyle import StyleOptions, load_weights, stylize
-from jaxstyle.stylize import stylize_batch
+from jaxstyle.driver import stylize_batch
 weights = load_weights(sys.argv[2], "torchvision")
 contents = [smooth_image(24, 32, 0), smooth_image(24, 32, 3), smooth_image(24, 32, 5),
             smooth_image(32, 32, 4)]
@@ -83,7 +83,7 @@ def test_batch_command_line(tmp_path, photos, tiny_weights_file, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     assert "3 images on 1 device\n" in err
-    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0.png", "p1.png", "p2.png"]
     code = main(["batch", str(folder), "-s", str(style), "-o", str(folder), "--weights",
                  str(tiny_weights_file)])
     assert code == 2 and "refusing to overwrite the input" in capsys.readouterr().err
@@ -167,7 +167,7 @@ def test_two_processes_share_the_images(tmp_path, photos, tiny_weights_file):
 
 def test_a_batch_redraws_sliced_wasserstein_directions_as_single_runs_do(tiny_weights):
     from jaxstyle import StyleOptions, stylize
-    from jaxstyle.stylize import stylize_batch
+    from jaxstyle.driver import stylize_batch
 
     contents = [smooth_image(24, 32, i) for i in range(2)]
     styles = [smooth_image(30, 30, 5)]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -66,16 +67,16 @@ BAD_CASES = {
     "unknown layer": (["{content}", "{style}"], ["--style-layers", "relu1_1,relu9_1"],
                       "unknown layer 'relu9_1'"),
     "negative weight": (["{content}", "{style}"], ["--style-weight=-3"],
-                        "--style-weight: must be a finite number >= 0, got -3"),
+                        "--style-weight: must be in [0, 1e+12] (got -3.0)"),
     "size too small": (["{content}", "{style}"], ["--size", "8"],
                        "--size: the output of 8x6 px is too small for the network"),
     "size too small (the fix)": (["{content}", "{style}"], ["--size", "8"],
                                  "use --size 21 or more"),
     "tile too small": (["{content}", "{style}"], ["--tile-size", "20"],
-                       "--tile-size: must be >= 32 (got 20)"),
+                       "--tile-size: must be in [32, 32768] (got 20)"),
     "scale iterations mismatch": (["{content}", "{style}"], ["--scales", "32,64",
                                                              "--scale-iterations", "1,2,3"],
-                                  "--scale-iterations: must be one count >= 0, or one per scale"),
+                                  "--scale-iterations: must be one count, or one per scale (2)"),
     "output folder missing": (["{content}", "{style}"], ["-o", "{tmp}/nope/out.png"],
                               "does not exist"),
     "output is an input": (["{content}", "{style}"], ["-o", "{content}"],
@@ -114,14 +115,37 @@ def test_bad_input_exits_2_with_one_line_and_no_output(case, tmp_path, images, c
     assert content.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_folder(tmp_path, images, capsys, tiny_weights_file):
+def test_output_folder_that_is_a_file(tmp_path, images, capsys, tiny_weights_file):
+    # Runs as root too (CI): a file where the output's folder should be.
+    content, style = images
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a folder")
+    code, err = _run(capsys, "stylize", content, style, "-o", blocker / "o.png",
+                     "--weights", tiny_weights_file)
+    assert code == 2 and f"folder {blocker} is a file, not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_unwritable_output_folder(tmp_path, images, capsys, tiny_weights_file, monkeypatch):
+    # The check writes a probe file; root passes permission bits, so a folder that refuses the
+    # write is simulated for root (what a read-only mount does) and real for other users.
+    import tempfile
+
     content, style = images
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:
+        real = tempfile.TemporaryFile
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == locked:
+                raise PermissionError(30, "Read-only file system")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     code, err = _run(capsys, "stylize", content, style, "-o", locked / "o.png",
                      "--weights", tiny_weights_file)
-    assert code == 2 and "not writable" in err
+    assert code == 2 and f"folder {locked} is not writable" in err
 
 
 def test_usage_errors_are_one_line(capsys):
@@ -144,7 +168,10 @@ def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "jaxstyle", "stylize", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0
-    assert "--content-weight" in result.stdout and "(default: 5.0)" in result.stdout
+    text = " ".join(result.stdout.split())
+    from jaxstyle.options import BALANCED_STYLE_STRENGTH
+
+    assert "--style-strength" in text and f"{BALANCED_STYLE_STRENGTH:g} for balanced" in text
 
 
 def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
@@ -192,7 +219,7 @@ def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tin
     ("colour=1,2", "--vary unknown option 'colour'"),
     ("style_weight=a,b", "--vary style_weight: 'a' is not a valid value"),
     ("style_loss=gram,fancy", "--vary style_loss: expected one of"),
-    ("style_weight=-1,2", "--vary style_weight: must be a finite number >= 0"),
+    ("style_weight=-1,2", "--vary style_weight: must be in [0, 1e+12] (got -1.0)"),
 ])
 def test_sweep_bad_values_are_one_line_errors(tmp_path, images, tiny_weights_file, capsys,
                                               vary, message):
@@ -201,3 +228,18 @@ def test_sweep_bad_values_are_one_line_errors(tmp_path, images, tiny_weights_fil
                      tiny_weights_file, "--vary", vary, "--size", 32, "--iterations", 2)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "s.png").exists()
+
+
+def test_info_names_backend_versions_cache_and_weights(tiny_weights_file, capsys, tmp_path,
+                                                       monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["info", "--weights", str(tiny_weights_file)]) == 0
+    rows = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    rows = {name.strip(): value.strip() for name, value in rows.items()}
+    assert rows["backend"] == "cpu" and rows["devices"].startswith("cpu:0")
+    assert rows["jax"] == jax.__version__ and rows["jaxlib"]
+    assert rows["compilation cache"] == f"on, {tmp_path / 'cache' / 'jaxstyle' / 'xla'}"
+    assert rows["weights"] == f"{tiny_weights_file} (--weights)"
+    assert rows["network"] == "VGG19" and rows["widths"] == "[8, 16, 32, 64, 64]"
+    assert main(["info", "--weights", str(tmp_path / "missing.msgpack")]) == 0
+    assert "weights file not found" in capsys.readouterr().out

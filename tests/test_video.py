@@ -162,7 +162,7 @@ def test_multi_pass_runs_batches_and_resumes_to_the_same_frames(clip, tmp_path, 
 
 BAD = {
     "not a video": ("{text}", "{tmp}/o.mp4", "not a readable video"),
-    "zero frames": ("{empty}", "{tmp}/o.mp4", "holds no frames"),
+    "zero frames": ("{empty}", "{tmp}/o.mp4", "holds no numbered frames"),
     "corrupt stream": ("{truncated}", "{tmp}/o.mp4", "not a readable video"),
     "frames of different sizes": ("{mixed}", "{tmp}/o.mp4", "frames differ in size"),
     "unwritable output": ("{clip}", "{tmp}/nope/o.mp4", "does not exist"),
