@@ -3,11 +3,13 @@ uninterrupted one would.
 
 A checkpoint holds the image, every leaf of the optimizer state (the L-BFGS history included),
 the iteration, the loss history, the options and the SHA-256 of every input file. It is written
-atomically (flax msgpack), and refused on resume when an input or an option differs.
+atomically (flax msgpack) with the SHA-256 of its own contents, which loading verifies, and is
+refused on resume when an input or an option differs (`RESUMABLE_OPTIONS` may change).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,12 +19,15 @@ import jax
 import numpy as np
 from flax import serialization
 
+from jaxstyle.choices import RESUMABLE_OPTIONS
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.files import atomic_write, read_tagged_msgpack
 from jaxstyle.options import StyleOptions
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 2  # 2 added the stage and canvas; version 1 (single-stage runs) still loads
+FORMAT_VERSION = 3  # 3: a checksum of the contents; 2: the stage and canvas (1 and 2 still load)
+
+
 
 
 class CheckpointError(JaxstyleError):
@@ -38,7 +43,7 @@ class RunState:
       x: the current stage's variable (model-space image [h, w, 3], or luminance [h, w, 1]).
       state: the optimizer's state (a pytree).
       history: the loss after each iteration so far, by component.
-      stage: which stage of the plan (`jaxstyle.plan.Stage.index`) is running.
+      stage: which stage of the plan (`jaxstyle.stages.Stage.index`) is running.
       canvas: float32 [H, W, 3] RGB, the stage's scale's picture when the stage started (None:
         rebuild it, only valid for the first stage).
     """
@@ -81,10 +86,8 @@ def options_from_dict(d: dict) -> StyleOptions:
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Writes a checkpoint atomically; the previous checkpoint survives any failure."""
     leaves = jax.tree_util.tree_leaves(checkpoint.run.state)
-    data = serialization.msgpack_serialize(
+    payload = serialization.msgpack_serialize(
         {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
             "iteration": checkpoint.run.iteration,
             "x": np.asarray(checkpoint.run.x),
             "state": {str(i): np.asarray(leaf) for i, leaf in enumerate(leaves)},
@@ -96,14 +99,18 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
             "output": checkpoint.output,
         }
     )
+    data = serialization.msgpack_serialize({
+        "format": FORMAT_NAME, "version": FORMAT_VERSION,
+        "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload})
     path = Path(path)
+    had_one = path.is_file()
     try:
         with atomic_write(path) as f:
             f.write(data)
     except OSError as exc:
+        kept = "the previous one is intact" if had_one else "none was kept"
         raise CheckpointError(
-            f"{path}: could not write the checkpoint ({exc.strerror or exc}); the previous one "
-            "is intact"
+            f"{path}: could not write the checkpoint ({exc.strerror or exc}); {kept}"
         ) from None
     return path
 
@@ -117,8 +124,19 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    raw = read_tagged_msgpack(path, FORMAT_NAME, (1, FORMAT_VERSION), CheckpointError, "checkpoint",
-                              "finish the run with the version that wrote it")
+    raw = read_tagged_msgpack(path, FORMAT_NAME, (1, 2, FORMAT_VERSION), CheckpointError,
+                              "checkpoint", "finish the run with the version that wrote it")
+    version = raw["version"]
+    if version >= 3:
+        payload = raw.get("payload")
+        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != raw.get(
+                "sha256"):
+            raise CheckpointError(f"{path}: corrupt checkpoint (its checksum does not match its "
+                                  "contents); resume from an earlier copy or start again")
+        try:
+            raw = serialization.msgpack_restore(payload)
+        except Exception as exc:  # msgpack raises many types on damaged input
+            raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__})") from None
     try:
         state = [raw["state"][str(i)] for i in range(len(raw["state"]))]
         run = RunState(
@@ -129,14 +147,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             stage=int(raw.get("stage", 0)),
             canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),
         )
-        return Checkpoint(
-            run=run,
-            options=options_from_dict(json.loads(raw["options"])),
-            inputs=json.loads(raw["inputs"]),
-            output=str(raw["output"]),
-        )
+        options = options_from_dict(json.loads(raw["options"]))
+        checkpoint = Checkpoint(run=run, options=options, inputs=json.loads(raw["inputs"]),
+                                output=str(raw["output"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    if version < 3 and options.optimizer == "lbfgs":
+        # Version 3 keeps two more arrays in the L-BFGS state (its compact direction).
+        raise CheckpointError(f"{path}: written by an earlier jaxstyle (checkpoint format "
+                              f"version {version}) whose L-BFGS state this one does not keep; "
+                              "finish the run with the version that wrote it")
+    return checkpoint
 
 
 def restore_state(leaves: list, like) -> object:
@@ -155,11 +176,12 @@ def restore_state(leaves: list, like) -> object:
 
 
 def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[str]:
-    """What differs between a checkpoint and a run about to resume it (empty: nothing)."""
+    """What differs between a checkpoint and a run about to resume it (empty: nothing);
+    `RESUMABLE_OPTIONS` may differ."""
     found = []
     theirs, ours = saved.options.to_dict(), options.to_dict()
     for key in ours:
-        if theirs.get(key) != ours[key]:
+        if key not in RESUMABLE_OPTIONS and theirs.get(key) != ours[key]:
             found.append(f"option {key}: checkpoint has {theirs.get(key)!r}, now {ours[key]!r}")
 
     names = {"content": "content image", "styles": "style image", "init_image": "init image",
@@ -176,9 +198,15 @@ def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[
 
     old, new = checksums(saved.inputs), checksums(inputs)
     for label in dict.fromkeys([*old, *new]):
-        (before, path_before), (now, path_now) = old.get(label, (None, "")), new.get(label, (None, ""))
-        if before != now:
-            where = path_now or path_before
-            found.append(f"{label} {where} has changed since the checkpoint" if before and now
-                         else f"{label}: {'added' if now else 'removed'} since the checkpoint")
+        before, path_before = old.get(label, (None, ""))
+        now, path_now = new.get(label, (None, ""))
+        if before == now:
+            continue
+        if not (before and now):
+            found.append(f"{label}: {'added' if now else 'removed'} since the checkpoint")
+        elif path_before and path_now and Path(path_before).resolve() != Path(path_now).resolve():
+            found.append(f"{label}: {path_now} is another file than the checkpoint's "
+                         f"{path_before}")
+        else:
+            found.append(f"{label} {path_now or path_before} has changed since the checkpoint")
     return found

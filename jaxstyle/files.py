@@ -46,7 +46,8 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def md5_of(path: str | os.PathLike) -> str:
-    """Hex MD5 of a file's contents (to match checksums publishers give as MD5, not for security)."""
+    """Hex MD5 of a file's contents (to match checksums publishers give as MD5, not for
+    security)."""
     return _digest_of(path, hashlib.md5(usedforsecurity=False))
 
 

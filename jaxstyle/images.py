@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,6 +65,34 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Raises:
       ImageError: missing or unreadable file, not an image, truncated, or too large.
     """
+    return _read(path, max_pixels, _to_float_rgb)
+
+
+def load_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads a mask image: white (1) where something applies, black (0) where it does not, and
+    transparent pixels count as 0 (not as the white an image is composited on).
+
+    Returns:
+      float32 [H, W] in [0, 1]: the grey level times the alpha, upright as `load_image`.
+
+    Raises:
+      ImageError: as `load_image`.
+    """
+    return _read(path, max_pixels, _to_mask)
+
+
+def _to_mask(image: Image.Image) -> np.ndarray:
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if "A" in image.getbands():
+        rgba = np.asarray(image.convert("RGBA"), np.float32) / 255.0
+        return rgba[..., :3].mean(-1) * rgba[..., 3]
+    return _to_float_rgb(image).mean(-1)
+
+
+def _read(path: str | os.PathLike, max_pixels: int, convert) -> np.ndarray:
+    """Opens, checks and decodes an image file; `convert` turns the Pillow image into the
+    array."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such file")
@@ -84,7 +113,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                     )
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                return _to_float_rgb(image)
+                return convert(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -139,9 +168,13 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             raise ImageError(f"{path}: refusing to overwrite the input image {other}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ImageError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ImageError(f"{path}: folder {folder} is not writable")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ImageError(f"{path}: folder {folder} {what}")
+    try:  # a real write: permissions say nothing to root, nor about read-only mounts
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        raise ImageError(f"{path}: folder {folder} is not writable") from None
     if path.exists() and not os.access(path, os.W_OK):
         raise ImageError(f"{path}: file is not writable")
     return path

@@ -1,6 +1,6 @@
 """A stage's problem: the inputs resized and recoloured for a scale, the targets, the start.
 
-`prepare_scale` does what a scale of the plan (`jaxstyle.plan`) shares between its tiles;
+`prepare_scale` does what a scale of the plan (`jaxstyle.stages`) shares between its tiles;
 `stage_problem` cuts it to one stage's window and adds the start image from the canvas.
 `check_inputs` checks counts and sizes against the whole plan before any expensive work.
 """
@@ -19,8 +19,8 @@ from jaxstyle import color, losses
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.options import OptionsError, StyleOptions
-from jaxstyle.plan import Stage, output_shape, plan
 from jaxstyle.preprocessing import Preprocessing
+from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.tiling import tiled_style_target_list
 from jaxstyle.vgg import depths_of, min_image_side, pools_before, validate_layers
 from jaxstyle.weights import VGGWeights
@@ -31,12 +31,97 @@ def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:
     return np.clip(np.asarray(preprocessing.from_model(x), np.float32), 0.0, 1.0)
 
 
-def check_image(image, argument: str) -> jax.Array:
-    """`image` as float32 [H, W, 3], or a `JaxstyleError` naming `argument`."""
-    image = jnp.asarray(image, jnp.float32)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise JaxstyleError(f"{argument}: expected an RGB image [H, W, 3], got {image.shape}")
-    return image
+def check_image(image, argument: str, channels: tuple[int, ...] = (3,)) -> jax.Array:
+    """`image` as float32 [H, W, C] in [0, 1], C one of `channels` (3: RGB).
+
+    uint8 images are converted (divided by 255); float images must already be in [0, 1] (a
+    float image in 0-255 would come out all white, so it is refused).
+
+    Raises:
+      JaxstyleError: naming `argument`: not an array of numbers, the wrong shape, empty,
+        not finite, or floats outside [0, 1].
+    """
+    array = np.asarray(image) if not isinstance(image, jax.Array) else image
+    kind = np.dtype(array.dtype).kind
+    if kind not in "uif" or np.dtype(array.dtype) == np.bool_:
+        raise JaxstyleError(f"{argument}: expected an image of numbers, got dtype {array.dtype}")
+    shape = tuple(array.shape)
+    wanted = " or ".join(f"[H, W, {c}]" for c in channels)
+    if len(shape) != 3 or shape[-1] not in channels:
+        raise JaxstyleError(f"{argument}: expected an image {wanted}, got shape {shape}")
+    if 0 in shape[:2]:
+        raise JaxstyleError(f"{argument}: the image is empty (shape {shape})")
+    if np.dtype(array.dtype) == np.uint8:
+        return jnp.asarray(array, jnp.float32) / 255.0
+    if kind != "f":
+        raise JaxstyleError(f"{argument}: expected float values in [0, 1] or uint8, got dtype "
+                            f"{array.dtype}")
+    image = jnp.asarray(array, jnp.float32)
+    low, high = float(jnp.min(image)), float(jnp.max(image))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise JaxstyleError(f"{argument}: the image holds NaN or infinite values")
+    if low < -1e-3 or high > 1 + 1e-3:
+        hint = "; divide by 255" if high > 1.5 else ""
+        raise JaxstyleError(f"{argument}: float values must be in [0, 1], got [{low:g}, "
+                            f"{high:g}]{hint}")
+    return jnp.clip(image, 0.0, 1.0)
+
+
+def check_mask(mask, argument: str) -> jax.Array:
+    """A mask image as float32 [H, W] in [0, 1] (white: applies), from [H, W], [H, W, 1] or
+    [H, W, 3] (the mean of the colours). A mask with transparency comes from
+    `jaxstyle.images.load_mask`, where transparent means no.
+
+    Raises:
+      JaxstyleError: naming `argument`: not such an image, or a mask with no white (or light)
+        pixel.
+    """
+    array = jnp.asarray(mask) if jnp.ndim(mask) != 2 else jnp.asarray(mask)[..., None]
+    if array.ndim == 3 and array.shape[-1] not in (1, 3):
+        raise JaxstyleError(f"{argument}: expected an image [H, W], [H, W, 1] or [H, W, 3], got "
+                            f"shape {tuple(array.shape)} (for transparency use "
+                            "jaxstyle.images.load_mask)")
+    array = check_image(array, argument, channels=(1, 3))
+    values = jnp.mean(array, axis=-1)
+    if float(jnp.max(values)) < 0.5:
+        raise JaxstyleError(f"{argument} covers nothing: it has no white (or light) pixel")
+    return values
+
+
+def check_masks(style_masks, content_mask, styles: int) -> tuple[list | None, jax.Array | None]:
+    """`check_mask` for each style mask (None entries: everywhere) and the content mask.
+
+    Raises:
+      JaxstyleError: a number of style masks other than `styles`, or a mask `check_mask`
+        refuses.
+    """
+    if style_masks is not None and len(style_masks) != styles:
+        raise JaxstyleError(f"style_masks: {count(len(style_masks), 'mask')} for "
+                            f"{count(styles, 'style image')}")
+    masks = None if style_masks is None else [
+        None if m is None else check_mask(m, f"style mask {i + 1}")
+        for i, m in enumerate(style_masks)]
+    return masks, None if content_mask is None else check_mask(content_mask, "content mask")
+
+
+def check_arguments(weights, options) -> StyleOptions:
+    """The weights and options of a run, checked: `options` None means `StyleOptions()`.
+
+    Raises:
+      JaxstyleError: weights that are not `jaxstyle.VGGWeights`, options that are not
+        `StyleOptions` (a dict says how to make one), or layers the network lacks.
+    """
+    if not isinstance(weights, VGGWeights):
+        raise JaxstyleError(f"weights: expected VGGWeights (jaxstyle.load_weights(...)), got "
+                            f"{type(weights).__name__}")
+    if isinstance(options, dict):
+        raise JaxstyleError("options: expected a StyleOptions, got a dict; use "
+                            "StyleOptions(**options)")
+    options = StyleOptions() if options is None else options
+    if not isinstance(options, StyleOptions):
+        raise JaxstyleError(f"options: expected a StyleOptions, got {type(options).__name__}")
+    check_network(weights, options)
+    return options
 
 
 def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str,
@@ -97,7 +182,7 @@ def check_inputs(
       options: the run's options.
 
     Returns:
-      The run's plan (`jaxstyle.plan.plan`).
+      The run's plan (`jaxstyle.stages`).
 
     Raises:
       JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
@@ -153,16 +238,9 @@ def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets, sta
     return losses.objective(preprocessing.to_model(color.gray_rgb(y)), params, targets, config)
 
 
-def _mask(mask, shape: tuple[int, int], what: str) -> jax.Array:
-    mask = jnp.asarray(mask, jnp.float32)
-    if mask.ndim == 3:
-        mask = mask.mean(-1)
-    if mask.ndim != 2:
-        raise JaxstyleError(f"{what}: expected a [H, W] or [H, W, C] image, got {mask.shape}")
-    mask = jnp.clip(resize(mask[..., None], *shape)[..., 0], 0.0, 1.0)
-    if float(mask.max()) < 0.5:
-        raise JaxstyleError(f"{what} covers nothing: it has no white (or light) pixel")
-    return mask
+def _resized_mask(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """A checked mask float32 [H, W] (`check_mask`) at `shape`."""
+    return jnp.clip(resize(mask[..., None], *shape)[..., 0], 0.0, 1.0)
 
 
 class Scale(NamedTuple):
@@ -206,20 +284,14 @@ def prepare_scale(
       weights: the network.
       options: the run's options.
       stage: any stage of the scale (its ``size`` and ``tiles`` matter).
-      style_masks: one mask per style (any size, resized to the scale; white = this style
-        applies there; None entries apply everywhere), or None.
-      content_mask: a mask; the content loss counts only where it is white.
+      style_masks: one mask float32 [H, W] per style (`check_masks`; any size, resized to the
+        scale; white = this style applies there; None entries apply everywhere), or None.
+      content_mask: a mask (`check_mask`); the content loss counts only where it is white.
       style: `Scale.style` of another content image at the same scale, reused (valid when the
         style targets do not depend on the content: no colour matching, no luminance-only).
       previous: for video, ``(warped, weights)`` pairs: earlier stylized frames warped to this
         one, float [H, W, 3] RGB in [0, 1], with consistency weights float [H, W] in [0, 1].
-
-    Raises:
-      JaxstyleError: masks that do not match the styles or cover nothing.
     """
-    if style_masks is not None and len(style_masks) != len(styles):
-        raise JaxstyleError(f"style masks: {count(len(style_masks), 'mask')} for "
-                            f"{count(len(styles), 'style image')}")
     config, pre = options.loss_config(), weights.preprocessing
     content_rgb = resize(content, *stage.size)
     style_rgbs = [resize(s, *hw) for s, hw in
@@ -242,9 +314,8 @@ def prepare_scale(
         style = losses.style_target_list(weights.params, model_styles, config,
                                          options.style_blend_weights, regions)
     masks = None if style_masks is None else [
-        None if m is None else _mask(m, stage.size, f"style mask {i + 1}")
-        for i, m in enumerate(style_masks)]
-    cmask = None if content_mask is None else _mask(content_mask, stage.size, "content mask")
+        None if m is None else _resized_mask(m, stage.size) for m in style_masks]
+    cmask = None if content_mask is None else _resized_mask(content_mask, stage.size)
     scaled = []
     for frame, weights in previous or ():
         frame = resize(jnp.asarray(frame, jnp.float32), *stage.size)
@@ -262,7 +333,8 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     the canvas float32 [H, W, 3] RGB there."""
     top, left, h, w = stage.window
     window = (slice(top, top + h), slice(left, left + w))
-    config, pre = options.loss_config(), weights.preprocessing
+    pre = weights.preprocessing
+    config = options.loss_config(model_range=pre.model_range())
     masks = None if scale.style_masks is None else [
         None if m is None else m[window] for m in scale.style_masks]
     cmask = None if scale.content_mask is None else scale.content_mask[window]
@@ -287,6 +359,54 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                        with_content_chroma, pixel_units=True)
     return Problem(losses.objective, config, pre.to_model(start), targets,
                    functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
+
+
+def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
+                      style_shapes: Sequence[tuple[int, ...]], weights: VGGWeights,
+                      options: StyleOptions, masks: bool = False, content_mask: bool = False,
+                      previous: int = 0) -> None:
+    """Refuses a run whose largest stage would not fit in memory (``options.memory_limit_gb``,
+    default what the device has free), before any target is computed: the stage's problem is
+    built from shapes alone (`jax.eval_shape`) and its compiled chunk's memory analysed; the
+    compiled code is kept for the run (`jaxstyle.optimize.COMPILED`).
+
+    Args:
+      masks, content_mask: whether the run has style masks (one per style) and a content mask.
+      previous: how many earlier frames the temporal loss holds it to (video).
+
+    Raises:
+      OutOfMemoryError: the estimate, its parts and what to change.
+    """
+    from jaxstyle.optimize import check_memory
+
+    limit = None if options.memory_limit_gb is None else int(options.memory_limit_gb * 2**30)
+    if limit == 0:
+        return
+    stage = max(stages, key=lambda s: s.window[2] * s.window[3])
+
+    def build(content, styles, style_masks, cmask, frames):
+        scale = prepare_scale(content, styles, weights, options, stage._replace(tiles=1),
+                              style_masks, cmask, previous=frames)
+        problem = stage_problem(scale, scale.content_rgb, stage, weights, options)
+        return problem.x0, problem.targets
+
+    def like(shape):
+        return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
+
+    size = (*stage.size, 3)
+    x0, targets = jax.eval_shape(
+        build, like(content_shape), [like(s) for s in style_shapes],
+        [like(stage.size)] * len(style_shapes) if masks else None,
+        like(stage.size) if content_mask else None,
+        [(like(size), like(stage.size))] * previous or None)
+    pre = weights.preprocessing
+    config = options.loss_config(model_range=pre.model_range())
+    luminance = options.original_colors == "luminance"
+    loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
+                            else (losses.objective, config))
+    check_memory(loss_fn, loss_static, x0, (weights.params, targets),
+                 options.optimizer_config(pre.model_range(), luminance), options.progress_every,
+                 limit)
 
 
 def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,

@@ -1,0 +1,368 @@
+"""Flags that once crashed, runs that erased each other's work, data silently wrong: each case
+of the reliability issue, one test (the table in docs/guide/bad-input.md names them)."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+from jaxstyle import JaxstyleError, StyleOptions, load_image, stylize
+from jaxstyle.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from jaxstyle.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "-q"]
+
+
+def _png(path, image):
+    Image.fromarray((np.asarray(image) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path, tiny_weights_file):
+    return (_png(tmp_path / "content.png", smooth_image(30, 40, 0)),
+            _png(tmp_path / "style.png", smooth_image(36, 36, 1)), tiny_weights_file)
+
+
+def _stylize(capsys, files, out, *extra):
+    content, style, weights = files
+    code = main([str(a) for a in ["stylize", content, style, "-o", out, "--weights", weights,
+                                  "--size", 32, *TINY, *extra]])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--memory-limit-gb", "inf", "--memory-limit-gb: must be a finite number"),
+    ("--seed", str(2**70), "--seed: must be in [0, 4294967295]"),
+    ("--style-scale", "1e9", "--style-scale: must be in (0, 8]"),
+    ("--style-scales", "1e9", "--style-scales: must be in (0, 8]"),
+    ("--style-strength", "1e308", "--style-strength: must be in [0, 1e+12]"),
+    ("--size", "100000", "--size: must be in [0, 32768]"),
+    ("--style-blend-weights", "inf,1", "--style-blend-weights: must be comma-separated finite"),
+    ("--style-blend-weights", "1e308,1e308", "--style-blend-weights: must be in [0, 1e+12]"),
+    ("--style-layer-weights", "nan,1", "--style-layer-weights: must be comma-separated finite"),
+    ("--save-every", "-1", "--save-every: expected a whole number in [0, 10000000]"),
+    ("--iterations", "2.5", "--iterations: invalid"),
+])
+def test_numeric_flags_out_of_range_are_one_line_errors(tmp_path, files, capsys, flag, value,
+                                                        message):
+    try:  # argparse's own type errors exit; the options' checks return 2
+        code, err = _stylize(capsys, files, tmp_path / "o.png", f"{flag}={value}")
+    except SystemExit as stopped:
+        code, err = stopped.code, capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "o.png").exists()
+
+
+def test_memory_is_checked_before_the_targets(tmp_path, files, capsys, monkeypatch):
+    from jaxstyle import driver
+
+    def never(*args, **kwargs):
+        raise AssertionError("the run started before the memory check")
+
+    monkeypatch.setattr(driver, "_walk_plan", never)  # where targets are computed
+    code, err = _stylize(capsys, files, tmp_path / "o.png", "--size", 1200,
+                         "--memory-limit-gb", "0.05")
+    assert code == 2 and "needs more than" in err and "optimizer state" in err
+
+
+def test_report_and_output_may_not_be_the_same_file(tmp_path, files, capsys):
+    out = tmp_path / "out.png"
+    code, err = _stylize(capsys, files, out, "--report", out)
+    assert code == 2 and f"--report {out}: is also this run's output" in err
+    assert not out.exists()
+
+
+def _ckpt_run(capsys, files, out, *extra):
+    return _stylize(capsys, files, out, "--iterations", 6, "--progress-every", 2,
+                    "--checkpoint-every", 2, "--preset", "neural-style", *extra)
+
+
+def test_a_new_run_does_not_erase_an_unfinished_ones_checkpoint(tmp_path, files, capsys,
+                                                                  monkeypatch):
+    from jaxstyle import runner
+
+    out = tmp_path / "out.png"
+    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+        os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
+    code, _ = _ckpt_run(capsys, files, out)
+    assert code == 128 + signal.SIGINT
+    ckpt, partial = tmp_path / "out.png.ckpt", tmp_path / "out.partial.png"
+    before = ckpt.read_bytes(), partial.read_bytes()
+    monkeypatch.undo()
+    code, err = _stylize(capsys, files, out, "--style-strength", 3)  # other options
+    assert code == 2 and "an unfinished run's work is there" in err and "--overwrite" in err
+    assert (ckpt.read_bytes(), partial.read_bytes()) == before
+    code, err = _stylize(capsys, files, out, "--iterations", 2, "--overwrite")
+    assert code == 0, err
+    assert out.is_file() and not ckpt.exists() and not partial.exists()
+
+
+def test_two_runs_on_one_output_are_refused_by_a_lock(tmp_path, files, capsys):
+    from jaxstyle.runner import lock_path, locked
+
+    out = tmp_path / "out.png"
+    with locked(out):
+        assert f"pid {os.getpid()}" in lock_path(out).read_text()
+        code, err = _stylize(capsys, files, out, "--iterations", 1)
+        assert code == 2 and f"another jaxstyle run (pid {os.getpid()}) is writing it" in err
+    assert not lock_path(out).exists()
+    assert _stylize(capsys, files, out, "--iterations", 1)[0] == 0  # released
+
+
+def test_after_a_nan_the_advised_resume_goes_on(tmp_path, files, capsys, monkeypatch):
+    # Steps longer than 0.7 in model units make the loss NaN: unit steps hit it every time
+    # from the checkpoint; the advised searched step does not.
+    import jaxstyle.losses as losses
+
+    real = losses.objective
+
+    def nan_when_far(image, params, targets, config):
+        total, parts = real(image, params, targets, config)
+        far = jnp.max(jnp.abs(image - jnp.clip(image, -2.1, 2.7))) > 0
+        return jnp.where(far, jnp.nan, total), parts
+
+    monkeypatch.setattr(losses, "objective", nan_when_far)
+    out = tmp_path / "out.png"
+    code, err = _stylize(capsys, files, out, "--iterations", 40, "--preset", "neural-style",
+                         "--style-weight", 1e6, "--progress-every", 1, "--checkpoint-every", 0)
+    assert code == 2 and "NaN or infinite" in err
+    advice = err.strip().split("continue with: ")[1]
+    assert advice.startswith("jaxstyle resume") and "--lbfgs-linesearch zoom" in advice
+    again = main(["resume", str(tmp_path / "out.png.ckpt"), "-q"])
+    assert again == 2 and "NaN" in capsys.readouterr().err  # the same step fails again
+    command = advice.split(" (")[0].split()
+    assert main(command[1:] + ["-q"]) == 0, capsys.readouterr().err
+    assert out.is_file() and np.isfinite(load_image(out)).all()
+
+
+def test_checkpoints_carry_a_checksum(tmp_path, files, capsys, monkeypatch):
+    from jaxstyle import runner
+
+    out = tmp_path / "out.png"
+    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+        os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
+    assert _ckpt_run(capsys, files, out)[0] == 128 + signal.SIGINT
+    ckpt = tmp_path / "out.png.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    for offset in (len(data) // 4, len(data) // 3, len(data) // 2, 2 * len(data) // 3):
+        data[offset] ^= 0xFF  # 4 corrupted bytes inside the arrays
+    ckpt.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        load_checkpoint(ckpt)
+    monkeypatch.undo()
+    assert main(["resume", str(ckpt), "-q"]) == 2
+    assert "checksum does not match" in capsys.readouterr().err
+
+
+def test_a_first_checkpoint_on_a_full_disk_does_not_claim_a_previous_one(tmp_path,
+                                                                          monkeypatch):
+    from jaxstyle import files as files_module
+    from jaxstyle.checkpoint import RunState
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "fsync", full)
+    run = RunState(0, np.zeros((2, 2, 3), np.float32), [], {})
+    with pytest.raises(CheckpointError, match=r"No space left on device\); none was kept"):
+        save_checkpoint(tmp_path / "o.ckpt", Checkpoint(run, StyleOptions(), {}, "o.png"))
+
+
+def test_another_style_file_is_named_as_another_file(tmp_path, files, capsys, monkeypatch):
+    from jaxstyle import runner
+
+    content, style, weights = files
+    out = tmp_path / "out.png"
+    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+        os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
+    assert _ckpt_run(capsys, files, out)[0] == 128 + signal.SIGINT
+    monkeypatch.undo()
+    other = _png(tmp_path / "other.png", smooth_image(36, 36, 5))
+    code = main([str(a) for a in ["stylize", content, other, "-o", out, "--weights", weights,
+                                  "--size", 32, *TINY, "--iterations", 6, "--progress-every", 2,
+                                  "--checkpoint-every", 2, "--preset", "neural-style",
+                                  "--resume", tmp_path / "out.png.ckpt"]])
+    err = capsys.readouterr().err
+    assert code == 2 and f"style image 1: {other} is another file than the checkpoint's" in err
+
+
+def test_transparent_mask_areas_mean_no_style(tmp_path, files, capsys):
+    from jaxstyle.images import load_mask
+    from jaxstyle.runner import load_inputs
+
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere ...
+    rgba[:, 20:, 3] = 255  # ... but opaque only on the right half
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
+    mask = load_mask(tmp_path / "mask.png")
+    assert mask.shape == (30, 40) and mask[:, :20].max() == 0 and mask[:, 20:].min() == 1
+    content, style, _ = files
+    inputs = load_inputs([str(style)], str(content), style_masks=[str(tmp_path / "mask.png")])
+    np.testing.assert_array_equal(inputs.style_masks[0], mask)
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("content", np.zeros((0, 0, 3), np.float32), "content: the image is empty"),
+    ("content", smooth_image(24, 32, 0) * 255, "content: float values must be in [0, 1]"),
+    ("content", np.zeros((24, 32, 4), np.float32), "content: expected an image [H, W, 3]"),
+    ("weights", None, "weights: expected VGGWeights"),
+    ("options", {"size": 32}, "options: expected a StyleOptions, got a dict"),
+    ("style_masks", [np.ones((24, 32, 2), np.float32)], "style mask 1: expected an image [H, W]"),
+])
+def test_python_api_arguments_are_checked_by_name(tiny_weights, argument, value, message):
+    kwargs = dict(content=smooth_image(24, 32, 0), styles=[smooth_image(32, 32, 1)],
+                  weights=tiny_weights, options=StyleOptions(size=32, iterations=1))
+    kwargs[argument] = value
+    with pytest.raises(JaxstyleError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        stylize(**kwargs)
+
+
+def test_uint8_images_are_converted_not_whitened(tiny_weights):
+    content = smooth_image(24, 32, 0)
+    options = StyleOptions(size=32, iterations=0)
+    as_float = stylize(content, [smooth_image(32, 32, 1)], tiny_weights, options)
+    as_uint8 = stylize((content * 255).round().astype(np.uint8), [smooth_image(32, 32, 1)],
+                       tiny_weights, options)
+    assert as_uint8.image.mean() < 0.9  # not all white
+    np.testing.assert_allclose(as_uint8.image, as_float.image, atol=1 / 255)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("iterations", 2.5, "iterations: must be a whole number (got 2.5)"),
+    ("size", "64", "size: must be a whole number (got '64')"),
+])
+def test_options_name_the_argument_of_the_wrong_type(field, value, message):
+    from jaxstyle import OptionsError
+
+    with pytest.raises(OptionsError) as raised:
+        StyleOptions(**{field: value})
+    assert str(raised.value) == message
+
+
+# --- batch -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batch_files(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        _png(folder / f"p{i}.png", smooth_image(30, 40, i))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder, _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+
+
+def _batch(capsys, folder, style, out, weights, *extra):
+    code = main([str(a) for a in ["batch", folder, "-s", style, "-o", out, "--weights", weights,
+                                  "--size", 32, "--iterations", 2, *TINY[:-1], *extra]])
+    return code, capsys.readouterr().err
+
+
+def test_batch_skips_bad_files_keeps_finished_ones_and_refuses_others(tmp_path, batch_files,
+                                                                      tiny_weights_file, capsys):
+    folder, style = batch_files
+    out = tmp_path / "out"
+    code, err = _batch(capsys, folder, style, out, tiny_weights_file)
+    assert code == 1 and f"skipped {folder / 'broken.png'}" in err  # the rest were done
+    assert sorted(p.name for p in out.glob("*.png")) == ["p0.png", "p1.png", "p2.png"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    (folder / "broken.png").unlink()
+    code, err = _batch(capsys, folder, style, out, tiny_weights_file)
+    assert code == 0 and err.count("already made from these inputs and options") == 3
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    code, err = _batch(capsys, folder, style, out, tiny_weights_file, "--style-strength", 3)
+    assert code == 2 and "was not made by this batch's inputs and options" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    code, err = _batch(capsys, folder, style, out, tiny_weights_file, "--style-strength", 3,
+                       "--overwrite")
+    assert code == 0 and all(p.stat().st_mtime_ns != stamps[p.name] for p in out.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_batch_keeps_the_groups_it_finished(tmp_path, tiny_weights_file):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _png(folder / "a_small.png", smooth_image(30, 40, 0))  # one size group ...
+    _png(folder / "b_tall.png", smooth_image(40, 24, 1))  # ... and another, run second
+    style = _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "batch", str(folder), "-s", str(style), "-o",
+         str(out), "--weights", str(tiny_weights_file), "--size", "32", "--iterations",
+         "100000", "--preset", "neural-style", *TINY[:-1]],
+        stderr=subprocess.PIPE, text=True)
+    for line in child.stderr:  # the first group is done once its output is logged
+        if "wrote" in line:
+            break
+    child.send_signal(signal.SIGTERM)
+    child.stderr.read()
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    assert (out / "a_small.png").is_file() and not (out / "b_tall.png").exists()
+
+
+# --- video -------------------------------------------------------------------------------
+
+
+def _frames(folder: Path, numbers, size=(24, 32)):
+    folder.mkdir()
+    for n in numbers:
+        _png(folder / f"frame_{n:03d}.png", smooth_image(*size, n))
+    return folder
+
+
+def _video(capsys, frames, out, tmp_path, weights, *extra):
+    style = _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+    code = main([str(a) for a in ["video", frames, style, "-o", out, "--weights", weights,
+                                  "--size", 0, "--iterations", 2, *TINY, *extra]])
+    return code, capsys.readouterr().err
+
+
+def test_video_refuses_gaps_in_numbering(tmp_path, tiny_weights_file, capsys):
+    frames = _frames(tmp_path / "frames", [1, 2, 4, 5])
+    code, err = _video(capsys, frames, tmp_path / "out", tmp_path, tiny_weights_file)
+    assert code == 2 and "frame 3 is missing (the numbering jumps from 2 to 4)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_video_takes_only_numbered_frames(tmp_path, tiny_weights_file, capsys):
+    frames = _frames(tmp_path / "frames", [1, 2])
+    _png(frames / "cover.png", smooth_image(24, 32, 7))
+    style = _png(tmp_path / "s.png", smooth_image(36, 36, 9))
+    code = main([str(a) for a in ["video", frames, style,
+                                  "-o", tmp_path / "out", "--weights", tiny_weights_file,
+                                  "--size", 0, "--iterations", 1, "--content-layers", "relu2_1",
+                                  "--style-layers", "relu1_1"]])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "ignoring cover.png (no frame number in the name)" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["frame_00001.png",
+                                                                     "frame_00002.png"]
+
+
+def test_odd_sized_video_is_padded_to_what_players_decode(tmp_path, tiny_weights_file, capsys):
+    import av
+
+    frames = _frames(tmp_path / "frames", [1, 2], size=(23, 33))
+    out = tmp_path / "out.mp4"
+    style = _png(tmp_path / "s.png", smooth_image(36, 36, 9))
+    code = main([str(a) for a in ["video", frames, style,
+                                  "-o", out, "--weights", tiny_weights_file, "--size", 0,
+                                  "--iterations", 1, "--content-layers", "relu2_1",
+                                  "--style-layers", "relu1_1"]])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "padded 33x23 to 34x24" in err
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.codec_context.width, stream.codec_context.height) == (34, 24)
