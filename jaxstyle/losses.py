@@ -1,8 +1,11 @@
-"""The neural-style objective: content, style and total-variation losses, and their targets.
+"""The objective: content, style and total-variation losses, and their targets.
 
-Every function here is pure and works on one image; batch with `jax.vmap`. The default objective
-reproduces jcjohnson/neural-style's (and ProGamerGov/neural-style-pt's) formulas exactly, in the
-network's input space, so their users' weight values carry over.
+Every function here is pure and works on one image; batch with `jax.vmap`. Two normalisations
+of the same terms: neural-style's ("neural-style", the neural-style and fast presets), whose
+formulas are those of ProGamerGov/neural-style-pt in the network's input space, so their users'
+weight values carry over; and the relative one of the default preset ("relative"), where every
+term is divided by its target's own energy so that one style strength means the same for any
+network, pair and size (`objective`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -45,19 +49,19 @@ __all__ = [
     "LossConfig",
     "StyleLoss",
     "Targets",
-    "content_loss",
+    "blend_shares",
+    "content_mse",
     "content_targets",
     "gram_distance",
+    "gram_loss",
     "gram_matrix",
     "gram_statistics",
-    "blend_shares",
     "layer_masks",
     "mean_covariance_statistics",
     "objective",
     "redraw_targets",
     "region_targets",
     "self_similarity_loss",
-    "style_loss",
     "style_target_list",
     "style_targets",
     "temporal_loss",
@@ -79,10 +83,11 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     return gram_statistics(features)
 
 
-def content_loss(
+def content_mse(
     features: jax.Array, target: jax.Array, mask: jax.Array | None = None
 ) -> jax.Array:
-    """Mean squared difference of activations [H, W, C], over the region `mask` [H, W] if given."""
+    """neural-style's content loss: the mean squared difference of activations [H, W, C], over
+    the region `mask` [H, W] if given."""
     check_hwc(features, "features")
     if features.shape != target.shape:
         raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
@@ -113,8 +118,9 @@ def self_similarity_loss(
     the mean is multiplied by the number of positions N so that it does not shrink as 1/N.
 
     Args:
-      features, target: float [H, W, C]; mask: float [H, W] or None (pairs weighted by both
-        positions' mask values).
+      features: float [H, W, C], the image's activations.
+      target: float [H, W, C], the content's activations.
+      mask: float [H, W] or None (pairs weighted by both positions' mask values).
 
     Returns:
       float32 scalar.
@@ -136,20 +142,39 @@ def self_similarity_loss(
     return jnp.sum(difference * pairs) / jnp.maximum(jnp.sum(pairs), 1e-6) * n
 
 
-CONTENT_LOSSES = dict(zip(choices.CONTENT_LOSSES, (content_loss, self_similarity_loss)))
+CONTENT_LOSSES = dict(zip(choices.CONTENT_LOSSES, (content_mse, self_similarity_loss)))
 """Content losses by name: neural-style's mean squared error, or STROTSS's self-similarity."""
 
 
-def style_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
-    """Mean squared difference of Gram matrices: features [H, W, C], target [C, C] -> scalar."""
+def gram_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
+    """neural-style's style loss: the mean squared difference of Gram matrices, features
+    [H, W, C] and target [C, C] -> scalar."""
     c = features.shape[-1]
     if target_gram.shape != (c, c):
         raise ValueError(f"target_gram: shape {target_gram.shape}, expected {(c, c)}")
     return gram_distance(features, target_gram)
 
 
+def _deprecated(function: Callable, old: str) -> Callable:
+    """`function` under its old name, warning that the name goes in the next release."""
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        warnings.warn(f"{old} is deprecated and will be removed in the next release: it is "
+                      f"{function.__name__} (the name {old} also names an option)",
+                      DeprecationWarning, stacklevel=2)
+        return function(*args, **kwargs)
+
+    wrapped.__name__ = wrapped.__qualname__ = old
+    wrapped.__doc__ = f"Deprecated name of `{function.__name__}`."
+    return wrapped
+
+
+content_loss = _deprecated(content_mse, "content_loss")
+style_loss = _deprecated(gram_loss, "style_loss")
+
 PRECISIONS = dict(zip(choices.PRECISIONS, (jnp.float32, jnp.bfloat16)))
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
+_REFERENCE_FLOOR = 1e-3  # the relative style term's divisor is at least this times the energy
 
 
 def temporal_loss(image: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
@@ -190,6 +215,13 @@ class LossConfig:
         TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
         image side), so the same weights behave alike at 256 px and 1024 px; content and Gram
         losses are means and need no change. Identical to "neural-style" at 512 px.
+        "relative" divides each content layer's term by the photo's own energy (``mean(P^2)``)
+        and averages them, divides the style term by the photo's own style distance
+        (`Targets.style_reference`), and measures TV and the temporal term in [0, 1] pixel
+        units (`model_range`), so a weight means the same for any network, layer, image pair
+        and size (`objective`).
+      model_range: model-space units per [0, 1] pixel range of the network's preprocessing
+        (`jaxstyle.Preprocessing.model_range`); used by the "relative" normalisation only.
       precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
         Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
       convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
@@ -211,12 +243,15 @@ class LossConfig:
     precision: str
     convolution: str
     temporal_weight: float
+    model_range: float = 1.0
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, "
+                             f"got {self.precision!r}")
         if self.convolution not in CONVOLUTIONS:
-            raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, got {self.convolution!r}")
+            raise ValueError(f"convolution: expected one of {CONVOLUTIONS}, "
+                             f"got {self.convolution!r}")
         if not isinstance(self.style_loss, StyleLoss):
             raise ValueError(f"style_loss: expected a StyleLoss, got {self.style_loss!r}")
         if self.content_loss not in CONTENT_LOSSES:
@@ -229,7 +264,8 @@ class LossConfig:
             )
         validate_layers(self.content_layers, "content_layers")
         validate_layers(self.style_layers, "style_layers")
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight",
+                     "model_range"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
@@ -261,8 +297,8 @@ def _features(params: dict, image: jax.Array, layers: tuple[str, ...], config: L
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _network(params: dict, image: jax.Array, layers: tuple[str, ...], pooling: str,
              precision: str, convolution: str):
-    x = image[None].astype(PRECISIONS[precision])
-    return {k: v[0] for k, v in vgg_features(params, x, layers, pooling, convolution).items()}
+    return vgg_features(params, image.astype(PRECISIONS[precision]), layers, pooling,
+                        convolution)
 
 
 def content_targets(params: dict, content: jax.Array, config: LossConfig) -> dict[str, jax.Array]:
@@ -357,6 +393,9 @@ class Targets(NamedTuple):
       previous: for video (Ruder et al. 2016), ``((warped, weights), ...)``: earlier stylized
         frames warped to this one, model-space float32 [H, W, 3], each with its per-pixel
         consistency weights float32 [H, W] in [0, 1]; None: no temporal term.
+      style_reference: float32 [S], per style region, the distance the relative objective
+        divides its style term by: the content photo's own (layer-weighted) distance to the
+        style (`region_targets` sets it); None: the style targets' energy.
     """
 
     content: dict
@@ -365,6 +404,7 @@ class Targets(NamedTuple):
     style_weights: jax.Array | None = None
     content_mask: dict | None = None
     previous: tuple | None = None
+    style_reference: jax.Array | None = None
 
 
 def style_target_list(
@@ -422,7 +462,7 @@ def region_targets(
         raise ValueError(f"style_masks: {count(len(style_masks), 'mask')} for "
                          f"{count(len(styles), 'style image')}")
     weights = blend_shares(len(styles), blend_weights)
-    return Targets(
+    targets = Targets(
         content={n: feats[n] for n in config.content_layers},
         style=tuple(style or style_target_list(params, styles, config, blend_weights, regions)),
         style_masks=None if not regions else tuple(
@@ -432,6 +472,27 @@ def region_targets(
         content_mask=None if content_mask is None else layer_masks(
             content_mask, {n: shapes[n] for n in config.content_layers}),
     )
+    if config.weight_normalization != "relative":
+        return targets
+    # The photo's own distance to each style region: the relative objective's style term is
+    # the output's distance as a fraction of it (the quality figures' style ratio).
+    masks = targets.style_masks or [None] * len(targets.style)
+    return targets._replace(style_reference=jnp.stack([
+        _style_distance(config, feats, target, mask)
+        for target, mask in zip(targets.style, masks)]))
+
+
+def _style_distance(config: LossConfig, feats: dict, target: dict, mask: dict | None):
+    """``sum_l a_l D(F_l, A_l)``: features' layer-weighted style distance to one target."""
+    return sum(weight * config.style_loss.distance(feats[name], target[name],
+                                                   mask and mask[name])
+               for name, weight in zip(config.style_layers, config.layer_weights()))
+
+
+def _style_energy(config: LossConfig, feats: dict, target: dict):
+    """``sum_l a_l E(A_l)``: one target's layer-weighted energy (`StyleLoss.energy`)."""
+    return sum(weight * config.style_loss.target_energy(target[name], feats[name].shape[-1])
+               for name, weight in zip(config.style_layers, config.layer_weights()))
 
 
 def redraw_targets(targets: Targets, config: LossConfig, key: jax.Array) -> Targets:
@@ -445,13 +506,19 @@ def redraw_targets(targets: Targets, config: LossConfig, key: jax.Array) -> Targ
 
 
 def objective(
-    image: jax.Array, params: dict, targets: dict, config: LossConfig
+    image: jax.Array, params: dict, targets: Targets, config: LossConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The total neural-style loss of one model-space image and its components.
+    """The total loss of one model-space image and its components.
 
-    ``total = sum_l w_c * mean((F_l - P_l)^2) + sum_l w_s * a_l * D(F_l, A_l)
-    + w_tv * TV(image)`` with a_l the per-layer style weights and D the style distance
-    (``mean((G - A)^2)`` of Gram matrices by default).
+    With neural-style's normalisation (and "resolution"), ``total = sum_l w_c * mean((F_l -
+    P_l)^2) + sum_l w_s * a_l * D(F_l, A_l) + w_tv * TV(image)`` with a_l the per-layer style
+    weights and D the style distance (``mean((G - A)^2)`` of Gram matrices by default). With
+    "relative", ``total = w_c * mean_l(mean((F_l - P_l)^2) / mean(P_l^2)) + w_s * sum_l a_l
+    D(F_l, A_l) / R + w_tv * TV(image) / (3 H W r)`` with R the photo's own distance to the
+    style, ``sum_l a_l D(P_l, A_l)`` (`Targets.style_reference`; floored at 0.001 of the targets'
+    energy `StyleLoss.energy`, which replaces it when the targets do not carry it) and r the
+    model range: the content term is the quality line's content distance and the style term the
+    fraction of the photo's distance to the style that is left.
 
     Args:
       image: float32 [H, W, 3] in the network's input space.
@@ -462,35 +529,61 @@ def objective(
 
     Returns:
       ``(total, components)`` with components ``content``, ``style``, ``tv`` and
-      ``style/<layer>`` for each style layer, all float32 scalars.
+      ``style/<layer>`` for each style layer (and ``temporal`` with previous frames), all
+      float32 scalars.
     """
     feats = _features(params, image, config.layers, config)
+    relative = config.weight_normalization == "relative"
     content_mask = targets.content_mask
     distance_to_content = CONTENT_LOSSES[config.content_loss]
-    content = sum(
-        config.content_weight * distance_to_content(
-            feats[name], targets.content[name], content_mask and content_mask[name])
-        for name in config.content_layers
-    )
+    content = 0.0
+    for name in config.content_layers:
+        mask = content_mask and content_mask[name]
+        term = distance_to_content(feats[name], targets.content[name], mask)
+        if relative and config.content_loss == "mse":  # self-similarity is scale-free already
+            term = term / _energy(targets.content[name], mask)
+        content = content + config.content_weight * term
+    if relative:
+        content = content / len(config.content_layers)
     styles = targets.style
     masks = targets.style_masks or [None] * len(styles)
     weights = jnp.ones(len(styles)) if targets.style_weights is None else targets.style_weights
-    distance = config.style_loss.distance
+    style_loss = config.style_loss
+    references = [1.0] * len(styles)
+    if relative:
+        energies = [_style_energy(config, feats, target) for target in styles]
+        given = targets.style_reference
+        # Floored: a photo that already has the style's statistics is not divided by ~0.
+        references = [jnp.maximum(energy if given is None else given[i],
+                                  _REFERENCE_FLOOR * energy)
+                      for i, energy in enumerate(energies)]
     components = {}
     for name, layer_weight in zip(config.style_layers, config.layer_weights()):
-        per_style = [weights[i] * distance(feats[name], styles[i][name], masks[i] and masks[i][name])
-                     for i in range(len(styles))]
+        per_style = [weights[i] * style_loss.distance(feats[name], target[name],
+                                                      masks[i] and masks[i][name])
+                     / references[i] for i, target in enumerate(styles)]
         components[f"style/{name}"] = config.style_weight * layer_weight * sum(per_style)
     style = sum(components[f"style/{name}"] for name in config.style_layers)
     tv = config.tv_weight * tv_loss(image)
     if config.weight_normalization == "resolution":
         # A sum of neighbour differences of the same picture grows linearly with its side.
         tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
+    elif relative:  # the mean absolute neighbour difference, in pixel units
+        tv = tv / (image.size * config.model_range)
     components.update(content=content, style=style, tv=tv)
     total = content + style + tv
     if targets.previous:
         temporal = config.temporal_weight * sum(
             temporal_loss(image, warped, weights) for warped, weights in targets.previous)
+        if relative:
+            temporal = temporal / config.model_range**2
         components["temporal"] = temporal
         total = total + temporal
     return total, components
+
+
+def _energy(target: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """mean(target^2) over the region `mask` [h, w] (or all of it) of features [h, w, C]: the
+    content term's scale under the relative objective."""
+    squared, area = masked(jnp.square(target.astype(jnp.float32)), mask)
+    return jnp.maximum(jnp.sum(squared) / (area * target.shape[-1]), 1e-30)

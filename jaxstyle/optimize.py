@@ -27,7 +27,35 @@ from jaxstyle.errors import OptimizationError, OutOfMemoryError
 _CURVATURE_EPS = 1e-10
 
 STALL_WINDOW = 10
-"""Iterations over which `minimize`'s ``tolerance`` measures the loss's progress."""
+"""Iterations over which a `StopRule` measures progress; it is checked every this many
+iterations of a run (whatever the chunk length), so where a run stops does not depend on how
+often it reports."""
+
+CHANGE = "change"
+"""The history entry of the image's mean absolute change per iteration, in grey levels."""
+
+
+class StopRule(NamedTuple):
+    """When `minimize` ends a run before its iterations, checked every `STALL_WINDOW` iterations
+    over the last `STALL_WINDOW` (0 turns a rule off; with both on, either stops).
+
+    Attributes:
+      loss: the loss fell by less than this fraction per iteration (a rising loss never stops).
+      change: the picture changed by less than this many grey levels per iteration, on
+        average over its pixels (for a batch: every image's did).
+    """
+
+    loss: float = 0.0
+    change: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.loss or self.change)
+
+    def met(self, history: dict[str, list]) -> bool:
+        """Whether the run whose history (each entry a loss, or per-image losses for a batch)
+        this is should stop now."""
+        return bool(self.loss and stalled(history["total"], self.loss)
+                    or self.change and settled(history[CHANGE], self.change))
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,11 @@ class OptimizerConfig:
       linesearch: "none" for neural-style's fixed steps, or a jaxopt line search name.
       ema_decay: decay of the moving average of iterates kept in `LoopState.ema` (0: the average
         is just the current iterate).
+      first_step: with a line search, the largest change of any variable that L-BFGS's first
+        step tries (model units); 0: jaxopt's unscaled first step along -g. A loss whose
+        values are O(1) (a normalised objective) has a gradient far too small for that.
+      grey_level: variable units per grey level (1/255 of the pixel range): the unit of the
+        ``change`` history, the mean absolute change of the image per iteration.
     """
 
     name: str
@@ -51,6 +84,8 @@ class OptimizerConfig:
     history: int
     linesearch: str
     ema_decay: float
+    first_step: float = 0.0
+    grey_level: float = 1.0
 
 
 class LoopState(NamedTuple):
@@ -337,6 +372,9 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
                 # torch.optim.LBFGS's first step is min(1, 1/|g|_1) * lr along -g; with an empty
                 # history jaxopt steps along -gamma * g, so seeding gamma reproduces it exactly.
                 state = state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
+            elif config.first_step:
+                steepest = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1e-30)
+                state = state._replace(gamma=config.first_step / steepest)
             return state
 
         def opt_step(x, state, *args):
@@ -348,7 +386,8 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
             sy = jnp.vdot(new_x - x, new_state.grad - state.grad)
             skip = sy <= _CURVATURE_EPS
             slot = state.iter_num % config.history
-            kept_gamma = jnp.where(state.iter_num == 0, jnp.ones_like(state.gamma), state.gamma)
+            first = jnp.ones_like(state.gamma) if not config.first_step else state.gamma
+            kept_gamma = jnp.where(state.iter_num == 0, first, state.gamma)
             new_state = new_state._replace(
                 rho_history=jnp.where(
                     skip, new_state.rho_history.at[slot].set(0.0), new_state.rho_history
@@ -390,12 +429,12 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
         step = jax.vmap(step, in_axes=(0, 0, *batch_axes))
 
     def run_chunk(x, state, n, *args):
-        def record(history, i, value, aux):
-            entries = {"total": value, **aux}
+        def record(history, i, value, change, aux):
+            entries = {"total": value, CHANGE: change, **aux}
             return {k: history[k].at[i].set(entries[k]) for k in history}
 
         shape = (chunk, *jnp.shape(state.opt.value))  # (chunk,) or (chunk, batch)
-        history = {"total": jnp.full(shape, jnp.nan)}
+        history = {"total": jnp.full(shape, jnp.nan), CHANGE: jnp.full(shape, jnp.nan)}
         history.update({k: jnp.full(shape, jnp.nan) for k in state.opt.aux})
 
         def cond(carry):
@@ -407,9 +446,11 @@ def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chun
             new_x, new_state = step(x, state, *args)
             ok = jnp.all(jnp.isfinite(new_state.opt.value))
             keep = functools.partial(jax.tree_util.tree_map, lambda a, b: jnp.where(ok, a, b))
+            per_image = None if batch_axes is None else tuple(range(1, x.ndim))
+            change = jnp.mean(jnp.abs(new_x - x), axis=per_image) / config.grey_level
             history = jax.lax.cond(
-                ok, lambda h: record(h, i, new_state.opt.value, new_state.opt.aux), lambda h: h,
-                history,
+                ok, lambda h: record(h, i, new_state.opt.value, change, new_state.opt.aux),
+                lambda h: h, history,
             )
             bad_aux = keep(bad_aux, new_state.opt.aux)
             return i + ok, keep(new_x, x), keep(new_state, state), history, ~ok, bad_aux
@@ -457,6 +498,40 @@ def estimate_memory(
     total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
              + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
     return MemoryEstimate(int(total), int(state_bytes), int(analysis.temp_size_in_bytes))
+
+
+def check_memory(loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple,
+                 config: OptimizerConfig, chunk: int, memory_limit: int | None = None,
+                 batch_axes: tuple | None = None, cache: CompileCache | None = None) -> None:
+    """Refuses a run that would not fit, before anything is allocated: `estimate_memory`
+    against `memory_limit` bytes (None: what the device has free; 0: no check). `x0` and `args`
+    may be `jax.ShapeDtypeStruct`s, so a run can be checked before its targets are computed.
+
+    Raises:
+      OutOfMemoryError: the estimate and its parts, and what to change.
+    """
+    if memory_limit == 0:
+        return
+    limit = memory_limit or available_memory()
+    if not limit:
+        return
+    advice = ("use a smaller --size, --scales to finish large sizes with fewer iterations, a "
+              "shorter --lbfgs-history, or --optimizer adam (no history)")
+    # The optimizer state's size needs no compilation: a run whose state alone does not fit
+    # is refused at once.
+    init, _ = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
+    state = sum(leaf.size * leaf.dtype.itemsize
+                for leaf in jax.tree_util.tree_leaves(jax.eval_shape(init, x0, *args)))
+    if state > limit:
+        raise OutOfMemoryError(f"this run needs more than {_size(state)} (its optimizer state "
+                               f"alone) but {_size(limit)} is available: {advice}")
+    need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes, cache)
+    if need.total > limit:
+        rest = need.total - need.state - need.temporaries
+        raise OutOfMemoryError(
+            f"this run needs about {_size(need.total)} (optimizer state {_size(need.state)}, "
+            f"network activations {_size(need.temporaries)}, network, targets and image "
+            f"{_size(rest)}) but {_size(limit)} is available: {advice}")
 
 
 def _size(n: int) -> str:
@@ -549,8 +624,8 @@ def minimize(
     memory_limit: int | None = None,
     chunk_args: Callable[[int], tuple] | None = None,
     cache: CompileCache | None = None,
-    tolerance: float = 0.0,
-    recent: list | None = None,
+    stop: StopRule = StopRule(),
+    recent: dict[str, list] | None = None,
 ) -> MinimizeResult:
     """Minimizes ``loss_fn(x, *args, loss_static) -> (value, aux)`` over the image `x`.
 
@@ -576,12 +651,10 @@ def minimize(
         same shapes as `args` (a style loss that redraws random directions between chunks); the
         objective is fixed within a chunk. Default: `args` throughout.
       cache: where compiled executables are kept and reused (default `COMPILED`).
-      tolerance: stop early, at the end of a chunk, once the loss fell by less than this
-        fraction per iteration on average over the last `STALL_WINDOW` iterations (counting
-        those in `recent`); 0 runs all `iterations`. A loss that rose over the window is not
-        converging, so it never stops a run.
-      recent: the losses of the iterations just before `start_iteration` when continuing, which
-        the `tolerance` window may reach back into (so that a resumed run stops where the
+      stop: end the run early once its `StopRule` is met (checked every `STALL_WINDOW`
+        iterations, counting from 0, over the history including `recent`).
+      recent: the history of the iterations just before `start_iteration` when continuing,
+        which the stop rule's window may reach back into (so that a resumed run stops where the
         uninterrupted one would).
 
     Returns:
@@ -593,19 +666,7 @@ def minimize(
     """
     cache = cache or COMPILED
     start = time.perf_counter()  # the memory estimate compiles the run: count it as compilation
-    if memory_limit != 0:
-        limit = memory_limit or available_memory()
-        if limit:
-            need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes,
-                                   cache)
-            if need.total > limit:
-                raise OutOfMemoryError(
-                    f"this run needs about {_size(need.total)} (optimizer state "
-                    f"{_size(need.state)}, network activations {_size(need.temporaries)}) but "
-                    f"{_size(limit)} is available: use a smaller --size, --scales to finish large "
-                    "sizes with fewer iterations, a shorter --lbfgs-history, or --optimizer adam "
-                    "(no history)"
-                )
+    check_memory(loss_fn, loss_static, x0, args, config, chunk, memory_limit, batch_axes, cache)
     init, run_chunk = _compiled(loss_fn, loss_static, config, chunk, batch_axes)
     # The chunks donate their image and state buffers; copies keep the caller's arrays alive.
     x0 = jnp.array(x0, copy=True)
@@ -617,7 +678,7 @@ def minimize(
     compile_seconds = cache.seconds_since(start)
     x = x0
     history = {k: list(v) for k, v in (history or {}).items()}
-    for key in ("total", *state.opt.aux):
+    for key in ("total", CHANGE, *state.opt.aux):
         history.setdefault(key, [])
 
     def progress() -> Progress:
@@ -635,10 +696,11 @@ def minimize(
     done = start_iteration
     while done < iterations:
         n = min(chunk, iterations - done)
-        if stops is not None:
-            n = next((k for k in range(1, n + 1) if stops(done + k)), n)
+        n = next((k for k in range(1, n + 1) if stop and (done + k) % STALL_WINDOW == 0
+                  or stops is not None and stops(done + k)), n)
         result = compiled_chunk(x, state, jnp.asarray(n),
                                 *(args if chunk_args is None else chunk_args(done)))
+        _wait_in_python(result.steps)
         steps = int(result.steps)
         x, state = result.x, result.state
         for key, values in result.history.items():
@@ -653,11 +715,31 @@ def minimize(
             )
         if callback is not None:
             callback(progress())
-        if tolerance and stalled([*(recent or ()), *history["total"]], tolerance):
+        if stop and done % STALL_WINDOW == 0 and stop.met(
+                {k: [*(recent or {}).get(k, ()), *history[k]] for k in ("total", CHANGE)}):
             break
     total = time.perf_counter() - start
     return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
                           total - compile_seconds)
+
+
+def _wait_in_python(value: jax.Array) -> None:
+    """Waits for a dispatched computation by polling, not by blocking inside XLA: Python runs
+    signal handlers only between its own instructions, so a Ctrl-C during a long chunk is
+    heard at once (and a second one can end the process) instead of when the chunk ends."""
+    pause = 0.001
+    while not value.is_ready():
+        time.sleep(pause)
+        pause = min(2 * pause, 0.02)
+
+
+def settled(changes: list, tolerance: float, window: int = STALL_WINDOW) -> bool:
+    """Whether the picture changed by less than `tolerance` per iteration on average over the
+    last `window` iterations (`changes`: per iteration, a number or one per image of a batch,
+    the largest of which counts)."""
+    if len(changes) < window:
+        return False
+    return float(np.mean([np.max(c) for c in changes[-window:]])) < tolerance
 
 
 def stalled(totals: list, tolerance: float, window: int = STALL_WINDOW) -> bool:

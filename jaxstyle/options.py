@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -18,6 +19,11 @@ from jaxstyle.choices import (
     FLOWS,
     INITS,
     LINESEARCHES,
+    MAX_ITERATIONS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STYLE_SCALE,
+    MAX_WEIGHT,
     OPTIMIZERS,
     ORIGINAL_COLORS,
     POOLINGS,
@@ -34,6 +40,9 @@ if TYPE_CHECKING:
 
 LBFGS_STEP = 1.0  # neural-style's unit step
 ADAM_LEARNING_RATE = 0.02  # in [0, 1] pixel units
+FIRST_STEP = 0.05
+"""With a line search on the relative objective: the largest pixel change (in [0, 1] units)
+L-BFGS's first step tries; later steps take their length from the curvature L-BFGS has seen."""
 
 GROUPS = (
     "output and size",
@@ -52,9 +61,25 @@ class OptionsError(JaxstyleError):
     """An option has an invalid value; the message names the option."""
 
 
+BALANCED_STYLE_STRENGTH = 40.0
+"""The balanced preset's style strength: calibrated (docs/how-it-works.md, "How the default was
+chosen") so that the subject stays plain and the style is unmistakable across pairs and sizes."""
+
+_NEURAL_STYLE_OBJECTIVE = {
+    "content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3, "temporal_weight": 1e3,
+    "weight_normalization": "neural-style", "style_strength": 1.0, "stop_change": 0.0,
+}
 PRESET_VALUES = {
-    "neural-style": {"lbfgs_linesearch": "none", "stop_tolerance": 0.0, "convolution": "direct"},
-    "fast": {"lbfgs_linesearch": "zoom", "stop_tolerance": 1e-4, "convolution": "auto"},
+    "balanced": {
+        "content_weight": 1.0, "style_weight": 1.0, "tv_weight": 0.3, "temporal_weight": 30.0,
+        "weight_normalization": "relative", "style_strength": BALANCED_STYLE_STRENGTH,
+        "lbfgs_linesearch": "zoom", "stop_tolerance": 0.0, "stop_change": 0.1,
+        "convolution": "auto",
+    },
+    "neural-style": {**_NEURAL_STYLE_OBJECTIVE, "lbfgs_linesearch": "none",
+                     "stop_tolerance": 0.0, "convolution": "direct"},
+    "fast": {**_NEURAL_STYLE_OBJECTIVE, "lbfgs_linesearch": "zoom", "stop_tolerance": 1e-4,
+             "convolution": "auto"},
 }
 """What each of `PRESETS` sets among the options left None (see `StyleOptions.preset`)."""
 
@@ -136,16 +161,77 @@ def parse_value(name: str, text: str):
     return value
 
 
+class Range(NamedTuple):
+    """The values a numeric option may take (each element of a list option)."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        return (f"in {'(' if self.open_low else '['}{_bound(self.low)}, {_bound(self.high)}"
+                f"{')' if self.open_high else ']'}")
+
+
+def _bound(value: float) -> str:
+    """A range's end as a person reads it: whole numbers in full up to ten digits."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e10 else f"{value:g}"
+
+
+_WEIGHT = Range(0, MAX_WEIGHT)
+RANGES = {
+    "size": Range(0, MAX_SIDE),
+    "iterations": Range(0, MAX_ITERATIONS),
+    "style_strength": _WEIGHT,
+    "content_weight": _WEIGHT,
+    "style_weight": _WEIGHT,
+    "tv_weight": _WEIGHT,
+    "style_blend_weights": _WEIGHT,
+    "style_scale": Range(0, MAX_STYLE_SCALE, open_low=True),
+    "style_scales": Range(0, MAX_STYLE_SCALE, open_low=True),
+    "style_layer_weights": _WEIGHT,
+    "learning_rate": Range(0, MAX_WEIGHT, open_low=True),
+    "lbfgs_history": Range(1, 10_000),
+    "stop_tolerance": Range(0, 1),
+    "stop_change": Range(0, 255),
+    "seed": Range(0, MAX_SEED),
+    "progress_every": Range(1, MAX_ITERATIONS),
+    "redraw_every": Range(1, MAX_ITERATIONS),
+    "histogram_weight": _WEIGHT,
+    "scales": Range(1, MAX_SIDE),
+    "scale_iterations": Range(0, MAX_ITERATIONS),
+    "ema_decay": Range(0, 1, open_high=True),
+    "tile_size": Range(32, MAX_SIDE),
+    "tile_overlap": Range(1, MAX_SIDE),
+    "memory_limit_gb": Range(0, 1e6),
+    "temporal_weight": _WEIGHT,
+    "temporal_frames": Range(1, 1000),
+    "first_frame_iterations": Range(0, MAX_ITERATIONS),
+    "passes": Range(1, 100),
+    "pass_batch": Range(1, 4096),
+}
+"""What each numeric option may be: bounded to what the code can compute (the command line,
+the Python API and the studio's form all check against these)."""
+
+
 @dataclass(frozen=True)
 class StyleOptions:
     """Hyper-parameters of `jaxstyle.stylize`. Invalid values raise `OptionsError` on creation."""
 
     preset: str = _option(
-        "neural-style",
+        "balanced",
         "optimizer",
-        "'neural-style' reproduces neural-style's runs: L-BFGS with unit steps for "
-        "--iterations; 'fast' gets to the same objective sooner: a line search so that no "
-        "step goes uphill, and a stop once the loss stalls (see the README's 'Presets'). "
+        "'balanced': an objective whose terms are relative to their targets, so that "
+        "--style-strength means the same for any pair, size and network, a line search, and a "
+        "stop once the picture stops changing; 'neural-style' reproduces neural-style's runs "
+        "(its objective and weights, L-BFGS with unit steps for --iterations); 'fast' is "
+        "neural-style's objective with a line search and a stop once the loss stalls. "
         "Options named below as set by the preset can still be given",
         choices=PRESETS,
     )
@@ -155,10 +241,18 @@ class StyleOptions:
     iterations: int = _option(
         1000, "optimizer", "optimizer iterations (neural-style's -num_iterations)"
     )
-    content_weight: float = _option(5.0, "content and style", "weight of the content loss (w_c)")
-    style_weight: float = _option(100.0, "content and style", "weight of the style loss (w_s)")
-    tv_weight: float = _option(
-        1e-3, "content and style", "weight of the total-variation smoothness loss (w_tv)"
+    style_strength: float | None = _option(
+        None,
+        "content and style",
+        "how strongly the style repaints the photo: 0 keeps the photo, larger values paint "
+        "more of it away (multiplies the style weight)",
+    )
+    content_weight: float | None = _option(
+        None, "content and style", "weight of the content loss (w_c)")
+    style_weight: float | None = _option(
+        None, "content and style", "weight of the style loss (w_s)")
+    tv_weight: float | None = _option(
+        None, "content and style", "weight of the total-variation smoothness loss (w_tv)"
     )
     style_blend_weights: tuple[float, ...] | None = _option(
         None,
@@ -223,13 +317,20 @@ class StyleOptions:
         "stop a scale early once the loss fell by less than this fraction per iteration over "
         "the last 10 (0: always run --iterations, which is then the most a scale runs)",
     )
+    stop_change: float | None = _option(
+        None,
+        "optimizer",
+        "stop a scale early once the picture changes by less than this many grey levels (of "
+        "255) per iteration, on average over pixels and the last 10 iterations (0: never)",
+    )
     seed: int = _option(
         0,
         "run control",
         "seed for the noise initialisation, random weights and the sliced Wasserstein directions",
     )
     progress_every: int = _option(
-        10, "run control", "iterations between progress reports (one compiled chunk)"
+        10, "run control", "iterations between progress reports (one compiled chunk); it never "
+        "changes a result"
     )
     style_loss: str = _option(
         "gram",
@@ -239,6 +340,12 @@ class StyleOptions:
         "directions (sliced_wasserstein, Heitz et al. 2021); Gram plus per-channel histograms "
         "(gram_histogram, Risser et al. 2017)",
         choices=STYLE_LOSSES,
+    )
+    redraw_every: int = _option(
+        10,
+        "content and style",
+        "with --style-loss sliced_wasserstein: iterations between redraws of its random "
+        "directions (L-BFGS needs the objective fixed in between)",
     )
     histogram_weight: float = _option(
         1.0,
@@ -250,14 +357,16 @@ class StyleOptions:
         "content and style",
         "'mse': neural-style's squared feature difference; 'self_similarity': STROTSS's "
         "comparison of feature self-similarities, which keeps layout and frees colours (it needs "
-        "other weights: see the README)",
+        "other weights: see docs/guide/losses.md)",
         choices=CONTENT_LOSSES,
     )
-    weight_normalization: str = _option(
-        "neural-style",
+    weight_normalization: str | None = _option(
+        None,
         "content and style",
-        "'neural-style' keeps its formulas; 'resolution' makes the same weights "
-        "behave alike at any output size (equal at 512 px)",
+        "'relative': every layer's term is divided by its target's own energy and TV is "
+        "measured in pixels, so weights mean the same for any network, pair and size; "
+        "'neural-style' keeps its formulas; 'resolution' is neural-style's with the TV term "
+        "scaled so that the same weights behave alike at any output size (equal at 512 px)",
         choices=WEIGHT_NORMALIZATIONS,
     )
     style_scales: tuple[float, ...] | None = _option(
@@ -336,8 +445,8 @@ class StyleOptions:
         choices=CONVOLUTION_OPTIONS,
     )
 
-    temporal_weight: float = _option(
-        1e3,
+    temporal_weight: float | None = _option(
+        None,
         "video",
         "weight of the temporal loss that keeps each frame close to the previous stylized frame "
         "warped along the optical flow (Ruder et al. 2016); 0: independent frames",
@@ -382,81 +491,71 @@ class StyleOptions:
         for name in filled:  # frozen: set once, here, before anything reads them
             object.__setattr__(self, name, PRESET_VALUES[self.preset][name])
         object.__setattr__(self, "_filled_by_preset", filled)
+        self._check_types()
+        self._check_ranges()
         try:
-            # Validation only: deciding 'auto' would start JAX's backend, which must wait for
-            # jax.distributed.initialize in a multi-host batch.
+            # Weights and layer names, as the objective checks them. Validation only: deciding
+            # 'auto' would start JAX's backend, which must wait for jax.distributed.initialize
+            # in a multi-host batch.
             self.loss_config(convolution="direct")
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
-        def finite(x) -> bool:
-            return x is not None and math.isfinite(x)
+        if self.ema_decay and self.keep_best:
+            raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
 
-        scales, counts = self.scales, self.scale_iterations
+    def _check_types(self) -> None:
+        """Each field's type (lists become tuples) and, where it has them, its choices."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            problem = _type_problem(value, f.type)
+            if problem:
+                raise OptionsError(f"{f.name}: must be {problem} (got {value!r})")
+            plain = _plain(value)  # NumPy scalars as Python numbers (reports are JSON)
+            if plain is not value:
+                object.__setattr__(self, f.name, plain)
+            choices = f.metadata.get("choices")
+            if choices and value is not None and value not in choices:
+                raise OptionsError(f"{f.name}: expected one of {choices}, got {value!r}")
+
+    def _check_ranges(self) -> None:
+        """Every number within what the code can compute (`RANGES`), named as the user gave
+        it; then what a range cannot say."""
+        for name, bounds in RANGES.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if value is not None and not all(bounds.holds(v) for v in values):
+                shown = ",".join(map(str, values))
+                raise OptionsError(f"{name}: must be {bounds.describe()} (got {shown})")
+        scales, counts = self.scales or (), self.scale_iterations
         checks = {  # name: (valid, what a valid value is)
-            "size": (self.size >= 0, ">= 0 (0 keeps the content's size)"),
-            "iterations": (self.iterations >= 0, ">= 0"),
-            "passes": (self.passes >= 1, ">= 1"),
-            "pass_batch": (self.pass_batch >= 1, ">= 1"),
-            "first_frame_iterations": (self.first_frame_iterations is None
-                                       or self.first_frame_iterations >= 0, ">= 0"),
-            "temporal_frames": (len(self.temporal_frames) > 0 and min(self.temporal_frames) >= 1
+            "temporal_frames": (len(self.temporal_frames) > 0
                                 and list(self.temporal_frames) == sorted(set(self.temporal_frames)),
-                                "frame distances >= 1 in increasing order, e.g. 1,2,4"),
-            "style_scale": (finite(self.style_scale) and self.style_scale > 0, "> 0"),
-            "histogram_weight": (finite(self.histogram_weight) and self.histogram_weight >= 0,
-                                 ">= 0"),
-            "lbfgs_history": (self.lbfgs_history >= 1, ">= 1"),
-            "stop_tolerance": (finite(self.stop_tolerance) and self.stop_tolerance >= 0,
-                               ">= 0"),
-            "progress_every": (self.progress_every >= 1, ">= 1"),
-            "learning_rate": (self.learning_rate is None
-                              or finite(self.learning_rate) and self.learning_rate > 0, "> 0"),
-            "ema_decay": (0.0 <= self.ema_decay < 1.0, "in [0, 1)"),
-            "tile_size": (self.tile_size is None or self.tile_size >= 32, ">= 32"),
-            "tile_overlap": (self.tile_overlap >= 1 and (
-                self.tile_size is None or 2 * self.tile_overlap < self.tile_size),
-                ">= 1 and under half of --tile-size"),
-            "memory_limit_gb": (self.memory_limit_gb is None or self.memory_limit_gb >= 0,
-                                ">= 0"),
-            "scales": (scales is None or len(scales) > 0 and min(scales) > 0,
-                       "sizes > 0, e.g. 256,512"),
-            "scale_iterations": (counts is None or (
-                len(counts) in (1, len(scales or ())) and min(counts) >= 0),
-                f"one count >= 0, or one per scale ({len(scales or ())})"),
-            "style_scales": (self.style_scales is None or len(self.style_scales) > 0
-                             and min(self.style_scales) > 0, "scales > 0, one per style image"),
-            "style_blend_weights": (self.style_blend_weights is None or (
-                min(self.style_blend_weights, default=0) >= 0
-                and sum(self.style_blend_weights) > 0), "weights >= 0, not all 0"),
+                                "frame distances in increasing order, e.g. 1,2,4"),
+            "style_scales": (self.style_scales is None or len(self.style_scales) > 0,
+                             "one scale per style image"),
+            "tile_overlap": (self.tile_size is None or 2 * self.tile_overlap < self.tile_size,
+                             "under half of --tile-size"),
+            "scales": (self.scales is None or len(scales) > 0, "sizes, e.g. 256,512"),
+            "scale_iterations": (counts is None or len(counts) in (1, len(scales)),
+                                 f"one count, or one per scale ({len(scales)})"),
+            "style_blend_weights": (self.style_blend_weights is None
+                                    or sum(self.style_blend_weights) > 0, "not all 0"),
         }
         for name, (ok, requirement) in checks.items():
             if not ok:
                 value = getattr(self, name)
                 shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise OptionsError(f"{name}: must be {requirement} (got {shown})")
-        if self.ema_decay and self.keep_best:
-            raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
-        for name, allowed in (
-            ("pooling", POOLINGS),
-            ("init", INITS),
-            ("optimizer", OPTIMIZERS),
-            ("lbfgs_linesearch", LINESEARCHES),
-            ("style_loss", STYLE_LOSSES),
-            ("content_loss", CONTENT_LOSSES),
-            ("original_colors", ORIGINAL_COLORS),
-            ("weight_normalization", WEIGHT_NORMALIZATIONS),
-            ("precision", PRECISIONS),
-            ("convolution", CONVOLUTION_OPTIONS),
-            ("flow", FLOWS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise OptionsError(
-                    f"{name}: expected one of {allowed}, got {getattr(self, name)!r}"
-                )
 
-    def loss_config(self, convolution: str | None = None) -> LossConfig:
+    def loss_config(self, convolution: str | None = None, model_range: float = 1.0
+                    ) -> LossConfig:
         """The objective's static configuration (`jaxstyle.losses.LossConfig`) these options make,
-        with `convolution` in place of `network_convolution()` when given.
+        with `convolution` in place of `network_convolution()` when given, for a network whose
+        preprocessing spans `model_range` model units per pixel range
+        (`jaxstyle.Preprocessing.model_range`; it matters to the relative normalisation only).
 
         Raises:
           ValueError: an invalid layer name or weight (the message names the option).
@@ -469,7 +568,7 @@ class StyleOptions:
             content_layers=tuple(self.content_layers),
             style_layers=tuple(self.style_layers),
             content_weight=self.content_weight,
-            style_weight=self.style_weight,
+            style_weight=self.style_weight * self.style_strength,
             tv_weight=self.tv_weight,
             style_layer_weights=self.style_layer_weights,
             pooling=self.pooling,
@@ -479,6 +578,7 @@ class StyleOptions:
             precision=self.precision,
             convolution=convolution or self.network_convolution(),
             temporal_weight=self.temporal_weight,
+            model_range=model_range,
         )
 
     def network_convolution(self) -> str:
@@ -504,9 +604,14 @@ class StyleOptions:
             rate = rate if pixel_units else rate * model_range
         else:
             rate = self.learning_rate or LBFGS_STEP
-        return OptimizerConfig(
-            self.optimizer, rate, self.lbfgs_history, self.lbfgs_linesearch, self.ema_decay
-        )
+        # A relative objective's values are O(1), so its gradient is far too small to step
+        # along unscaled: the first step's length is set in pixels instead.
+        scaled_start = (self.weight_normalization == "relative"
+                        and self.lbfgs_linesearch != "none")
+        pixel_range = 1.0 if pixel_units else model_range
+        return OptimizerConfig(self.optimizer, rate, self.lbfgs_history, self.lbfgs_linesearch,
+                               self.ema_decay, FIRST_STEP * pixel_range if scaled_start else 0.0,
+                               grey_level=pixel_range / 255)
 
     def replace(self, **changes) -> StyleOptions:
         """A copy with `changes`; a new ``preset`` also replaces what the old one filled in."""
@@ -517,6 +622,46 @@ class StyleOptions:
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+
+def _type_problem(value, annotation: str) -> str:
+    """What `value` should be for a field annotated `annotation` ("int | None", "tuple[float,
+    ...]", ...), or "" when it is that."""
+    if annotation.endswith(" | None"):
+        if value is None:
+            return ""
+        annotation = annotation.removesuffix(" | None")
+    if annotation.startswith("tuple["):
+        element = annotation[len("tuple["):].split(",")[0]
+        plural = f"comma-separated {_PLURALS[element]}"
+        if not isinstance(value, tuple):
+            return plural
+        return plural if any(_type_problem(v, element) for v in value) else ""
+    if isinstance(value, bool) or annotation == "bool":
+        ok = isinstance(value, bool) and annotation == "bool"
+    elif annotation == "int":
+        ok = isinstance(value, numbers.Integral)
+    elif annotation == "float":
+        ok = isinstance(value, numbers.Real) and math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    return "" if ok else _WORDS[annotation]
+
+
+def _plain(value):
+    """NumPy integers and floats (also inside tuples) as Python's int and float."""
+    if isinstance(value, tuple):
+        plain = tuple(_plain(v) for v in value)
+        return value if all(a is b for a, b in zip(plain, value)) else plain
+    if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+        return float(value)
+    return value
+
+
+_WORDS = {"int": "a whole number", "float": "a finite number", "str": "text",
+          "bool": "true or false"}
+_PLURALS = {"int": "whole numbers", "float": "finite numbers", "str": "names"}
 
 _METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT",
              "str | None": "TEXT"}

@@ -53,6 +53,9 @@ class Quality(NamedTuple):
       style_gram_ratio: the summed Gram distance divided by the photo's own (1: no closer to
         the style than the photo, 0: the style's statistics).
       style_sliced_wasserstein_ratio: the same for the sliced Wasserstein distance.
+      content_references: what the mean content distance is for pictures that keep nothing
+        of the photo, to read it against: ``{"flat grey": ..., "noise": ...}`` (a uniform
+        mid-grey image, and uniform noise drawn with `SCORING_SEED`, at the output's size).
     """
 
     style_gram: dict[str, float]
@@ -60,13 +63,19 @@ class Quality(NamedTuple):
     content: dict[str, float]
     style_gram_ratio: float
     style_sliced_wasserstein_ratio: float
+    content_references: dict[str, float]
+
+    @property
+    def content_distance(self) -> float:
+        """The content distance averaged over the content layers (0: the photo's features)."""
+        return float(np.mean(list(self.content.values())))
 
     def summary(self) -> str:
-        """One line for a log: the ratios and the mean content distance."""
-        content = np.mean(list(self.content.values()))
+        """One line for a log: the style ratios and the content distance with its references."""
+        references = ", ".join(f"{k} {v:.2f}" for k, v in self.content_references.items())
         return (f"style distance {self.style_gram_ratio:.3g}x the photo's (Gram), "
                 f"{self.style_sliced_wasserstein_ratio:.3g}x (sliced Wasserstein); "
-                f"content distance {content:.3g}")
+                f"content distance {self.content_distance:.3g} (photo 0, {references})")
 
     def to_dict(self) -> dict:
         return self._asdict()
@@ -74,8 +83,7 @@ class Quality(NamedTuple):
 
 @functools.partial(jax.jit, static_argnums=(4,))
 def _distances(params, image, targets, content_features, config: LossConfig):
-    feats = {k: v[0] for k, v in vgg_features(params, image[None], config.layers,
-                                              config.pooling).items()}
+    feats = vgg_features(params, image, config.layers, config.pooling)
     gram = {n: gram_distance(feats[n], targets[n]["gram"]) for n in config.style_layers}
     sw = {n: _SLICED.distance(feats[n], targets[n]["sliced"]) for n in config.style_layers}
     content = {n: jnp.mean(jnp.square(feats[n] - content_features[n]))
@@ -121,4 +129,12 @@ def measure(
     floats = [{k: float(v) for k, v in d.items()} for d in out]
     ratio = [sum(o.values()) / max(sum(float(v) for v in b.values()), 1e-30)
              for o, b in zip(floats[:2], base[:2])]
-    return Quality(floats[0], floats[1], floats[2], ratio[0], ratio[1])
+    references = {
+        "flat grey": jnp.full((h, w, 3), 0.5, jnp.float32),
+        "noise": jax.random.uniform(jax.random.key(SCORING_SEED), (h, w, 3)),
+    }
+    for name, picture in references.items():
+        scores = _distances(weights.params, pre.to_model(picture), targets, content_features,
+                            config)[2]
+        references[name] = float(np.mean([float(v) for v in scores.values()]))
+    return Quality(floats[0], floats[1], floats[2], ratio[0], ratio[1], references)

@@ -97,6 +97,42 @@ def warp_to(content: np.ndarray, other_content: np.ndarray, other_stylized: jax.
     return warp(jnp.asarray(other_stylized), backward), consistency_weights(forward, backward)
 
 
+NEIGHBOURHOOD = 0.04
+"""Gaussian radius (sigma), as a fraction of the frame's longest side, over which `start_image`
+carries the stylization's colour shift into pixels the flow cannot vouch for."""
+
+
+def start_image(content: np.ndarray, warped: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Where a frame's optimization starts: the previous stylized frame warped to it where the
+    flow is trusted (`weights` float [H, W] in [0, 1]), and elsewhere (content entering at a
+    border, disocclusions) the content frame shifted by its stylized neighbourhood's local
+    colour change, so that new content starts in its neighbours' palette instead of as the pale
+    photo (departure from Ruder et al., who start such pixels from the warp's smear).
+
+    Args:
+      content: the content frame float [H, W, 3] in [0, 1]; warped: the previous stylized
+        frame warped to it, float [H, W, 3].
+
+    Returns:
+      float32 [H, W, 3] in [0, 1].
+    """
+    import cv2
+
+    content, warped = np.asarray(content, np.float32), np.asarray(warped, np.float32)
+    c = np.asarray(weights, np.float32)[..., None]
+    sigma = max(2.0, NEIGHBOURHOOD * max(content.shape[:2]))
+
+    def blur(a):
+        return cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+
+    # Normalised convolution: the trusted pixels' mean change (stylized - photo) nearby.
+    covered = blur(c[..., 0])[..., None]
+    shift = blur(np.ascontiguousarray((warped - content) * c)) / np.maximum(covered, 1e-6)
+    shift = np.where(covered > 1e-3, shift, 0.0)
+    filled = np.clip(content + shift, 0.0, 1.0)
+    return (c * warped + (1 - c) * filled).astype(np.float32)
+
+
 def long_term_weights(weights: list[jax.Array]) -> list[jax.Array]:
     """Long-term consistency (Ruder et al., section 3.3): the weights of frames i-j, nearest
     first, each keeping only the pixels no nearer frame already covers:

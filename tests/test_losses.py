@@ -7,11 +7,12 @@ from conftest import loss_config, nhwc
 from jaxstyle import (
     Targets,
     content_targets,
+    gram_loss,
     gram_matrix,
     objective,
-    style_loss,
     style_targets,
     tv_loss,
+    vgg_features,
 )
 
 
@@ -89,6 +90,98 @@ def test_validation():
     with pytest.raises(ValueError, match="features"):
         gram_matrix(jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="target_gram"):
-        style_loss(jnp.zeros((4, 4, 3)), jnp.zeros((2, 2)))
+        gram_loss(jnp.zeros((4, 4, 3)), jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="blend_weights"):
         style_targets({}, [jnp.zeros((8, 8, 3))], loss_config(), [1.0, 2.0])
+
+
+def _scaled_network(params: dict, k: float) -> dict:
+    """The same network with every activation multiplied by k: the first convolution's kernel
+    and every bias times k (ReLU and pooling commute with a positive factor)."""
+    first = min(params, key=lambda name: (int(name.split("_")[0][4:]), int(name.split("_")[1])))
+    return {name: {"kernel": layer["kernel"] * (k if name == first else 1.0),
+                   "bias": layer["bias"] * k} for name, layer in params.items()}
+
+
+def test_relative_objective_ignores_the_networks_activation_scale(tiny_weights):
+    content = jax.random.uniform(jax.random.key(0), (24, 24, 3))
+    style = jax.random.uniform(jax.random.key(1), (24, 24, 3))
+    image = jax.random.uniform(jax.random.key(2), (24, 24, 3))
+    relative = loss_config("balanced", content_layers=("relu2_1",),
+                           style_layers=("relu1_1", "relu2_1"), tv_weight=0.0)
+    neural = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    values = {}
+    for k in (1.0, 40.0):
+        params = _scaled_network(tiny_weights.params, k)
+        for name, config in (("relative", relative), ("neural", neural)):
+            targets = Targets(content_targets(params, content, config),
+                              (style_targets(params, [style], config),))
+            values[name, k] = objective(image, params, targets, config)[1]
+    for part in ("content", "style"):
+        np.testing.assert_allclose(values["relative", 40.0][part], values["relative", 1.0][part],
+                                   rtol=1e-4)
+    # neural-style's terms grow as k^2 (content) and k^4 (Gram): its weights depend on it.
+    np.testing.assert_allclose(values["neural", 40.0]["content"],
+                               1600 * values["neural", 1.0]["content"], rtol=1e-3)
+
+
+def test_relative_objective_against_numpy(tiny_weights):
+    params = tiny_weights.params
+    content, style, image = (np.asarray(jax.random.uniform(jax.random.key(i), (20, 28, 3)))
+                             for i in range(3))
+    config = loss_config("balanced", content_layers=("relu2_1", "relu3_1"),
+                         style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 3.0),
+                         content_weight=2.0, style_weight=7.0, tv_weight=0.5, model_range=4.0)
+    targets = Targets(content_targets(params, jnp.asarray(content), config),
+                      (style_targets(params, [jnp.asarray(style)], config),))
+    total, parts = objective(jnp.asarray(image), params, targets, config)
+    batch = {name: np.asarray(f, np.float64) for name, f in jax.vmap(
+        lambda one: vgg_features(params, one, ("relu1_1", "relu2_1", "relu3_1"), "max"))(
+        jnp.asarray(np.stack([image, content, style]))).items()}
+
+    def gram(f):
+        flat = f.reshape(-1, f.shape[-1])
+        return flat.T @ flat / f.size
+
+    want_content = 2.0 * np.mean([np.mean((batch[n][0] - batch[n][1]) ** 2)
+                                  / np.mean(batch[n][1] ** 2) for n in ("relu2_1", "relu3_1")])
+    distance = [np.mean((gram(batch[n][0]) - gram(batch[n][2])) ** 2)
+                for n in ("relu1_1", "relu2_1")]
+    energy = [np.mean(gram(batch[n][2]) ** 2) for n in ("relu1_1", "relu2_1")]
+    # Without the photo's own distance in the targets, the divisor is the targets' energy.
+    want_style = 7.0 * (distance[0] + 3.0 * distance[1]) / (energy[0] + 3.0 * energy[1])
+    x = image.astype(np.float64)
+    want_tv = 0.5 * (np.abs(np.diff(x, axis=0)).sum() + np.abs(np.diff(x, axis=1)).sum()) / (
+        x.size * 4.0)
+    np.testing.assert_allclose(parts["content"], want_content, rtol=1e-4)
+    np.testing.assert_allclose(parts["style"], want_style, rtol=1e-4)
+    np.testing.assert_allclose(parts["tv"], want_tv, rtol=1e-4)
+    np.testing.assert_allclose(total, want_content + want_style + want_tv, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gram", "mean_cov", "sliced_wasserstein", "gram_histogram"])
+def test_each_style_loss_energy_is_its_distance_from_a_blank_map(name):
+    from jaxstyle.style_losses import style_loss_named
+
+    loss = style_loss_named(name, seed=0)
+    features = jax.random.uniform(jax.random.key(4), (12, 10, 6))
+    target = loss.prepare(loss.statistics(features, None))
+    blank = loss.distance(jnp.zeros((64, 64, 6)), target, None)
+    if name == "sliced_wasserstein":  # the energy spans the whole bank, the distance one draw
+        blank = jnp.mean(jnp.square(target["quantiles"]))
+    np.testing.assert_allclose(loss.target_energy(target, 6), blank, rtol=2e-3)
+
+
+def test_relative_style_term_is_the_fraction_of_the_photos_distance_left(tiny_weights):
+    from jaxstyle import region_targets
+
+    params = tiny_weights.params
+    content, style = (jax.random.uniform(jax.random.key(i), (24, 24, 3)) for i in (5, 6))
+    config = loss_config("balanced", content_layers=("relu2_1",),
+                         style_layers=("relu1_1", "relu2_1"), style_weight=4.0)
+    targets = region_targets(params, content, [style], config)
+    _, at_photo = objective(content, params, targets, config)
+    np.testing.assert_allclose(at_photo["style"], 4.0, rtol=1e-5)  # the photo: all of it left
+    _, at_style = objective(style, params, targets, config)
+    assert float(at_style["style"]) < 1e-4  # the style image itself: none left
+    assert float(at_photo["content"]) == 0.0

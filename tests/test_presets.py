@@ -11,13 +11,16 @@ from conftest import smooth_image
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.checkpoint import Checkpoint, load_checkpoint, options_from_dict, save_checkpoint
 from jaxstyle.options import PRESET_VALUES, OptionsError
-from jaxstyle.plan import plan, total_iterations
+from jaxstyle.stages import plan, total_iterations
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
 
 def test_a_preset_fills_only_what_the_user_left_unset():
-    assert StyleOptions().preset == "neural-style"
+    assert StyleOptions().preset == "balanced"
+    balanced = StyleOptions()
+    assert {k: getattr(balanced, k) for k in PRESET_VALUES["balanced"]} == PRESET_VALUES["balanced"]
+    assert balanced.weight_normalization == "relative" and balanced.stop_change > 0
     plain = StyleOptions(preset="neural-style")
     assert plain.lbfgs_linesearch == "none" and plain.stop_tolerance == 0.0
     fast = StyleOptions(preset="fast")
@@ -37,15 +40,27 @@ def test_a_preset_fills_only_what_the_user_left_unset():
 def test_bad_preset_values_are_named():
     with pytest.raises(OptionsError, match="preset: expected one of"):
         StyleOptions(preset="fastest")
-    with pytest.raises(OptionsError, match="stop_tolerance: must be >= 0"):
+    with pytest.raises(OptionsError, match=r"stop_tolerance: must be in \[0, 1\]"):
         StyleOptions(stop_tolerance=-1.0)
 
 
 def test_checkpoints_written_before_presets_load_as_neural_style():
-    old = {k: v for k, v in StyleOptions().to_dict().items()
-           if k not in ("preset", "stop_tolerance")}
+    # Such a checkpoint holds neural-style's values and none of the options added since.
+    new = ("preset", "stop_tolerance", "stop_change", "style_strength")
+    old = {k: v for k, v in StyleOptions(preset="neural-style").to_dict().items()
+           if k not in new}
     options = options_from_dict(json.loads(json.dumps(old)))
-    assert options.preset == "neural-style" and options.stop_tolerance == 0.0
+    assert options == StyleOptions(preset="neural-style")
+
+
+def test_neural_style_preset_keeps_its_objective_and_weights():
+    options = StyleOptions(preset="neural-style")
+    config = options.loss_config(model_range=255.0)
+    assert (config.content_weight, config.style_weight, config.tv_weight) == (5.0, 100.0, 1e-3)
+    assert config.weight_normalization == "neural-style" and options.lbfgs_linesearch == "none"
+    assert options.optimizer_config(255.0).first_step == 0.0
+    # The strength multiplies the style weight in any preset.
+    assert options.replace(style_strength=0.5).loss_config().style_weight == 50.0
 
 
 def test_fast_stops_once_the_loss_stalls_and_never_climbs(tiny_weights):
