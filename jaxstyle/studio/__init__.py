@@ -1,0 +1,14 @@
+"""``jaxstyle studio``: a local web page that drives `jaxstyle.stylize` and shows it working.
+
+`form` turns `StyleOptions` into the page's form and back; `store` owns the server's run folder
+(uploads, examples, results); `runner` is one run or sweep from arrays to files; `worker` runs
+them one at a time in one thread, keeping the network and compiled code warm; `guard` refuses
+requests that do not come from the page; `server` is the HTTP side (Starlette, server-sent
+events). Needs the ``studio`` extra.
+"""
+
+DEFAULT_PORT = 8765
+"""``jaxstyle studio``'s port unless ``--port`` says otherwise."""
+
+MAX_UPLOAD_MB = 50.0
+"""``--max-upload-mb``'s default: the largest upload in MiB (pixels: ``--max-pixels``)."""

@@ -1,0 +1,226 @@
+"""One studio job from arrays to files: a run (`jaxstyle.stylize`) or a sweep
+(`jaxstyle.sweep`), scored by `jaxstyle.quality.measure`, its picture and JSON report
+written into the job's folder.
+
+Nothing here knows about HTTP or threads: the caller passes callbacks that see each chunk and
+say whether to stop. A stop takes effect at the end of the chunk running (a sweep's: the cell)
+and keeps what was reached, with the optimizer state to continue from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxstyle import __version__
+from jaxstyle.checkpoint import RunState
+from jaxstyle.driver import StylizeProgress, stylize
+from jaxstyle.files import atomic_write
+from jaxstyle.images import save_image
+from jaxstyle.options import StyleOptions
+from jaxstyle.quality import measure
+from jaxstyle.runner import output_label, run_report
+from jaxstyle.sweeps import Cell, contact_sheet, sweep
+from jaxstyle.weights import VGGWeights
+
+RESULT = "result.png"
+SHEET = "sheet.png"
+REPORT = "report.json"
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a job after the current chunk."""
+
+
+class Outcome(NamedTuple):
+    """How a job ended.
+
+    Attributes:
+      status: "done" (it ran to its end) or "stopped" (asked to, after a chunk).
+      image: float32 [H, W, 3] RGB in [0, 1]: the result, the picture reached, or the sheet.
+      iteration: iterations of the run done (a sweep: cells done).
+      state: where a run stands, to continue it (`stylize`'s ``resume``); None for a sweep.
+      report: what ``report.json`` holds.
+    """
+
+    status: str
+    image: np.ndarray
+    iteration: int
+    state: RunState | None
+    report: dict
+
+
+PREVIEW_SECONDS = 1.0
+"""About how often a run shows its picture: chunks end early for it, never changing a result."""
+
+
+class PreviewPace:
+    """Where a run's chunks end, so that a picture comes about every `PREVIEW_SECONDS`.
+
+    A chunk ends after the first iteration (the first picture, as soon as the run has
+    started), at the usual ends (every ``progress_every``, where the stop rules look), and every
+    `step` iterations in between, `step` set from the pace measured so far. Chunk ends never
+    change a result: the compiled loop carries its state across them exactly, and sliced
+    Wasserstein's redraws go by ``iteration // progress_every``.
+
+    Args:
+      progress_every: the options' chunk length, the longest a chunk gets.
+    """
+
+    def __init__(self, progress_every: int):
+        self.every, self.step, self.last = progress_every, 1, None
+
+    def __call__(self, iteration: int) -> bool:
+        """`stylize`'s ``report_at``: whether a chunk ends after `iteration`."""
+        return iteration == 1 or iteration % self.every == 0 or iteration % self.step == 0
+
+    def measured(self, iteration: int, now: float) -> None:
+        """Takes the pace from a chunk that ended at `iteration` at time `now` (seconds)."""
+        if self.last is not None and iteration > self.last[0]:
+            per = (now - self.last[1]) / (iteration - self.last[0])
+            self.step = max(1, min(self.every, round(PREVIEW_SECONDS / max(per, 1e-6))))
+        self.last = (iteration, now)
+
+
+def run(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    weights: VGGWeights,
+    options: StyleOptions,
+    folder: Path,
+    *,
+    on_progress: Callable[[StylizeProgress], None],
+    should_stop: Callable[[], bool],
+    inputs: dict,
+    resume: RunState | None = None,
+    style_cache: dict | None = None,
+) -> Outcome:
+    """Stylizes `content` into ``folder/result.png`` and writes ``folder/report.json``.
+
+    Args:
+      content: float32 [H, W, 3] RGB in [0, 1]; styles: the style images, likewise.
+      weights: the network; options: the run's options.
+      folder: where the files go (it exists).
+      on_progress: sees every chunk's `StylizeProgress` (chunks end as `PreviewPace` says).
+      should_stop: asked after each chunk; True ends the run there.
+      inputs: what the report says the inputs were (names, checksums, the command line).
+      resume: continue from this state (with ``options.iterations`` raised to run further).
+      style_cache: `stylize`'s cache of style targets, kept by the caller between runs.
+
+    Returns:
+      The `Outcome`; its ``state`` continues the run.
+
+    Raises:
+      JaxstyleError: what `stylize` raises for bad inputs or a diverging loss.
+    """
+    latest: list[StylizeProgress] = []  # only the newest: each holds a whole optimizer state
+    first = resume.iteration if resume is not None else 0
+    started = time.perf_counter()
+
+    pace = PreviewPace(options.progress_every)
+
+    def callback(p: StylizeProgress) -> None:
+        latest[:] = [p]
+        pace.measured(p.iteration, time.perf_counter())
+        on_progress(p)
+        if should_stop() and p.iteration < p.total_iterations:
+            raise _Stop
+
+    try:
+        result = stylize(content, styles, weights, options, callback=callback, report_at=pace,
+                         resume=resume, style_cache=style_cache)
+    except _Stop:
+        p = latest[0]
+        image, history, status = p.image(), p.history, "stopped"
+        losses = {"total": p.value, **p.components}
+        evaluations, timings = p.evaluations, {"total": time.perf_counter() - started}
+        ran = p.iteration - first
+    else:
+        image, history, status = result.image, result.history, "done"
+        losses, evaluations, timings = result.losses, result.evaluations, dict(result.timings)
+        ran = len(history.get("total", ())) - first
+        timings["per_iteration"] = timings["optimize"] / max(1, ran)
+    done = len(history.get("total", ()))
+    state = latest[0].run_state() if latest else None
+    quality = measure(weights, image, content, styles, options)
+    save_image(folder / RESULT, image, description=output_label(weights))
+    report = run_report(weights, options, losses, evaluations, timings, quality, history,
+                        **inputs, output=RESULT, status=status, iterations_done=done,
+                        resumed_from_iteration=resume.iteration if resume is not None else None)
+    write_json(folder / REPORT, report)
+    return Outcome(status, image, done, state, report)
+
+
+def run_sweep(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    weights: VGGWeights,
+    options: StyleOptions,
+    axes: Sequence[tuple[str, tuple]],
+    folder: Path,
+    *,
+    on_cell: Callable[[int, int, Cell, np.ndarray], None],
+    should_stop: Callable[[], bool],
+    inputs: dict,
+) -> Outcome:
+    """`jaxstyle sweep` into ``folder/sheet.png`` (the contact sheet) and ``folder/report.json``.
+
+    Args:
+      content, styles, weights, options: as for `run`; ``options`` applies to every cell.
+      axes: one or two ``(option, values)`` (`jaxstyle.sweep.parse_axis`).
+      folder: where the files go.
+      on_cell: sees ``(index, count, cell, sheet so far)`` after each cell.
+      should_stop: asked after each cell; True ends the sweep there.
+      inputs: what the report says the inputs were.
+
+    Returns:
+      The `Outcome` (``iteration``: cells done; ``state``: None).
+    """
+    cells: list[Cell] = []
+    columns = len(axes[-1][1])
+
+    def callback(index: int, count: int, cell: Cell) -> None:
+        cells.append(cell)
+        on_cell(index, count, cell, contact_sheet(cells, columns))
+        if should_stop() and index + 1 < count:
+            raise _Stop
+
+    try:
+        sweep(content, styles, weights, options, axes, callback)
+        status = "done"
+    except _Stop:
+        status = "stopped"
+    sheet = contact_sheet(cells, columns)
+    save_image(folder / SHEET, sheet, description=output_label(weights))
+    report = {
+        "jaxstyle_version": __version__,
+        **inputs,
+        "output": SHEET,
+        "status": status,
+        "vary": {name: list(values) for name, values in axes},
+        "weights": {"source": weights.source, "sha256": weights.source_sha256,
+                    "random": weights.is_random},
+        "options": options.to_dict(),
+        "cells": [{"settings": cell.settings, "final_losses": cell.losses,
+                   "quality": cell.quality.to_dict(), "seconds": cell.seconds}
+                  for cell in cells],
+    }
+    write_json(folder / REPORT, report)
+    return Outcome(status, sheet, len(cells), None, report)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Writes `data` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=2, default=_plain).encode())
+
+
+def _plain(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -1,0 +1,420 @@
+"""The studio's HTTP side: a Starlette app and `serve` for ``jaxstyle studio``.
+
+The page is static files shipped with the package (no CDN, no build step). It talks to this
+JSON API, follows a job through server-sent events (small JSON snapshots, the newest only) and
+fetches the newest picture when it is ready for one. Every request first passes
+`jaxstyle.studio.guard.Guard`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import socket
+import tempfile
+import threading
+import webbrowser
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from jaxstyle.choices import DEFAULT_MAX_PIXELS
+from jaxstyle.errors import ImageError, JaxstyleError
+from jaxstyle.options import OptionsError
+from jaxstyle.problem import check_inputs
+from jaxstyle.studio import DEFAULT_PORT, MAX_UPLOAD_MB, form, runner
+from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
+from jaxstyle.studio.store import RunFolder, display_name, preview_png
+from jaxstyle.studio.worker import Busy, Snapshot, Worker
+from jaxstyle.studio.worker import Request as JobRequest
+from jaxstyle.sweeps import grid, parse_axis
+
+STATIC = Path(__file__).parent / "static"
+
+_MAX_JSON_BYTES = 64 * 1024
+_EVENT_POLL_SECONDS = 0.05  # how often a stream looks for a new snapshot: at most 20 events/s
+_KEEPALIVE_SECONDS = 15.0
+_THUMB_SIDE = 256
+class StudioConfig(NamedTuple):
+    """A studio server's settings.
+
+    Attributes:
+      folder: the run folder (created if missing).
+      port: the port it listens on (the ``Host`` header must carry it).
+      host: the address it is bound to; off the loopback interface a token is required.
+      weights: ``--weights`` (a file, 'random', or None for the default search).
+      token: the token required off the loopback interface (None on it).
+      max_pixels: refuse uploads with more pixels than this.
+      max_bytes: refuse uploads larger than this.
+      log: where one-line messages go.
+    """
+
+    folder: Path
+    port: int
+    host: str = "127.0.0.1"
+    weights: str | None = None
+    token: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = int(MAX_UPLOAD_MB * 2**20)
+    log: Callable[[str], None] = print
+
+
+class TooLarge(JaxstyleError):
+    """A request body over its limit."""
+
+
+class Missing(JaxstyleError):
+    """A job or result the request names does not exist."""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused as soon as it passes `limit` bytes.
+
+    Raises:
+      TooLarge: the body (or its declared length) is over `limit`.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"{int(declared):,} bytes is over the limit of {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> dict:
+    """The request's JSON object body.
+
+    Raises:
+      JaxstyleError: not a JSON object (or too large).
+    """
+    try:
+        data = json.loads(await read_body(request, _MAX_JSON_BYTES) or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise JaxstyleError("the request is not JSON") from None
+    if not isinstance(data, dict):
+        raise JaxstyleError("the request must be a JSON object")
+    return data
+
+
+def public(snapshot: Snapshot | None) -> dict | None:
+    """A snapshot as the page gets it."""
+    if snapshot is None:
+        return None
+    return {**snapshot._asdict(), "plot": [list(p) for p in snapshot.plot]}
+
+
+def error(message: str, status: int = 400, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status)
+
+
+def options_error(exc: JaxstyleError) -> JSONResponse:
+    """An options error for the page: its message, and the field it names (if one)."""
+    name = str(exc).partition(":")[0].strip()
+    return error(str(exc), field=name if name in form.field_names() else None)
+
+
+def create_app(config: StudioConfig) -> Starlette:
+    """The studio as an ASGI app; its lifespan starts and stops the worker thread."""
+    folder = RunFolder(config.folder, config.max_pixels, config.max_bytes)
+    worker = Worker(folder, config.weights, config.log)
+    closing = threading.Event()
+    encoded: dict[int, tuple[int, bytes]] = {}  # job -> (frame seq, PNG): the newest only
+
+    def job_of(request: Request):
+        try:
+            job = worker.job(int(request.path_params["job"]))
+        except ValueError:
+            job = None
+        if job is None:
+            raise Missing("no such job")
+        return job
+
+    async def index(request: Request) -> Response:
+        if config.token is not None and "token" in request.query_params:
+            response = RedirectResponse("/", 303)  # the token leaves the address bar
+            response.set_cookie(cookie_name(config.port), config.token, httponly=True,
+                                samesite="strict")
+            return response
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    async def state(request: Request) -> Response:
+        current = worker.current()
+        network = worker.network
+        return JSONResponse({
+            "network": None if network is None else f"{network.network} from {network.source}",
+            "network_label": None if network is None else network.label(),
+            "network_random": bool(network is not None and network.is_random),
+            "network_error": worker.network_error,
+            "form": form.form_schema(),
+            "images": [e.public() for e in folder.images()],
+            "history": worker.records(),
+            "job": public(current.snapshot if current else None),
+            "limits": {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels},
+        })
+
+    async def upload(request: Request) -> Response:
+        name = display_name(unquote(request.headers.get("x-filename", "upload")))
+        try:
+            data = await read_body(request, config.max_bytes)
+            entry = await run_in_threadpool(folder.add_upload, data, name)
+        except TooLarge as exc:
+            return error(f"{name}: {exc} (the upload limit)", 413)
+        except ImageError as exc:
+            return error(str(exc))
+        return JSONResponse({"image": entry.public()})
+
+    async def image_preview(request: Request) -> Response:
+        try:
+            data = await run_in_threadpool(folder.preview, request.path_params["image"])
+        except ImageError as exc:
+            return error(str(exc), 404)
+        return Response(data, media_type="image/png", headers={"cache-control": "max-age=3600"})
+
+    def job_request(data: dict, kind: str) -> JobRequest:
+        """A run or sweep request from the page's JSON, checked as the CLI checks its inputs."""
+        content, styles = data.get("content"), data.get("styles")
+        if not isinstance(content, str) or not content:
+            raise JaxstyleError("choose a content image")
+        if not isinstance(styles, list) or not styles or not all(
+                isinstance(s, str) for s in styles):
+            raise JaxstyleError("choose at least one style image")
+        values = data.get("options") or {}
+        if not isinstance(values, dict):
+            raise JaxstyleError("options must be an object")
+        options = form.options_from_values(values)
+        shapes = [(e.height, e.width, 3) for e in map(folder.image, [content, *styles])]
+        axes: tuple = ()
+        if kind == "sweep":
+            vary = data.get("vary")
+            if isinstance(vary, str):
+                vary = [vary]
+            if not isinstance(vary, list) or not vary:
+                raise JaxstyleError("sweep: say which option to vary and its values")
+            axes = tuple(parse_axis(str(v)) for v in vary)
+            runs = grid(options, axes)
+        else:
+            runs = [options]
+        for run in runs:
+            check_inputs(shapes[0], shapes[1:], run)
+        return JobRequest(kind, content, tuple(styles), options, axes)
+
+    async def submit(job_request_: JobRequest) -> Response:
+        try:
+            job = worker.submit(job_request_)
+        except Busy as exc:
+            return error(str(exc), 409)
+        return JSONResponse({"job": public(job.snapshot)}, 202)
+
+    async def start_run(request: Request) -> Response:
+        try:
+            return await submit(job_request(await read_json(request), "run"))
+        except OptionsError as exc:
+            return options_error(exc)
+
+    async def start_sweep(request: Request) -> Response:
+        try:
+            return await submit(job_request(await read_json(request), "sweep"))
+        except OptionsError as exc:
+            return options_error(exc)
+
+    async def check(request: Request) -> Response:
+        try:
+            form.options_from_values((await read_json(request)).get("options") or {})
+        except OptionsError as exc:
+            return options_error(exc)
+        return JSONResponse({"error": None})
+
+    async def continue_run(request: Request) -> Response:
+        data = await read_json(request)
+        try:
+            more = int(data.get("iterations", 0))
+        except (TypeError, ValueError):
+            raise JaxstyleError("continue: iterations must be a whole number") from None
+        job_id = int(request.path_params["job"]) if request.path_params["job"].isdigit() else 0
+        return await submit(worker.continuation(job_id, more))
+
+    async def stop(request: Request) -> Response:
+        job = worker.stop()
+        return JSONResponse({"job": public(job.snapshot if job else None)})
+
+    async def events(request: Request) -> Response:
+        job = job_of(request)
+
+        async def stream():
+            sent, quiet = None, 0.0
+            while not closing.is_set():
+                snapshot = job.snapshot
+                if snapshot is not sent:
+                    yield f"data: {json.dumps(public(snapshot))}\n\n"
+                    sent, quiet = snapshot, 0.0
+                    if snapshot.finished:
+                        return
+                elif quiet > _KEEPALIVE_SECONDS:
+                    yield ": keep-alive\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(_EVENT_POLL_SECONDS)
+                quiet += _EVENT_POLL_SECONDS
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def frame(request: Request) -> Response:
+        job = job_of(request)
+        seq, image = job.frame()
+        if image is None:
+            return error("no picture yet", 404)
+        kept = encoded.get(job.id)
+        if kept is None or kept[0] != seq:
+            kept = encoded[job.id] = (seq, await run_in_threadpool(preview_png, image))
+            for other in [k for k in encoded if k != job.id]:
+                del encoded[other]
+        return Response(kept[1], media_type="image/png", headers={"x-frame": str(seq)})
+
+    def run_file(request: Request, name: str) -> Path:
+        record = worker.record(int(request.path_params["job"])) if (
+            request.path_params["job"].isdigit()) else None
+        if record is None or record.get("status") == "failed":
+            raise Missing("no such result")
+        return folder.run_dir(record["id"]) / name
+
+    async def result_image(request: Request) -> Response:
+        path = run_file(request, runner.SHEET)
+        path = path if path.is_file() else path.with_name(runner.RESULT)
+        name = f"jaxstyle-{request.path_params['job']}-{path.name}"
+        if request.query_params.get("download"):
+            return FileResponse(path, media_type="image/png", filename=name)
+        return FileResponse(path, media_type="image/png")
+
+    async def thumbnail(request: Request) -> Response:
+        path = run_file(request, runner.SHEET)
+        path = path if path.is_file() else path.with_name(runner.RESULT)
+        data = await run_in_threadpool(_thumbnail, path)
+        return Response(data, media_type="image/png")
+
+    async def report(request: Request) -> Response:
+        path = run_file(request, runner.REPORT)
+        return FileResponse(path, media_type="application/json",
+                            filename=f"jaxstyle-{request.path_params['job']}-report.json")
+
+    async def bad_input(request: Request, exc: Exception) -> Response:
+        return error(str(exc), 404 if isinstance(exc, Missing) else 400)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        worker.start()
+        try:
+            yield
+        finally:
+            closing.set()
+            await run_in_threadpool(worker.close)
+
+    routes = [
+        Route("/", index),
+        Route("/api/state", state),
+        Route("/api/images", upload, methods=["POST"]),
+        Route("/api/images/{image}/preview.png", image_preview),
+        Route("/api/check", check, methods=["POST"]),
+        Route("/api/runs", start_run, methods=["POST"]),
+        Route("/api/sweeps", start_sweep, methods=["POST"]),
+        Route("/api/stop", stop, methods=["POST"]),
+        Route("/api/jobs/{job}/continue", continue_run, methods=["POST"]),
+        Route("/api/jobs/{job}/events", events),
+        Route("/api/jobs/{job}/frame.png", frame),
+        Route("/api/jobs/{job}/image.png", result_image),
+        Route("/api/jobs/{job}/thumb.png", thumbnail),
+        Route("/api/jobs/{job}/report.json", report),
+        Mount("/static", StaticFiles(directory=STATIC)),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={JaxstyleError: bad_input})
+    app.state.worker = worker
+    return Guard(app, config.port, config.host, config.token)
+
+
+def _thumbnail(path: Path) -> bytes:
+    from jaxstyle.images import load_image
+
+    return preview_png(load_image(path), _THUMB_SIDE)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) and listening (port 0: any free port).
+
+    Raises:
+      JaxstyleError: the address cannot be bound (in use, not this machine's).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise JaxstyleError(f"--host {host} --port {port}: cannot listen there "
+                            f"({exc.strerror or exc}); --port 0 takes any free port") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None = None,
+          folder: str | None = None, open_browser: bool = False,
+          max_pixels: int = DEFAULT_MAX_PIXELS, max_upload_mb: float = MAX_UPLOAD_MB,
+          log: Callable[[str], None] = print) -> int:
+    """``jaxstyle studio``: serves the page until interrupted; returns the exit code.
+
+    Args:
+      host: the address to bind; anything but the loopback interface requires a token, which
+        is printed in the address.
+      port: the port (0: any free one).
+      weights: as ``--weights``.
+      folder: the run folder (default: a new folder in the temporary directory).
+      open_browser: open the page in the default browser once listening.
+      max_pixels: refuse uploads with more pixels than this; max_upload_mb: or more MiB.
+      log: where the address and one-line messages go.
+    """
+    import uvicorn
+
+    if not max_upload_mb > 0:
+        raise JaxstyleError(f"--max-upload-mb: must be > 0 (got {max_upload_mb})")
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
+    token = None if is_loopback(host) else secrets.token_urlsafe(24)
+    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="jaxstyle-studio-"))
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = socket.gethostname()
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    config = StudioConfig(root, port, host, weights, token, max_pixels,
+                          int(max_upload_mb * 2**20), log)
+    app = create_app(config)
+    log(f"jaxstyle studio: {url}")
+    if token:
+        log("  listening beyond this machine: the page needs the token in this address; "
+            "anyone with the address can use the studio")
+    log(f"  run folder: {root}; Ctrl-C stops the server")
+    if open_browser:
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=3))
+    server.run(sockets=[sock])
+    return 0

@@ -1,0 +1,217 @@
+"""The studio's run folder: the only place its files live, and the only names the page sees.
+
+Images are known to the page by an opaque id (an upload's is the start of its SHA-256, an
+example's its file name's stem) and runs by a number; a request never carries a path. Uploads
+are checked before they are kept: a byte limit, a short list of raster formats (Pillow's other
+plugins, some of which run external programs, are never reached), then `jaxstyle.load_image`
+with its pixel limit, decompression-bomb and truncation checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+import jaxstyle
+from jaxstyle.errors import ImageError
+from jaxstyle.images import IMAGE_SUFFIXES, load_image, to_uint8
+
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+"""What an upload may be; anything else is refused before it is decoded."""
+
+PREVIEW_SIDE = 768
+"""Longest side of the pictures the page shows of inputs and results (full-size files are
+downloaded, not shown)."""
+
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_DECODED = 8  # decoded input images kept in memory (a run's content and styles, and a few more)
+
+
+class ImageEntry(NamedTuple):
+    """An input image the server holds.
+
+    Attributes:
+      id: how the page names it.
+      name: the name it came with (an upload's file name), for display.
+      path: where it is; never sent to the page.
+      width, height: its size in pixels.
+      sha256: of the file's bytes (as checkpoints and reports record inputs).
+      example: whether it is one of the bundled examples.
+    """
+
+    id: str
+    name: str
+    path: Path
+    width: int
+    height: int
+    sha256: str
+    example: bool
+
+    def public(self) -> dict:
+        """What the page is told about it."""
+        return {"id": self.id, "name": self.name, "width": self.width, "height": self.height,
+                "example": self.example}
+
+
+def examples_dir() -> Path | None:
+    """The checkout's ``examples/`` folder, or None when jaxstyle runs from an installed wheel."""
+    folder = Path(jaxstyle.__file__).resolve().parent.parent / "examples"
+    return folder if folder.is_dir() else None
+
+
+def display_name(filename: str) -> str:
+    """A client's file name made safe to show: its last part, printable, at most 80 characters."""
+    name = re.split(r"[\\/]", filename or "")[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    return name[:80] or "upload"
+
+
+def preview_png(image: np.ndarray, side: int = PREVIEW_SIDE) -> bytes:
+    """float [H, W, 3] in [0, 1] -> PNG bytes, shrunk to `side` px on its longest side."""
+    picture = Image.fromarray(to_uint8(image), "RGB")
+    if max(picture.size) > side:
+        picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+class RunFolder:
+    """The folder a studio server owns: ``uploads/`` and ``runs/<n>/``, and the examples.
+
+    Thread-safe: the server's request threads add uploads while the worker reads them.
+    """
+
+    def __init__(self, root: str | os.PathLike, max_pixels: int, max_bytes: int):
+        self.root = Path(root)
+        self.max_pixels, self.max_bytes = max_pixels, max_bytes
+        self.uploads = self.root / "uploads"
+        self.runs = self.root / "runs"
+        for folder in (self.uploads, self.runs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._images: dict[str, ImageEntry] = {}
+        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._previews: dict[str, bytes] = {}
+        for path in sorted((examples_dir() or Path("/nonexistent")).glob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and _ID.fullmatch(path.stem):
+                with Image.open(path) as image:
+                    width, height = image.size
+                self._images[path.stem] = ImageEntry(path.stem, path.name, path, width, height,
+                                                     _sha256(path.read_bytes()), True)
+
+    def images(self) -> list[ImageEntry]:
+        """The examples, then this session's uploads in the order they came."""
+        with self._lock:
+            return list(self._images.values())
+
+    def image(self, image_id: str) -> ImageEntry:
+        """The image with this id.
+
+        Raises:
+          ImageError: no such image (the id is not looked up as a path).
+        """
+        with self._lock:
+            entry = self._images.get(image_id) if isinstance(image_id, str) else None
+        if entry is None:
+            raise ImageError(f"no image {str(image_id)[:64]!r} on this server: upload it again")
+        return entry
+
+    def add_upload(self, data: bytes, filename: str) -> ImageEntry:
+        """Checks and keeps an uploaded image.
+
+        Raises:
+          ImageError: too many bytes or pixels, not one of `UPLOAD_FORMATS`, truncated or
+            undecodable; the message names the upload by its file name.
+        """
+        name = display_name(filename)
+        if len(data) > self.max_bytes:
+            raise ImageError(f"{name}: {len(data):,} bytes is over the upload limit of "
+                             f"{self.max_bytes:,}")
+        if not data:
+            raise ImageError(f"{name}: the file is empty")
+        digest = _sha256(data)
+        fd, incoming = tempfile.mkstemp(dir=self.uploads, prefix=".incoming-")
+        incoming = Path(incoming)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                with Image.open(incoming, formats=UPLOAD_FORMATS) as probe:
+                    kind = probe.format
+            except UnidentifiedImageError:
+                raise ImageError(f"{name}: not an image (the studio takes "
+                                 f"{', '.join(UPLOAD_FORMATS)})") from None
+            try:
+                image = load_image(incoming, self.max_pixels)
+            except ImageError as exc:  # its message starts with our path: name the upload
+                raise ImageError(str(exc).replace(str(incoming), name)) from None
+            image_id = digest[:16]
+            path = self.uploads / f"{image_id}.{kind.lower()}"
+            os.replace(incoming, path)
+        finally:
+            incoming.unlink(missing_ok=True)
+        entry = ImageEntry(image_id, name, path, image.shape[1], image.shape[0], digest, False)
+        with self._lock:
+            self._images[image_id] = entry
+            self._remember(image_id, image)
+        return entry
+
+    def load(self, image_id: str) -> np.ndarray:
+        """The image as float32 [H, W, 3] in [0, 1].
+
+        Raises:
+          ImageError: no such image, or it can no longer be read.
+        """
+        entry = self.image(image_id)
+        with self._lock:
+            if image_id in self._decoded:
+                self._decoded.move_to_end(image_id)
+                return self._decoded[image_id]
+        image = load_image(entry.path, self.max_pixels)
+        with self._lock:
+            self._remember(image_id, image)
+        return image
+
+    def preview(self, image_id: str) -> bytes:
+        """A PNG of the image at most `PREVIEW_SIDE` px on its longest side."""
+        with self._lock:
+            found = self._previews.get(image_id)
+        if found is None:
+            found = preview_png(self.load(image_id))
+            with self._lock:
+                self._previews[image_id] = found
+        return found
+
+    def run_dir(self, run_id: int) -> Path:
+        """``runs/<run_id>``, created."""
+        folder = self.runs / f"{int(run_id):04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def relative(self, path: Path) -> str:
+        """`path` as written in reports: relative to the run folder, or an example's file name."""
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def _remember(self, image_id: str, image: np.ndarray) -> None:
+        self._decoded[image_id] = image
+        self._decoded.move_to_end(image_id)
+        while len(self._decoded) > _DECODED:
+            self._decoded.popitem(last=False)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

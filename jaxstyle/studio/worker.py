@@ -1,0 +1,431 @@
+"""The studio's one worker thread: it runs one job at a time in the server's process, and keeps
+the network, the style targets and the compiled functions warm between jobs.
+
+JAX does not survive ``fork``, so jobs run in a thread, not a child process. What a job shows
+the page is a `Snapshot`, replaced whole after every chunk (readers never see half an update),
+and the newest picture with a sequence number; older pictures are dropped, so a slow page
+always gets the newest one and nothing queues up.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxstyle.checkpoint import RunState
+from jaxstyle.driver import StylizeProgress
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.options import StyleOptions
+from jaxstyle.studio import form, runner
+from jaxstyle.studio.store import RunFolder
+from jaxstyle.weights import resolve_weights, usage_line
+
+_STYLE_CACHES = 4  # style-target caches kept (one per set of styles and options)
+_PLOT_POINTS = 400  # loss points a snapshot carries at most (the page's plot)
+_PACE_DECAY = 0.7  # weight of the earlier chunks in the time per iteration shown
+
+
+class Busy(JaxstyleError):
+    """A job was submitted while another runs."""
+
+
+class Request(NamedTuple):
+    """A job as the page asked for it.
+
+    Attributes:
+      kind: "run" or "sweep".
+      content: the content image's id; styles: the style images' ids.
+      options: the options (a sweep's apply to every cell).
+      axes: a sweep's ``(option, values)`` pairs; empty for a run.
+      resume: for a run that continues another: that run's id and state.
+    """
+
+    kind: str
+    content: str
+    styles: tuple[str, ...]
+    options: StyleOptions
+    axes: tuple = ()
+    resume: tuple[int, RunState] | None = None
+
+
+class Snapshot(NamedTuple):
+    """What the page is told about a job, as of its last chunk.
+
+    Attributes:
+      job: its id; kind: "run" or "sweep".
+      status: "queued", "running", "stopping", "done", "stopped" or "failed".
+      message: a sentence for the page (an error's message when failed).
+      iteration: iterations done (a sweep: cells done); total: of the whole job (with a stop
+        tolerance, the most it runs).
+      loss: the total loss now (None before the first chunk).
+      per_iteration: seconds per iteration, a moving average over the chunks since the first
+        (None until there is one).
+      eta: seconds left at that pace, if it runs to `total`.
+      frame: sequence number of the newest picture (0: none yet).
+      first_frame: seconds from submission to the first picture.
+      elapsed: seconds since submission; chunk_at: at the last chunk's end.
+      plot: ``(iteration, loss)`` after each chunk, thinned to a few hundred points.
+      record: the history entry, once the job has ended.
+    """
+
+    job: int
+    kind: str
+    status: str
+    message: str = ""
+    iteration: int = 0
+    total: int = 0
+    loss: float | None = None
+    per_iteration: float | None = None
+    eta: float | None = None
+    frame: int = 0
+    first_frame: float | None = None
+    elapsed: float = 0.0
+    chunk_at: float = 0.0
+    plot: tuple = ()
+    record: dict | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "stopped", "failed")
+
+
+class Job:
+    """A submitted job: its request, its newest `Snapshot` and picture, and its stop flag."""
+
+    def __init__(self, job_id: int, request: Request):
+        self.id, self.request = job_id, request
+        self.submitted = time.perf_counter()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot(job_id, request.kind, "queued", "waiting for the network")
+        self._frame: tuple[int, np.ndarray | None] = (0, None)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def update(self, **changes) -> Snapshot:
+        """Replaces the snapshot with one that has `changes` (and the elapsed time)."""
+        with self._lock:
+            self._snapshot = self._snapshot._replace(
+                elapsed=time.perf_counter() - self.submitted, **changes)
+            return self._snapshot
+
+    def frame(self) -> tuple[int, np.ndarray | None]:
+        """``(sequence number, float32 [H, W, 3] picture)`` of the newest picture."""
+        with self._lock:
+            return self._frame
+
+    def forget_picture(self) -> None:
+        with self._lock:
+            self._frame = (self._frame[0], None)
+
+    def show(self, image: np.ndarray) -> int:
+        """Makes `image` the newest picture; returns its sequence number."""
+        with self._lock:
+            seq = self._frame[0] + 1
+            self._frame = (seq, image)
+        return seq
+
+
+class Worker:
+    """Runs jobs one at a time in its own thread.
+
+    Args:
+      folder: the server's run folder.
+      weights: ``--weights`` as the command line takes it (a file, 'random' or None: the
+        default search); loaded once, in the thread, when the worker starts.
+      log: where one-line messages go (the server's console).
+    """
+
+    def __init__(self, folder: RunFolder, weights: str | None, log: Callable[[str], None]):
+        self.folder, self.weights_spec, self.log = folder, weights, log
+        self.network = None
+        self.network_error: str | None = None
+        self.ready = threading.Event()
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[int, Job] = OrderedDict()
+        self._records: OrderedDict[int, dict] = OrderedDict()
+        self._states: dict[int, tuple[Request, RunState]] = {}  # newest run's, to continue
+        self._style_caches: OrderedDict[tuple, dict] = OrderedDict()
+        self._wake = threading.Condition(self._lock)
+        self._pending: Job | None = None
+        self._current: Job | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="jaxstyle-studio-worker",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stops the running job after its chunk and ends the thread."""
+        with self._lock:
+            self._closing = True
+            for job in (self._pending, self._current):
+                if job is not None:
+                    job.stop.set()
+            self._wake.notify_all()
+        self._thread.join(timeout)
+
+    # What the server asks.
+
+    def submit(self, request: Request) -> Job:
+        """Queues a job, or refuses it while another is queued or running.
+
+        Raises:
+          Busy: a job is running (the message says which and how far it is).
+          JaxstyleError: the network could not be loaded, or the request cannot continue.
+        """
+        if self.network_error:
+            raise JaxstyleError(self.network_error)
+        with self._lock:
+            running = self._current or self._pending
+            if running is not None:
+                s = running.snapshot
+                raise Busy(f"{s.kind} {s.job} is still running ({s.iteration}/{s.total}): "
+                           "stop it or wait for it to finish, then try again")
+            for earlier in self._jobs.values():
+                earlier.forget_picture()  # the history keeps their files; memory keeps one
+            job = Job(len(self._jobs) + 1, request)
+            self._jobs[job.id] = job
+            self._pending = job
+            self._wake.notify_all()
+        return job
+
+    def job(self, job_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def current(self) -> Job | None:
+        with self._lock:
+            return self._current or self._pending
+
+    def stop(self) -> Job | None:
+        """Asks the running job to stop after its chunk; returns it (None: nothing runs)."""
+        job = self.current()
+        if job is not None:
+            job.stop.set()
+            if not job.snapshot.finished:
+                job.update(status="stopping", message="stopping after this chunk")
+        return job
+
+    def records(self) -> list[dict]:
+        """The history of this session's jobs, newest first."""
+        with self._lock:
+            return [dict(r, can_continue=r["id"] in self._states)
+                    for r in reversed(self._records.values())]
+
+    def record(self, job_id: int) -> dict | None:
+        with self._lock:
+            found = self._records.get(job_id)
+            return dict(found, can_continue=job_id in self._states) if found else None
+
+    def continuation(self, job_id: int, more: int) -> Request:
+        """The request that runs job `job_id` for `more` iterations from where it ended, with its
+        optimizer state.
+
+        Raises:
+          JaxstyleError: that job's state is not kept (only the newest run's is), or `more` < 1.
+        """
+        if more < 1:
+            raise JaxstyleError(f"continue: iterations must be >= 1 (got {more})")
+        with self._lock:
+            kept = self._states.get(job_id)
+        if kept is None:
+            raise JaxstyleError(f"run {job_id} cannot be continued: only the newest run keeps its "
+                                "optimizer state")
+        request, state = kept
+        options = request.options.replace(iterations=state.iteration + more)
+        return request._replace(options=options, resume=(job_id, state))
+
+    # The thread.
+
+    def _loop(self) -> None:
+        try:
+            self.network, _ = resolve_weights(self.weights_spec, StyleOptions().seed)
+            self.log(usage_line(self.network))
+        except Exception as exc:  # noqa: BLE001 -- shown on the page; the server keeps serving
+            self.network_error = f"the network could not be loaded: {exc}"
+            self.log(self.network_error)
+        finally:
+            self.ready.set()
+        while True:
+            with self._lock:
+                while self._pending is None and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                job, self._pending = self._pending, None
+                self._current = job
+            try:
+                self._run(job)
+            except JaxstyleError as exc:
+                self._finish(job, job.update(status="failed", message=str(exc)), None)
+            except Exception as exc:  # noqa: BLE001 -- a bug must not take the server down
+                self.log(f"job {job.id} failed: {type(exc).__name__}: {exc}")
+                self._finish(job, job.update(status="failed",
+                                             message=f"{type(exc).__name__}: {exc}"), None)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _run(self, job: Job) -> None:
+        request = job.request
+        if self.network is None:
+            raise JaxstyleError(self.network_error or "no network")
+        content = self.folder.load(request.content)
+        styles = [self.folder.load(i) for i in request.styles]
+        entries = [self.folder.image(i) for i in (request.content, *request.styles)]
+        inputs = {"content": self._describe(entries[0]),
+                  "styles": [self._describe(e) for e in entries[1:]]}
+        folder = self.folder.run_dir(job.id)
+        start = self._start_sweep if request.kind == "sweep" else self._start_run
+        outcome = start(job, content, styles, inputs, folder)
+        job.show(outcome.image)
+        record = self._record(job, outcome)
+        message = (f"stopped at {outcome.iteration}" if outcome.status == "stopped"
+                   else "finished") + (f"; {record['summary']}" if record.get("summary") else "")
+        self._finish(job, job.update(status=outcome.status, iteration=outcome.iteration,
+                                     message=message, frame=job.frame()[0], eta=0.0,
+                                     record=record), outcome.state)
+
+    def _start_run(self, job: Job, content: np.ndarray, styles: list[np.ndarray], inputs: dict,
+                   folder: Path) -> runner.Outcome:
+        request, options = job.request, job.request.options
+        inputs["command"] = form.command_line(
+            options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
+            f"{self.folder.relative(folder)}/{runner.RESULT}", self._weights_arg())
+        resume = request.resume[1] if request.resume else None
+        job.update(status="running", total=options.iterations,
+                   message="starting: the targets, and compiling the first time at a size")
+        if resume is not None:
+            # The job keeps which run it continues, not that run's state (hundreds of MB).
+            job.request = request._replace(resume=(request.resume[0], None))
+            job.update(iteration=resume.iteration, plot=_thin(tuple(
+                (i + 1, v) for i, v in enumerate(resume.history.get("total", ())))))
+
+        def on_progress(p: StylizeProgress) -> None:
+            job.update(**after_chunk(job.snapshot, p, time.perf_counter() - job.submitted,
+                                     job.show(p.image()), job.stop.is_set()))
+
+        return runner.run(content, styles, self.network, options, folder,
+                          on_progress=on_progress, should_stop=job.stop.is_set, inputs=inputs,
+                          resume=resume, style_cache=self._style_cache(request))
+
+    def _start_sweep(self, job: Job, content: np.ndarray, styles: list[np.ndarray],
+                     inputs: dict, folder: Path) -> runner.Outcome:
+        request = job.request
+        inputs["command"] = form.command_line(
+            request.options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
+            f"{self.folder.relative(folder)}/{runner.SHEET}", self._weights_arg(),
+            command="sweep", extra=[word for axis in request.axes for word in _vary(*axis)])
+        job.update(status="running", total=math.prod(len(v) for _, v in request.axes),
+                   message="the first cell is running")
+
+        def on_cell(index: int, count: int, cell, sheet: np.ndarray) -> None:
+            job.update(iteration=index + 1, total=count, frame=job.show(sheet),
+                       message=f"cell {index + 1} of {count}: {cell.quality.summary()}",
+                       first_frame=job.snapshot.first_frame or time.perf_counter() - job.submitted)
+
+        return runner.run_sweep(content, styles, self.network, request.options, request.axes,
+                                folder, on_cell=on_cell, should_stop=job.stop.is_set,
+                                inputs=inputs)
+
+    def _finish(self, job: Job, snapshot: Snapshot, state: RunState | None) -> None:
+        with self._lock:
+            if state is not None:
+                self._states = {job.id: (job.request, state)}  # the newest run's only: its size
+            self._records[job.id] = snapshot.record or {
+                "id": job.id, "kind": job.request.kind, "status": snapshot.status,
+                "message": snapshot.message, "content": job.request.content,
+                "styles": list(job.request.styles), "options": form.values(job.request.options),
+                "settings": form.settings(job.request.options)}
+
+    def _record(self, job: Job, outcome: runner.Outcome) -> dict:
+        """The history entry of a finished job (what the page lists and reloads)."""
+        request, report = job.request, outcome.report
+        quality = report.get("quality")
+        record = {
+            "id": job.id, "kind": request.kind, "status": outcome.status,
+            "content": request.content, "styles": list(request.styles),
+            "options": form.values(request.options), "settings": form.settings(request.options),
+            "iteration": outcome.iteration, "continued_from": request.resume[0]
+            if request.resume else None, "seconds": time.perf_counter() - job.submitted,
+            "size": list(outcome.image.shape[:2]),
+        }
+        if report.get("command"):
+            record["command"] = report["command"]
+        if request.kind == "sweep":
+            record["vary"] = report["vary"]
+        if quality:
+            record["quality"] = {
+                "style_gram_ratio": quality["style_gram_ratio"],
+                "style_sliced_wasserstein_ratio": quality["style_sliced_wasserstein_ratio"],
+                "content": float(np.mean(list(quality["content"].values())))}
+            record["losses"] = report["final_losses"]
+            record["summary"] = (f"style x{quality['style_gram_ratio']:.3g} Gram, "
+                                 f"x{quality['style_sliced_wasserstein_ratio']:.3g} SW; "
+                                 f"content {record['quality']['content']:.3g}")
+        return record
+
+    def _weights_arg(self) -> str | None:
+        return None if self.weights_spec is None else str(self.weights_spec)
+
+    def _describe(self, entry) -> dict:
+        return {"name": entry.name, "sha256": entry.sha256,
+                "file": self.folder.relative(entry.path)}
+
+    def _style_cache(self, request: Request) -> dict:
+        """The style targets kept for these styles and options (`stylize`'s ``style_cache``).
+
+        Everything but the iteration count goes into the key: style targets depend on the
+        layers, losses, scales and sizes, and a superfluous miss only costs a forward pass.
+        """
+        key = (request.styles, request.options.replace(iterations=0))
+        with self._lock:
+            cache = self._style_caches.setdefault(key, {})
+            self._style_caches.move_to_end(key)
+            while len(self._style_caches) > _STYLE_CACHES:
+                self._style_caches.popitem(last=False)
+        return cache
+
+
+def after_chunk(before: Snapshot, p: StylizeProgress, elapsed: float, frame: int,
+                stopping: bool) -> dict:
+    """What a chunk changes in a run's snapshot: the iteration, loss and picture, and the
+    pace measured from the previous chunk of this job (`elapsed`: seconds since submission)."""
+    changes = {"iteration": p.iteration, "total": p.total_iterations, "loss": p.value,
+               "frame": frame, "status": "stopping" if stopping else "running", "message": "",
+               "plot": _thin(before.plot + ((p.iteration, p.value),))}
+    if before.first_frame is None:
+        changes["first_frame"] = elapsed
+    if before.frame and p.iteration > before.iteration:  # a chunk of this job came before
+        per = (elapsed - before.chunk_at) / (p.iteration - before.iteration)
+        if before.per_iteration is not None:  # short chunks vary: a moving average
+            per = (1 - _PACE_DECAY) * per + _PACE_DECAY * before.per_iteration
+        changes.update(per_iteration=per, eta=per * (p.total_iterations - p.iteration))
+    return {**changes, "chunk_at": elapsed}
+
+
+def _vary(name: str, values: tuple) -> list[str]:
+    """``--vary`` for an axis, as ``jaxstyle sweep`` takes it (';' between list values)."""
+    texts = [",".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values]
+    separator = ";" if any(isinstance(v, tuple) for v in values) else ","
+    return ["--vary", f"{name}={separator.join(texts)}"]
+
+
+def _thin(points: tuple) -> tuple:
+    """At most `_PLOT_POINTS` of `points`, keeping the first and the newest."""
+    if len(points) <= _PLOT_POINTS:
+        return points
+    step = len(points) / (_PLOT_POINTS - 1)
+    return tuple(points[int(i * step)] for i in range(_PLOT_POINTS - 1)) + (points[-1],)

@@ -1,0 +1,345 @@
+"""The studio's API, in process (Starlette's test client): the form from StyleOptions, runs that
+stop and continue exactly, sweeps, bad uploads, and the guards at the door."""
+
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+pytest.importorskip("starlette", reason="the studio extra is not installed")
+from starlette.testclient import TestClient
+
+from jaxstyle import StyleOptions, load_image, stylize
+from jaxstyle.images import to_uint8
+from jaxstyle.optimize import COMPILED
+from jaxstyle.options import RANGES
+from jaxstyle.studio import form
+from jaxstyle.studio.server import StudioConfig, create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 8765
+BASE = f"http://127.0.0.1:{PORT}"
+# Small and quick: the tiny VGG19 at 32 px, a chunk every 2 iterations.
+SMALL = {"preset": "neural-style", "size": 32, "progress_every": 2}
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client_for(tmp_path, tiny_weights_file):
+    """Makes a started studio's test client (``with``: the worker thread runs)."""
+    def make(**changes):
+        config = StudioConfig(tmp_path / "studio", PORT, weights=str(tiny_weights_file),
+                              log=lambda message: None)._replace(**changes)
+        return TestClient(create_app(config), base_url=BASE)
+
+    return make
+
+
+@pytest.fixture
+def client(client_for):
+    with client_for() as c:
+        yield c
+
+
+def upload(client, image: np.ndarray, name: str) -> str:
+    response = client.post("/api/images", content=png(image), headers={"x-filename": name})
+    assert response.status_code == 200, response.text
+    return response.json()["image"]["id"]
+
+
+def inputs(client) -> dict:
+    return {"content": upload(client, smooth_image(24, 32, 0), "content.png"),
+            "styles": [upload(client, smooth_image(30, 30, 1), "style.png")]}
+
+
+def follow(client, job: int) -> list[dict]:
+    """Every snapshot the job's event stream sends; the stream ends when the job does."""
+    found = []
+    with client.stream("GET", f"/api/jobs/{job}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[len("data: "):]))
+    assert found and found[-1]["status"] in ("done", "stopped", "failed"), found[-1:]
+    return found
+
+
+def start(client, path: str, request: dict) -> int:
+    response = client.post(path, json=request)
+    assert response.status_code == 202, response.text
+    return response.json()["job"]["job"]
+
+
+def test_form_is_read_from_style_options(client):
+    schema = client.get("/api/state").json()["form"]
+    fields = {f.name: f for f in dataclasses.fields(StyleOptions)}
+    assert [f["name"] for f in schema["fields"]] == [n for n in form.FORM_OPTIONS if n in fields]
+    for shown in [*schema["fields"], schema["blend"]]:
+        field = fields[shown["name"]]
+        default = list(field.default) if isinstance(field.default, tuple) else field.default
+        assert shown["default"] == default
+        assert shown["help"] == field.metadata["help"]
+        assert shown["choices"] == list(field.metadata["choices"] or ())
+        bounds = RANGES.get(shown["name"])  # the form's min and max are the options' own
+        assert (shown["min"], shown["max"]) == ((bounds.low, bounds.high) if bounds
+                                                else (None, None))
+    assert schema["sweep"]["options"] and "size" not in schema["sweep"]["options"]
+    # Values come back through the command line's parser.
+    assert form.options_from_values({"size": "64", "style_loss": "mean_cov", "iterations": 7,
+                                     "style_blend_weights": [1, 3], "preset": ""}) == \
+        StyleOptions(size=64, style_loss="mean_cov", iterations=7, style_blend_weights=(1.0, 3.0))
+
+
+def test_bad_options_name_their_field(client):
+    refused = client.post("/api/check", json={"options": {"size": -5}})
+    assert refused.status_code == 400 and refused.json()["field"] == "size"
+    assert "size" in refused.json()["error"]
+    wrong = client.post("/api/check", json={"options": {"style_loss": "nonsense"}})
+    assert wrong.status_code == 400 and wrong.json()["field"] == "style_loss"
+    assert client.post("/api/check", json={"options": {"size": 64}}).json()["error"] is None
+    # A run whose inputs the CLI would refuse is refused before it is queued.
+    request = {**inputs(client), "options": {**SMALL, "size": 8, "iterations": 2}}
+    too_small = client.post("/api/runs", json=request)
+    assert too_small.status_code == 400 and "too small" in too_small.json()["error"]
+
+
+def test_stop_then_continue_ends_where_the_uninterrupted_run_does(client, tiny_weights,
+                                                                  tmp_path, monkeypatch):
+    from jaxstyle.studio import runner
+
+    calls = []  # (resume's iteration, the first iteration the callback saw) per stylize call
+
+    def watched(*args, callback, resume=None, **kwargs):
+        seen = []
+        calls.append((resume and resume.iteration, seen))
+        return stylize(*args, callback=lambda p: (seen.append(p.iteration), callback(p)),
+                       resume=resume, **kwargs)
+
+    monkeypatch.setattr(runner, "stylize", watched)
+    request = {**inputs(client), "options": {**SMALL, "iterations": 40}}
+    job = start(client, "/api/runs", request)
+    client.post("/api/stop")  # before its first chunk ends: it stops after that chunk
+    stopped = follow(client, job)
+    assert stopped[-1]["status"] == "stopped" and stopped[-1]["iteration"] == 1
+    record = stopped[-1]["record"]
+    assert record["status"] == "stopped" and record["quality"]["style_gram_ratio"] > 0
+    kept = Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content))
+    assert kept.size == (32, 24)
+
+    state = client.get("/api/state").json()
+    assert [r["id"] for r in state["history"]] == [job] and state["history"][0]["can_continue"]
+    again = start(client, f"/api/jobs/{job}/continue", {"iterations": 9})
+    snapshots = follow(client, again)
+    assert snapshots[-1]["status"] == "done" and snapshots[-1]["iteration"] == 10
+    # It went on from the stopped run's state: iterations 2..10 only, not 1..10 again.
+    assert [(resumed, seen[0]) for resumed, seen in calls] == [(None, 1), (1, 2)]
+    frames = [s["frame"] for s in snapshots]
+    assert frames == sorted(frames) and frames[-1] >= 3
+
+    # Bit for bit the run that was never stopped (the PNGs hold 8 bits of it).
+    content_file, style_file = tmp_path / "c.png", tmp_path / "s.png"
+    content_file.write_bytes(png(smooth_image(24, 32, 0)))
+    style_file.write_bytes(png(smooth_image(30, 30, 1)))
+    options = form.options_from_values({**SMALL, "iterations": 10})
+    whole = stylize(load_image(content_file), [load_image(style_file)], tiny_weights, options)
+    result = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{again}/image.png").content)))
+    np.testing.assert_array_equal(result, to_uint8(whole.image))
+
+    report = client.get(f"/api/jobs/{again}/report.json").json()
+    assert report["resumed_from_iteration"] == 1 and report["status"] == "done"
+    assert len(report["history"]["total"]) == 10
+    assert report["history"]["total"] == pytest.approx(whole.history["total"])
+    assert "jaxstyle stylize uploads/" in report["command"] and "--iterations 10" in report[
+        "command"]
+    frame = client.get(f"/api/jobs/{again}/frame.png")
+    assert frame.headers["x-frame"] == str(frames[-1])
+    assert Image.open(io.BytesIO(frame.content)).size == (32, 24)
+    thumb = client.get(f"/api/jobs/{again}/thumb.png")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
+    history = client.get("/api/state").json()["history"]
+    assert [r["id"] for r in history] == [again, job]
+    assert history[0]["continued_from"] == job and history[0]["settings"]["iterations"] == 10
+    assert history[0]["can_continue"] and not history[1]["can_continue"]  # the newest only
+    refused = client.post(f"/api/jobs/{job}/continue", json={"iterations": 5})
+    assert refused.status_code == 400 and "newest run" in refused.json()["error"]
+
+
+def test_previews_change_no_pixel(client, tiny_weights, tmp_path):
+    # The studio ends chunks early to show pictures; with a stop rule on (the balanced preset
+    # stops once the picture settles: here at 1 grey level per iteration, which the tiny
+    # network's picture reaches well within 300) and chunks of 3, the run still stops where and
+    # as the library's own does.
+    values = {"size": 32, "iterations": 300, "progress_every": 3, "preset": "balanced",
+              "stop_change": 1.0}
+    job = start(client, "/api/runs", {**inputs(client), "options": values})
+    snapshots = follow(client, job)
+    content_file, style_file = tmp_path / "c.png", tmp_path / "s.png"
+    content_file.write_bytes(png(smooth_image(24, 32, 0)))
+    style_file.write_bytes(png(smooth_image(30, 30, 1)))
+    alone = stylize(load_image(content_file), [load_image(style_file)], tiny_weights,
+                    form.options_from_values(values))
+    assert snapshots[-1]["iteration"] == len(alone.history["total"]) < 300, "no early stop"
+    result = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content)))
+    np.testing.assert_array_equal(result, to_uint8(alone.image))
+
+
+def test_a_second_job_while_one_runs_is_refused(client):
+    request = {**inputs(client), "options": {**SMALL, "iterations": 100_000}}
+    job = start(client, "/api/runs", request)
+    refused = client.post("/api/runs", json=request)
+    assert refused.status_code == 409
+    assert f"run {job} is still running" in refused.json()["error"]
+    assert client.post("/api/sweeps", json={**request, "vary": ["style_weight=1,2"]}
+                       ).status_code == 409
+    client.post("/api/stop")
+    assert follow(client, job)[-1]["status"] == "stopped"
+    next_job = start(client, "/api/runs", {**request, "options": {**SMALL, "iterations": 2}})
+    assert follow(client, next_job)[-1]["status"] == "done"
+
+
+def test_a_second_run_at_the_same_size_compiles_nothing(client):
+    request = {**inputs(client), "options": {**SMALL, "iterations": 4}}
+    first = follow(client, start(client, "/api/runs", request))[-1]
+    began = time.perf_counter()
+    changed = {**request, "options": {**request["options"], "iterations": 6}}
+    second = follow(client, start(client, "/api/runs", changed))[-1]
+    assert first["status"] == second["status"] == "done"
+    assert COMPILED.seconds_since(began) == 0.0, "the second run compiled again"
+
+
+def test_sweep_writes_a_contact_sheet(client):
+    request = {**inputs(client), "options": {**SMALL, "iterations": 3},
+               "vary": ["style_weight=1,1000"]}
+    job = start(client, "/api/sweeps", request)
+    snapshots = follow(client, job)
+    assert snapshots[-1]["status"] == "done" and snapshots[-1]["iteration"] == 2
+    sheet = Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content))
+    assert sheet.width >= 2 * 32
+    report = client.get(f"/api/jobs/{job}/report.json").json()
+    assert [c["settings"]["style_weight"] for c in report["cells"]] == [1.0, 1000.0]
+    assert report["command"].startswith("jaxstyle sweep ") and "--vary" in report["command"]
+    record = client.get("/api/state").json()["history"][0]
+    assert record["kind"] == "sweep" and record["vary"] == {"style_weight": [1.0, 1000.0]}
+    bad = client.post("/api/sweeps", json={**request, "vary": ["style_weight"]})
+    assert bad.status_code == 400 and "OPTION=VALUE" in bad.json()["error"]
+
+
+def truncated_png() -> bytes:
+    return png(smooth_image(40, 40, 3))[:300]
+
+
+@pytest.mark.parametrize("name, data, limits, status, message", [
+    ("notes.txt", b"just some text", {}, 400, "notes.txt: not an image"),
+    ("drawing.eps", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", {}, 400,
+     "drawing.eps: not an image"),
+    ("cut.png", None, {}, 400, "cut.png: cannot decode image"),
+    ("big.png", png(smooth_image(40, 40, 4)), {"max_pixels": 1000}, 400,
+     "40x40 pixels is over the limit of 1000"),
+    ("heavy.png", b"\x89PNG" + bytes(5000), {"max_bytes": 2000}, 413, "over the limit"),
+    ("empty.png", b"", {}, 400, "empty"),
+])
+def test_bad_uploads_get_a_message_and_the_server_keeps_running(client_for, tmp_path, name,
+                                                                data, limits, status, message):
+    with client_for(**limits) as c:
+        response = c.post("/api/images", content=truncated_png() if data is None else data,
+                          headers={"x-filename": name})
+        assert response.status_code == status
+        assert message in response.json()["error"]
+        assert str(tmp_path) not in response.json()["error"], "a server path leaked"
+        assert c.get("/api/state").status_code == 200
+        assert upload(c, smooth_image(20, 20, 5), "fine.png")
+    leftovers = [p for p in (tmp_path / "studio" / "uploads").iterdir() if p.name != "fine.png"]
+    assert all(not p.name.startswith(".incoming") for p in leftovers)
+
+
+def test_requests_from_elsewhere_are_refused(client):
+    assert client.get("/api/state").status_code == 200
+    rebound = client.get("/api/state", headers={"host": "evil.example:8765"})
+    assert rebound.status_code == 403 and "Host" in rebound.json()["error"]
+    foreign = client.post("/api/stop", headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 403 and "another site" in foreign.json()["error"]
+    other_port = client.post("/api/stop", headers={"origin": "http://127.0.0.1:9999"})
+    assert other_port.status_code == 403
+    cross = client.get("/api/state", headers={"sec-fetch-site": "cross-site"})
+    assert cross.status_code == 403
+    assert client.post("/api/stop", headers={"origin": BASE}).status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
+        "content-security-policy"]
+    assert "<script" in page.text
+    assert not re.search(r'(src|href)="(https?:)?//', page.text), "loads from elsewhere"
+
+
+def test_off_loopback_a_token_is_required(client_for):
+    with client_for(host="0.0.0.0", token="the-token") as c:
+        assert c.get("/api/state", headers={"host": "studio.lan:8765"}).status_code == 403
+        assert c.get("/api/state?token=wrong").status_code == 403
+        assert c.get("/api/state?token=the-token").status_code == 200
+        entry = c.get("/?token=the-token", follow_redirects=False)
+        assert entry.status_code == 303 and entry.headers["location"] == "/"
+        assert "httponly" in entry.headers["set-cookie"].lower()
+        assert c.get("/api/state").status_code == 200  # the cookie now
+        c.cookies.clear()
+        assert c.get("/api/state").status_code == 403
+
+
+def test_the_client_never_names_a_path(client):
+    assert client.get("/api/images/..%2F..%2Fetc%2Fpasswd/preview.png").status_code == 404
+    assert client.get("/api/images/chelsea.jpg/preview.png").status_code == 404
+    request = {"content": "../../../etc/passwd", "styles": ["/etc/hostname"], "options": {}}
+    refused = client.post("/api/runs", json=request)
+    assert refused.status_code == 400 and "no image" in refused.json()["error"]
+    for path in ("/api/jobs/7/report.json", "/api/jobs/..%2F..%2Fx/image.png",
+                 "/api/jobs/1/events", "/api/jobs/-1/frame.png"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_examples_are_offered(client):
+    images = {i["id"]: i for i in client.get("/api/state").json()["images"]}
+    if not (ROOT / "examples" / "chelsea.jpg").is_file():
+        pytest.skip("no examples/ beside the package")
+    assert images["chelsea"]["example"] and images["chelsea"]["width"] == 451
+    assert client.get("/api/images/chelsea/preview.png").status_code == 200
+
+
+def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_path):
+    import httpx2
+
+    opened = tmp_path / "opened.txt"  # --open runs $BROWSER, here a script that notes the URL
+    browser = f"{sys.executable} -c 'import sys; open(sys.argv[1], \"w\").write(sys.argv[2])'"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights",
+         str(tiny_weights_file), "--dir", str(tmp_path / "run"), "--open"],
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BROWSER": f"{browser} {opened} %s"})
+    try:
+        first = process.stderr.readline()
+        assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
+        url = first.split(": ", 1)[1].strip()
+        page = httpx2.get(url, timeout=30)
+        assert page.status_code == 200 and "jaxstyle studio" in page.text
+        assert httpx2.get(url + "static/app.js", timeout=30).status_code == 200
+        deadline = time.monotonic() + 30
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert opened.read_text() == url
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        _, log = process.communicate(timeout=30)
+    assert process.returncode == 130 and "Traceback" not in log, log

@@ -1,0 +1,189 @@
+"""The studio end to end in a real browser: Debian's chromium driven by Playwright, against
+``jaxstyle studio`` started from the command line with the tiny VGG19.
+
+Playwright cannot download its own browser here, so the system's chromium is used. Without it
+(or without Playwright) these tests skip, unless JAXSTYLE_REQUIRE_BROWSER=1 (as `.ci/run`
+sets), under which they fail.
+"""
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import smooth_image
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 120_000  # the first run compiles: minutes on a busy 2-core machine
+
+pytestmark = pytest.mark.slow
+
+
+def _missing(what: str):
+    if os.environ.get("JAXSTYLE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what} (JAXSTYLE_REQUIRE_BROWSER=1: the browser tests must run here)")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = shutil.which("chromium")
+    if path is None:
+        _missing("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=LAUNCH_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_weights_file):
+    """``jaxstyle studio`` on 127.0.0.1 and a free port; yields its address."""
+    folder = tmp_path_factory.mktemp("studio")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights",
+         str(tiny_weights_file), "--dir", str(folder / "run")],
+        stderr=subprocess.PIPE, text=True)
+    first = process.stderr.readline()
+    log = [first]
+    drain = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+    drain.start()
+    try:
+        assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
+        yield first.split(": ", 1)[1].strip()
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert not any("Traceback" in line for line in log), "".join(log)
+
+
+@pytest.fixture
+def page(browser, studio):
+    context = browser.new_context(accept_downloads=True)
+    opened = context.new_page()
+    opened.set_default_timeout(TIMEOUT_MS)
+    opened.goto(studio)
+    wait_until(opened, "document.getElementById('network').textContent.includes('VGG')")
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = []
+    for name, (h, w, seed) in {"content.png": (24, 32, 0), "style.png": (30, 30, 1)}.items():
+        Image.fromarray((smooth_image(h, w, seed) * 255).astype(np.uint8)).save(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+def wait_until(page, condition: str, seconds: float = TIMEOUT_MS / 1000) -> None:
+    """Polls a JavaScript expression until it is true. (Playwright's wait_for_function evaluates
+    its predicate with eval, which the page's Content-Security-Policy rightly forbids.)"""
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(f"() => Boolean({condition})"):
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        page.wait_for_timeout(50)
+
+
+def shown(page) -> tuple[int, str]:
+    """The preview's picture number and a digest of its pixels as the browser decoded them,
+    read together (the page may swap in a newer picture between two reads)."""
+    seq, data = page.evaluate("""() => {
+        const img = document.getElementById('preview');
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        return [Number(img.dataset.seq || 0), Array.from(data).join(',')];
+    }""")
+    return seq, hashlib.sha256(data.encode()).hexdigest()
+
+
+def test_upload_run_watch_stop_continue_download(page, pictures):
+    content, style = pictures
+    page.set_input_files("#content-file", str(content))
+    wait_until(page, "document.getElementById('content-example').value !== ''")
+    page.set_input_files("#style-file", str(style))
+    page.wait_for_selector("#styles-chosen li")
+    page.select_option("#opt-preset", "neural-style")  # no stop rule: it runs until Stop
+    page.fill("#opt-size", "32")
+    page.fill("#opt-iterations", "1000000")
+    page.click("#run")
+
+    seen = []
+    for _ in range(3):  # the preview changes at least twice while the run goes on
+        wait_until(page, "Number(document.getElementById('preview').dataset.seq || 0) > "
+                   f"{seen[-1][0] if seen else 0}")
+        seen.append(shown(page))
+    assert seen[0][0] < seen[1][0] < seen[2][0]
+    assert seen[0][1] != seen[1][1] != seen[2][1], "the picture did not change"
+    assert "running" in page.text_content("#status")
+
+    page.click("#stop")
+    page.wait_for_selector("#status[data-state='stopped']")
+    stopped = int(page.text_content("#stat-iteration").split("/")[0])
+    assert 0 < stopped < 1_000_000
+    kept = page.evaluate("document.getElementById('preview').naturalWidth")
+    assert kept == 32, "Stop keeps the picture reached"
+
+    page.fill("#more", "20")
+    page.click("#continue")
+    page.wait_for_selector("#status[data-state='done']")
+    assert page.text_content("#stat-iteration").replace(" ", "") == f"{stopped + 20}/{stopped + 20}"
+    assert page.locator("#history-list li").count() == 2
+
+    with page.expect_download() as download:
+        page.click("#download-png")
+    data = Path(download.value.path()).read_bytes()
+    result = Image.open(io.BytesIO(data))
+    result.load()
+    assert result.size == (32, 24) and result.mode == "RGB"
+
+    page.click("#history-list li:last-child button")  # load the first run's settings
+    assert page.input_value("#opt-iterations") == "1000000"
+
+
+def test_a_bad_upload_shows_its_message(page):
+    page.set_input_files("#content-file", files=[
+        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
+    page.wait_for_selector("#upload-message.error")
+    assert "notes.txt: not an image" in page.text_content("#upload-message")
+    page.set_input_files("#style-file", files=[
+        {"name": "cut.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n" + bytes(40)}])
+    wait_until(page, "document.getElementById('upload-message').textContent.includes('cut.png')")
+    assert page.evaluate("fetch('/api/state').then(r => r.status)") == 200  # still serving
+
+
+def test_a_foreign_origin_is_refused(browser, studio):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    # A page on another site that posts a form to the studio (a cross-site request forgery).
+    page.route("http://evil.example/**", lambda route: route.fulfill(
+        content_type="text/html",
+        body=f'<form method="post" action="{studio}api/stop"><button>go</button></form>'))
+    page.goto("http://evil.example/")
+    with page.expect_navigation():
+        page.click("button")
+    assert "refused: a request from another site" in page.content()
+    answer = page.request.post(f"{studio}api/stop", headers={"Origin": "http://evil.example"})
+    assert answer.status == 403
+    assert page.request.get(f"{studio}api/state").status == 200  # its own origin is served
+    context.close()
