@@ -158,7 +158,9 @@ def test_two_processes_share_the_images(tmp_path, photos, tiny_weights_file):
     for worker in workers:
         _, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
-    assert sorted(p.name for p in shared.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    # Each output with its record (what a rerun checks), and no lock left behind.
+    assert sorted(p.name for p in shared.iterdir()) == sorted(
+        [f"p{i}.png" for i in range(3)] + [f".p{i}.png.jaxstyle.json" for i in range(3)])
     for name in ("p0.png", "p1.png", "p2.png"):
         a = np.asarray(Image.open(shared / name), np.int16)
         b = np.asarray(Image.open(alone / name), np.int16)
