@@ -332,14 +332,14 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
         first = process.stderr.readline()
         assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
         url = first.split(": ", 1)[1].strip()
-        page = httpx2.get(url, timeout=30)
+        page = httpx2.get(url, timeout=120)
         assert page.status_code == 200 and "jaxstyle studio" in page.text
-        assert httpx2.get(url + "static/app.js", timeout=30).status_code == 200
-        deadline = time.monotonic() + 30
+        assert httpx2.get(url + "static/app.js", timeout=120).status_code == 200
+        deadline = time.monotonic() + 120
         while not opened.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert opened.read_text() == url
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        _, log = process.communicate(timeout=30)
+        _, log = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in log, log
