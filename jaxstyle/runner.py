@@ -139,6 +139,12 @@ def output_label(weights: VGGWeights) -> str:
     return f"jaxstyle {__version__}; {weights.label()}"
 
 
+def weights_record(weights: VGGWeights) -> dict:
+    """How a report names the network: its source, the source's SHA-256, random or not."""
+    return {"source": weights.source, "sha256": weights.source_sha256,
+            "random": weights.is_random}
+
+
 def run_report(weights: VGGWeights, options: StyleOptions, losses: dict, evaluations: int,
                timings: dict, quality: Quality, history: dict, **fields) -> dict:
     """The JSON report of a run (the CLI's ``--report``, the studio's report.json): `fields`
@@ -147,8 +153,7 @@ def run_report(weights: VGGWeights, options: StyleOptions, losses: dict, evaluat
     return {
         "jaxstyle_version": __version__,
         **fields,
-        "weights": {"source": weights.source, "sha256": weights.source_sha256,
-                    "random": weights.is_random},
+        "weights": weights_record(weights),
         "options": options.to_dict(),
         "final_losses": losses,
         "evaluations": evaluations,

@@ -24,7 +24,7 @@ from jaxstyle.files import atomic_write
 from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import measure
-from jaxstyle.runner import output_label, run_report
+from jaxstyle.runner import output_label, run_report, weights_record
 from jaxstyle.sweeps import Cell, contact_sheet, sweep
 from jaxstyle.weights import VGGWeights
 
@@ -203,8 +203,7 @@ def run_sweep(
         "output": SHEET,
         "status": status,
         "vary": {name: list(values) for name, values in axes},
-        "weights": {"source": weights.source, "sha256": weights.source_sha256,
-                    "random": weights.is_random},
+        "weights": weights_record(weights),
         "options": options.to_dict(),
         "cells": [{"settings": cell.settings, "final_losses": cell.losses,
                    "quality": cell.quality.to_dict(), "seconds": cell.seconds}
