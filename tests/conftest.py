@@ -13,6 +13,26 @@ DATA = Path(__file__).parent / "data"
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Drops JAX's compiled executables after each test module.
+
+    Each XLA:CPU executable holds about six memory mappings; the whole suite in one process
+    compiles over ten thousand executables, and past the kernel's vm.max_map_count (65530) the
+    next compilation aborts the process (CI died so, twice, in a test near the end).
+    """
+    yield
+    import gc
+
+    import jax
+
+    from jaxstyle.optimize import COMPILED
+
+    COMPILED.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def tiny_weights():
     """vgg19_tiny.pth (widths 8, 16, 32, 64, 64) through the project's own loader."""
