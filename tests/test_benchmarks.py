@@ -23,3 +23,27 @@ def test_accelerator_script_runs_at_a_tiny_size(tiny_weights_file):
         assert route in out
     assert "largest single-pass output (longest side, neural-style's route): 128 px" in out
     assert "batch   1:" in out and "batch   2:" in out and "images/s" in out
+
+
+@pytest.mark.slow
+def test_race_times_jaxstyle_to_a_loss(tiny_weights_file, tmp_path):
+    """The neural-style-pt race's jaxstyle half (the peer is optional): a fresh process, its
+    loss after each iteration, and the first iteration and time it reached a given loss."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import neural_style_pt as race
+
+    examples = ROOT / "examples"
+    run = race.run_jaxstyle(str(examples / "chelsea.jpg"), str(examples / "marbled.jpg"),
+                            tiny_weights_file, 48, tmp_path / "out.png", {"iterations": 30})
+    assert (tmp_path / "out.png").is_file()
+    history, marks = run["history"], run["marks"]
+    assert marks[-1][0] == len(history) and run["final"] == pytest.approx(history[-1], rel=1e-5)
+    assert all(0 < a[1] <= b[1] <= run["wall"] for a, b in zip(marks, marks[1:]))
+    target = history[14]
+    first = next(i for i, total in enumerate(history, 1) if total <= target)
+    iteration, seconds = race.seconds_to_reach(run, target, 1.0)
+    chunk = next(k for k, (mark, _) in enumerate(marks) if mark >= first)
+    before = marks[chunk - 1][1] if chunk else 0.0
+    assert iteration == first and before <= seconds <= marks[chunk][1]
+    assert race.seconds_to_reach(run, target, 0.5) <= (iteration, seconds)  # counted half
+    assert race.seconds_to_reach(run, min(history) / 2, 1.0) is None
