@@ -173,10 +173,11 @@ def seconds_to_reach(run: dict, target: float, scale: float) -> tuple[int, float
 
 
 def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
-                        scale: float | None = None):
+                        scale: float | None = None, cost: bool = True):
     """``png -> loss``: neural-style's objective at the output size, and the cost of one
     evaluation of it and its input gradient (GFLOP, XLA's count; seconds, jaxstyle). `scale`
-    replaces the weights' pixel scale (255 for Caffe's; neural-style-pt feeds x 256)."""
+    replaces the weights' pixel scale (255 for Caffe's; neural-style-pt feeds x 256); without
+    `cost`, the two cost figures are None and nothing is compiled or timed."""
     import jax
     import jax.numpy as jnp
 
@@ -203,6 +204,8 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
         assert x.shape[:2] == shape, (png, x.shape, shape)
         return float(losses.objective(x, params, targets, config)[0])
 
+    if not cost:
+        return score, None, None
     x = pre.to_model(resize(jnp.asarray(c), *shape))
     compiled = value_and_grad.lower(x).compile()
     flops = compiled.cost_analysis()["flops"]
@@ -246,8 +249,10 @@ def race(content: str, style: str, size: int, args, model: Path, folder: Path,
     score, gflop, per_eval = neural_style_scorer(content, style, Path(args.weights), size)
     # neural-style-pt feeds pixels x 256, jaxstyle's Caffe preprocessing x 255: jaxstyle's own
     # count, in neural-style-pt's units, is its count times this ratio, measured on its output.
-    score_256 = neural_style_scorer(content, style, Path(args.weights), size, scale=256.0)[0]
-    to_theirs = score_256(jax_out) / score(jax_out)
+    score_256 = neural_style_scorer(content, style, Path(args.weights), size, scale=256.0,
+                                    cost=False)[0]
+    file_ours = score(jax_out)
+    to_theirs = score_256(jax_out) / file_ours
     (h, w), iterations = _png_shape(jax_out), len(ours["history"])
     print(f"\n{Path(content).name} / {Path(style).name}, {size} px ({w}x{h}); one evaluation "
           f"(loss and input gradient) = {gflop:.0f} GFLOP")
@@ -260,7 +265,7 @@ def race(content: str, style: str, size: int, args, model: Path, folder: Path,
               f"s/iteration = {rate:.0f} GFLOP/s, {rate / peak:.0%} of the matmul rate")
     print(f"  jaxstyle --preset fast        {ours['wall']:6.1f} s  own final loss "
           f"{ours['final'] * to_theirs:.4g} in neural-style-pt's units ({ours['final']:.4g} x "
-          f"{to_theirs:.4f}); file {score(jax_out):.4g}; {iterations} iterations, "
+          f"{to_theirs:.4f}); file {file_ours:.4g}; {iterations} iterations, "
           f"{ours['evaluations']} evaluations, {own:.3f} s each (--convolution "
           f"{ours['convolution']} = {gflop / own:.0f} direct-equivalent GFLOP/s), compile "
           f"{ours['timings']['compile']:.1f} s; direct convolution {per_eval:.3f} s/evaluation "
@@ -272,7 +277,7 @@ def race(content: str, style: str, size: int, args, model: Path, folder: Path,
                 "never reached their final own loss")
         print(f"  against -init {init}: whole-run time ratio {ours['wall'] / run['wall']:.2f}; "
               f"own loss {ours['final'] * to_theirs / run['own_loss']:.3f}x theirs; file loss "
-              f"{score(jax_out) / files[init]:.3f}x theirs; {when}")
+              f"{file_ours / files[init]:.3f}x theirs; {when}")
 
 
 def main() -> None:
