@@ -431,15 +431,18 @@ class StyleOptions:
         "float32",
         "performance",
         "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
-        "float32); a large gain on GPUs and TPUs, little on CPUs",
+        "float32); a large gain on GPUs and TPUs, none on CPUs (XLA:CPU convolves in float32) "
+        "unless with --convolution winograd on a CPU with bfloat16 instructions",
         choices=PRECISIONS,
     )
     convolution: str | None = _option(
         None,
         "performance",
-        "'winograd' runs the float32 layers of 256+ channels with Winograd's algorithm "
-        "on CPUs: about a quarter less time per evaluation at 384 and 512 px, float32-level "
+        "'winograd' runs the layers of 256+ channels with Winograd's algorithm on CPUs: "
+        "about a quarter less time per evaluation at 384 and 512 px, float32-level "
         "differences, but ~20 s more compilation the first time at each size (cached after); "
+        "with --precision bfloat16 its products run in bfloat16 (benchmarks/bfloat16.py "
+        "measures whether that pays on a CPU); "
         f"'auto': Winograd on a CPU in float32 for outputs of {AUTO_WINOGRAD_SIZE} px or more "
         "(or the content's size), direct elsewhere",
         choices=CONVOLUTION_OPTIONS,

@@ -33,12 +33,14 @@ VGG19_WIDTHS = (64, 128, 256, 512, 512)
 """VGG19's (and VGG16's) channel widths per block."""
 
 # How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
-# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for float32 layers with 256 or more channels on
-# CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
-# layers, bfloat16, GPUs and TPUs). On a 2-core CPU at 512 px it takes a quarter off each
-# evaluation, but a first run at a new size took ~50 s longer to start (XLA compiles each Winograd
-# layer in ~2 s), so it pays off on long runs (and on repeated ones, with the persistent
-# compilation cache).
+# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 256 or more channels on CPUs,
+# where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
+# layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms and bfloat16 products:
+# XLA:CPU runs a bfloat16 convolution in float32, so this is the only way its products can use
+# a CPU's bfloat16 instructions (`benchmarks/bfloat16.py` measures whether they pay).
+# On a 2-core CPU at 512 px float32 Winograd takes a quarter off each evaluation, but a first run
+# at a new size took ~50 s longer to start (XLA compiles each Winograd layer in ~2 s), so it pays
+# off on long runs (and on repeated ones, with the persistent compilation cache).
 
 
 def conv_layer_names(depths: Sequence[int] = BLOCK_DEPTHS) -> tuple[str, ...]:
@@ -170,24 +172,32 @@ def _winograd_tile(x: jax.Array, kernel: jax.Array) -> int | None:
     # Measured on a 2-core AVX2 CPU at 512 px: Winograd wins from 256 channels on (conv3_x:
     # 0.11 -> 0.09 s, conv4_x: 0.105 -> 0.055 s) and loses below, where its transforms, which
     # cost per pixel and channel, outweigh the multiplications saved. F(4x4) pads small maps.
+    # In bfloat16 only F(2x2): F(4x4)'s transforms amplify the products' rounding to ~2e-2.
     _, h, w, c = x.shape
-    if x.dtype != jnp.float32 or min(c, kernel.shape[-1]) < 256:
+    if x.dtype not in (jnp.float32, jnp.bfloat16) or min(c, kernel.shape[-1]) < 256:
         return None
-    return 4 if min(h, w) >= 32 else 2
+    return 4 if min(h, w) >= 32 and x.dtype == jnp.float32 else 2
+
+
+def _winograd_bfloat16(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
+    f32 = jnp.float32
+    y = _jitted_winograd(x.astype(f32), kernel.astype(f32), tile=tile, products=jnp.bfloat16)
+    return y.astype(x.dtype)
 
 
 def _conv_any(x: jax.Array, kernel: jax.Array, convolution: str) -> jax.Array:
     tile = _winograd_tile(x, kernel) if convolution == "winograd" else None
     if tile is None:
         return _conv(x, kernel)
-    winograd_conv = functools.partial(_jitted_winograd, tile=tile)
+    winograd_conv = functools.partial(
+        _winograd_bfloat16 if x.dtype == jnp.bfloat16 else _jitted_winograd, tile=tile)
     return jax.lax.platform_dependent(x, kernel, cpu=winograd_conv, default=_conv)
 
 
 # jit, inside a trace, makes each shape's few hundred transform operations one call that is
 # traced and lowered once per shape rather than at each of the 18 wide convolutions of an
 # evaluation (start-up time); XLA inlines it, so the compiled code is the same.
-_jitted_winograd = jax.jit(winograd.conv3x3, static_argnames="tile")
+_jitted_winograd = jax.jit(winograd.conv3x3, static_argnames=("tile", "products"))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -195,7 +205,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "direct") -> jax
     """3x3 stride-1 convolution with zero padding 1: x [N, H, W, I], kernel [3, 3, I, O].
 
     `convolution` is one of `CONVOLUTIONS`; "winograd" is exact to float32 rounding amplified by
-    Winograd's transforms (about 2e-5 of the output's scale).
+    Winograd's transforms (about 2e-5 of the output's scale), and in bfloat16 to its products'
+    rounding (about 3e-3, as bfloat16's own convolution).
     """
     return _conv_any(x, kernel, convolution)
 

@@ -6,8 +6,10 @@ multiplications per channel pair done directly, and (m+2)^2 with Winograd's F(m 
 transforms (additions and small constant multiples), and the multiplications become (m+2)^2
 matrix products over channels, which is where a CPU spends its time on VGG19's wide layers.
 
-F(4x4) is accurate to about 2e-5 of the output's scale in float32, F(2x2) to about 2e-6; the
-transforms' constants would lose too much in bfloat16, so callers use this for float32 only.
+F(4x4) is accurate to about 2e-5 of the output's scale in float32, F(2x2) to about 2e-6. The
+transforms' constants would lose too much in bfloat16, so they always run in float32; only the
+products may run in bfloat16 (``products``), with float32 sums: F(2x2) is then accurate to about
+3e-3, F(4x4) to about 2e-2 (too coarse).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def transform_kernel(kernel: jax.Array, tile: int) -> jax.Array:
     return _stack(out)
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, tile: int, products=None) -> jax.Array:
     """3x3 stride-1 convolution with zero padding 1, by Winograd's F(tile x tile, 3 x 3).
 
     Computes what ``lax.conv_general_dilated(x, kernel, (1, 1), "SAME")`` does in NHWC/HWIO, to
@@ -88,6 +90,8 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
       x: float [N, H, W, I].
       kernel: float [3, 3, I, O].
       tile: output tile side m, one of `TILES`.
+      products: the dtype the Winograd-domain products take their operands in (summed in
+        x's dtype), e.g. ``jnp.bfloat16``; None: x's dtype.
 
     Returns:
       float [N, H, W, O].
@@ -112,7 +116,10 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
     v = lax.reshape(_stack(v), (alpha * alpha, n * th * tw, c))
 
     u = transform_kernel(kernel, tile)
-    m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # [alpha^2, tiles, O]
+    if products is not None:
+        v, u = v.astype(products), u.astype(products)
+    m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))),  # [alpha^2, tiles, O]
+                        preferred_element_type=x.dtype)
     o = u.shape[-1]
     m = lax.reshape(m, (alpha, alpha, n, th, tw, o))
 

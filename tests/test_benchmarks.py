@@ -47,3 +47,14 @@ def test_race_times_jaxstyle_to_a_loss(tiny_weights_file, tmp_path):
     assert iteration == first and before <= seconds <= marks[chunk][1]
     assert race.seconds_to_reach(run, target, 0.5) <= (iteration, seconds)  # counted half
     assert race.seconds_to_reach(run, min(history) / 2, 1.0) is None
+
+
+@pytest.mark.slow
+def test_bfloat16_benchmark_runs_at_a_tiny_size(tiny_weights_file):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bfloat16.py"), "--size", "48", "--repeats",
+         "1", "--iterations", "2", "--weights", str(tiny_weights_file)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for row in ("Winograd bf16 products", "direct bf16", "float32 loss"):
+        assert row in done.stdout

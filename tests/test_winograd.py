@@ -1,5 +1,7 @@
 """Winograd convolutions against XLA's direct convolution, computed in float64 as the reference."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,7 +46,31 @@ def test_tile_choice():
     assert _winograd_tile(jnp.zeros((1, 40, 64, 256)), wide) == 4
     assert _winograd_tile(jnp.zeros((1, 21, 32, 256)), wide) == 2
     assert _winograd_tile(jnp.zeros((1, 40, 64, 128)), jnp.zeros((3, 3, 128, 256))) is None
-    assert _winograd_tile(jnp.zeros((1, 40, 64, 256), jnp.bfloat16), wide) is None
+    assert _winograd_tile(jnp.zeros((1, 40, 64, 256), jnp.bfloat16), wide) == 2
+    assert _winograd_tile(jnp.zeros((1, 40, 64, 256), jnp.float16), wide) is None
+
+
+def test_bfloat16_products_are_bfloat16_and_as_accurate_as_bfloat16_itself():
+    # F(2x2) with float32 transforms and bfloat16 products: within bfloat16's own error (its
+    # 8-bit significand: 2^-8 = 4e-3 per operand), forward and input gradient alike.
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(1, 12, 10, 256)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, jnp.bfloat16)
+    hlo = jax.jit(lambda x, k: conv3x3(x, k, "winograd")).lower(x, kernel).as_text()
+    if jax.default_backend() == "cpu":
+        assert "convolution" not in hlo
+        assert re.search(r"dot_general.*bf16.*bf16.*-> tensor<[0-9x]*xf32>", hlo)
+    y = conv3x3(x, kernel, "winograd")
+    assert y.dtype == jnp.bfloat16
+    want = _reference(x.astype(np.float32), kernel.astype(np.float32))
+    error = np.abs(np.asarray(y, np.float32) - want).max() / np.abs(want).max()
+    assert 1e-4 < error < 1e-2  # bfloat16's rounding, but no more
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.bfloat16)
+    dx = jax.vjp(lambda x: conv3x3(x, kernel, "winograd"), x)[1](g)[0]
+    want_dx = jax.vjp(lambda x: _conv(x, kernel.astype(np.float32)),
+                      x.astype(np.float32))[1](g.astype(np.float32))[0]
+    error = float(jnp.abs(dx.astype(np.float32) - want_dx).max() / jnp.abs(want_dx).max())
+    assert error < 1e-2
 
 
 def test_wide_layers_run_winograd_on_cpu_and_match_direct():
