@@ -19,7 +19,9 @@ the bundled chelsea.jpg / marbled.jpg at ``--size``:
    float32 objective.
 
 Timings alternate the variants (ABBA) and give medians, so a shared machine's load falls on
-each alike.
+each alike. Tables 1 and 2 time single calls, outside the optimizer's while-loop, where XLA:CPU
+runs convolutions at other speeds (direct ones slower): compare their variants with each other;
+table 3 is a real run.
 """
 
 from __future__ import annotations
