@@ -335,8 +335,8 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
         page = httpx2.get(url, timeout=120)
         assert page.status_code == 200 and "jaxstyle studio" in page.text
         assert httpx2.get(url + "static/app.js", timeout=120).status_code == 200
-        deadline = time.monotonic() + 120
-        while not opened.exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # the file exists before the script has written it
+        while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert opened.read_text() == url
     finally:

@@ -417,4 +417,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                            timeout_graceful_shutdown=3))
     server.run(sockets=[sock])
+    if getattr(server, "_captured_signals", None):
+        # uvicorn re-raises the signal that stopped it once shut down, which normally ends
+        # here as KeyboardInterrupt; if that was lost (seen once, under load), still say so.
+        raise KeyboardInterrupt
     return 0
