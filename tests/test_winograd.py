@@ -50,13 +50,24 @@ def test_tile_choice():
     assert _winograd_tile(jnp.zeros((1, 40, 64, 256), jnp.float16), wide) is None
 
 
+def _wide_layer(seed, height, width, dtype):
+    """The seeded generator, an input [1, height, width, 256] and a 256 -> 256 kernel: wide
+    enough for "winograd" to switch on."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(1, height, width, 256)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, dtype)
+    return rng, x, kernel
+
+
+def _winograd_hlo(x, kernel):
+    return jax.jit(lambda x, k: conv3x3(x, k, "winograd")).lower(x, kernel).as_text()
+
+
 def test_bfloat16_products_are_bfloat16_and_as_accurate_as_bfloat16_itself():
     # F(2x2) with float32 transforms and bfloat16 products: within bfloat16's own error (its
     # 8-bit significand: 2^-8 = 4e-3 per operand), forward and input gradient alike.
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.normal(size=(1, 12, 10, 256)), jnp.bfloat16)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, jnp.bfloat16)
-    hlo = jax.jit(lambda x, k: conv3x3(x, k, "winograd")).lower(x, kernel).as_text()
+    rng, x, kernel = _wide_layer(4, 12, 10, jnp.bfloat16)
+    hlo = _winograd_hlo(x, kernel)
     if jax.default_backend() == "cpu":
         assert "convolution" not in hlo
         assert re.search(r"dot_general.*bf16.*bf16.*-> tensor<[0-9x]*xf32>", hlo)
@@ -75,10 +86,8 @@ def test_bfloat16_products_are_bfloat16_and_as_accurate_as_bfloat16_itself():
 
 def test_wide_layers_run_winograd_on_cpu_and_match_direct():
     # 256 channels is where "winograd" switches on; value and both gradients must still agree.
-    rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(1, 34, 36, 256)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, jnp.float32)
-    hlo = jax.jit(lambda x, k: conv3x3(x, k, "winograd")).lower(x, kernel).as_text()
+    _, x, kernel = _wide_layer(3, 34, 36, jnp.float32)
+    hlo = _winograd_hlo(x, kernel)
     if jax.default_backend() == "cpu":
         assert "convolution" not in hlo and "dot_general" in hlo
     loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv3x3(x, k, conv)))
