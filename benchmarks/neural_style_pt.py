@@ -270,14 +270,18 @@ def race(content: str, style: str, size: int, args, model: Path, folder: Path,
           f"{ours['convolution']} = {gflop / own:.0f} direct-equivalent GFLOP/s), compile "
           f"{ours['timings']['compile']:.1f} s; direct convolution {per_eval:.3f} s/evaluation "
           f"= {gflop / per_eval:.0f} GFLOP/s, {gflop / per_eval / peak:.0%}")
+    per_iteration = ours["timings"]["optimize"] / max(iterations, 1)
     for init, run in theirs.items():
         reached = seconds_to_reach(ours, run["own_loss"], to_theirs)
         when = (f"reached their final own loss at iteration {reached[0]}, {reached[1]:.1f} s = "
                 f"{reached[1] / run['wall']:.2f}x their time" if reached else
                 "never reached their final own loss")
         print(f"  against -init {init}: whole-run time ratio {ours['wall'] / run['wall']:.2f}; "
+              f"per iteration {per_iteration / run['per_iteration']:.2f}x theirs; "
               f"own loss {ours['final'] * to_theirs / run['own_loss']:.3f}x theirs; file loss "
               f"{file_ours / files[init]:.3f}x theirs; {when}")
+    record = {"jaxstyle": {**ours, "to_theirs": to_theirs}, "neural_style_pt": theirs}
+    (folder / f"race_{tag}.json").write_text(json.dumps(record))
 
 
 def main() -> None:
@@ -288,7 +292,8 @@ def main() -> None:
     parser.add_argument("--pairs", default=PAIRS,
                         help="content:style pairs, comma-separated (default: three pairs)")
     parser.add_argument("--weights", default=str(ROOT / "weights" / "vgg16-keras.msgpack"))
-    parser.add_argument("--out", default=None, help="keep the outputs in this folder")
+    parser.add_argument("--out", default=None, help="keep the outputs (images, and each race's "
+                        "runs as race_*.json: loss histories, timings) in this folder")
     parser.add_argument("--neural-style-init", default="random,image",
                         help="neural-style-pt's -init values to run (random is its default)")
     parser.add_argument("--jaxstyle-options", default="{}",
