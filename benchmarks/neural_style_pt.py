@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -193,16 +194,18 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     shape = fit_longest_side(c.shape, size)
     s = load_image(style)
     to_model = lambda rgb, hw: pre.to_model(resize(jnp.asarray(rgb), *hw))  # noqa: E731
-    targets = losses.Targets(
-        losses.content_targets(params, to_model(c, shape), config),
-        (losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),))
+    style_targets = (
+        losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
+    targets = functools.cache(lambda hw: losses.Targets(
+        losses.content_targets(params, to_model(c, hw), config), style_targets))
     value_and_grad = jax.jit(jax.value_and_grad(
-        lambda x: losses.objective(x, params, targets, config)[0]))
+        lambda x: losses.objective(x, params, targets(shape), config)[0]))
 
     def score(png: Path) -> float:
+        # Each tool's own output size: they round the short side differently (400x600 at 384
+        # px: neural-style-pt 255x384, jaxstyle 256x384), so the content is resized to it.
         x = pre.to_model(jnp.asarray(load_image(png)))
-        assert x.shape[:2] == shape, (png, x.shape, shape)
-        return float(losses.objective(x, params, targets, config)[0])
+        return float(losses.objective(x, params, targets(x.shape[:2]), config)[0])
 
     if not cost:
         return score, None, None
