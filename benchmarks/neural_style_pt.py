@@ -198,8 +198,9 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
         losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
     targets = functools.cache(lambda hw: losses.Targets(
         losses.content_targets(params, to_model(c, hw), config), style_targets))
+    at_shape = targets(shape)  # made outside the trace below, so the cache holds no tracers
     value_and_grad = jax.jit(jax.value_and_grad(
-        lambda x: losses.objective(x, params, targets(shape), config)[0]))
+        lambda x: losses.objective(x, params, at_shape, config)[0]))
 
     def score(png: Path) -> float:
         # Each tool's own output size: they round the short side differently (400x600 at 384
