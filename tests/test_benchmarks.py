@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,38 @@ def test_race_times_jaxstyle_to_a_loss(tiny_weights_file, tmp_path):
     assert iteration == first and before <= seconds <= marks[chunk][1]
     assert race.seconds_to_reach(run, target, 0.5) <= (iteration, seconds)  # counted half
     assert race.seconds_to_reach(run, min(history) / 2, 1.0) is None
+
+
+@pytest.mark.slow
+def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
+    """The two tools round an output's short side differently (coffee.jpg at 384 px: 255x384
+    against 256x384); the race's scorer takes each file at its own size, after it has compiled
+    its timed gradient."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import neural_style_pt as race
+
+    from jaxstyle import StyleOptions, load_image, load_weights, losses, save_image
+    from jaxstyle.images import fit_longest_side, resize
+
+    content, style = str(ROOT / "examples" / "coffee.jpg"), str(ROOT / "examples" / "mosaic.jpg")
+    score, gflop, seconds = race.neural_style_scorer(content, style, tiny_weights_file, 48)
+    assert gflop > 0 and seconds > 0
+    weights = load_weights(tiny_weights_file)
+    pre, config = weights.preprocessing, StyleOptions(preset="neural-style").loss_config()
+    style_image = load_image(style)
+    style_rgb = resize(style_image, *fit_longest_side(style_image.shape, 48))
+    styles = (losses.style_targets(weights.params, [pre.to_model(style_rgb)], config),)
+    photo = load_image(content)
+    h, w = fit_longest_side(photo.shape, 48)
+    for rows in (h, h - 1):
+        png = tmp_path / f"{rows}.png"
+        save_image(png, np.asarray(resize(photo, rows, w)) ** 2)
+        x = pre.to_model(load_image(png))
+        targets = losses.Targets(
+            losses.content_targets(weights.params, pre.to_model(resize(photo, rows, w)), config),
+            styles)
+        want = float(losses.objective(x, weights.params, targets, config)[0])
+        assert score(png) == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.slow
