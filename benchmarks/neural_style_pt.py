@@ -196,17 +196,17 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     to_model = lambda rgb, hw: pre.to_model(resize(jnp.asarray(rgb), *hw))  # noqa: E731
     style_targets = (
         losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
-    targets = functools.cache(lambda hw: losses.Targets(
+    targets_at = functools.cache(lambda hw: losses.Targets(
         losses.content_targets(params, to_model(c, hw), config), style_targets))
-    at_shape = targets(shape)  # made outside the trace below, so the cache holds no tracers
+    shape_targets = targets_at(shape)  # made outside the trace below: the cache holds no tracers
     value_and_grad = jax.jit(jax.value_and_grad(
-        lambda x: losses.objective(x, params, at_shape, config)[0]))
+        lambda x: losses.objective(x, params, shape_targets, config)[0]))
 
     def score(png: Path) -> float:
         # Each tool's own output size: they round the short side differently (400x600 at 384
         # px: neural-style-pt 255x384, jaxstyle 256x384), so the content is resized to it.
         x = pre.to_model(jnp.asarray(load_image(png)))
-        return float(losses.objective(x, params, targets(x.shape[:2]), config)[0])
+        return float(losses.objective(x, params, targets_at(x.shape[:2]), config)[0])
 
     if not cost:
         return score, None, None
