@@ -36,6 +36,7 @@ from jaxstyle.problem import (
     check_masks,
     check_plan_memory,
     finish,
+    network_params,
     prepare_scale,
     stage_problem,
     start_canvas,
@@ -207,9 +208,10 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
     config = options.optimizer_config(weights.preprocessing.model_range(), first.pixel_units)
     redraw_key = jax.random.fold_in(jax.random.fold_in(walk.key, 1), stage.index)
     batched = walk.devices is not None
+    params = network_params(weights.params, options, first.x0.shape)
     if not batched:
         loss_fn, loss_static, x0 = first.loss_fn, first.loss_static, first.x0
-        args, batch_axes, place = (weights.params, first.targets), None, (lambda t: t)
+        args, batch_axes, place = (params, first.targets), None, (lambda t: t)
     else:
         mesh = Mesh(np.array(walk.devices), ("batch",))
         by_image = NamedSharding(mesh, PartitionSpec("batch"))
@@ -228,7 +230,7 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
                                    style_reference=each("style_reference"))
         loss_fn, loss_static = batched_objective, (first.loss_fn, first.loss_static)
         x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
-        args = (jax.device_put(weights.params, everywhere), jax.device_put(shared, everywhere),
+        args = (jax.device_put(params, everywhere), jax.device_put(shared, everywhere),
                 jax.device_put(per_image, by_image))
         batch_axes = (None, None, 0)
         place = functools.partial(jax.device_put, device=everywhere)

@@ -22,7 +22,7 @@ from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.tiling import tiled_style_target_list
-from jaxstyle.vgg import depths_of, min_image_side, pools_before, validate_layers
+from jaxstyle.vgg import depths_of, min_image_side, pools_before, transform_kernels, validate_layers
 from jaxstyle.weights import VGGWeights
 
 
@@ -361,6 +361,15 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                    functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
 
 
+def network_params(params: dict, options: StyleOptions, image_shape: Sequence[int]) -> dict:
+    """The parameters the optimizer hands the objective for images of `image_shape` [H, W, ...]:
+    the weights' `params`, with the fixed kernels that Winograd's algorithm runs on transformed once
+    here rather than at every evaluation (`jaxstyle.vgg.transform_kernels`)."""
+    config = options.loss_config()
+    return transform_kernels(params, image_shape, config.layers, config.convolution,
+                             losses.PRECISIONS[config.precision])
+
+
 def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
                       style_shapes: Sequence[tuple[int, ...]], weights: VGGWeights,
                       options: StyleOptions, masks: bool = False, content_mask: bool = False,
@@ -404,7 +413,8 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     luminance = options.original_colors == "luminance"
     loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
                             else (losses.objective, config))
-    check_memory(loss_fn, loss_static, x0, (weights.params, targets),
+    params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
+    check_memory(loss_fn, loss_static, x0, (params, targets),
                  options.optimizer_config(pre.model_range(), luminance), options.progress_every,
                  limit)
 

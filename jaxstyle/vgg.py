@@ -179,40 +179,60 @@ def _winograd_tile(x: jax.Array, kernel: jax.Array) -> int | None:
     return 4 if min(h, w) >= 32 and x.dtype == jnp.float32 else 2
 
 
-def _winograd_bfloat16(x: jax.Array, kernel: jax.Array, tile: int) -> jax.Array:
-    f32 = jnp.float32
-    y = _jitted_winograd(x.astype(f32), kernel.astype(f32), tile=tile, products=jnp.bfloat16)
-    return y.astype(x.dtype)
+def _winograd_kernel(kernel: jax.Array, tile: int) -> jax.Array:
+    # In float32 whatever the kernel's dtype: a bfloat16 kernel's transform is rounded only
+    # when its products are.
+    return winograd.transform_kernel(kernel.astype(jnp.float32), tile)
 
 
-def _conv_any(x: jax.Array, kernel: jax.Array, convolution: str) -> jax.Array:
+def _winograd(x: jax.Array, u: jax.Array) -> jax.Array:
+    if x.dtype != jnp.bfloat16:
+        return _jitted_winograd(x, u)
+    return _jitted_winograd(x.astype(jnp.float32), u, products=jnp.bfloat16).astype(x.dtype)
+
+
+def _conv_any(x: jax.Array, kernel: jax.Array, convolution: str,
+              u: jax.Array | None = None) -> jax.Array:
+    """The convolution `convolution` asks for; `u`, when given, is the kernel already in the
+    Winograd domain (`transform_kernels`), used when its tile is the one x's size calls for."""
     tile = _winograd_tile(x, kernel) if convolution == "winograd" else None
     if tile is None:
         return _conv(x, kernel)
-    winograd_conv = functools.partial(
-        _winograd_bfloat16 if x.dtype == jnp.bfloat16 else _jitted_winograd, tile=tile)
-    return jax.lax.platform_dependent(x, kernel, cpu=winograd_conv, default=_conv)
+    if u is None or u.shape[0] != (tile + 2) ** 2:
+        u = _jitted_kernel(kernel, tile=tile)
+    return jax.lax.platform_dependent(x, kernel, u, cpu=lambda x, _, u: _winograd(x, u),
+                                      default=lambda x, kernel, _: _conv(x, kernel))
 
 
 # jit, inside a trace, makes each shape's few hundred transform operations one call that is
 # traced and lowered once per shape rather than at each of the 18 wide convolutions of an
 # evaluation (start-up time); XLA inlines it, so the compiled code is the same.
-_jitted_winograd = jax.jit(winograd.conv3x3, static_argnames=("tile", "products"))
+_jitted_winograd = jax.jit(winograd.conv3x3_transformed, static_argnames=("products",))
+_jitted_kernel = jax.jit(_winograd_kernel, static_argnames=("tile",))
+
+
+def _flipped(kernel: jax.Array) -> jax.Array:
+    # The kernel whose convolution is the input gradient of kernel's (HWIO -> flipped HWOI).
+    return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "direct") -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "direct",
+            transformed: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """3x3 stride-1 convolution with zero padding 1: x [N, H, W, I], kernel [3, 3, I, O].
 
     `convolution` is one of `CONVOLUTIONS`; "winograd" is exact to float32 rounding amplified by
     Winograd's transforms (about 2e-5 of the output's scale), and in bfloat16 to its products'
-    rounding (about 3e-3, as bfloat16's own convolution).
+    rounding (about 3e-3, as bfloat16's own convolution). `transformed`: the kernel and its
+    gradient's kernel already in the Winograd domain (`transform_kernels`), treated as
+    constants (no gradient flows to them).
     """
-    return _conv_any(x, kernel, convolution)
+    return _conv_any(x, kernel, convolution, transformed and transformed[0])
 
 
-def _conv3x3_fwd(x, kernel, convolution):
-    return _conv_any(x, kernel, convolution), (x, kernel)
+def _conv3x3_fwd(x, kernel, convolution, transformed):
+    return _conv_any(x, kernel, convolution, transformed and transformed[0]), (x, kernel,
+                                                                                transformed)
 
 
 def _conv3x3_bwd(convolution, residuals, g):
@@ -220,10 +240,10 @@ def _conv3x3_bwd(convolution, residuals, g):
     # Mathematically what JAX derives itself, but XLA:CPU runs JAX's form ~3x slower inside
     # while-loops (where the optimizer's chunks run); this form is fast everywhere, and lets the
     # gradient use Winograd too.
-    x, kernel = residuals
-    dx = _conv_any(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), convolution)
+    x, kernel, transformed = residuals
+    dx = _conv_any(g, _flipped(kernel), convolution, transformed and transformed[1])
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # dead code unless asked for
-    return dx, kernel_vjp(g)[0]
+    return dx, kernel_vjp(g)[0], jax.tree_util.tree_map(jnp.zeros_like, transformed)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
@@ -241,7 +261,12 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.he_normal(), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return conv3x3(x, kernel.astype(x.dtype), self.convolution) + bias.astype(x.dtype)
+        transformed = None
+        if self.has_variable("params", "winograd_backward"):
+            transformed = tuple(self.get_variable("params", f"winograd_{way}")
+                                for way in ("forward", "backward"))
+        return conv3x3(x, kernel.astype(x.dtype), self.convolution,
+                       transformed) + bias.astype(x.dtype)
 
 
 def _pool(x: jax.Array, pooling: str) -> jax.Array:
@@ -351,6 +376,47 @@ def _features_batch(params: Mapping, x: jax.Array, layers: Sequence[str], poolin
     model = VGG(depths=depths, widths=widths_of(params), layers=layers, pooling=pooling,
                 convolution=convolution)
     return model.apply({"params": params}, x)
+
+
+def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Sequence[str],
+                      convolution: str = "winograd", dtype=jnp.float32) -> dict:
+    """`params` plus, for each convolution that runs Winograd's algorithm on an image of
+    `image_shape`, its kernel and its input gradient's kernel in the Winograd domain.
+
+    `vgg_features` on these parameters computes the same features (to float32 rounding) without
+    transforming the fixed kernels at every call: inside an optimizer's loop XLA does not hoist
+    the transforms out (they are larger than the kernels), and at 384 px they cost about a
+    fifth of an evaluation. Nothing is added off CPUs, for "direct", or for layers that run
+    XLA's convolution; the added entries are constants (no gradient reaches them).
+
+    Args:
+      params: as for `vgg_features`.
+      image_shape: [H, W, ...] of the images the features will be computed on.
+      layers: the taps that will be asked for (only convolutions up to the deepest count).
+      convolution: as for `vgg_features`.
+      dtype: the dtype the network will run in (``jnp.bfloat16`` for bfloat16 products).
+
+    Returns:
+      A new mapping; each changed layer has ``winograd_forward`` and ``winograd_backward``
+      besides ``kernel`` and ``bias``.
+    """
+    if convolution != "winograd" or jax.default_backend() != "cpu":
+        return dict(params)
+    names = layer_names(depths_of(params))
+    h, w = image_shape[:2]
+    out = dict(params)
+    for name in names[: names.index(deepest(validate_layers(layers))) + 1]:
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+        if not name.startswith("conv"):
+            continue
+        kernel = jnp.asarray(params[name]["kernel"]).astype(dtype)
+        tile = _winograd_tile(jax.ShapeDtypeStruct((1, h, w, kernel.shape[2]), dtype), kernel)
+        if tile is not None:
+            out[name] = {**params[name],
+                         "winograd_forward": _jitted_kernel(kernel, tile=tile),
+                         "winograd_backward": _jitted_kernel(_flipped(kernel), tile=tile)}
+    return out
 
 
 def vgg19_features(params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str = "max",

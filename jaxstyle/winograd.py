@@ -98,8 +98,28 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int, products=None) -> jax.Ar
     """
     if tile not in _MATRICES:
         raise ValueError(f"tile: expected one of {TILES}, got {tile!r}")
+    return conv3x3_transformed(x, transform_kernel(kernel, tile), products)
+
+
+def conv3x3_transformed(x: jax.Array, u: jax.Array, products=None) -> jax.Array:
+    """`conv3x3` with the kernel already in the Winograd domain: for a kernel that stays the same
+    over many convolutions (a network's weights), transform it once with `transform_kernel`.
+
+    Args:
+      x: float [N, H, W, I].
+      u: ``transform_kernel(kernel, tile)``, float [(tile+2)^2, I, O]; its first axis gives the
+        tile.
+      products: as for `conv3x3`.
+
+    Returns:
+      float [N, H, W, O].
+    """
+    alpha = {(m + 2) ** 2: m + 2 for m in TILES}.get(u.shape[0])
+    if alpha is None:
+        raise ValueError(f"u: expected a first axis of {[(m + 2) ** 2 for m in TILES]}, got "
+                         f"shape {tuple(u.shape)}")
+    tile = alpha - 2
     bt, _, at = _MATRICES[tile]
-    alpha = tile + 2
     n, h, w, c = x.shape
     th, tw = -(-h // tile), -(-w // tile)
     pads = ((0, 0, 0), (1, th * tile + 1 - h, 0), (1, tw * tile + 1 - w, 0), (0, 0, 0))
@@ -115,7 +135,6 @@ def conv3x3(x: jax.Array, kernel: jax.Array, tile: int, products=None) -> jax.Ar
         v += [_combine(col, cols) for col in bt]
     v = lax.reshape(_stack(v), (alpha * alpha, n * th * tw, c))
 
-    u = transform_kernel(kernel, tile)
     if products is not None:
         v, u = v.astype(products), u.astype(products)
     m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))),  # [alpha^2, tiles, O]

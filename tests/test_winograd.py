@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import loss_config
 
-from jaxstyle import vgg_features, winograd
+from jaxstyle import vgg, vgg_features, winograd
 from jaxstyle.vgg import _conv, _winograd_tile, conv3x3
 
 
@@ -111,3 +111,39 @@ def test_vmap_and_validation(tiny_weights):
         vgg_features(tiny_weights.params, x[0], ["relu1_1"], convolution="fft")
     with pytest.raises(ValueError, match="convolution: expected one of"):
         loss_config(convolution="fft")
+
+
+def test_kernels_transformed_once_give_the_same_features_and_gradients():
+    # What the optimizer's loop runs (`transform_kernels`, done once per stage) against the
+    # kernels transformed inside every call: the same numbers, value and image gradient.
+    params = vgg.init_params(jax.random.key(0), widths=(8, 16, 256, 256, 256),
+                             depths=(2, 2, 3, 3, 3))
+    image = jax.random.uniform(jax.random.key(1), (64, 80, 3))
+    layers = ("relu1_1", "relu3_1", "relu4_2", "relu5_1")
+    for dtype in (jnp.float32, jnp.bfloat16):
+        transformed = vgg.transform_kernels(params, image.shape, layers, "winograd", dtype)
+        added = sorted(name for name, p in transformed.items() if "winograd_forward" in p)
+        # 256 channels on: conv3_1 (16 -> 256) runs XLA's convolution.
+        if jax.default_backend() == "cpu":
+            assert added == ["conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]
+        # The tile follows each layer's size: F(2x2) below 32 px (conv3_x at 16x20 here).
+        for name in added:
+            assert transformed[name]["winograd_forward"].shape[0] == 16
+
+        def loss(p, x, dtype=dtype):
+            feats = vgg_features(p, x.astype(dtype), layers, convolution="winograd")
+            return sum(jnp.sum(jnp.sin(f.astype(jnp.float32))) for f in feats.values())
+
+        value, grad = jax.jit(jax.value_and_grad(loss, 1))(params, image)
+        value_t, grad_t = jax.jit(jax.value_and_grad(loss, 1))(transformed, image)
+        np.testing.assert_array_equal(value_t, value)
+        np.testing.assert_array_equal(grad_t, grad)
+    # The kernels' own gradient is unchanged; none reaches the transformed copies.
+    transformed = vgg.transform_kernels(params, image.shape, layers)
+    wrt_params = jax.grad(loss)(transformed, image, jnp.float32)
+    np.testing.assert_allclose(wrt_params["conv4_2"]["kernel"],
+                               jax.grad(loss)(params, image, jnp.float32)["conv4_2"]["kernel"],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.any(wrt_params["conv4_2"]["winograd_forward"])
+    # Nothing to transform for XLA's convolution.
+    assert vgg.transform_kernels(params, image.shape, layers, "direct") == params
