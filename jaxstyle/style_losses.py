@@ -88,6 +88,23 @@ def masked(features: jax.Array, mask: jax.Array | None):
     return features.astype(jnp.float32) * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
 
 
+@jax.custom_jvp
+def _self_product(flat: jax.Array) -> jax.Array:
+    """flat^T flat of flat [N, C]."""
+    return flat.T @ flat
+
+
+@_self_product.defjvp
+def _self_product_jvp(primals, tangents):
+    # d(F^T F) = S + S^T with S = F^T dF. JAX's own rule is F^T dF + dF^T F, whose transpose
+    # (the gradient) is two [N, C] x [C, C] products; transposing this one adds the cotangent
+    # to its transpose first and takes one product, which halves the dearest part of the Gram
+    # losses' gradient (relu1_1 at 384 px: 78 -> 30 ms for value and gradient).
+    (flat,), (tangent,) = primals, tangents
+    s = flat.T @ tangent
+    return _self_product(flat), s + s.T
+
+
 def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Gram matrix of features [H, W, C] over the region `mask` [H, W] (all of it if None).
 
@@ -96,8 +113,7 @@ def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.A
     """
     check_hwc(features, "features")
     f, area = masked(features, mask)
-    flat = f.reshape(-1, f.shape[-1])
-    return flat.T @ flat / (f.shape[-1] * area)
+    return _self_product(f.reshape(-1, f.shape[-1])) / (f.shape[-1] * area)
 
 
 def gram_distance(features: jax.Array, target: jax.Array, mask: jax.Array | None = None):
@@ -113,7 +129,7 @@ def mean_covariance_statistics(features: jax.Array, mask: jax.Array | None = Non
     total = jnp.maximum(jnp.sum(weights), 1e-6)
     mean = weights @ flat / total
     centred = (flat - mean) * jnp.sqrt(weights)[:, None]
-    return {"mean": mean, "cov": centred.T @ centred / total}
+    return {"mean": mean, "cov": _self_product(centred) / total}
 
 
 def _psd_sqrt(a: jax.Array) -> jax.Array:
