@@ -33,9 +33,9 @@ VGG19_WIDTHS = (64, 128, 256, 512, 512)
 """VGG19's (and VGG16's) channel widths per block."""
 
 # How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
-# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 256 or more channels on CPUs,
-# where it needs 4x (2.25x) fewer multiplications, and XLA's convolution elsewhere (narrow
-# layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms and bfloat16 products:
+# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 128 or more channels (256 in
+# bfloat16) on CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution
+# elsewhere (narrow layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms and bfloat16 products:
 # XLA:CPU runs a bfloat16 convolution in float32, so this is the only way its products can use
 # a CPU's bfloat16 instructions (`benchmarks/bfloat16.py` measures whether they pay).
 # On a 2-core CPU at 512 px float32 Winograd takes a quarter off each evaluation, but a first run
@@ -170,11 +170,16 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 def _winograd_tile(x: jax.Array, kernel: jax.Array) -> int | None:
     # Measured on a 2-core AVX2 CPU at 512 px: Winograd wins from 256 channels on (conv3_x:
-    # 0.11 -> 0.09 s, conv4_x: 0.105 -> 0.055 s) and loses below, where its transforms, which
-    # cost per pixel and channel, outweigh the multiplications saved. F(4x4) pads small maps.
-    # In bfloat16 only F(2x2): F(4x4)'s transforms amplify the products' rounding to ~2e-2.
+    # 0.11 -> 0.09 s, conv4_x: 0.105 -> 0.055 s). In float32 it wins from 128 channels too
+    # since the kernels are transformed once per run (`transform_kernels`): 0.93x per
+    # evaluation at 384 px in the optimizer's loop; from 64 channels it loses (1.07x), as the
+    # input and output transforms, which cost per pixel and channel, outweigh the products
+    # saved. F(4x4) pads small maps. In bfloat16 only F(2x2) (F(4x4)'s transforms amplify the
+    # products' rounding to ~2e-2), from 256 channels as measured.
     _, h, w, c = x.shape
-    if x.dtype not in (jnp.float32, jnp.bfloat16) or min(c, kernel.shape[-1]) < 256:
+    if x.dtype not in (jnp.float32, jnp.bfloat16):
+        return None
+    if min(c, kernel.shape[-1]) < (128 if x.dtype == jnp.float32 else 256):
         return None
     return 4 if min(h, w) >= 32 and x.dtype == jnp.float32 else 2
 
