@@ -92,3 +92,23 @@ def test_bfloat16_benchmark_runs_at_a_tiny_size(tiny_weights_file):
     assert done.returncode == 0, done.stderr[-2000:]
     for row in ("Winograd bf16 products", "direct bf16", "float32 loss"):
         assert row in done.stdout
+
+
+@pytest.mark.slow
+def test_evaluation_profile_splits_the_loop_by_layer(tiny_weights_file):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "evaluation_profile.py"), "--size", "48",
+         "--iterations", "3", "--weights", str(tiny_weights_file), "--content",
+         str(ROOT / "examples" / "chelsea.jpg"), "--style", str(ROOT / "examples" / "marbled.jpg")],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:-1]}
+    assert "forward products" in done.stdout.splitlines()[1]
+    # Each convolution has its products forward and backward (the tiny network is all direct:
+    # no "forward other" cell), then its total.
+    for layer in ("conv1_1", "conv1_2", "conv2_1", "conv5_1"):
+        cells = [float(v) for v in rows[layer]]
+        assert len(cells) >= 3 and cells[0] > 0 and cells[1] > 0 and cells[-1] > 0
+    assert float(rows["losses"][-1]) > 0 and float(rows["optimizer"][-1]) > 0
+    assert float(rows["all"][-1]) > 0
+    assert done.stdout.splitlines()[-1].startswith("wall time ")
