@@ -35,9 +35,10 @@ VGG19_WIDTHS = (64, 128, 256, 512, 512)
 # How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
 # F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 128 or more channels (256 in
 # bfloat16) on CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution
-# elsewhere (narrow layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms and bfloat16 products:
-# XLA:CPU runs a bfloat16 convolution in float32, so this is the only way its products can use
-# a CPU's bfloat16 instructions (`benchmarks/bfloat16.py` measures whether they pay).
+# elsewhere (narrow layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms
+# and bfloat16 products: XLA:CPU runs a bfloat16 convolution in float32, so this is the only
+# way its products can use a CPU's bfloat16 instructions (`benchmarks/bfloat16.py` measures
+# whether they pay).
 # On a 2-core CPU at 512 px float32 Winograd takes a quarter off each evaluation, but a first run
 # at a new size took ~50 s longer to start (XLA compiles each Winograd layer in ~2 s), so it pays
 # off on long runs (and on repeated ones, with the persistent compilation cache).
@@ -389,10 +390,11 @@ def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Seque
     `image_shape`, its kernel and its input gradient's kernel in the Winograd domain.
 
     `vgg_features` on these parameters computes the same features (to float32 rounding) without
-    transforming the fixed kernels at every call: inside an optimizer's loop XLA does not hoist
-    the transforms out (they are larger than the kernels), and at 384 px they cost about a
-    fifth of an evaluation. Nothing is added off CPUs, for "direct", or for layers that run
-    XLA's convolution; the added entries are constants (no gradient reaches them).
+    transforming the fixed kernels at every call: inside the optimizer's loop XLA does not hoist
+    the transforms out (they sit in the line search's conditional), and at 384 px they cost
+    about a fifth of an evaluation's thread time. Nothing is added off CPUs, for "direct", or
+    for layers that run XLA's convolution; the added entries are constants (no gradient
+    reaches them).
 
     Args:
       params: as for `vgg_features`.
