@@ -441,9 +441,10 @@ class StyleOptions:
     convolution: str | None = _option(
         None,
         "performance",
-        "'winograd' runs the layers of 256+ channels with Winograd's algorithm on CPUs: "
+        "'winograd' runs the layers of 128+ channels with Winograd's algorithm on CPUs: "
         "about a quarter less time per evaluation at 384 and 512 px, float32-level "
-        "differences, but ~20 s more compilation the first time at each size (cached after); "
+        "differences, but slower compilation the first time at each size (38-56 s in all "
+        "for a 384 px fast run on 2 cores; cached after); "
         "with --precision bfloat16 its products run in bfloat16 (benchmarks/bfloat16.py "
         "measures whether that pays on a CPU); "
         f"'auto': Winograd on a CPU in float32 for outputs of {AUTO_WINOGRAD_SIZE} px or more "

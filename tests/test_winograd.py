@@ -118,30 +118,46 @@ def test_vmap_and_validation(tiny_weights):
 def test_kernels_transformed_once_give_the_same_features_and_gradients():
     # What the optimizer's loop runs (`transform_kernels`, done once per stage) against the
     # kernels transformed inside every call: the same numbers, value and image gradient.
-    params = vgg.init_params(jax.random.key(0), widths=(8, 16, 128, 128, 128),
+    params = vgg.init_params(jax.random.key(0), widths=(8, 16, 128, 256, 256),
                              depths=(2, 2, 3, 3, 3))
-    image = jax.random.uniform(jax.random.key(1), (64, 80, 3))
+    image = jax.random.uniform(jax.random.key(1), (128, 160, 3))
     layers = ("relu1_1", "relu3_1", "relu4_2", "relu5_1")
-    for dtype in (jnp.float32, jnp.bfloat16):
+
+    def loss(p, x, dtype):
+        feats = vgg_features(p, x.astype(dtype), layers, convolution="winograd")
+        return sum(jnp.sum(jnp.sin(f.astype(jnp.float32))) for f in feats.values())
+
+    # Float32 from 128 channels (conv3_1 is 16 -> 128: XLA's), bfloat16 from 256; F(4x4) at
+    # 32 px and more (conv3_x at 32x40), F(2x2) below.
+    expected = {jnp.float32: {"conv3_2": 36, "conv3_3": 36, "conv4_1": 16, "conv4_2": 16,
+                              "conv4_3": 16, "conv5_1": 16},
+                jnp.bfloat16: {"conv4_2": 16, "conv4_3": 16, "conv5_1": 16}}
+    for dtype, want in expected.items():
         transformed = vgg.transform_kernels(params, image.shape, layers, "winograd", dtype)
-        added = sorted(name for name, p in transformed.items() if "winograd_forward" in p)
-        # 128 channels on: conv3_1 (16 -> 128) runs XLA's convolution; bfloat16 from 256.
-        if jax.default_backend() == "cpu":
-            want = [] if dtype == jnp.bfloat16 else [
-                "conv3_2", "conv3_3", "conv4_1", "conv4_2", "conv4_3", "conv5_1"]
-            assert added == want
-        # The tile follows each layer's size: F(2x2) below 32 px (conv3_x at 16x20 here).
-        for name in added:
-            assert transformed[name]["winograd_forward"].shape[0] == 16
-
-        def loss(p, x, dtype=dtype):
-            feats = vgg_features(p, x.astype(dtype), layers, convolution="winograd")
-            return sum(jnp.sum(jnp.sin(f.astype(jnp.float32))) for f in feats.values())
-
-        value, grad = jax.jit(jax.value_and_grad(loss, 1))(params, image)
-        value_t, grad_t = jax.jit(jax.value_and_grad(loss, 1))(transformed, image)
-        np.testing.assert_array_equal(value_t, value)
-        np.testing.assert_array_equal(grad_t, grad)
+        if jax.default_backend() != "cpu":
+            assert transformed == params
+            continue
+        assert {name: p["winograd_forward"].shape[0] for name, p in transformed.items()
+                if "winograd_forward" in p} == want
+        value, grad = jax.jit(jax.value_and_grad(loss, 1), static_argnums=2)(
+            params, image, dtype)
+        value_t, grad_t = jax.jit(jax.value_and_grad(loss, 1), static_argnums=2)(
+            transformed, image, dtype)
+        np.testing.assert_allclose(value_t, value, rtol=1e-6)
+        np.testing.assert_allclose(grad_t, grad, rtol=1e-6, atol=1e-6 * float(
+            jnp.abs(grad).max()))
+        # They are what runs: the per-call transform is gone, and a wrong copy changes the
+        # features.
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss, 1), static_argnums=2)(transformed, image,
+                                                                         dtype))
+        assert "_winograd_kernel" not in jaxpr
+        broken = {**transformed, "conv4_2": {**transformed["conv4_2"], "winograd_forward":
+                                             jnp.zeros_like(transformed["conv4_2"]["winograd_forward"])}}
+        assert float(loss(broken, image, dtype)) != float(value)
+    # Transformed for another size (other tiles): the inline transform takes over.
+    elsewhere = vgg.transform_kernels(params, (40, 48, 3), layers)
+    np.testing.assert_allclose(loss(elsewhere, image, jnp.float32),
+                               loss(params, image, jnp.float32), rtol=1e-6)
     # The kernels' own gradient is unchanged; none reaches the transformed copies.
     transformed = vgg.transform_kernels(params, image.shape, layers)
     wrt_params = jax.grad(loss)(transformed, image, jnp.float32)
