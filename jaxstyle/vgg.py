@@ -413,13 +413,12 @@ def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Seque
     depths = depths_of(params)
     names = layer_names(depths)
     layers = validate_layers(layers, "layers", depths)
-    h, w = image_shape[:2]
     out = dict(params)
     for name in names[: names.index(deepest(layers)) + 1]:
-        if name.startswith("pool"):
-            h, w = h // 2, w // 2
         if not name.startswith("conv"):
             continue
+        # Floor-mode 2x2 pooling k times floors the side divided by 2^k.
+        h, w = (side >> pools_before(name) for side in image_shape[:2])
         kernel = jnp.asarray(params[name]["kernel"]).astype(dtype)
         tile = _winograd_tile(jax.ShapeDtypeStruct((1, h, w, kernel.shape[2]), dtype), kernel)
         if tile is not None:
