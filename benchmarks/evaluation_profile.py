@@ -104,6 +104,7 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--options", default="{}", help="more StyleOptions, as JSON")
+    parser.add_argument("--json", help="also write the unrounded table to this file")
     args = parser.parse_args(argv)
     enable_compilation_cache()
     weights = load_weights(args.weights)
@@ -130,6 +131,13 @@ def main(argv=None) -> None:
         f"{sum(v for (_, c), v in times.items() if c == col):19.1f}" for col in columns)
         + f"{total:9.1f}")
     print(f"wall time {out['wall_per_evaluation_ms']:.1f} ms per evaluation")
+    if args.json:
+        table = collections.defaultdict(dict)
+        for (row, column), ms in times.items():
+            table[row][column] = ms
+        Path(args.json).write_text(json.dumps(
+            {"ms_per_evaluation": table, "evaluations": out["evaluations"],
+             "wall_per_evaluation_ms": out["wall_per_evaluation_ms"]}, indent=1))
 
 if __name__ == "__main__":
     main()
