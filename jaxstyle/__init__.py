@@ -2,7 +2,8 @@
 
 The public surface is the names in `__all__`: the network (`vgg_features`), the objective
 (`objective`, its `Targets` and `LossConfig`, the style losses), the run (`stylize`,
-`stylize_batch`, `prepare`, `minimize`, `StyleOptions`), weights, images, quality and video.
+`stylize_batch`, `prepare`, `network_params`, `minimize`, `StyleOptions`), weights, images,
+quality and video.
 Every function takes one image (float32 [H, W, 3]); batch with `jax.vmap` (or
 `stylize_batch`, which does). Each exported name means one thing, whatever was imported before:
 no submodule shares a name with a function.
@@ -53,6 +54,7 @@ _WHERE = {
     "load_weights": "jaxstyle.weights",
     "measure": "jaxstyle.quality",
     "minimize": "jaxstyle.optimize",
+    "network_params": "jaxstyle.problem",
     "objective": "jaxstyle.losses",
     "plan": "jaxstyle.stages",
     "prepare": "jaxstyle.problem",

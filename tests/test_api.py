@@ -101,6 +101,7 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
         "minimize": lambda: jaxstyle.minimize(
             problem.loss_fn, problem.loss_static, problem.x0, (weights.params, problem.targets),
             options.optimizer_config(weights.preprocessing.model_range()), 2, memory_limit=0),
+        "network_params": lambda: jaxstyle.network_params(weights.params, options, x.shape),
         "objective": lambda: jaxstyle.objective(x, weights.params, targets, config),
         "plan": lambda: jaxstyle.plan(content.shape, options),
         "prepare": lambda: problem,
