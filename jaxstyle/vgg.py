@@ -169,6 +169,32 @@ def _conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), _SAME, dimension_numbers=_DIMENSIONS)
 
 
+def _im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # The same convolution as one matrix product: the nine shifted copies of the padded map side
+    # by side [N, H, W, 9I] times the kernel flattened in HWI order [9I, O].
+    _, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    shifted = [padded[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(shifted, axis=-1) @ kernel.reshape(9 * c, kernel.shape[-1])
+
+
+_IM2COL_PIXELS = 64
+
+
+def _uses_im2col(x: jax.Array, kernel: jax.Array) -> bool:
+    # XLA:CPU's direct convolution is pathologically slow on tiny maps with many channels
+    # (conv4_x and conv5_x of images up to ~100 px): one 3x3 convolution and its input
+    # gradient on a 2-core AVX2 CPU, 4x2x512 76-81 ms direct against 5-6 ms as one product,
+    # 4x2x256 7.5-9.7 against 1.6, 2x1x512 6 against 2-3, 8x5x512 14 against 8-9. On larger
+    # maps the gain is small (16x11x512 22-26 against 16-20) or a loss (36x24x512 76 against 92)
+    # and does not pay for compiling the nine copies (~0.3 s per layer and direction). In the
+    # optimizer's loop at 64 px (balanced, 40 iterations, every wide layer on the product) 0.51x
+    # per iteration, for ~5 s more compiling (once with the compilation cache). Float32 only.
+    _, h, w, c = x.shape
+    return (x.dtype == jnp.float32 and min(c, kernel.shape[-1]) >= 256
+            and h * w <= _IM2COL_PIXELS)
+
+
 def _winograd_tile(x: jax.Array, kernel: jax.Array) -> int | None:
     # Measured on a 2-core AVX2 CPU at 512 px: Winograd wins from 256 channels on (conv3_x:
     # 0.11 -> 0.09 s, conv4_x: 0.105 -> 0.055 s). In float32 it wins from 128 channels too
@@ -202,6 +228,8 @@ def _conv_any(x: jax.Array, kernel: jax.Array, convolution: str,
     """The convolution `convolution` asks for; `u`, when given, is the kernel already in the
     Winograd domain (`transform_kernels`), used when its tile is the one x's size calls for."""
     tile = _winograd_tile(x, kernel) if convolution == "winograd" else None
+    if tile is None and _uses_im2col(x, kernel):
+        return jax.lax.platform_dependent(x, kernel, cpu=_im2col, default=_conv)
     if tile is None:
         return _conv(x, kernel)
     if u is None or u.shape[0] != (tile + 2) ** 2:

@@ -65,6 +65,36 @@ def test_custom_conv_gradient_matches_autodiff(tiny_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("shape", [(1, 4, 2, 256), (2, 8, 5, 256), (1, 1, 1, 256)])
+def test_small_wide_maps_are_one_matrix_product_as_exact_as_the_convolution(shape):
+    # On CPU a small map with 256+ channels is convolved as one product of its nine shifted
+    # copies (XLA's direct convolution is slow there); value and input gradient against a
+    # float64 convolution.
+    from jaxstyle.vgg import _conv, conv3x3
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 512)) / 48, jnp.float32)
+    g = jnp.asarray(rng.normal(size=(*shape[:3], 512)), jnp.float32)
+    hlo = jax.jit(conv3x3).lower(x, kernel).as_text()
+    assert "convolution" not in hlo and "dot_general" in hlo
+    y, vjp = jax.vjp(lambda x: conv3x3(x, kernel), x)
+    with jax.enable_x64():
+        y64, vjp64 = jax.vjp(lambda x: _conv(x, jnp.asarray(kernel, jnp.float64)),
+                             jnp.asarray(x, jnp.float64))
+        y64, dx64 = np.asarray(y64), np.asarray(vjp64(jnp.asarray(g, jnp.float64))[0])
+    for got, want in ((y, y64), (vjp(g)[0], dx64)):
+        assert np.abs(np.asarray(got) - want).max() / np.abs(want).max() < 1e-5
+
+
+def test_large_or_narrow_maps_keep_xlas_convolution():
+    from jaxstyle.vgg import conv3x3
+
+    for x, kernel in ((jnp.zeros((1, 16, 16, 256)), jnp.zeros((3, 3, 256, 256))),
+                      (jnp.zeros((1, 4, 2, 128)), jnp.zeros((3, 3, 128, 256)))):
+        assert "convolution" in jax.jit(conv3x3).lower(x, kernel).as_text()
+
 def test_validation(tiny_weights):
     with pytest.raises(ValueError, match="unknown layer 'relu6_1'"):
         validate_layers(["relu6_1"])
