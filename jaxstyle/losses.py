@@ -224,8 +224,9 @@ class LossConfig:
         (`jaxstyle.Preprocessing.model_range`); used by the "relative" normalisation only.
       precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
         Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
-      convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
-        for the wide float32 layers on CPUs); see `jaxstyle.vgg.CONVOLUTIONS`.
+      convolution: "direct" (XLA's convolution; on CPUs tiny wide maps as one matrix product)
+        or "winograd" (Winograd's algorithm for the wide float32 layers on CPUs); see
+        `jaxstyle.vgg.CONVOLUTIONS`.
       temporal_weight: weight of the temporal loss (video), used when the targets carry
         previous frames.
     """

@@ -32,13 +32,14 @@ BLOCK_DEPTHS = ARCHITECTURES["vgg19"]
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
 """VGG19's (and VGG16's) channel widths per block."""
 
-# How 3x3 convolutions run: "direct" is XLA's convolution everywhere; "winograd" uses Winograd's
-# F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 128 or more channels (256 in
-# bfloat16) on CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's convolution
-# elsewhere (narrow layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32 transforms
-# and bfloat16 products: XLA:CPU runs a bfloat16 convolution in float32, so this is the only
-# way its products can use a CPU's bfloat16 instructions (`benchmarks/bfloat16.py` measures
-# whether they pay).
+# How 3x3 convolutions run: "direct" is XLA's convolution (on CPUs, float32 maps of at most 64
+# pixels with 256+ channels as one matrix product instead: `_uses_im2col`); "winograd" uses
+# Winograd's F(4x4, 3x3) or F(2x2, 3x3) (`jaxstyle.winograd`) for layers with 128 or more
+# channels (256 in bfloat16) on CPUs, where it needs 4x (2.25x) fewer multiplications, and XLA's
+# convolution elsewhere (narrow layers, GPUs and TPUs). In bfloat16 it is F(2x2) with float32
+# transforms and bfloat16 products: XLA:CPU runs a bfloat16 convolution in float32, so this is
+# the only way its products can use a CPU's bfloat16 instructions (`benchmarks/bfloat16.py`
+# measures whether they pay).
 # On a 2-core CPU at 512 px float32 Winograd takes a quarter off each evaluation, but a first run
 # at a new size took ~50 s longer to start (XLA compiles each Winograd layer in ~2 s), so it pays
 # off on long runs (and on repeated ones, with the persistent compilation cache).
@@ -189,7 +190,7 @@ def _uses_im2col(x: jax.Array, kernel: jax.Array) -> bool:
     # maps the gain is small (16x11x512 22-26 against 16-20) or a loss (36x24x512 76 against 92)
     # and does not pay for compiling the nine copies (~0.3 s per layer and direction). In the
     # optimizer's loop at 64 px (balanced, 40 iterations, every wide layer on the product) 0.51x
-    # per iteration, for ~5 s more compiling (once with the compilation cache). Float32 only.
+    # per iteration, for 2-5 s more compiling (once with the compilation cache). Float32 only.
     _, h, w, c = x.shape
     return (x.dtype == jnp.float32 and min(c, kernel.shape[-1]) >= 256
             and h * w <= _IM2COL_PIXELS)
@@ -374,9 +375,10 @@ def vgg_features(
       layers: names of the taps to return, e.g. ``("relu1_1", "relu4_2")``; VGG16 has conv5_3
         but no conv5_4 (`layer_names`).
       pooling: "max" or "avg".
-      convolution: "direct" (XLA's convolution everywhere) or "winograd" (Winograd's algorithm
-        for the wide float32 layers on CPUs: about 2e-5 relative error per layer, a quarter
-        less time per evaluation at 512 px, slower to compile); see `CONVOLUTIONS`.
+      convolution: "direct" (XLA's convolution; on CPUs tiny wide maps as one matrix product)
+        or "winograd" (Winograd's algorithm for the wide float32 layers on CPUs: about 2e-5
+        relative error per layer, a quarter less time per evaluation at 512 px, slower to
+        compile); see `CONVOLUTIONS`.
 
     Returns:
       Each requested layer's activation, float [h, w, c]. Only the layers up to the deepest
