@@ -65,7 +65,6 @@ def test_custom_conv_gradient_matches_autodiff(tiny_weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-
 @pytest.mark.parametrize("shape", [(1, 4, 2, 256), (2, 8, 5, 256), (1, 1, 1, 256)])
 def test_small_wide_maps_are_one_matrix_product_as_exact_as_the_convolution(shape):
     # On CPU a small map with 256+ channels is convolved as one product of its nine shifted
@@ -94,6 +93,7 @@ def test_large_or_narrow_maps_keep_xlas_convolution():
     for x, kernel in ((jnp.zeros((1, 16, 16, 256)), jnp.zeros((3, 3, 256, 256))),
                       (jnp.zeros((1, 4, 2, 128)), jnp.zeros((3, 3, 128, 256)))):
         assert "convolution" in jax.jit(conv3x3).lower(x, kernel).as_text()
+
 
 def test_validation(tiny_weights):
     with pytest.raises(ValueError, match="unknown layer 'relu6_1'"):
