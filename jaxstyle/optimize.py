@@ -9,6 +9,7 @@ and `minimize` strings chunks together, returning to Python only between chunks.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import jaxopt
 import numpy as np
 import optax
+from jaxopt._src.base import LineSearchStep  # not exported; `_Zoom.update` returns one
 
 from jaxstyle.errors import OptimizationError, OutOfMemoryError
 
@@ -159,6 +161,93 @@ class _Zoom(jaxopt.ZoomLineSearch):
         # It counted the forward pass `zeros_for_aux` no longer makes.
         return state._replace(num_fun_eval=state.num_fun_eval - 1,
                               num_grad_eval=state.num_grad_eval - 1)
+
+    def run(self, init_stepsize, params, value=None, grad=None, descent_direction=None,
+            fun_args=(), fun_kwargs=None) -> LineSearchStep:
+        """jaxopt's search, step for step, with the loss evaluated in one place.
+
+        jaxopt evaluates it inside each branch of a conditional (bracketing the step, zooming
+        in, the safe step after a failed search) and unrolls the first step out of its loop, and
+        XLA compiles the network once for each of those places. Here one loop does one
+        evaluation per turn: each branch is traced twice, first without the evaluation to learn
+        the point it asks for, then on the loss evaluated once at that point. A failed search's
+        safe step takes one more turn of the loop.
+        """
+        fun_kwargs = fun_kwargs or {}
+        state = self.init_state(init_stepsize, params, value, grad, descent_direction,
+                                fun_args, fun_kwargs)
+        init_stepsize = jnp.asarray(init_stepsize).astype(state.prev_stepsize.dtype)
+        on_line = jaxopt.tree_util.tree_add_scalar_mul
+
+        def traced_with(name, stand_in, method, *args):
+            # The branch `method` calls `name` (a method or an attribute) once: trace it on a
+            # copy of this search with `stand_in` in its place.
+            other = copy.copy(self)
+            setattr(other, name, stand_in)
+            return getattr(other, method)(*args)
+
+        def point_asked(stepsize, state, safe):
+            # Where this turn evaluates: the search's next trial or, after a failed search,
+            # its safe step; the branches' other work is left to the second tracing.
+            def probe(method, name):
+                def run_branch(_):
+                    asked = []
+
+                    def record(*args):
+                        if name == "_value_and_grad_fun_with_aux":  # (point, *fun_args)
+                            asked.append(args[0])
+                            return (state.value, state.aux), state.grad
+                        params, step, direction = args[:3]
+                        asked.append(on_line(params, step, direction))
+                        return state.value, state.slope_init, state.params, state.grad, state.aux
+
+                    traced_with(name, record, method, stepsize, state, fun_args, fun_kwargs)
+                    return asked[0]
+                return run_branch
+
+            search, zoom = (probe(method, "_value_and_slope_on_line")
+                            for method in ("_search_interval", "_zoom_into_interval"))
+            return jax.lax.cond(
+                safe, probe("_make_safe_step", "_value_and_grad_fun_with_aux"),
+                lambda _: jax.lax.cond(state.interval_found, zoom, search, None), None)
+
+        def keep_going(carry):
+            _, state, safe, turns = carry
+            return safe | (~(state.done | state.failed) & (turns < self.maxiter))
+
+        def turn(carry):
+            stepsize, state, safe, turns = carry
+            point = point_asked(stepsize, state, safe)
+            (value, aux), grad = self._value_and_grad_fun_with_aux(point, *fun_args,
+                                                                   **fun_kwargs)
+
+            def after_search(_):
+                slope = jaxopt.tree_util.tree_vdot_real(jaxopt.tree_util.tree_conj(grad),
+                                                        state.descent_direction)
+                found = (value, slope, point, grad, aux)
+                new_stepsize, new_state = jax.lax.cond(
+                    state.interval_found,
+                    *(lambda _, m=method: traced_with("_value_and_slope_on_line",
+                                                      lambda *_: found, m, stepsize, state,
+                                                      fun_args, fun_kwargs)
+                      for method in ("_zoom_into_interval", "_search_interval")), None)
+                return new_stepsize, new_state, new_state.failed
+
+            def after_safe_step(_):
+                new_stepsize, new_state = traced_with(
+                    "_value_and_grad_fun_with_aux", lambda *_: ((value, aux), grad),
+                    "_make_safe_step", stepsize, state, fun_args, fun_kwargs)
+                return new_stepsize, new_state, jnp.asarray(False)
+
+            new_stepsize, new_state, safe_next = jax.lax.cond(safe, after_safe_step,
+                                                              after_search, None)
+            new_state = new_state._replace(num_fun_eval=new_state.num_fun_eval + 1,
+                                           num_grad_eval=new_state.num_grad_eval + 1)
+            return new_stepsize, new_state, safe_next, turns + jnp.where(safe, 0, 1)
+
+        carry = (init_stepsize, state, jnp.asarray(False), jnp.asarray(0))
+        stepsize, state, _, _ = jax.lax.while_loop(keep_going, turn, carry)
+        return LineSearchStep(stepsize=stepsize, state=state)
 
 
 class _CompactState(NamedTuple):

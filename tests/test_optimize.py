@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import jaxopt
@@ -82,6 +84,41 @@ def test_zoom_costs_one_evaluation_when_the_quasi_newton_step_is_accepted():
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="zoom")
     result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 10, memory_limit=0)
     assert result.evaluations <= 10 + 1 + 3  # init, one per step, a few longer searches
+
+
+def wavy(x, _static):
+    value = jnp.sum(jnp.cosh(x - 1.0) + 0.3 * jnp.sin(7.0 * x))
+    return value, {"value": value, "sines": jnp.sum(jnp.sin(x))}
+
+
+@pytest.mark.parametrize("start, direction, first, maxiter, fails", [
+    (0.0, 1.0, 0.3, 30, False),   # the first trial is accepted
+    (0.0, 1.0, 1.0, 30, False),   # one trial past the interval, then zoomed into
+    (-4.0, 1.0, 1e-3, 30, False),  # the interval grown, then zoomed into
+    (0.0, 1.0, 50.0, 30, False),  # zoomed into from a long first trial
+    (-4.0, 1.0, 1e-3, 2, True),   # out of turns while growing: the safe step
+    (0.0, 1.0, 50.0, 2, True),    # out of turns while zooming: the safe step
+    (0.0, -1.0, 1.0, 30, True),   # uphill: the search fails, the safe step
+])
+def test_zoom_search_is_jaxopts_with_the_loss_compiled_once(start, direction, first, maxiter,
+                                                            fails):
+    fun = functools.partial(wavy, _static=None)
+    search = optimize._Zoom(fun=fun, has_aux=True, maxiter=maxiter, max_stepsize=100.0)
+    x = jnp.full(3, start, jnp.float32).at[1].add(0.5)
+    (value, _), grad = jax.value_and_grad(fun, has_aux=True)(x)
+    d = direction * -grad / jnp.linalg.norm(grad)
+    ours = jax.jit(lambda x, d: search.run(first, x, value, grad, d))
+    theirs = jax.jit(lambda x, d: jaxopt.ZoomLineSearch.run(search, first, x, value, grad, d))
+    got, want = ours(x, d), theirs(x, d)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(a, b)
+    assert bool(got.state.failed) == fails and bool(got.state.done) != fails
+    # One evaluation per turn of the search, and one more for a failed search's safe step.
+    assert got.state.num_fun_eval == got.state.iter_num + fails
+    assert (got.state.num_fun_eval == 1) == (first == 0.3)
+    # jaxopt traces the loss in three places at least; here once (and its gradient).
+    assert str(jax.make_jaxpr(ours)(x, d)).count("cosh") == 1
+    assert str(jax.make_jaxpr(theirs)(x, d)).count("cosh") >= 3
 
 
 @pytest.mark.parametrize("rule", [optimize.StopRule(loss=1e-4), optimize.StopRule(change=1e-3)])
