@@ -443,8 +443,8 @@ class StyleOptions:
         "performance",
         "'winograd' runs the layers of 128+ channels with Winograd's algorithm on CPUs: "
         "about a quarter less time per evaluation at 384 and 512 px, float32-level "
-        "differences, but slower compilation the first time at each size (38-56 s in all "
-        "for a 384 px fast run on 2 cores; cached after); "
+        "differences, but slower compilation the first time at each size (15-19 s in all "
+        "for a fast run at 384-512 px on 2 cores, 3 s from the cache after); "
         "with --precision bfloat16 its products run in bfloat16 (benchmarks/bfloat16.py "
         "measures whether that pays on a CPU); "
         f"'auto': Winograd on a CPU in float32 for outputs of {AUTO_WINOGRAD_SIZE} px or more "
