@@ -25,6 +25,7 @@ from jaxstyle.choices import (
     SWEEP_ITERATIONS,
     SWEEP_SIZE,
 )
+from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.options import GROUPS, as_typed, flags, from_flags
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    ensure_two_threads()
     try:
         if args.command != "weights":
             from jaxstyle.compilation_cache import enable_compilation_cache

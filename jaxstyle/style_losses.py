@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle.choices import STYLE_LOSSES
+from jaxstyle.cpu_pool import host_callbacks_safe
 
 QUANTILES = 256
 """Levels at which a distribution target keeps its quantile function."""
@@ -184,7 +185,8 @@ def _levels(n: int) -> jax.Array:
 # Sorting is the cost of the distribution losses. XLA's CPU sort ran ~70x slower than NumPy's
 # here (a [64, 174592] float32 array: 2.1 s against 0.03 s), so on CPUs the ranks come from
 # NumPy through a host callback; other platforms sort with XLA. Only ranks and positions cross
-# over, never gradients: the losses are written so that their gradient is elementwise.
+# over, never gradients: the losses are written so that their gradient is elementwise. Where
+# jaxlib's CPU pool has a single thread the callback would hang (`jaxstyle.cpu_pool`): XLA sorts.
 
 
 def _positions_host(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -223,7 +225,8 @@ def _positions(values: jax.Array, weights: jax.Array) -> jax.Array:
         return jax.pure_callback(lambda a, b: _positions_host(np.asarray(a), np.asarray(b)),
                                  shape, v, w, vmap_method="sequential")
 
-    return jax.lax.platform_dependent(values, weights, cpu=host, default=_positions_xla)
+    cpu = host if host_callbacks_safe() else _positions_xla
+    return jax.lax.platform_dependent(values, weights, cpu=cpu, default=_positions_xla)
 
 
 def _quantile_at(quantiles: jax.Array, positions: jax.Array) -> jax.Array:
@@ -293,7 +296,8 @@ def weighted_quantiles(values: jax.Array, weights: jax.Array | None, levels: int
             shape, v, w, vmap_method="sequential")
 
     xla = functools.partial(_quantiles_xla, levels=levels, uniform=uniform)
-    return jax.lax.platform_dependent(values, weights, cpu=host, default=xla)
+    cpu = host if host_callbacks_safe() else xla
+    return jax.lax.platform_dependent(values, weights, cpu=cpu, default=xla)
 
 
 def sorted_matching_distance(values: jax.Array, weights: jax.Array | None,

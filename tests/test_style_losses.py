@@ -1,5 +1,9 @@
 """The distribution style losses against NumPy references."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,6 +238,46 @@ def test_the_xla_sort_path_for_gpus_agrees_with_the_numpy_one_for_cpus():
             xla = sl._quantiles_xla(jnp.asarray(values), jnp.asarray(weights), 64, uniform)
             host = sl._quantiles_host(values, weights, 64, uniform)
             np.testing.assert_allclose(np.asarray(xla), host, rtol=1e-5, atol=1e-5)
+
+
+ONE_THREAD = """
+import jax, jax.numpy as jnp, numpy as np
+from jaxstyle.style_losses import QUANTILES, _positions, weighted_quantiles
+values = jax.random.normal(jax.random.key(0), (100000, 64))  # still being computed: it hangs
+ours = jax.jit(lambda v: weighted_quantiles(v, None))(values)
+levels = (np.arange(QUANTILES) + 0.5) / QUANTILES
+want = np.quantile(np.asarray(values), levels, axis=0, method="hazen").T
+np.testing.assert_allclose(np.asarray(ours), want, rtol=1e-5, atol=1e-5)
+order = jax.random.permutation(jax.random.key(1), jnp.arange(100000.0))
+ranks = jax.jit(_positions)(jnp.tile(order, (64, 1)), jnp.ones(100000))
+np.testing.assert_allclose(np.asarray(ranks), np.tile(order + 0.5, (64, 1)) / 100000, rtol=1e-5)
+print("done")
+"""
+
+
+def test_sorting_finishes_where_jaxlibs_cpu_pool_has_one_thread():
+    # With PJRT_NPROC=1 NumPy's callback hangs for good on this operand (jax 0.10.2): XLA sorts.
+    env = {**os.environ, "PJRT_NPROC": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", ONE_THREAD], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("sorting with a one-thread CPU pool hung")
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+def test_the_command_line_gives_a_one_thread_pool_a_second_thread(monkeypatch):
+    from jaxstyle import cpu_pool
+
+    monkeypatch.setenv("PJRT_NPROC", "1")
+    assert not cpu_pool.host_callbacks_safe()
+    cpu_pool.ensure_two_threads()
+    assert os.environ["PJRT_NPROC"] == "2" and cpu_pool.host_callbacks_safe()
+    monkeypatch.delenv("PJRT_NPROC")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cpu_pool.pool_threads() == 1
+    cpu_pool.ensure_two_threads()
+    assert os.environ["PJRT_NPROC"] == "2"
 
 
 def test_mean_covariance_gradient_is_finite_with_dead_channels_and_matches_differences():

@@ -1,0 +1,41 @@
+"""jaxlib's CPU thread pool and NumPy host callbacks on a machine with one CPU.
+
+On CPUs the distribution losses and quality figures sort with NumPy through a host callback
+(`jaxstyle.style_losses`). jaxlib copies a callback's operand on its CPU client's thread pool
+while the callback itself holds one of that pool's threads; with a single thread (one
+schedulable CPU, or ``PJRT_NPROC=1``) a large operand's copy never runs and the process hangs
+for good (jax 0.10.2: a [100000, 64] float32 operand). The command line gives the pool a second
+thread before JAX starts (`ensure_two_threads`); library callers who started JAX on one CPU
+without it get XLA's slower sort instead (`host_callbacks_safe`).
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "PJRT_NPROC"
+"""The environment variable that sets the size of jaxlib's CPU thread pool."""
+
+
+def pool_threads() -> int:
+    """The threads jaxlib's CPU client gives its pool: ``PJRT_NPROC`` if set to a whole
+    number, else the CPUs this process may run on."""
+    value = os.environ.get(ENV, "")
+    if value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def host_callbacks_safe() -> bool:
+    """Whether a host callback with a large operand can finish: the pool has two threads."""
+    return pool_threads() >= 2
+
+
+def ensure_two_threads() -> None:
+    """Sets ``PJRT_NPROC=2`` where the pool would have a single thread, so that host callbacks
+    cannot hang. Call before JAX starts its CPU backend (it reads the variable once)."""
+    if not host_callbacks_safe():
+        os.environ[ENV] = "2"
