@@ -12,6 +12,7 @@ without it get XLA's slower sort instead (`host_callbacks_safe`).
 from __future__ import annotations
 
 import os
+import sys
 
 ENV = "PJRT_NPROC"
 """The environment variable that sets the size of jaxlib's CPU thread pool."""
@@ -34,8 +35,20 @@ def host_callbacks_safe() -> bool:
     return pool_threads() >= 2
 
 
+def _jax_started() -> bool:
+    """Whether JAX has created its backends (and so read ``PJRT_NPROC``) in this process."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a JAX without it: assume started, and change nothing
+        return True
+    return backends_are_initialized()
+
+
 def ensure_two_threads() -> None:
     """Sets ``PJRT_NPROC=2`` where the pool would have a single thread, so that host callbacks
-    cannot hang. Call before JAX starts its CPU backend (it reads the variable once)."""
-    if not host_callbacks_safe():
+    cannot hang. Does nothing once JAX has started its backends, which read the variable once:
+    the variable then keeps saying what the pool has, which `host_callbacks_safe` reads."""
+    if not host_callbacks_safe() and not _jax_started():
         os.environ[ENV] = "2"

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import smooth_image
+from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.losses import self_similarity_loss
@@ -269,6 +270,7 @@ def test_sorting_finishes_where_jaxlibs_cpu_pool_has_one_thread():
 def test_the_command_line_gives_a_one_thread_pool_a_second_thread(monkeypatch):
     from jaxstyle import cpu_pool
 
+    monkeypatch.setattr(cpu_pool, "_jax_started", lambda: False)
     monkeypatch.setenv("PJRT_NPROC", "1")
     assert not cpu_pool.host_callbacks_safe()
     cpu_pool.ensure_two_threads()
@@ -278,6 +280,35 @@ def test_the_command_line_gives_a_one_thread_pool_a_second_thread(monkeypatch):
     assert cpu_pool.pool_threads() == 1
     cpu_pool.ensure_two_threads()
     assert os.environ["PJRT_NPROC"] == "2"
+
+
+ONE_THREAD_CLI = """
+import sys, jax, jax.numpy as jnp
+from jaxstyle import cpu_pool
+from jaxstyle.cli import main
+jnp.zeros(1).block_until_ready()  # JAX started with a one-thread pool: too late to change it
+assert cpu_pool._jax_started()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_path,
+                                                                         tiny_weights_file):
+    # A test (or a notebook) calls main() after JAX started: the variable stays, XLA sorts.
+    content, style = tmp_path / "c.png", tmp_path / "s.png"
+    for path, seed in ((content, 0), (style, 1)):
+        Image.fromarray((smooth_image(30, 40, seed) * 255).astype(np.uint8)).save(path)
+    env = {**os.environ, "PJRT_NPROC": "1", "JAXSTYLE_NO_COMPILATION_CACHE": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ONE_THREAD_CLI, "stylize", str(content), str(style), "-o",
+             str(tmp_path / "out.png"), "--weights", str(tiny_weights_file), "--size", "40",
+             "--iterations", "2"],
+            env=env, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the command line with a one-thread CPU pool hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "quality:" in done.stderr
 
 
 def test_mean_covariance_gradient_is_finite_with_dead_channels_and_matches_differences():
