@@ -3,10 +3,11 @@
 On CPUs the distribution losses and quality figures sort with NumPy through a host callback
 (`jaxstyle.style_losses`). jaxlib copies a callback's operand on its CPU client's thread pool
 while the callback itself holds one of that pool's threads; with a single thread (one
-schedulable CPU, or ``PJRT_NPROC=1``) a large operand's copy never runs and the process hangs
-for good (jax 0.10.2: a [100000, 64] float32 operand). The command line gives the pool a second
-thread before JAX starts (`ensure_two_threads`); library callers who started JAX on one CPU
-without it get XLA's slower sort instead (`host_callbacks_safe`).
+schedulable CPU, or ``PJRT_NPROC=1``) that copy can never run and the process hangs for good
+(jax 0.10.2: the quality line of a 30x40 px run, or an operand still being computed). The
+command line gives the pool a second thread before JAX starts (`ensure_two_threads`); library
+callers who started JAX on one CPU without it get XLA's slower sort instead
+(`host_callbacks_safe`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def pool_threads() -> int:
 
 
 def host_callbacks_safe() -> bool:
-    """Whether a host callback with a large operand can finish: the pool has two threads."""
+    """Whether a host callback is sure to finish: the pool has two threads or more."""
     return pool_threads() >= 2
 
 

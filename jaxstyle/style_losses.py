@@ -189,6 +189,13 @@ def _levels(n: int) -> jax.Array:
 # jaxlib's CPU pool has a single thread the callback would hang (`jaxstyle.cpu_pool`): XLA sorts.
 
 
+def _numpy_on_cpus(host: Callable, xla: Callable, values: jax.Array, weights: jax.Array):
+    """``host(values, weights)`` (NumPy through a callback) on CPUs whose jaxlib pool can run
+    it, ``xla(values, weights)`` elsewhere."""
+    cpu = host if host_callbacks_safe() else xla
+    return jax.lax.platform_dependent(values, weights, cpu=cpu, default=xla)
+
+
 def _positions_host(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """NumPy: each sample's position in (0, 1) in its row's weighted order; [K, N] -> [K, N].
 
@@ -225,8 +232,7 @@ def _positions(values: jax.Array, weights: jax.Array) -> jax.Array:
         return jax.pure_callback(lambda a, b: _positions_host(np.asarray(a), np.asarray(b)),
                                  shape, v, w, vmap_method="sequential")
 
-    cpu = host if host_callbacks_safe() else _positions_xla
-    return jax.lax.platform_dependent(values, weights, cpu=cpu, default=_positions_xla)
+    return _numpy_on_cpus(host, _positions_xla, values, weights)
 
 
 def _quantile_at(quantiles: jax.Array, positions: jax.Array) -> jax.Array:
@@ -296,8 +302,7 @@ def weighted_quantiles(values: jax.Array, weights: jax.Array | None, levels: int
             shape, v, w, vmap_method="sequential")
 
     xla = functools.partial(_quantiles_xla, levels=levels, uniform=uniform)
-    cpu = host if host_callbacks_safe() else xla
-    return jax.lax.platform_dependent(values, weights, cpu=cpu, default=xla)
+    return _numpy_on_cpus(host, xla, values, weights)
 
 
 def sorted_matching_distance(values: jax.Array, weights: jax.Array | None,
