@@ -288,13 +288,17 @@ from jaxstyle import cpu_pool
 from jaxstyle.cli import main
 jnp.zeros(1).block_until_ready()  # JAX started with a one-thread pool: too late to change it
 assert cpu_pool._jax_started()
-sys.exit(main(sys.argv[1:]))
+status = main(sys.argv[1:])
+print("host callbacks safe:", cpu_pool.host_callbacks_safe())
+sys.exit(status)
 """
 
 
 def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_path,
                                                                          tiny_weights_file):
     # A test (or a notebook) calls main() after JAX started: the variable stays, XLA sorts.
+    # Whether the hang strikes depends on a race (is the callback's operand still being
+    # computed?), so the guard's reading of the pool is checked too: that part cannot pass by luck.
     content, style = tmp_path / "c.png", tmp_path / "s.png"
     for path, seed in ((content, 0), (style, 1)):
         Image.fromarray((smooth_image(30, 40, seed) * 255).astype(np.uint8)).save(path)
@@ -309,6 +313,7 @@ def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_pat
         pytest.fail("the command line with a one-thread CPU pool hung")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "quality:" in done.stderr
+    assert "host callbacks safe: False" in done.stdout
 
 
 def test_mean_covariance_gradient_is_finite_with_dead_channels_and_matches_differences():
