@@ -18,6 +18,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
 ORIGINAL_COLORS = ("none", "luminance", "swap")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
+"""The video files `jaxstyle video` reads and writes (PyAV); any other output is a folder."""
 PREPROCESSINGS = ("torchvision", "caffe")
 FLOWS = ("dis", "farneback", "deepflow")
 PRESETS = ("balanced", "neural-style", "fast")

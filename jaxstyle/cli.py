@@ -24,6 +24,7 @@ from jaxstyle.choices import (
     SOURCE_ORDER,
     SWEEP_ITERATIONS,
     SWEEP_SIZE,
+    VIDEO_SUFFIXES,
 )
 from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
@@ -194,7 +195,8 @@ def _common(parser, groups, what: str) -> None:
 
 def _run_flags(group) -> None:
     group.add_argument("--save-every", type=_whole(0, MAX_ITERATIONS), default=0, metavar="N",
-                       help="also save OUTPUT_<iteration> every N iterations (0: never)")
+                       help="also save OUTPUT_<iteration>, five digits (out_00100.png), every "
+                            "N iterations (0: never)")
     group.add_argument("--checkpoint-every", type=_checkpoint_every, default=None,
                        metavar="N|auto", help="write OUTPUT.ckpt every N iterations; 'auto' "
                        f"(default): every {AUTO_CHECKPOINT_SECONDS:g} s of running; 0: never. "
@@ -241,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "searched step goes on where the run stopped)")
     for spec in flags():
         if spec.dest in RESUMABLE_OPTIONS:
-            step.add_argument(spec.flag, dest=spec.dest, **{**spec.kwargs, "default": None})
+            # The checkpoint's value unless given: not the preset's, as stylize's help says.
+            text = spec.kwargs["help"].split(" (default: set by --preset")[0]
+            step.add_argument(spec.flag, dest=spec.dest, **{
+                **spec.kwargs, "default": None, "help": f"{text}; resume's default: the run's own"})
     again.set_defaults(func=cmd_resume)
 
     many = commands.add_parser(
@@ -287,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(commands, "video", cmd_video, ("input", "a video file, or a folder of numbered "
                                                      "frames"),
-             "a video file (.mp4, .mkv, .mov, .webm: same frame rate, audio copied) or a folder "
-             "for PNG frames",
+             f"a video file ({', '.join(VIDEO_SUFFIXES)}: same frame rate, audio copied) or a "
+             "folder for PNG frames",
              help="stylize a video or a folder of frames, temporally consistent",
              description="Stylize every frame of INPUT, each held to the previous stylized frame "
                          "warped along the optical flow (Ruder et al. 2016). Running the same "

@@ -304,7 +304,8 @@ class StyleOptions:
         f"L-BFGS step size (default {LBFGS_STEP:g}, neural-style's unit step) or Adam's "
         f"learning rate in pixel units of [0, 1] (default {ADAM_LEARNING_RATE:g})",
     )
-    lbfgs_history: int = _option(100, "optimizer", "L-BFGS history size (neural-style's default)")
+    lbfgs_history: int = _option(100, "optimizer",
+                                 "L-BFGS history size (default: 100, neural-style's)")
     lbfgs_linesearch: str | None = _option(
         None,
         "optimizer",

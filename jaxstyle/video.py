@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from jaxstyle import temporal
-from jaxstyle.choices import DEFAULT_MAX_PIXELS
+from jaxstyle.choices import DEFAULT_MAX_PIXELS, VIDEO_SUFFIXES
 from jaxstyle.driver import stylize, stylize_batch
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import sha256_of
@@ -47,7 +47,6 @@ from jaxstyle.runner import (
 )
 from jaxstyle.stages import output_shape
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 CRF = 18  # x264's constant rate factor: visually lossless for most material
 FOLDER_FPS = Fraction(25)
 """Frame rate of a video made from a folder of frames."""

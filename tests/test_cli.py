@@ -189,6 +189,20 @@ def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
     assert "(default: auto)" not in result.stdout
 
 
+
+def test_resume_help_says_the_step_defaults_to_the_runs_own_and_video_names_every_format():
+    from jaxstyle.choices import RESUMABLE_OPTIONS, VIDEO_SUFFIXES
+    from jaxstyle.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    resume = {a.dest: a for a in commands["resume"]._actions}
+    for dest in RESUMABLE_OPTIONS:
+        assert resume[dest].default is None  # None keeps the checkpoint's value
+        assert "set by --preset" not in resume[dest].help
+        assert resume[dest].help.endswith("resume's default: the run's own")
+    video_help = " ".join(commands["video"].format_help().split())
+    assert f"({', '.join(VIDEO_SUFFIXES)}:" in video_help
+
 def test_zero_iterations_say_nothing_was_optimized(tmp_path, images, tiny_weights_file, capsys):
     content, style = images
     code, err = _run(capsys, "stylize", content, style, "-o", tmp_path / "o.png", "--weights",
