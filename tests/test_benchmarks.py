@@ -2,6 +2,7 @@
 are for is at hand."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,17 @@ def test_evaluation_profile_splits_the_loop_by_layer(tiny_weights_file, tmp_path
     losses = next(row for row in table if row.startswith("losses"))
     optimizer = next(row for row in table if row.startswith("optimizer"))
     assert sum(table[losses].values()) > 0 and sum(table[optimizer].values()) > 0
+
+
+@pytest.mark.slow
+def test_convolutions_benchmark_times_every_variant_and_each_one_convolves():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "convolutions.py"), "--shapes",
+         "8x6x16,5x4x8x24", "--repeats", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if "->" in line]
+    assert len(rows) == 2
+    for row in rows:
+        errors = [float(e) for e in re.findall(r"\(([0-9.e+-]+)\)", row)]
+        # direct, im2col, F(2x2), F(4x4), F(6x6): the Cook-Toom F(6x6) convolves correctly too
+        assert len(errors) == 5 and max(errors) < 1e-4, row
