@@ -8,6 +8,7 @@ the format from the extension and replaces the target atomically, never an input
 from __future__ import annotations
 
 import functools
+import io
 import os
 import tempfile
 import warnings
@@ -142,7 +143,27 @@ def output_format(path: str | os.PathLike) -> str:
             f"{path}: cannot tell the image format from the extension {extension or '(none)'!r}; "
             "use .png, .jpg, .webp, .tif, ..."
         )
+    if not _writes_rgb(fmt):
+        raise ImageError(f"{path}: Pillow cannot write a colour picture as {fmt} ({extension}); "
+                         "use .png, .jpg, .webp, .tif, ...")
     return fmt
+
+
+@functools.cache
+def _writes_rgb(fmt: str) -> bool:
+    """Whether `fmt` takes an RGB picture with `save_image`'s options: Pillow has writers that
+    refuse RGB (BLP, XBM, ...) or need a plugin, found otherwise only after a whole run."""
+    try:
+        Image.new("RGB", (2, 2)).save(io.BytesIO(), format=fmt, **_save_options(fmt, "jaxstyle"))
+    except Exception:  # each writer raises its own kind (OSError, ValueError, KeyError, ...)
+        return False
+    return True
+
+
+def _save_options(fmt: str, description: str | None) -> dict:
+    """Pillow save arguments for `fmt`: quality and `description` (see `_metadata`)."""
+    return {**({"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}),
+            **_metadata(fmt, description)}
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -222,12 +243,11 @@ def save_image(
     """
     path = check_output_path(path, inputs)
     fmt = output_format(path)
-    options = {"quality": _JPEG_QUALITY} if fmt in ("JPEG", "WEBP") else {}
-    options.update(_metadata(fmt, description))
     try:
         with atomic_write(path) as f:
-            Image.fromarray(to_uint8(image), "RGB").save(f, format=fmt, **options)
-    except OSError as exc:
+            Image.fromarray(to_uint8(image), "RGB").save(f, format=fmt,
+                                                         **_save_options(fmt, description))
+    except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: could not write the image ({exc.strerror or exc})") from None
     return path
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -84,9 +85,10 @@ def load_inputs(styles: Sequence[str], content: str | None = None, *,
 
 
 def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
-                  report: str | None = None) -> list[Path]:
+                  report: str | None = None, save_every: int = 0) -> list[Path]:
     """Checks, before any work, that the outputs can be written, overwrite no input and no
-    other output (a run's image, its report, its checkpoint and partial image all differ).
+    other output (a run's image, its report, its checkpoint and partial image all differ),
+    nor do the pictures ``--save-every`` writes (``OUTPUT_<iteration>``) when `save_every`.
 
     Raises:
       JaxstyleError: an unwritable or missing folder, an unknown format, an input in the way,
@@ -100,6 +102,15 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
             if resolved in seen:
                 raise JaxstyleError(f"{kept}: two outputs of this run would be the same file")
             seen[resolved] = kept
+            if kept != path and (other := _input_at(kept, inputs)):
+                raise JaxstyleError(f"{path}: its unfinished-work file {kept} would replace the "
+                                    f"input {other}; choose another output")
+        if save_every:
+            for other in inputs:
+                if _saved_every(path, Path(other)):
+                    raise JaxstyleError(f"--save-every: would write over the input {other} "
+                                        f"({path.stem}_<iteration>{path.suffix}); choose another "
+                                        "output")
     if report:
         target = Path(report)
         if any(target.resolve() == Path(p).resolve() for p in inputs):
@@ -111,6 +122,25 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
         if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
             raise JaxstyleError(f"--report {target}: cannot write there")
     return paths
+
+
+def _input_at(path: Path, inputs: Sequence[str]) -> str | None:
+    """The input that `path` names (the same file, or the same path), if any."""
+    for other in inputs:
+        try:
+            if path.resolve() == Path(other).resolve() or (
+                    path.exists() and os.path.samefile(path, other)):
+                return str(other)
+        except OSError:
+            continue
+    return None
+
+
+def _saved_every(output: Path, other: Path) -> bool:
+    """Whether `other` is where ``--save-every`` could put one of `output`'s pictures."""
+    pattern = re.escape(output.stem) + r"_\d{5,}" + re.escape(output.suffix)
+    return (re.fullmatch(pattern, other.name) is not None
+            and _input_at(output.parent / other.name, [str(other)]) is not None)
 
 
 class Network(NamedTuple):
@@ -194,26 +224,45 @@ def locked(output: Path) -> Iterator[None]:
     import fcntl
 
     path = lock_path(output)
-    try:
-        handle = open(path, "a+")
-    except OSError as exc:
-        raise JaxstyleError(f"{output}: cannot lock it ({exc.strerror or exc})") from None
-    try:
+    for _ in range(_LOCK_TRIES):
+        try:
+            handle = open(path, "a+")
+        except OSError as exc:
+            raise JaxstyleError(f"{output}: cannot lock it ({exc.strerror or exc})") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()  # not ours: the file stays for the run that holds it
             raise JaxstyleError(f"{output}: another jaxstyle run ({holder}) is writing it; wait "
                                 "for it to finish or choose another output") from None
+        if _same_inode(handle, path):
+            break
+        handle.close()  # locked a file its holder removed as it finished: lock the new one
+    else:
+        raise JaxstyleError(f"{output}: cannot lock it (its lock file keeps changing)")
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still held, so no one locks it in between
         handle.close()
-        path.unlink(missing_ok=True)
+
+
+_LOCK_TRIES = 5
+
+
+def _same_inode(handle, path: Path) -> bool:
+    """Whether the open `handle` is still the file at `path`."""
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def check_unfinished(output: Path, overwrite: bool, resuming: Path | None = None) -> None:

@@ -158,7 +158,8 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     inputs = load_inputs(request.styles, request.content, init_image=request.init_image,
                          style_masks=request.style_masks, content_mask=request.content_mask,
                          max_pixels=request.max_pixels)
-    (output,) = check_outputs([request.output], inputs.paths, request.report)
+    (output,) = check_outputs([request.output], inputs.paths, request.report,
+                              request.save_every)
     with locked(output):
         check_unfinished(output, request.overwrite, request.resume)
         return _run(request, options, log, progress_bar, saved, inputs, output)

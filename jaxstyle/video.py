@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -39,7 +40,6 @@ from jaxstyle.options import StyleOptions
 from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
     ProgressDisplay,
-    check_outputs,
     load_inputs,
     locked,
     open_network,
@@ -185,6 +185,51 @@ def work_folder(output: Path) -> Path:
     return output if not is_video_path(output) else output.with_name(output.name + ".frames")
 
 
+WORK_RECORD = "jaxstyle-video.json"
+"""The file in a work folder that says which run its frames belong to."""
+
+
+def check_video_output(output: Path, source: Path, inputs: list[str]) -> None:
+    """Checks, before any work, that a video file can be written at `output` and that its work
+    folder (`work_folder`) is this command's to fill and remove: missing, empty, or holding an
+    earlier run's frames and record, and neither the input nor inside it.
+
+    Raises:
+      VideoError: naming the path in the way.
+    """
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise VideoError(f"{output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise VideoError(f"{output}: folder {folder} is not writable")
+    if output.exists() and not output.is_file():
+        raise VideoError(f"{output}: is a folder")
+    for other in inputs:
+        if output.resolve() == Path(other).resolve():
+            raise VideoError(f"{output}: refusing to overwrite the input {other}")
+    work = work_folder(output)
+    if work.resolve() == source.resolve() or work.resolve() in source.resolve().parents:
+        raise VideoError(f"{output}: its work folder {work} is the input {source}; choose "
+                         "another output name")
+    if work.exists() and not work.is_dir():
+        raise VideoError(f"{output}: its work folder {work} is a file; move it away")
+    if work.is_dir() and any(work.iterdir()) and not (work / WORK_RECORD).is_file():
+        raise VideoError(f"{output}: its work folder {work} holds files that are not a jaxstyle "
+                         "run's (they would be deleted with it); move them away")
+
+
+def _remove_work(work: Path) -> None:
+    """Removes a finished video's work folder: what `stylize_video` put there, then the folder
+    if nothing else is left in it."""
+    for path in work.iterdir():
+        if path.is_dir() and (path.name == "content" or path.name.startswith("pass_")):
+            shutil.rmtree(path)
+        elif path.name == WORK_RECORD or path.name.startswith("frame_"):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        work.rmdir()
+
+
 def frame_path(folder: Path, index: int) -> Path:
     return folder / f"frame_{index + 1:05d}.png"
 
@@ -287,9 +332,7 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
     inputs = load_inputs(styles, others=[input_path, *map(str, source.files)],
                          max_pixels=max_pixels)
     if is_video_path(output):
-        check_outputs([output.with_suffix(".png")], inputs.paths)
-        if output.exists() and not output.is_file():
-            raise VideoError(f"{output}: is a folder")
+        check_video_output(output, source.path, inputs.paths)
     elif output.suffix:
         raise VideoError(f"{output}: unknown video extension; use one of "
                          f"{', '.join(VIDEO_SUFFIXES)}, or a folder name for frames")
@@ -308,7 +351,7 @@ def _run(source: Source, input_path: str, styles: list[str], output: Path, input
     network = open_network(weights_spec, options.seed, log)
     work = work_folder(output)
     stamp = fingerprint(source, styles, options, network.weights)
-    record = work / "jaxstyle-video.json"
+    record = work / WORK_RECORD
     if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(stamp)):
         raise VideoError(f"{work}: holds frames of a run with other inputs or options; delete "
                          "it or run with the same ones")
@@ -335,7 +378,7 @@ def _run(source: Source, input_path: str, styles: list[str], output: Path, input
     frames = sorted(work.glob("frame_*.png"))
     if is_video_path(output):
         encode(frames, output, source.fps, None if source.files else source.path, log)
-        shutil.rmtree(work)
+        _remove_work(work)
     else:
         record.unlink()
     log(f"wrote {output}: {count(len(frames), 'frame')} at {shape[1]}x{shape[0]}, "

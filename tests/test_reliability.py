@@ -115,8 +115,61 @@ def test_two_runs_on_one_output_are_refused_by_a_lock(tmp_path, files, capsys):
         assert f"pid {os.getpid()}" in lock_path(out).read_text()
         code, err = _stylize(capsys, files, out, "--iterations", 1)
         assert code == 2 and f"another jaxstyle run (pid {os.getpid()}) is writing it" in err
+        # The refused run left the holder's lock in place: a third run is refused too.
+        assert f"pid {os.getpid()}" in lock_path(out).read_text()
+        code, err = _stylize(capsys, files, out, "--iterations", 1)
+        assert code == 2 and "is writing it" in err
     assert not lock_path(out).exists()
     assert _stylize(capsys, files, out, "--iterations", 1)[0] == 0  # released
+
+
+def test_a_lock_whose_file_was_replaced_is_taken_on_the_new_file(tmp_path, monkeypatch):
+    # A run that opened the lock file just before its holder finished (and removed it) locks a
+    # file no longer at the path: it must lock the one there instead, or two runs would write.
+    from jaxstyle import runner
+
+    out = tmp_path / "out.png"
+    real_open, opened = open, []
+
+    def open_then_replace(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        if Path(path) == runner.lock_path(out):
+            opened.append(path)
+            if len(opened) == 1:
+                os.unlink(path)  # the holder finished between our open and our lock
+        return handle
+
+    monkeypatch.setattr("builtins.open", open_then_replace)
+    with runner.locked(out):
+        assert len(opened) == 2  # it noticed, and locked the file now at the path
+        assert runner.lock_path(out).read_text() == f"pid {os.getpid()}"
+        with pytest.raises(JaxstyleError, match="is writing it"):
+            with runner.locked(out):
+                pass
+    assert not runner.lock_path(out).exists()
+
+
+@pytest.mark.parametrize("name, extra, message", [
+    ("out.partial.png", ["--overwrite"], "its unfinished-work file"),
+    ("out_00002.png", ["--save-every", "2"], "--save-every: would write over the input"),
+])
+def test_no_file_of_a_run_replaces_an_input(tmp_path, files, capsys, name, extra, message):
+    content, style, weights = files
+    moved = content.rename(tmp_path / name)
+    before = moved.read_bytes()
+    code, err = _stylize(capsys, (moved, style, weights), tmp_path / "out.png",
+                         "--iterations", 4, *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert moved.read_bytes() == before and not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("suffix", [".blp", ".xbm"])
+def test_an_output_format_pillow_cannot_write_in_colour_is_refused_first(tmp_path, files,
+                                                                         capsys, suffix):
+    out = tmp_path / f"out{suffix}"
+    code, err = _stylize(capsys, files, out, "--iterations", 2)
+    assert code == 2 and "Pillow cannot write a colour picture" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_after_a_nan_the_advised_resume_goes_on(tmp_path, files, capsys, monkeypatch):

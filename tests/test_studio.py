@@ -343,3 +343,19 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
         process.send_signal(signal.SIGINT)  # Ctrl-C
         _, log = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dir", "{file}"], "--dir {file}: cannot be the run folder"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb: must be a number > 0 (got inf)"),
+])
+def test_bad_studio_flags_are_one_line_errors(tmp_path, capsys, flags, message):
+    from jaxstyle.cli import main
+
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder")
+    code = main(["studio", "--port", "0", "--weights", "random",
+                 *[f.format(file=file) for f in flags]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message.format(file=file) in err[0], err
+    assert file.read_text() == "not a folder"

@@ -170,6 +170,9 @@ BAD = {
     "unknown extension": ("{clip}", "{tmp}/o.xyz", "unknown video extension"),
     "frames over --max-pixels": ("{clip} --max-pixels 100", "{tmp}/o.mp4",
                                  "exceed --max-pixels 100"),
+    "work folder holds the user's files": ("{clip}", "{tmp}/kept.mp4",
+                                           "holds files that are not a jaxstyle run's"),
+    "work folder is the input": ("{tmp}/in.mp4.frames", "{tmp}/in.mp4", "is the input"),
 }
 
 
@@ -182,6 +185,11 @@ def test_bad_video_input_is_one_line_and_leaves_nothing(case, clip, tmp_path, ti
     (tmp_path / "mixed").mkdir()
     Image.fromarray(_texture(32, 32)).save(tmp_path / "mixed" / "f1.png")
     Image.fromarray(_texture(32, 40)).save(tmp_path / "mixed" / "f2.png")
+    (tmp_path / "kept.mp4.frames").mkdir()  # the user's folder, named like a work folder
+    (tmp_path / "kept.mp4.frames" / "mine.txt").write_text("precious")
+    (tmp_path / "in.mp4.frames").mkdir()
+    for i in (1, 2):
+        Image.fromarray(_texture(32, 32)).save(tmp_path / "in.mp4.frames" / f"{i:04d}.png")
     names = dict(text=tmp_path / "notes.mp4", empty=tmp_path / "empty", clip=clip,
                  truncated=tmp_path / "cut.mp4", mixed=tmp_path / "mixed", tmp=tmp_path)
     source, output, message = BAD[case]

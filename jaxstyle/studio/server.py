@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import secrets
 import socket
 import tempfile
@@ -394,8 +395,14 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
     """
     import uvicorn
 
-    if not max_upload_mb > 0:
-        raise JaxstyleError(f"--max-upload-mb: must be > 0 (got {max_upload_mb})")
+    if not 0 < max_upload_mb < math.inf:
+        raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
+    if folder:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JaxstyleError(f"--dir {folder}: cannot be the run folder "
+                                f"({exc.strerror or exc})") from None
     sock = listen(host, port)
     port = sock.getsockname()[1]
     token = None if is_loopback(host) else secrets.token_urlsafe(24)
