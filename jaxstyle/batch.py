@@ -113,16 +113,27 @@ def batch_files(contents: Sequence[str], styles: Sequence[str], output_dir: str,
             log(f"process {hosts.process_id}: no images left for this process")
             return 0
     folder = Path(output_dir)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise JaxstyleError(f"--output-dir {folder}: cannot create it ({exc.strerror or exc})"
                             ) from None
-    inputs = load_inputs(styles, others=[str(p) for p in paths], max_pixels=max_pixels)
-    outputs = [folder / f"{p.stem}.{fmt}" for p in paths]
-    if len(set(outputs)) != len(outputs):
-        raise JaxstyleError("two content images share a name; their outputs would collide")
-    check_outputs(outputs, inputs.paths)
+    try:
+        inputs = load_inputs(styles, others=[str(p) for p in paths], max_pixels=max_pixels)
+        outputs = [folder / f"{p.stem}.{fmt.removeprefix('.')}" for p in paths]
+        named: dict[Path, Path] = {}
+        for path, output in zip(paths, outputs):
+            if output in named:
+                raise JaxstyleError(f"{named[output]} and {path}: content images with one name; "
+                                    f"both would be written to {output}")
+            named[output] = path
+        check_outputs(outputs, inputs.paths)
+    except JaxstyleError:
+        if created:  # refused before any work: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     with contextlib.ExitStack() as held:
         for output in outputs:
             held.enter_context(locked(output))

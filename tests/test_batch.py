@@ -91,6 +91,23 @@ def test_batch_command_line(tmp_path, photos, tiny_weights_file, capsys):
     assert code == 2 and "no such file" in capsys.readouterr().err
 
 
+def test_refused_batches_name_the_clash_and_leave_no_folder(tmp_path, photos, tiny_weights_file,
+                                                             capsys):
+    from jaxstyle.cli import main
+
+    folder, style = photos
+    (folder / "p0.jpg").write_bytes((folder / "p1.png").read_bytes())  # p0.png's name again
+    fresh = tmp_path / "fresh"
+    code = main(["batch", str(folder), "-s", str(style), "-o", str(fresh), "--weights",
+                 str(tiny_weights_file), "--format", ".png"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{folder / 'p0.jpg'} and {folder / 'p0.png'}" in err or (
+        f"{folder / 'p0.png'} and {folder / 'p0.jpg'}" in err), err
+    assert f"both would be written to {fresh / 'p0.png'}" in err  # not p0..png
+    assert not fresh.exists()
+
+
 def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weights, tmp_path,
                                                                      tiny_weights_file, capsys):
     from jaxstyle import StyleOptions, stylize
