@@ -8,6 +8,7 @@ chosen settings at full size.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,10 @@ class Cell(NamedTuple):
     seconds: float
 
 
+_VIDEO_OPTIONS = frozenset(f.name for f in dataclasses.fields(StyleOptions)
+                           if f.metadata["group"] == "video")
+
+
 def parse_axis(text: str) -> tuple[str, tuple]:
     """``"style_weight=10,100,1000"`` (or ``style-weight=...``) -> ("style_weight", (10.0, ...)).
 
@@ -61,6 +66,9 @@ def parse_axis(text: str) -> tuple[str, tuple]:
     name = name.strip().replace("-", "_")
     if not sep or not values.strip():
         raise OptionsError(f"--vary: expected OPTION=VALUE,VALUE,..., got {text!r}")
+    if name in _VIDEO_OPTIONS:
+        raise OptionsError(f"--vary {name}: an option of jaxstyle video, which a sweep (one "
+                           "image) would ignore")
     separator = ";" if ";" in values else ","
     try:
         return name, tuple(parse_value(name, v.strip())

@@ -234,6 +234,7 @@ def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tin
     ("style_weight=a,b", "--vary style_weight: 'a' is not a valid value"),
     ("style_loss=gram,fancy", "--vary style_loss: expected one of"),
     ("style_weight=-1,2", "--vary style_weight: must be in [0, 1e+12] (got -1.0)"),
+    ("flow=dis,farneback", "--vary flow: an option of jaxstyle video"),
 ])
 def test_sweep_bad_values_are_one_line_errors(tmp_path, images, tiny_weights_file, capsys,
                                               vary, message):
