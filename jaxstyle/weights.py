@@ -363,6 +363,9 @@ def _head(path: str, n: int = 64) -> bytes:
         return f.read(n)
 
 
+_PICKLE = b"\x80"  # the pickle protocol opcode a legacy torch file starts with
+
+
 def _is_hdf5(path: str) -> bool:
     return _head(path, 8) == b"\x89HDF\r\n\x1a\n"
 
@@ -417,8 +420,15 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
         # keras.applications' VGGs are Caffe-trained and take "caffe"-mode inputs.
         implied = CAFFE
         name = name if source else "keras"
-    elif is_zip_archive(path) or not _is_onnx(path):
+    elif is_zip_archive(path) or _head(path, 1) == _PICKLE:
         params = params_from_state_dict(read_state_dict(path))
+    elif _is_converted(path):
+        raise WeightsError("already in jaxstyle's converted format: use it as it is (--weights "
+                           f"{path})")
+    elif not _is_onnx(path):
+        raise WeightsError("not a weights file jaxstyle reads: " + (
+            "it is empty" if not _head(path, 1) else "expected a converted .msgpack, a "
+            "PyTorch .pth (zip or legacy), a Keras .h5 or an ONNX file"))
     else:
         params = params_from_onnx(path)
     if source and depths_of(params) != ARCHITECTURES[source.network]:

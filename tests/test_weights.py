@@ -208,6 +208,25 @@ def test_cli_convert_and_info(tmp_path, capsys):
     assert not (tmp_path / "x.msgpack").exists()
 
 
+def test_files_that_are_no_weights_say_what_they_are(tmp_path, capsys):
+    text, empty = tmp_path / "text.msgpack", tmp_path / "empty.pth"
+    text.write_text("hello")
+    empty.write_bytes(b"")
+    converted = tmp_path / "tiny.msgpack"
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny_legacy.pth"), str(converted),
+                 "--preprocessing", "torchvision"]) == 0
+    capsys.readouterr()
+    for argv, message in (
+            (["info", text], "not a weights file jaxstyle reads: expected a converted .msgpack"),
+            (["info", empty], "not a weights file jaxstyle reads: it is empty"),
+            (["convert", converted, tmp_path / "again.msgpack"],
+             "already in jaxstyle's converted format: use it as it is")):
+        assert main(["weights", *map(str, argv)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "again.msgpack").exists()
+
+
 @pytest.mark.torch
 def test_full_size_file_written_by_real_torch(tmp_path):
     """A full-width VGG19 saved by real torch (legacy format, like torchvision's file)."""
