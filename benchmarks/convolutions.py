@@ -18,9 +18,7 @@ one row with each other.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bfloat16 import timed  # noqa: E402  (its ABBA medians, beside this script)
 
 from jaxstyle import winograd  # noqa: E402
 
@@ -121,15 +121,8 @@ def measure(h: int, w: int, c: int, o: int, repeats: int, key: jax.Array) -> dic
             lambda x, *a, conv=conv: jnp.sum(jax.nn.relu(conv(x, *a)) ** 2)))
         calls[name] = lambda step=step, args=args: step(x, *args)
         errors[name] = float(np.abs(np.asarray(conv(x, *args)) - reference).max() / scale)
-    for call in calls.values():
-        jax.block_until_ready(call())
-    seconds = {name: [] for name in calls}
-    for r in range(repeats):
-        for name in (list(calls) if r % 2 == 0 else reversed(list(calls))):
-            start = time.perf_counter()
-            jax.block_until_ready(calls[name]())
-            seconds[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(seconds[name]), errors[name]) for name in calls}
+    seconds = timed(calls, repeats)
+    return {name: (seconds[name], errors[name]) for name in calls}
 
 
 def shapes_of(args: argparse.Namespace) -> list[tuple[str, int, int, int, int]]:

@@ -173,6 +173,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def input_at(path: str | os.PathLike,
+             inputs: Iterable[str | os.PathLike]) -> str | os.PathLike | None:
+    """The first of `inputs` that `path` names (the same path, or the same file through a link),
+    or None."""
+    path = Path(path)
+    for other in inputs:
+        if _same_file(path, Path(other)) or path.resolve() == Path(other).resolve():
+            return other
+    return None
+
+
 def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Checks, before any work, that an image can be written to `path`.
 
@@ -184,9 +195,8 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     output_format(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a folder; give a file name such as {path / 'out.png'}")
-    for other in inputs:
-        if _same_file(path, Path(other)) or path.resolve() == Path(other).resolve():
-            raise ImageError(f"{path}: refusing to overwrite the input image {other}")
+    if (other := input_at(path, inputs)) is not None:
+        raise ImageError(f"{path}: refusing to overwrite the input image {other}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"

@@ -28,7 +28,7 @@ from jaxstyle import __version__
 from jaxstyle.choices import AUTO_CHECKPOINT_SECONDS, DEFAULT_MAX_PIXELS
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import atomic_write
-from jaxstyle.images import check_output_path, load_image, load_mask, save_image
+from jaxstyle.images import check_output_path, input_at, load_image, load_mask, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import Quality, measure
 from jaxstyle.weights import VGGWeights, resolve_weights, usage_line
@@ -102,7 +102,7 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
             if resolved in seen:
                 raise JaxstyleError(f"{kept}: two outputs of this run would be the same file")
             seen[resolved] = kept
-            if kept != path and (other := _input_at(kept, inputs)):
+            if kept != path and (other := input_at(kept, inputs)) is not None:
                 raise JaxstyleError(f"{path}: its unfinished-work file {kept} would replace the "
                                     f"input {other}; choose another output")
         if save_every:
@@ -124,23 +124,11 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
     return paths
 
 
-def _input_at(path: Path, inputs: Sequence[str]) -> str | None:
-    """The input that `path` names (the same file, or the same path), if any."""
-    for other in inputs:
-        try:
-            if path.resolve() == Path(other).resolve() or (
-                    path.exists() and os.path.samefile(path, other)):
-                return str(other)
-        except OSError:
-            continue
-    return None
-
-
 def _saved_every(output: Path, other: Path) -> bool:
     """Whether `other` is where ``--save-every`` could put one of `output`'s pictures."""
     pattern = re.escape(output.stem) + r"_\d{5,}" + re.escape(output.suffix)
     return (re.fullmatch(pattern, other.name) is not None
-            and _input_at(output.parent / other.name, [str(other)]) is not None)
+            and input_at(output.parent / other.name, [other]) is not None)
 
 
 class Network(NamedTuple):
