@@ -348,6 +348,8 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
 @pytest.mark.parametrize("flags, message", [
     (["--dir", "{file}"], "--dir {file}: cannot be the run folder"),
     (["--max-upload-mb", "inf"], "--max-upload-mb: must be a number > 0 (got inf)"),
+    (["--weights", "{file}"], "--weights {file}: {file}: not a weights file jaxstyle reads"),
+    (["--weights", "{file}.missing"], "--weights {file}.missing: weights file not found"),
 ])
 def test_bad_studio_flags_are_one_line_errors(tmp_path, capsys, flags, message):
     from jaxstyle.cli import main
@@ -359,3 +361,32 @@ def test_bad_studio_flags_are_one_line_errors(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message.format(file=file) in err[0], err
     assert file.read_text() == "not a folder"
+
+
+def test_the_default_run_folder_goes_if_empty_and_is_named_if_not(tmp_path):
+    from jaxstyle.studio.server import _leave_temporary_folder
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights", "random"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temp)})
+    try:
+        import httpx2
+
+        first = process.stderr.readline()
+        assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
+        assert httpx2.get(first.split(": ", 1)[1].strip(), timeout=120).status_code == 200
+        assert [p.name[:16] for p in temp.iterdir()] == ["jaxstyle-studio-"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in log, log
+    assert not list(temp.iterdir()) and "stay in" not in log, log
+
+    said = []
+    (temp / "runs" / "0001").mkdir(parents=True)
+    (temp / "runs" / "0001" / "result.png").write_bytes(b"kept")
+    _leave_temporary_folder(temp, said.append)
+    assert (temp / "runs" / "0001" / "result.png").read_bytes() == b"kept"
+    assert said == [f"  this session's uploads and runs stay in {temp} (--dir chooses the folder)"]

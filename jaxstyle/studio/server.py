@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -45,6 +46,7 @@ from jaxstyle.studio.store import RunFolder, display_name, preview_png
 from jaxstyle.studio.worker import Busy, Snapshot, Worker
 from jaxstyle.studio.worker import Request as JobRequest
 from jaxstyle.sweeps import grid, parse_axis
+from jaxstyle.weights import find_weights, load_weights
 
 STATIC = Path(__file__).parent / "static"
 
@@ -377,6 +379,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _leave_temporary_folder(root: Path, log: Callable[[str], None]) -> None:
+    # The default run folder: removed if the session made nothing, else kept and named.
+    if any(not p.is_dir() for p in root.rglob("*")):
+        log(f"  this session's uploads and runs stay in {root} (--dir chooses the folder)")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None = None,
           folder: str | None = None, open_browser: bool = False,
           max_pixels: int = DEFAULT_MAX_PIXELS, max_upload_mb: float = MAX_UPLOAD_MB,
@@ -397,6 +407,13 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
 
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
+    if weights not in (None, "random"):
+        # An explicit file fails here, not later on the page: the default search may still
+        # find nothing, which the page says (so a first user learns it in the browser).
+        try:
+            load_weights(find_weights(weights))
+        except JaxstyleError as exc:
+            raise JaxstyleError(f"--weights {weights}: {exc}") from None
     if folder:
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -407,23 +424,27 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
     port = sock.getsockname()[1]
     token = None if is_loopback(host) else secrets.token_urlsafe(24)
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="jaxstyle-studio-"))
-    shown = f"[{host}]" if ":" in host else host
-    if host in ("0.0.0.0", "::"):
-        shown = socket.gethostname()
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    config = StudioConfig(root, port, host, weights, token, max_pixels,
-                          int(max_upload_mb * 2**20), log)
-    app = create_app(config)
-    log(f"jaxstyle studio: {url}")
-    if token:
-        log("  listening beyond this machine: the page needs the token in this address; "
-            "anyone with the address can use the studio")
-    log(f"  run folder: {root}; Ctrl-C stops the server")
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=3))
-    server.run(sockets=[sock])
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        if host in ("0.0.0.0", "::"):
+            shown = socket.gethostname()
+        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        config = StudioConfig(root, port, host, weights, token, max_pixels,
+                              int(max_upload_mb * 2**20), log)
+        app = create_app(config)
+        log(f"jaxstyle studio: {url}")
+        if token:
+            log("  listening beyond this machine: the page needs the token in this address; "
+                "anyone with the address can use the studio")
+        log(f"  run folder: {root}; Ctrl-C stops the server")
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                               timeout_graceful_shutdown=3))
+        server.run(sockets=[sock])
+    finally:
+        if not folder:
+            _leave_temporary_folder(root, log)
     if getattr(server, "_captured_signals", None):
         # uvicorn re-raises the signal that stopped it once shut down, which normally ends
         # here as KeyboardInterrupt; if that was lost (seen once, under load), still say so.
