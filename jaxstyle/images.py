@@ -184,6 +184,16 @@ def input_at(path: str | os.PathLike,
     return None
 
 
+def can_write_in(folder: str | os.PathLike) -> bool:
+    """Whether a file can be created in `folder`, by creating one: permission bits say nothing
+    to root, nor about read-only mounts."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Checks, before any work, that an image can be written to `path`.
 
@@ -201,11 +211,8 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise ImageError(f"{path}: folder {folder} {what}")
-    try:  # a real write: permissions say nothing to root, nor about read-only mounts
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError:
-        raise ImageError(f"{path}: folder {folder} is not writable") from None
+    if not can_write_in(folder):
+        raise ImageError(f"{path}: folder {folder} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise ImageError(f"{path}: file is not writable")
     return path

@@ -28,7 +28,14 @@ from jaxstyle import __version__
 from jaxstyle.choices import AUTO_CHECKPOINT_SECONDS, DEFAULT_MAX_PIXELS
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import atomic_write
-from jaxstyle.images import check_output_path, input_at, load_image, load_mask, save_image
+from jaxstyle.images import (
+    can_write_in,
+    check_output_path,
+    input_at,
+    load_image,
+    load_mask,
+    save_image,
+)
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import Quality, measure
 from jaxstyle.weights import VGGWeights, resolve_weights, usage_line
@@ -119,7 +126,7 @@ def check_outputs(outputs: Sequence[str | os.PathLike], inputs: Sequence[str],
             raise JaxstyleError(f"--report {target}: is also this run's output "
                                 f"{seen[target.resolve()]}")
         folder = target.parent
-        if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        if target.is_dir() or not folder.is_dir() or not can_write_in(folder):
             raise JaxstyleError(f"--report {target}: cannot write there")
     return paths
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -35,7 +34,7 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS, VIDEO_SUFFIXES
 from jaxstyle.driver import stylize, stylize_batch
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import sha256_of
-from jaxstyle.images import IMAGE_SUFFIXES, load_image, save_image
+from jaxstyle.images import IMAGE_SUFFIXES, can_write_in, load_image, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
@@ -200,7 +199,7 @@ def check_video_output(output: Path, source: Path, inputs: list[str]) -> None:
     folder = output.parent if str(output.parent) else Path(".")
     if not folder.is_dir():
         raise VideoError(f"{output}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
+    if not can_write_in(folder):
         raise VideoError(f"{output}: folder {folder} is not writable")
     if output.exists() and not output.is_file():
         raise VideoError(f"{output}: is a folder")

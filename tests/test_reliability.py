@@ -419,3 +419,32 @@ def test_odd_sized_video_is_padded_to_what_players_decode(tmp_path, tiny_weights
         stream = container.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv420p"
         assert (stream.codec_context.width, stream.codec_context.height) == (34, 24)
+
+
+def test_folders_that_refuse_writes_are_caught_before_work(files, tmp_path, capsys, monkeypatch):
+    # Every output folder is probed by writing a file: root passes permission bits, so a folder
+    # that refuses the write (a read-only mount) is simulated for root and real for others.
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() == 0:
+        real = tempfile.TemporaryFile
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and Path(dir) == locked:
+                raise PermissionError(30, "Read-only file system")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    code, err = _stylize(capsys, files, tmp_path / "o.png", "--report", locked / "r.json")
+    assert code == 2 and f"--report {locked / 'r.json'}: cannot write there" in err, err
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (1, 2):
+        _png(frames / f"{i:04d}.png", smooth_image(32, 32, i))
+    code = main([str(a) for a in ["video", frames, files[1], "-o", locked / "o.mp4",
+                                  "--weights", files[2], "--size", 32, *TINY]])
+    err = capsys.readouterr().err
+    assert code == 2 and f"folder {locked} is not writable" in err, err
+    assert not (tmp_path / "o.png").exists() and not list(locked.iterdir())
