@@ -131,3 +131,17 @@ def test_convolutions_benchmark_times_every_variant_and_each_one_convolves():
         errors = [float(e) for e in re.findall(r"\(([0-9.e+-]+)\)", row)]
         # direct, im2col, F(2x2), F(4x4), F(6x6): the Cook-Toom F(6x6) convolves correctly too
         assert len(errors) == 5 and max(errors) < 1e-4, row
+
+
+@pytest.mark.slow
+def test_xla_options_benchmark_compares_the_options_and_their_gradients():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "xla_options.py"), "--size", "32", "--rounds",
+         "2", "--weights", "random", "--options",
+         '{"fast_math": {"xla_cpu_enable_fast_math": true}}'],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {m[0]: float(m[1]) for m in re.findall(r"(\w+): median .* differs by ([0-9.e+-]+)",
+                                                  done.stdout)}
+    assert set(rows) == {"none", "jaxstyle", "fast_math"}, done.stdout
+    assert rows["none"] == 0 and rows["jaxstyle"] < 1e-5, done.stdout  # the same objective
