@@ -1,10 +1,12 @@
 """XLA compiler options against the optimizer's default, on one evaluation.
 
-    python benchmarks/xla_options.py [--size 384] [--rounds 16] [--weights FILE]
+    python benchmarks/xla_options.py [--size 384] [--convolution winograd|direct]
+                                     [--rounds 16] [--weights FILE]
                                      [--options '{"name": {"xla_option": "value"}, ...}']
 
 One evaluation as the optimizer's loop runs it (VGG forward to relu5_1 and the input gradient,
-the wide layers by Winograd with their kernels transformed once, a Gram-like loss) compiled once
+the wide layers by Winograd with their kernels transformed once, or every layer direct as
+`auto` runs images under 384 px, a Gram-like loss) compiled once
 with no options ("none"), once with `jaxstyle.optimize.CPU_COMPILER_OPTIONS` ("jaxstyle", what
 `CompileCache` passes on a CPU) and once per entry of ``--options``, all in this process, then
 timed interleaved (the order reversed every other round). Prints each variant's median and the
@@ -40,6 +42,7 @@ LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=384, help="long side; short side is 3/4")
+    parser.add_argument("--convolution", choices=("winograd", "direct"), default="winograd")
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--options", default="{}", help="more variants, as JSON")
@@ -54,11 +57,14 @@ def main(argv=None) -> int:
             weights, _ = resolve_weights(None)
         except WeightsError:
             weights = random_weights(0)
-    print(f"{weights.network} from {weights.source}; {h}x{w}; {args.rounds} rounds")
-    params = vgg.transform_kernels(weights.params, (h, w), LAYERS)
+    print(f"{weights.network} from {weights.source}; {h}x{w}, {args.convolution}; "
+          f"{args.rounds} rounds")
+    params = weights.params
+    if args.convolution == "winograd":
+        params = vgg.transform_kernels(params, (h, w), LAYERS)
 
     def loss(p, x):
-        features = vgg.vgg_features(p, x, LAYERS, convolution="winograd")
+        features = vgg.vgg_features(p, x, LAYERS, convolution=args.convolution)
         return sum(jnp.sum(jnp.einsum("hwc,hwd->cd", f, f) ** 2) * 1e-12
                    for f in features.values())
 
