@@ -7,8 +7,10 @@
 One evaluation as the optimizer's loop runs it (VGG forward to relu5_1 and the input gradient,
 the wide layers by Winograd with their kernels transformed once, or every layer direct as
 `auto` runs images under 384 px, a Gram-like loss) compiled once
-with no options ("none"), once with `jaxstyle.optimize.CPU_COMPILER_OPTIONS` ("jaxstyle", what
-`CompileCache` passes on a CPU) and once per entry of ``--options``, all in this process, then
+with no options ("none"), once with YNNPACK for each convolution XLA does not fuse
+("ynn_convolutions", the option measured in docs/benchmarks.md: 0.90x a lone evaluation at
+384 px, but nothing in the optimizer's loop and 1.08x slower runs at 256 px, so jaxstyle does
+not pass it) and once per entry of ``--options``, all in this process, then
 timed interleaved (the order reversed every other round). Prints each variant's median and the
 pairwise median of its time over "none"'s, and its gradient's largest difference from "none"'s
 relative to the gradient's largest magnitude: float32 rounding is ~1e-6, more means the option
@@ -33,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from jaxstyle import vgg  # noqa: E402
 from jaxstyle.errors import WeightsError  # noqa: E402
-from jaxstyle.optimize import CPU_COMPILER_OPTIONS  # noqa: E402
 from jaxstyle.weights import load_weights, random_weights, resolve_weights  # noqa: E402
 
+YNN_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2")
 
 
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
         return sum(jnp.sum(jnp.einsum("hwc,hwd->cd", f, f) ** 2) * 1e-12
                    for f in features.values())
 
-    variants = {"none": None, "jaxstyle": CPU_COMPILER_OPTIONS, **json.loads(args.options)}
+    variants = {"none": None, "ynn_convolutions": YNN_CONVOLUTIONS, **json.loads(args.options)}
     lowered = jax.jit(jax.value_and_grad(loss, argnums=1)).lower(params, jnp.zeros((h, w, 3)))
     compiled = {}
     for name, options in variants.items():

@@ -31,7 +31,6 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
 
     from jaxstyle.compilation_cache import enable_compilation_cache
     from jaxstyle.cpu_pool import ENV, pool_threads
-    from jaxstyle.optimize import compiler_options
     from jaxstyle.weights import describe, find_weights
 
     rows = [("jaxstyle", __version__)]
@@ -42,7 +41,6 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
     rows.append(("processes", f"{jax.process_count()} (this is {jax.process_index()})"))
     rows.append(("CPU thread pool", f"{pool_threads()} threads (${ENV}"
                  + (" set)" if os.environ.get(ENV) else " unset: the CPUs this process may use)")))
-    rows.append(("XLA options", compiler_options()[1]))
     cache = enable_compilation_cache()
     rows.append(("compilation cache",
                  f"on, {cache}" if cache else "off (JAXSTYLE_NO_COMPILATION_CACHE is set, or "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -843,44 +842,6 @@ def stalled(totals: list, tolerance: float, window: int = STALL_WINDOW) -> bool:
     return 0.0 <= (before - now) / (window * max(abs(now), 1e-30)) < tolerance  # a 0 loss: done
 
 
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
-"""XLA options for the optimizer's executables on a CPU: YNNPACK runs each direct convolution
-(VGG's 64-channel layers; every layer with ``convolution="direct"``), which took 0.90-0.92x of an
-evaluation's time at 384 px in jaxlib 0.10.2 (docs/benchmarks.md), values and gradients the same
-to float32 rounding. Not passed where ``XLA_FLAGS`` sets the option (the user's choice wins), on
-other backends, or by a jaxlib that does not know it."""
-
-_options_unknown = False
-
-
-def compiler_options() -> tuple[dict | None, str]:
-    """The XLA options `CompileCache` passes in this process, and why (for ``jaxstyle info``)."""
-    option = next(iter(CPU_COMPILER_OPTIONS))
-    if jax.default_backend() != "cpu":
-        return None, f"none ({jax.default_backend()} backend)"
-    if option in os.environ.get("XLA_FLAGS", ""):
-        return None, f"none (XLA_FLAGS sets {option})"
-    if _options_unknown:
-        return None, f"none (this jaxlib does not know {option})"
-    return CPU_COMPILER_OPTIONS, ", ".join(f"{k}={v}" for k, v in CPU_COMPILER_OPTIONS.items())
-
-
-def _compile(lowered):
-    """``lowered.compile()``, with `CPU_COMPILER_OPTIONS` where they apply."""
-    global _options_unknown
-    options, _ = compiler_options()
-    if options is None:
-        return lowered.compile()
-    try:
-        return lowered.compile(options)
-    except Exception as exc:  # noqa: BLE001 -- an older jaxlib: compile as it would anyway
-        if not any(option in str(exc) for option in options):
-            raise
-        _options_unknown = True
-        return lowered.compile()
-
-
 class CompileCache:
     """Compiled executables kept for reuse in this process, and how long compiling took.
 
@@ -902,7 +863,7 @@ class CompileCache:
             self.executables.move_to_end(key)
         else:
             t0 = time.perf_counter()
-            self.executables[key] = _compile(jitted.lower(*args))
+            self.executables[key] = jitted.lower(*args).compile()
             self.log.append((time.perf_counter(), time.perf_counter() - t0))
             del self.log[:-1000]
             while len(self.executables) > self.size:

@@ -143,5 +143,5 @@ def test_xla_options_benchmark_compares_the_options_and_their_gradients():
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {m[0]: float(m[1]) for m in re.findall(r"(\w+): median .* differs by ([0-9.e+-]+)",
                                                   done.stdout)}
-    assert set(rows) == {"none", "jaxstyle", "fast_math"}, done.stdout
-    assert rows["none"] == 0 and rows["jaxstyle"] < 1e-5, done.stdout  # the same objective
+    assert set(rows) == {"none", "ynn_convolutions", "fast_math"}, done.stdout
+    assert rows["none"] == 0 and rows["ynn_convolutions"] < 1e-5, done.stdout  # the same objective

@@ -383,29 +383,3 @@ def test_compact_lbfgs_batch_is_each_image_alone():
             np.testing.assert_allclose(both.x[i], alone.x, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(np.asarray(both.history["total"])[:, i],
                                        alone.history["total"], rtol=1e-10)
-
-
-def test_the_optimizers_executables_run_direct_convolutions_by_ynnpack(monkeypatch):
-    # CompileCache passes CPU_COMPILER_OPTIONS, which this jaxlib takes; the HLO does not show
-    # them (YNNPACK is chosen when XLA emits the convolution), so the call is what is checked.
-    # A user's XLA_FLAGS naming the option wins.
-    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    x, k = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
-    options, said = optimize.compiler_options()
-    assert options == optimize.CPU_COMPILER_OPTIONS and said == (
-        "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-    lowered = conv.lower(x, k)
-    seen = []
-    real = type(lowered).compile
-    monkeypatch.setattr(type(lowered), "compile",
-                        lambda self, *args: seen.append(args) or real(self, *args))
-    with_options = optimize._compile(lowered)
-    assert seen == [(optimize.CPU_COMPILER_OPTIONS,)] and not optimize._options_unknown
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
-    assert optimize.compiler_options() == (
-        None, "none (XLA_FLAGS sets xla_cpu_experimental_ynn_fusion_type)")
-    without = optimize._compile(conv.lower(x, k))
-    assert seen[1:] == [()]
-    np.testing.assert_allclose(with_options(x, k), without(x, k), rtol=1e-6)
