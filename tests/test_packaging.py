@@ -2,6 +2,7 @@
 build backend has nothing to warn about (setuptools turns its deprecations into errors on a
 date it announces, and a user's `pip install` would then fail)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,8 +25,16 @@ def shipped_files() -> set[str]:
 
 @pytest.mark.slow  # builds in pip's isolated environment, which fetches setuptools
 def test_the_wheel_holds_the_whole_library_and_builds_without_warnings(tmp_path):
+    # From a copy of what the build reads: a checkout's build/ and *.egg-info (left by earlier
+    # builds) would hand setuptools file lists that hide a file the configuration misses.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "jaxstyle", source / "jaxstyle",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, check=False,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
