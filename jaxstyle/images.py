@@ -1,18 +1,21 @@
 """Reading the images people actually have, and writing results without ever losing a file.
 
-Reading accepts JPEG (EXIF rotation applied), PNG with alpha (composited on white), grayscale,
-palette, 16-bit and CMYK files, and refuses decompression bombs before decoding them. Writing picks
-the format from the extension and replaces the target atomically, never an input image.
+Reading accepts the raster formats of `IMAGE_FORMATS` only: JPEG (EXIF rotation applied), PNG
+with alpha (composited on white), grayscale, palette, 16-bit, float and CMYK files; it refuses every
+other format before a plugin sees the file, decompression bombs before decoding them, and float
+pixels that are not finite. Writing picks the format from the extension and replaces the target
+atomically, never an input image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import jax
@@ -27,7 +30,11 @@ from jaxstyle.files import atomic_write
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 """What a folder of images (batch contents, video frames) is taken to hold."""
 
-"""Images with more pixels than this are refused unless the caller raises the limit."""
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM")
+"""The formats (Pillow's names) every reader accepts: the pictures people stylize, and Netpbm's
+PPM/PGM, which video and research tools dump frames as (a plain header and pixels). Pillow's
+other plugins are never reached: EPS runs Ghostscript, and the rest are documents, icons or
+niche formats whose parsers a crafted file would exercise for nothing."""
 
 _JPEG_QUALITY = 95
 
@@ -94,6 +101,25 @@ def _to_mask(image: Image.Image) -> np.ndarray:
 def _read(path: str | os.PathLike, max_pixels: int, convert) -> np.ndarray:
     """Opens, checks and decodes an image file; `convert` turns the Pillow image into the
     array."""
+    with opened(path, max_pixels) as image:
+        image.load()
+        if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+            raise ImageError(f"{path}: has NaN or infinite pixel values (a float image whose "
+                             "numbers are not all finite)")
+        return convert(ImageOps.exif_transpose(image))
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
+           ) -> Iterator[Image.Image]:
+    """An image file opened by Pillow as one of `IMAGE_FORMATS`, its header read and checked,
+    nothing decoded yet; Pillow's errors in the block (decoding included) become `ImageError`s
+    naming the file, and its warnings about odd metadata are not shown.
+
+    Raises:
+      ImageError: missing file, a folder, another format (named), more than `max_pixels`
+        pixels, unreadable or truncated.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such file")
@@ -105,19 +131,22 @@ def _read(path: str | os.PathLike, max_pixels: int, convert) -> np.ndarray:
         Image.MAX_IMAGE_PIXELS = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            with Image.open(path, formats=IMAGE_FORMATS) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(
                         f"{path}: {width}x{height} pixels is over the limit of {max_pixels} "
                         "(raise it with --max-pixels if the file is genuine)"
                     )
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                return convert(image)
+                yield image
     except ImageError:
         raise
     except UnidentifiedImageError:
+        found = _detected_format(path)
+        if found is not None:
+            raise ImageError(f"{path}: is {_article(found)} {found} file, which jaxstyle does not "
+                             f"read (it reads {', '.join(IMAGE_FORMATS)})") from None
         raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
@@ -127,6 +156,30 @@ def _read(path: str | os.PathLike, max_pixels: int, convert) -> np.ndarray:
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _detected_format(path: str) -> str | None:
+    """The format Pillow would have taken a refused file for, from its first bytes alone (each
+    plugin's signature test; no plugin opens the file), or None."""
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(16)  # what Image.open gives the signature tests
+    except OSError:
+        return None
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        try:
+            matches = accept is not None and accept(prefix)
+        except Exception:  # a signature test that chokes on short input says nothing
+            continue
+        if matches and not isinstance(matches, str):  # a str is a warning, not a match
+            return name
+    return None
+
+
+def _article(name: str) -> str:
+    return "an" if name[0] in "AEFHILMNORSX" else "a"
 
 
 def output_format(path: str | os.PathLike) -> str:

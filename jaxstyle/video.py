@@ -34,7 +34,7 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS, VIDEO_SUFFIXES
 from jaxstyle.driver import stylize, stylize_batch
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.files import sha256_of
-from jaxstyle.images import IMAGE_SUFFIXES, can_write_in, load_image, save_image
+from jaxstyle.images import IMAGE_SUFFIXES, can_write_in, load_image, opened, save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
@@ -64,6 +64,7 @@ class Source(NamedTuple):
       size: (H, W) of its frames.
       fps: frames per second.
       files: the frame files of a folder, in order (empty for a video file).
+      max_pixels: the most pixels a frame may have; each is checked before it is decoded.
     """
 
     path: Path
@@ -71,6 +72,7 @@ class Source(NamedTuple):
     size: tuple[int, int]
     fps: Fraction
     files: tuple[Path, ...] = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _number(path: Path) -> int | None:
@@ -88,7 +90,7 @@ def open_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
       VideoError: missing, not a video, no frames, gaps or repeats in a folder's numbering,
         frames of different sizes, or frames of more than `max_pixels` pixels.
     """
-    source = _open_source(Path(path), log)
+    source = _open_source(Path(path), log, max_pixels)
     h, w = source.size
     if h * w > max_pixels:
         raise VideoError(f"{path}: frames of {w}x{h} px exceed --max-pixels {max_pixels}")
@@ -116,38 +118,68 @@ def _frame_files(path: Path, log: Callable[[str], None]) -> tuple[Path, ...]:
     return tuple(numbered)
 
 
-def _open_source(path: Path, log: Callable[[str], None]) -> Source:
+def _open_source(path: Path, log: Callable[[str], None], max_pixels: int) -> Source:
     if path.is_dir():
         files = _frame_files(path, log)
         sizes = {}
         for p in files:
-            try:
-                with Image.open(p) as image:
-                    sizes.setdefault(image.size, p)
-            except OSError:
-                raise VideoError(f"{p}: not an image") from None
+            with opened(p, max_pixels) as image:  # the header only
+                sizes.setdefault(image.size, p)
         if len(sizes) > 1:
             (a, pa), (b, pb) = list(sizes.items())[:2]
             raise VideoError(f"{path}: frames differ in size ({pa.name} is {a[0]}x{a[1]}, "
                              f"{pb.name} is {b[0]}x{b[1]})")
         w, h = next(iter(sizes))
-        return Source(path, len(files), (h, w), FOLDER_FPS, tuple(files))
+        return Source(path, len(files), (h, w), FOLDER_FPS, tuple(files), max_pixels)
     if not path.is_file():
         raise VideoError(f"{path}: no such file or folder")
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path)) as container, _decoder_log():
             if not container.streams.video:
                 raise VideoError(f"{path}: has no video stream")
             stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
+            first = next(_decode(container, max_pixels), None)
             if first is None:
                 raise VideoError(f"{path}: has no video frames")
             return Source(path, stream.frames, (first.height, first.width),
-                          Fraction(stream.average_rate or FOLDER_FPS))
+                          Fraction(stream.average_rate or FOLDER_FPS), (), max_pixels)
     except av.FFmpegError as exc:
+        _refuse_large_frame(path, 1, exc, max_pixels)
         raise VideoError(f"{path}: not a readable video ({exc.strerror or exc})") from None
+
+
+def _decode(container, max_pixels: int) -> Iterator:
+    """The frames of `container`'s first video stream, each checked by the decoder against
+    `max_pixels` from its header, before its picture is allocated (FFmpeg's ``max_pixels``)."""
+    stream = container.streams.video[0]
+    stream.codec_context.options = {"max_pixels": str(max_pixels)}
+    return container.decode(stream)
+
+
+@contextlib.contextmanager
+def _decoder_log() -> Iterator[None]:
+    """FFmpeg's error lines kept off stderr; PyAV then appends the last one to its exceptions,
+    which is how a frame refused for its size is told from a corrupt one."""
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture():
+            yield
+    finally:
+        av.logging.set_level(level)
+
+
+def _refuse_large_frame(path: Path, index: int, exc: Exception, max_pixels: int) -> None:
+    """Raises the `VideoError` for frame `index` (from 1) if the decoder refused it for its
+    size; returns otherwise."""
+    size = re.search(r"Picture size (\d+x\d+) exceeds specified max pixel count", str(exc))
+    if size is not None:
+        raise VideoError(f"{path}: frame {index} is {size[1]} px, over --max-pixels "
+                         f"{max_pixels}") from None
 
 
 def read_frames(source: Source) -> Iterator[np.ndarray]:
@@ -165,10 +197,16 @@ def read_frames(source: Source) -> Iterator[np.ndarray]:
     index = 0
     try:
         with av.open(str(source.path)) as container:
-            for frame in container.decode(container.streams.video[0]):
+            frames = _decode(container, source.max_pixels)
+            while True:
+                with _decoder_log():
+                    frame = next(frames, None)
+                if frame is None:
+                    return
                 index += 1
                 yield frame.to_ndarray(format="rgb24").astype(np.float32) / 255.0
     except av.FFmpegError as exc:
+        _refuse_large_frame(source.path, index + 1, exc, source.max_pixels)
         raise VideoError(f"{source.path}: corrupt video stream after frame {index} "
                          f"({exc.strerror or exc})") from None
 
@@ -248,7 +286,7 @@ def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | N
             audio = source.streams.audio[0] if source and source.streams.audio else None
             out = stack.enter_context(av.open(str(partial), "w",
                                               format=_FORMATS.get(output.suffix.lower())))
-            h, w = np.asarray(Image.open(frames[0])).shape[:2]
+            h, w = np.asarray(Image.open(frames[0], formats=("PNG",))).shape[:2]
             pad = (h % 2, w % 2)
             if any(pad):
                 log(f"{output}: padded {w}x{h} to {w + pad[1]}x{h + pad[0]} (H.264's yuv420p, "
@@ -257,7 +295,7 @@ def encode(frames: list[Path], output: Path, fps: Fraction, audio_from: Path | N
             stream.width, stream.height, stream.pix_fmt = w + pad[1], h + pad[0], "yuv420p"
             copied = out.add_stream_from_template(audio) if audio is not None else None
             for path in frames:
-                image = np.asarray(Image.open(path).convert("RGB"))
+                image = np.asarray(Image.open(path, formats=("PNG",)).convert("RGB"))
                 image = np.pad(image, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge")
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             out.mux(stream.encode(None))

@@ -448,3 +448,118 @@ def test_folders_that_refuse_writes_are_caught_before_work(files, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and f"folder {locked} is not writable" in err, err
     assert not (tmp_path / "o.png").exists() and not list(locked.iterdir())
+
+
+# --- round three (issue 40) --------------------------------------------------------------
+
+_EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 8 8
+%%EndComments
+0.5 setgray newpath 0 0 moveto 8 0 lineto 8 8 lineto 0 8 lineto closepath fill
+showpage
+%%EOF
+"""
+
+
+def _cli(*args, env=None):
+    """Runs ``python -m jaxstyle ARGS`` in a child process: (exit code, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "jaxstyle", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("name", ["picture.eps", "eps_renamed.png"])
+def test_an_eps_image_never_reaches_ghostscript(tmp_path, files, name):
+    # Pillow's EPS plugin runs Ghostscript: a fake `gs` first on PATH would leave a mark.
+    content, style, weights = files
+    eps = tmp_path / name
+    eps.write_bytes(_EPS)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mark = tmp_path / "gs-ran"
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    gs.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "o.png"
+    code, err = _cli("stylize", eps, style, "-o", out, "--weights", weights, "--size", 32,
+                     *TINY, "--iterations", 1, env=env)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{eps}: is an EPS file" in err and "Traceback" not in err
+    assert not mark.exists() and not out.exists()
+
+
+def test_a_float_tiff_with_nan_pixels_is_refused_naming_the_file(tmp_path, files, capsys):
+    gray = np.full((30, 40), 0.5, np.float32)
+    gray[3, 4] = np.nan
+    tiff = tmp_path / "nan.tif"
+    Image.fromarray(gray, "F").save(tiff)
+    code, err = _stylize(capsys, (tiff, files[1], files[2]), tmp_path / "o.png",
+                         "--iterations", 2)
+    assert code == 2 and f"{tiff}: has NaN or infinite pixel values" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.png").exists()
+
+
+def test_an_odd_ico_is_refused_without_a_warning(tmp_path, files):
+    # An icon whose directory says 64x64 around a 16x16 PNG: Pillow's ICO plugin warns
+    # ("Image was not the expected size"); icons are not read at all.
+    png = tmp_path / "small.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(png)
+    data = png.read_bytes()
+    header = (b"\0\0\1\0\1\0" + bytes([64, 64, 0, 0]) + (1).to_bytes(2, "little")
+              + (32).to_bytes(2, "little") + len(data).to_bytes(4, "little")
+              + (22).to_bytes(4, "little"))
+    ico = tmp_path / "odd.ico"
+    ico.write_bytes(header + data)
+    content, style, weights = files
+    code, err = _cli("stylize", content, ico, "-o", tmp_path / "o.png", "--weights", weights,
+                     "--size", 32, *TINY, "--iterations", 1)
+    assert code == 2 and err.strip() == (
+        f"jaxstyle: error: {ico}: is an ICO file, which jaxstyle does not read (it reads "
+        "PNG, JPEG, WEBP, TIFF, BMP, GIF, PPM)"), err
+
+
+def _growing_video(path: Path) -> Path:
+    """An MJPEG video whose frames 1 and 3 are 32x24 and frame 2 is 2000x1500: each JPEG
+    carries its own size, so a decoder meets the large one only at frame 2."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuvj420p"
+        large = av.CodecContext.create("mjpeg", "w")
+        large.width, large.height, large.pix_fmt = 2000, 1500, "yuvj420p"
+        large.time_base = Fraction(1, 25)
+        for i, (h, w) in enumerate([(24, 32), (1500, 2000), (24, 32)]):
+            frame = av.VideoFrame.from_ndarray((smooth_image(h, w, i) * 255).astype(np.uint8),
+                                               format="rgb24").reformat(format="yuvj420p")
+            frame.pts = i
+            for packet in (large if h > 24 else stream).encode(frame):
+                packet.stream, packet.pts, packet.dts = stream, i, i
+                out.mux(packet)
+    return path
+
+
+def test_video_max_pixels_holds_for_every_frame(tmp_path, tiny_weights_file, capsys):
+    import tracemalloc
+
+    from jaxstyle.video import VideoError, open_source, read_frames
+
+    clip = _growing_video(tmp_path / "grow.mkv")
+    code, err = _video(capsys, clip, tmp_path / "out.mp4", tmp_path, tiny_weights_file,
+                       "--max-pixels", 10000)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{clip}: frame 2 is 2000x1500 px, over --max-pixels 10000" in err, err
+    assert not (tmp_path / "out.mp4").exists()
+    frames = read_frames(open_source(str(clip), 10000))
+    tracemalloc.start()  # NumPy's arrays are traced: the large frame is never one
+    try:
+        assert next(frames).shape == (24, 32, 3)
+        with pytest.raises(VideoError, match="frame 2 is 2000x1500 px"):
+            next(frames)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2000 * 1500

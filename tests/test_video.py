@@ -169,7 +169,7 @@ BAD = {
     "output is the input": ("{clip}", "{clip}", "refusing to write over the input"),
     "unknown extension": ("{clip}", "{tmp}/o.xyz", "unknown video extension"),
     "frames over --max-pixels": ("{clip} --max-pixels 100", "{tmp}/o.mp4",
-                                 "exceed --max-pixels 100"),
+                                 "frame 1 is 68x48 px, over --max-pixels 100"),
     "work folder holds the user's files": ("{clip}", "{tmp}/kept.mp4",
                                            "holds files that are not a jaxstyle run's"),
     "work folder is the input": ("{tmp}/in.mp4.frames", "{tmp}/in.mp4", "is the input"),
