@@ -184,7 +184,7 @@ def temporal_loss(image: jax.Array, warped: jax.Array, weights: jax.Array) -> ja
     would not)."""
     check_hwc(image, "image")
     diff = image.astype(jnp.float32) - warped.astype(jnp.float32)
-    return jnp.sum(weights[..., None] * jnp.square(diff)) / image.size
+    return jnp.sum(weights[..., None] * jnp.square(diff)) / float(image.size)  # past int32
 
 
 def tv_loss(image: jax.Array) -> jax.Array:
@@ -570,7 +570,7 @@ def objective(
         # A sum of neighbour differences of the same picture grows linearly with its side.
         tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
     elif relative:  # the mean absolute neighbour difference, in pixel units
-        tv = tv / (image.size * config.model_range)
+        tv = tv / (float(image.size) * config.model_range)
     components.update(content=content, style=style, tv=tv)
     total = content + style + tv
     if targets.previous:

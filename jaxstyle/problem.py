@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import color, losses
+from jaxstyle.choices import MAX_SIDE
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.options import OptionsError, StyleOptions
@@ -138,7 +139,7 @@ def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str,
 def _smallest_size(content_shape: tuple[int, ...], need: int) -> int:
     """The smallest longest side at which the content's shorter side reaches `need` px."""
     size = need
-    while min(output_shape(content_shape, size)) < need:
+    while min(output_shape(content_shape, size)) < need and size <= MAX_SIDE:
         size += 1
     return size
 
@@ -201,7 +202,9 @@ def check_inputs(
     flag = "--scales" if options.scales else "--size"
     for stage in stages:
         _check_size(stage.size, config.layers, f"{flag}: the output",
-                    lambda need: f"; use {flag} {_smallest_size(content_shape, need)} or more")
+                    lambda need: f"; use {flag} {size} or more"
+                    if (size := _smallest_size(content_shape, need)) <= MAX_SIDE
+                    else f"; at {flag} {MAX_SIDE}, the largest, it is still too thin: crop it")
         _check_size(stage.window[2:], config.layers, f"--tile-size: tile {stage.tile + 1}",
                     lambda need: f"; use --tile-size {max(32, need)} or more")
         for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):

@@ -81,11 +81,11 @@ class StyleLoss:
 
 
 def masked(features: jax.Array, mask: jax.Array | None):
-    """(float32 features [H, W, C] * mask, number of pixels weighted in); mask float [H, W] in
-    [0, 1] or None (every pixel)."""
+    """(float32 features [H, W, C] * mask, number of pixels weighted in, a float); mask float
+    [H, W] in [0, 1] or None (every pixel)."""
     h, w, _ = features.shape
-    if mask is None:
-        return features.astype(jnp.float32), h * w
+    if mask is None:  # a float: a count times C past 2**31 would overflow a jitted int32
+        return features.astype(jnp.float32), float(h * w)
     return features.astype(jnp.float32) * mask[..., None], jnp.maximum(jnp.sum(mask), 1e-6)
 
 

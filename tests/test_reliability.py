@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -563,3 +564,33 @@ def test_video_max_pixels_holds_for_every_frame(tmp_path, tiny_weights_file, cap
     finally:
         tracemalloc.stop()
     assert peak < 2000 * 1500
+
+
+@pytest.mark.parametrize("extra", [("--size", 32768), ("--size", 2048, "--style-scale", 8)])
+def test_sizes_past_int32_are_checked_never_a_traceback(tmp_path, files, capsys, extra):
+    # 8 channels (relu1_1 of the tiny network) x 32768 x 24576, and x 16384 x 16384 for the
+    # style image: counts past 2**31, once Python ints that overflowed a jitted function's int32.
+    code, err = _stylize(capsys, files, tmp_path / "o.png", *extra, "--iterations", 0,
+                         "--memory-limit-gb", 1)
+    assert code == 2 and "needs more than" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_counts_past_int32_are_floats_in_the_losses():
+    from jaxstyle.losses import content_mse, temporal_loss
+    from jaxstyle.style_losses import gram_statistics
+
+    features = jax.ShapeDtypeStruct((32768, 32768, 4), jnp.float32)  # 2**32 numbers
+    weights = jax.ShapeDtypeStruct((32768, 32768), jnp.float32)
+    assert jax.eval_shape(gram_statistics, features).shape == (4, 4)
+    assert jax.eval_shape(content_mse, features, features).shape == ()
+    assert jax.eval_shape(temporal_loss, features, features, weights).shape == ()
+
+
+def test_size_advice_stays_within_the_flags_range(tmp_path, files, capsys):
+    thin = _png(tmp_path / "thin.png", np.full((1, 70000, 3), 0.5, np.float32))
+    code, err = _stylize(capsys, (thin, files[1], files[2]), tmp_path / "o.png",
+                         "--iterations", 0)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is too small for the network" in err and "or more" not in err, err
+    assert "--size 32768, the largest, it is still too thin: crop it" in err, err
