@@ -147,9 +147,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             stage=int(raw.get("stage", 0)),
             canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),
         )
-        options = options_from_dict(json.loads(raw["options"]))
-        checkpoint = Checkpoint(run=run, options=options, inputs=json.loads(raw["inputs"]),
+        options = options_from_dict(_mapping(json.loads(raw["options"]), "options"))
+        checkpoint = Checkpoint(run=run, options=options,
+                                inputs=_check_inputs(json.loads(raw["inputs"])),
                                 output=str(raw["output"]))
+    except _Malformed as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
     if version < 3 and options.optimizer == "lbfgs":
@@ -158,6 +161,48 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                               f"version {version}) whose L-BFGS state this one does not keep; "
                               "finish the run with the version that wrote it")
     return checkpoint
+
+
+class _Malformed(Exception):
+    """A field of a checksummed payload that is not what `save_checkpoint` writes."""
+
+
+_ONE_INPUT = ("content", "init_image", "content_mask", "weights")
+_LIST_INPUTS = ("styles", "style_masks")
+
+
+def _mapping(value, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise _Malformed(f"{name}: expected a mapping, found {_kind(value)}")
+    return value
+
+
+def _kind(value) -> str:
+    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value),
+                                                                      type(value).__name__)
+
+
+def _check_inputs(inputs) -> dict:
+    """A checkpoint's record of its inputs, each entry present checked (the checksum guards
+    against corruption, not against a crafted file): ``{"content": {"path", "sha256"},
+    "styles": [...], "init_image": ... | None, ...}``; a run from Python records none (``{}``).
+    """
+    _mapping(inputs, "inputs")
+
+    def entry(value, name: str) -> None:
+        if not isinstance(_mapping(value, name).get("path"), str):
+            raise _Malformed(f"{name}: no path")
+
+    for key in _ONE_INPUT:
+        if inputs.get(key) is not None:
+            entry(inputs[key], f"inputs.{key}")
+    for key in _LIST_INPUTS:
+        entries = inputs.get(key)
+        if entries is not None and not isinstance(entries, list):
+            raise _Malformed(f"inputs.{key}: expected a list of entries, found {_kind(entries)}")
+        for i, value in enumerate(entries or ()):
+            entry(value, f"inputs.{key}[{i}]")
+    return inputs
 
 
 def restore_state(leaves: list, like) -> object:

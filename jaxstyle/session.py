@@ -107,6 +107,9 @@ def resume_request(checkpoint: str, **overrides) -> tuple[Request, StyleOptions]
     output), with `overrides` (run control such as ``output`` or ``report``) applied."""
     saved = load_checkpoint(checkpoint)
     recorded = saved.inputs
+    if not (recorded.get("content") and recorded.get("styles")):
+        raise CheckpointError(f"{checkpoint}: records no content or style image files (a run "
+                              "from Python, not from files); resume it from Python")
 
     def path(key):
         return recorded[key]["path"] if recorded.get(key) else None

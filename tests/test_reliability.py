@@ -594,3 +594,30 @@ def test_size_advice_stays_within_the_flags_range(tmp_path, files, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "is too small for the network" in err and "or more" not in err, err
     assert "--size 32768, the largest, it is still too thin: crop it" in err, err
+
+
+_GOOD_INPUTS = {"content": {"path": "/c.png", "sha256": "0" * 64},
+                "styles": [{"path": "/s.png", "sha256": "1" * 64}], "init_image": None,
+                "style_masks": None, "content_mask": None,
+                "weights": {"path": "random", "source": "random", "sha256": "random"}}
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({**_GOOD_INPUTS, "styles": [{"sha256": "1" * 64}]}, "inputs.styles[0]: no path"),
+    (["/c.png", "/s.png"], "inputs: expected a mapping, found a list"),
+    ({**_GOOD_INPUTS, "styles": "/s.png"}, "inputs.styles: expected a list"),
+    ({**_GOOD_INPUTS, "content": {"path": 3}}, "inputs.content: no path"),
+    ({**_GOOD_INPUTS, "style_masks": [None]},
+     "inputs.style_masks[0]: expected a mapping, found nothing"),
+    ({k: v for k, v in _GOOD_INPUTS.items() if k != "content"}, "records no content or style"),
+])
+def test_crafted_checkpoint_inputs_are_one_line_errors(tmp_path, capsys, inputs, message):
+    from jaxstyle.checkpoint import RunState
+
+    ckpt = tmp_path / "o.png.ckpt"  # a valid checksum around a crafted payload
+    save_checkpoint(ckpt, Checkpoint(RunState(0, np.zeros((2, 2, 3), np.float32), [], {}),
+                                     StyleOptions(), inputs, str(tmp_path / "o.png")))
+    assert main(["resume", str(ckpt), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{ckpt}: " in err and message in err, err
