@@ -390,3 +390,128 @@ def test_the_default_run_folder_goes_if_empty_and_is_named_if_not(tmp_path):
     _leave_temporary_folder(temp, said.append)
     assert (temp / "runs" / "0001" / "result.png").read_bytes() == b"kept"
     assert said == [f"  this session's uploads and runs stay in {temp} (--dir chooses the folder)"]
+
+
+# Issue 40: every request bounded before work, and nothing heavy on the event loop.
+
+def test_oversized_requests_are_refused_at_once_naming_the_limit(client):
+    from jaxstyle.studio import limits
+
+    request = {**inputs(client), "options": {**SMALL, "iterations": 2}}
+    axes = [f"style_weight={','.join(str(v) for v in range(1, 301))}",
+            f"content_weight={','.join(str(v) for v in range(1, 301))}"]
+    began = time.perf_counter()
+    huge = client.post("/api/sweeps", json={**request, "vary": axes})
+    assert time.perf_counter() - began < 5, "the grid was built before the limit was checked"
+    assert huge.status_code == 400
+    assert f"at most {limits.MAX_AXIS_VALUES} values" in huge.json()["error"], huge.json()
+    # Each axis within its limit, the grid over its own.
+    side = limits.MAX_AXIS_VALUES
+    wide = [f"style_weight={','.join(str(v) for v in range(1, side + 1))}",
+            f"content_weight={','.join(str(v) for v in range(1, side + 1))}"]
+    cells = client.post("/api/sweeps", json={**request, "vary": wide})
+    assert cells.status_code == 400
+    assert f"{side * side} cells" in cells.json()["error"]
+    assert f"at most {limits.MAX_SWEEP_CELLS}" in cells.json()["error"]
+    three = client.post("/api/sweeps", json={**request, "vary": ["seed=1,2"] * 3})
+    assert three.status_code == 400 and "one or two options" in three.json()["error"]
+    many = client.post("/api/runs", json={**request,
+                                          "styles": request["styles"] * (limits.MAX_STYLES + 1)})
+    assert many.status_code == 400
+    assert f"at most {limits.MAX_STYLES} style images" in many.json()["error"]
+    body = client.post("/api/check", content=b'{"options": {}, "x": "' + b"a" * 100_000 + b'"}',
+                       headers={"content-type": "application/json"})
+    assert body.status_code == 413 and "over the limit" in body.json()["error"]
+    assert client.get("/api/state").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/check", "/api/runs", "/api/sweeps",
+                                  "/api/jobs/1/continue"])
+def test_deeply_nested_json_is_refused_not_a_crash(client, path):
+    from jaxstyle.studio import limits
+
+    huge = client.post(path, content=b"[" * 30_000 + b"]" * 30_000,
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "over the limit" in huge.json()["error"]
+    brackets = limits.MAX_JSON_BYTES // 2 - 1  # within the body's limit
+    deep = client.post(path, content=b"[" * brackets + b"]" * brackets,
+                       headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "nested deeper than" in deep.json()["error"]
+    unclosed = client.post(path, content=b'{"options": ' * 1000,
+                           headers={"content-type": "application/json"})
+    assert unclosed.status_code == 400 and "nested deeper than" in unclosed.json()["error"]
+    quoted = client.post(path, content=b'{"options": {"x": "' + b"[" * 5000 + b'"}}',
+                         headers={"content-type": "application/json"})
+    assert quoted.status_code == 400 and "nested" not in quoted.json()["error"]  # in a string
+
+
+@pytest.mark.parametrize("job", ["²", "٣", "1²", "9" * 5000, "+1", "1_0", "0x1", "-0"])
+def test_job_ids_are_ascii_digits_only(client, job):
+    for path in ("image.png", "thumb.png", "report.json", "events", "frame.png"):
+        assert client.get(f"/api/jobs/{job}/{path}").status_code == 404, path
+    refused = client.post(f"/api/jobs/{job}/continue", json={"iterations": 5})
+    assert refused.status_code in (400, 404), refused.text
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"iterations": Infinity}', "not a finite number"),
+    (b'{"iterations": -Infinity}', "not a finite number"),
+    (b'{"iterations": NaN}', "not a finite number"),
+    (b'{"iterations": 1e400}', "not a finite number"),
+    (b'{"iterations": 1e300}', "iterations: must be a whole number in [1, 10000000]"),
+    (b'{"iterations": 2.5}', "iterations: must be a whole number"),
+    (b'{"iterations": true}', "iterations: must be a whole number"),
+    (b'{"iterations": "5"}', "iterations: must be a whole number"),
+    (b'{"iterations": 0}', "iterations: must be a whole number in [1, 10000000]"),
+])
+def test_continue_takes_a_finite_whole_number_in_range(client, body, message):
+    refused = client.post("/api/jobs/1/continue", content=body,
+                          headers={"content-type": "application/json"})
+    assert refused.status_code == 400 and message in refused.json()["error"], refused.text
+
+
+def test_options_from_json_are_finite_and_in_the_clis_range(client):
+    for body in (b'{"options": {"style_weight": Infinity}}', b'{"options": {"size": 1e400}}'):
+        refused = client.post("/api/check", content=body,
+                              headers={"content-type": "application/json"})
+        assert refused.status_code == 400 and "not a finite number" in refused.json()["error"]
+    high = client.post("/api/check", json={"options": {"style_weight": 1e300}})
+    assert high.status_code == 400 and high.json()["field"] == "style_weight"
+    assert RANGES["style_weight"].describe() in high.json()["error"]
+
+
+def test_state_answers_while_a_large_request_is_being_checked(client, monkeypatch):
+    # Stands for checking a large allowed sweep: the check holds its thread until /api/state
+    # has answered (or 10 s), so a check run on the event loop would keep /api/state waiting.
+    import threading
+
+    from jaxstyle.studio import limits, server
+
+    answered = threading.Event()
+    checking = threading.Event()
+
+    def slow_check(*args, **kwargs):
+        if not checking.is_set():  # the first cell's check
+            checking.set()
+            answered.wait(10)
+
+    monkeypatch.setattr(server, "check_inputs", slow_check)
+    request = {**inputs(client), "options": {**SMALL, "iterations": 2},
+               "vary": [f"seed={','.join(str(v) for v in range(limits.MAX_AXIS_VALUES))}"]}
+    result = {}
+    sweep = threading.Thread(target=lambda: result.update(
+        response=client.post("/api/sweeps", json=request)))
+    sweep.start()
+    try:
+        assert checking.wait(30), "the check never started"
+        began = time.perf_counter()
+        state = client.get("/api/state")
+        waited = time.perf_counter() - began
+        assert state.status_code == 200
+    finally:
+        answered.set()
+        sweep.join(60)
+    assert waited < 1.0, f"/api/state waited {waited:.1f} s behind the sweep's check"
+    assert result["response"].status_code == 202, result["response"].text
+    client.post("/api/stop")
+    follow(client, result["response"].json()["job"]["job"])

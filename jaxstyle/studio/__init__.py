@@ -3,8 +3,8 @@
 `form` turns `StyleOptions` into the page's form and back; `store` owns the server's run folder
 (uploads, examples, results); `runner` is one run or sweep from arrays to files; `worker` runs
 them one at a time in one thread, keeping the network and compiled code warm; `guard` refuses
-requests that do not come from the page; `server` is the HTTP side (Starlette, server-sent
-events). Needs the ``studio`` extra.
+requests that do not come from the page; `limits` bounds what a request may hold; `server` is
+the HTTP side (Starlette, server-sent events). Needs the ``studio`` extra.
 """
 
 DEFAULT_PORT = 8765

@@ -3,7 +3,9 @@
 The page is static files shipped with the package (no CDN, no build step). It talks to this
 JSON API, follows a job through server-sent events (small JSON snapshots, the newest only) and
 fetches the newest picture when it is ready for one. Every request first passes
-`jaxstyle.studio.guard.Guard`.
+`jaxstyle.studio.guard.Guard`, then `jaxstyle.studio.limits` bounds what it holds; whatever
+takes more than a moment (parsing and checking a request, decoding, encoding) runs in a
+thread, so the event loop keeps answering every other request.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from starlette.staticfiles import StaticFiles
 
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
-from jaxstyle.options import OptionsError
+from jaxstyle.options import RANGES, OptionsError, Range
 from jaxstyle.problem import check_inputs
-from jaxstyle.studio import DEFAULT_PORT, MAX_UPLOAD_MB, form, runner
+from jaxstyle.studio import DEFAULT_PORT, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
+from jaxstyle.studio.limits import TooLarge
 from jaxstyle.studio.store import RunFolder, display_name, preview_png
 from jaxstyle.studio.worker import Busy, Snapshot, Worker
 from jaxstyle.studio.worker import Request as JobRequest
@@ -50,10 +53,10 @@ from jaxstyle.weights import find_weights, load_weights
 
 STATIC = Path(__file__).parent / "static"
 
-_MAX_JSON_BYTES = 64 * 1024
 _EVENT_POLL_SECONDS = 0.05  # how often a stream looks for a new snapshot: at most 20 events/s
 _KEEPALIVE_SECONDS = 15.0
 _THUMB_SIDE = 256
+_MORE_ITERATIONS = Range(1, RANGES["iterations"].high)  # what Continue adds
 class StudioConfig(NamedTuple):
     """A studio server's settings.
 
@@ -76,10 +79,6 @@ class StudioConfig(NamedTuple):
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = int(MAX_UPLOAD_MB * 2**20)
     log: Callable[[str], None] = print
-
-
-class TooLarge(JaxstyleError):
-    """A request body over its limit."""
 
 
 class Missing(JaxstyleError):
@@ -105,18 +104,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request) -> dict:
-    """The request's JSON object body.
+    """The request's JSON object body (`jaxstyle.studio.limits.parse_json`, in a thread).
 
     Raises:
-      JaxstyleError: not a JSON object (or too large).
+      JaxstyleError: not a JSON object, too large or too deep, or a number not finite.
     """
-    try:
-        data = json.loads(await read_body(request, _MAX_JSON_BYTES) or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise JaxstyleError("the request is not JSON") from None
-    if not isinstance(data, dict):
-        raise JaxstyleError("the request must be a JSON object")
-    return data
+    body = await read_body(request, limits.MAX_JSON_BYTES)
+    return await run_in_threadpool(limits.parse_json, body)
 
 
 def public(snapshot: Snapshot | None) -> dict | None:
@@ -136,7 +130,7 @@ def options_error(exc: JaxstyleError) -> JSONResponse:
     return error(str(exc), field=name if name in form.field_names() else None)
 
 
-def create_app(config: StudioConfig) -> Starlette:
+def create_app(config: StudioConfig) -> Guard:
     """The studio as an ASGI app; its lifespan starts and stops the worker thread."""
     folder = RunFolder(config.folder, config.max_pixels, config.max_bytes)
     worker = Worker(folder, config.weights, config.log)
@@ -144,10 +138,8 @@ def create_app(config: StudioConfig) -> Starlette:
     encoded: dict[int, tuple[int, bytes]] = {}  # job -> (frame seq, PNG): the newest only
 
     def job_of(request: Request):
-        try:
-            job = worker.job(int(request.path_params["job"]))
-        except ValueError:
-            job = None
+        job_id = limits.job_id(request.path_params["job"])
+        job = None if job_id is None else worker.job(job_id)
         if job is None:
             raise Missing("no such job")
         return job
@@ -194,32 +186,23 @@ def create_app(config: StudioConfig) -> Starlette:
         return Response(data, media_type="image/png", headers={"cache-control": "max-age=3600"})
 
     def job_request(data: dict, kind: str) -> JobRequest:
-        """A run or sweep request from the page's JSON, checked as the CLI checks its inputs."""
-        content, styles = data.get("content"), data.get("styles")
+        """A run or sweep request from the page's JSON, checked as the CLI checks its inputs
+        (in a thread: a sweep checks every cell)."""
+        content, styles = data.get("content"), limits.style_ids(data.get("styles"))
         if not isinstance(content, str) or not content:
             raise JaxstyleError("choose a content image")
-        if not isinstance(styles, list) or not styles or not all(
-                isinstance(s, str) for s in styles):
-            raise JaxstyleError("choose at least one style image")
         values = data.get("options") or {}
         if not isinstance(values, dict):
             raise JaxstyleError("options must be an object")
         options = form.options_from_values(values)
-        shapes = [(e.height, e.width, 3) for e in map(folder.image, [content, *styles])]
         axes: tuple = ()
         if kind == "sweep":
-            vary = data.get("vary")
-            if isinstance(vary, str):
-                vary = [vary]
-            if not isinstance(vary, list) or not vary:
-                raise JaxstyleError("sweep: say which option to vary and its values")
-            axes = tuple(parse_axis(str(v)) for v in vary)
-            runs = grid(options, axes)
-        else:
-            runs = [options]
-        for run in runs:
+            axes = tuple(parse_axis(text) for text in limits.sweep_texts(data.get("vary")))
+            limits.check_axes(axes)
+        shapes = [(e.height, e.width, 3) for e in map(folder.image, [content, *styles])]
+        for run in grid(options, axes) if axes else [options]:
             check_inputs(shapes[0], shapes[1:], run)
-        return JobRequest(kind, content, tuple(styles), options, axes)
+        return JobRequest(kind, content, styles, options, axes)
 
     async def submit(job_request_: JobRequest) -> Response:
         try:
@@ -230,30 +213,35 @@ def create_app(config: StudioConfig) -> Starlette:
 
     async def start_run(request: Request) -> Response:
         try:
-            return await submit(job_request(await read_json(request), "run"))
+            data = await read_json(request)
+            return await submit(await run_in_threadpool(job_request, data, "run"))
         except OptionsError as exc:
             return options_error(exc)
 
     async def start_sweep(request: Request) -> Response:
         try:
-            return await submit(job_request(await read_json(request), "sweep"))
+            data = await read_json(request)
+            return await submit(await run_in_threadpool(job_request, data, "sweep"))
         except OptionsError as exc:
             return options_error(exc)
 
     async def check(request: Request) -> Response:
+        values = (await read_json(request)).get("options") or {}
+        if not isinstance(values, dict):
+            raise JaxstyleError("options must be an object")
         try:
-            form.options_from_values((await read_json(request)).get("options") or {})
+            await run_in_threadpool(form.options_from_values, values)
         except OptionsError as exc:
             return options_error(exc)
         return JSONResponse({"error": None})
 
     async def continue_run(request: Request) -> Response:
+        job_id = limits.job_id(request.path_params["job"])
+        if job_id is None:
+            raise Missing("no such job")
         data = await read_json(request)
-        try:
-            more = int(data.get("iterations", 0))
-        except (TypeError, ValueError):
-            raise JaxstyleError("continue: iterations must be a whole number") from None
-        job_id = int(request.path_params["job"]) if request.path_params["job"].isdigit() else 0
+        more = limits.whole_number("continue: iterations", data.get("iterations"),
+                                   _MORE_ITERATIONS)
         return await submit(worker.continuation(job_id, more))
 
     async def stop(request: Request) -> Response:
@@ -293,8 +281,8 @@ def create_app(config: StudioConfig) -> Starlette:
         return Response(kept[1], media_type="image/png", headers={"x-frame": str(seq)})
 
     def run_file(request: Request, name: str) -> Path:
-        record = worker.record(int(request.path_params["job"])) if (
-            request.path_params["job"].isdigit()) else None
+        job_id = limits.job_id(request.path_params["job"])
+        record = None if job_id is None else worker.record(job_id)
         if record is None or record.get("status") == "failed":
             raise Missing("no such result")
         return folder.run_dir(record["id"]) / name
@@ -319,7 +307,8 @@ def create_app(config: StudioConfig) -> Starlette:
                             filename=f"jaxstyle-{request.path_params['job']}-report.json")
 
     async def bad_input(request: Request, exc: Exception) -> Response:
-        return error(str(exc), 404 if isinstance(exc, Missing) else 400)
+        status = 404 if isinstance(exc, Missing) else 413 if isinstance(exc, TooLarge) else 400
+        return error(str(exc), status)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
