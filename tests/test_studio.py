@@ -515,3 +515,59 @@ def test_state_answers_while_a_large_request_is_being_checked(client, monkeypatc
     assert result["response"].status_code == 202, result["response"].text
     client.post("/api/stop")
     follow(client, result["response"].json()["job"]["job"])
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose header claims `width` x `height` pixels, with a tiny body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+
+
+def test_an_upload_whose_header_claims_ten_gigapixels_is_refused(client):
+    refused = client.post("/api/images", content=bomb_png(), headers={"x-filename": "bomb.png"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"].startswith("bomb.png: ")
+    assert "over the limit of 100,000,000 pixels" in refused.json()["error"]
+    assert client.get("/api/state").status_code == 200
+
+
+def test_decoded_images_are_bounded_in_bytes_not_entries(tmp_path, monkeypatch):
+    # A 100-megapixel upload is 1.2 GB decoded (float32 RGB), and eight were kept: the caches
+    # are bounded in bytes instead (scaled down here: 4 MB for the decoded images, 1 MB for the
+    # previews, images of 1 to 12 MB decoded).
+    import gc
+    import tracemalloc
+
+    from jaxstyle.studio import store
+
+    budget = 4 * 2**20
+    monkeypatch.setattr(store, "DECODED_CACHE_BYTES", budget, raising=False)
+    monkeypatch.setattr(store, "PREVIEW_CACHE_BYTES", budget // 4, raising=False)
+    folder = store.RunFolder(tmp_path / "studio", max_pixels=10**8, max_bytes=10**8)
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        ids = []
+        for seed, side in enumerate([400, 400, 600, 1000, 300, 300, 400]):
+            data = io.BytesIO()
+            Image.fromarray(to_uint8(smooth_image(side, side, seed))).save(
+                data, format="PNG", compress_level=1)
+            ids.append(folder.add_upload(data.getvalue(), f"{seed}.png").id)
+            del data
+        for image_id in ids:
+            folder.preview(image_id)
+            assert folder.load(image_id).shape[2] == 3
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * budget, f"{held / 2**20:.1f} MB held for a {budget / 2**20:.0f} MB budget"

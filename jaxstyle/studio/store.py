@@ -4,7 +4,8 @@ Images are known to the page by an opaque id (an upload's is the start of its SH
 example's its file name's stem) and runs by a number; a request never carries a path. Uploads
 are checked before they are kept: a byte limit, a short list of raster formats (Pillow's other
 plugins, some of which run external programs, are never reached), then `jaxstyle.load_image`
-with its pixel limit, decompression-bomb and truncation checks.
+with its pixel limit, decompression-bomb and truncation checks. What is kept in memory (decoded
+images, previews) is bounded in bytes: a 100-megapixel image is 1.2 GB decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,8 +36,14 @@ PREVIEW_SIDE = 768
 """Longest side of the pictures the page shows of inputs and results (full-size files are
 downloaded, not shown)."""
 
+DECODED_CACHE_BYTES = 256 * 2**20
+"""Decoded input images kept in memory, in bytes (float32 RGB: 12 bytes a pixel, so a run's
+inputs of up to about 20 megapixels in all); a larger image is decoded again for each run."""
+
+PREVIEW_CACHE_BYTES = 64 * 2**20
+"""Previews (PNGs of at most `PREVIEW_SIDE` px, up to about 1.7 MB each) kept in memory."""
+
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_DECODED = 8  # decoded input images kept in memory (a run's content and styles, and a few more)
 
 
 class ImageEntry(NamedTuple):
@@ -76,6 +85,39 @@ def display_name(filename: str) -> str:
     return name[:80] or "upload"
 
 
+class ByteCache:
+    """The most recently used values whose sizes add up to at most `limit` bytes (a value
+    larger than `limit` is not kept). Not thread-safe: its owner locks.
+
+    Args:
+      limit: bytes.
+      size: a value's size in bytes.
+    """
+
+    def __init__(self, limit: int, size: Callable[[object], int]):
+        self.limit, self.size = limit, size
+        self._items: OrderedDict[str, object] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: str):
+        """The value kept for `key` (now the most recently used), or None."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        return None
+
+    def put(self, key: str, value) -> None:
+        """Keeps `value`, dropping the least recently used values until all fit."""
+        if key in self._items:
+            self.bytes -= self.size(self._items.pop(key))
+        if self.size(value) > self.limit:
+            return
+        self._items[key] = value
+        self.bytes += self.size(value)
+        while self.bytes > self.limit:
+            self.bytes -= self.size(self._items.popitem(last=False)[1])
+
+
 def preview_png(image: np.ndarray, side: int = PREVIEW_SIDE) -> bytes:
     """float [H, W, 3] in [0, 1] -> PNG bytes, shrunk to `side` px on its longest side."""
     picture = Image.fromarray(to_uint8(image), "RGB")
@@ -101,8 +143,8 @@ class RunFolder:
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._images: dict[str, ImageEntry] = {}
-        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._previews: dict[str, bytes] = {}
+        self._decoded = ByteCache(DECODED_CACHE_BYTES, lambda image: image.nbytes)
+        self._previews = ByteCache(PREVIEW_CACHE_BYTES, len)
         for path in sorted((examples_dir() or Path("/nonexistent")).glob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and _ID.fullmatch(path.stem):
                 with Image.open(path) as image:
@@ -147,11 +189,17 @@ class RunFolder:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             try:
-                with Image.open(incoming, formats=UPLOAD_FORMATS) as probe:
-                    kind = probe.format
+                with warnings.catch_warnings():  # the limit is ours: `load_image` checks it
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(incoming, formats=UPLOAD_FORMATS) as probe:
+                        kind = probe.format
             except UnidentifiedImageError:
                 raise ImageError(f"{name}: not an image (the studio takes "
                                  f"{', '.join(UPLOAD_FORMATS)})") from None
+            except Image.DecompressionBombError:  # Pillow's own check, from the header
+                pillow = 2 * (Image.MAX_IMAGE_PIXELS or self.max_pixels)
+                raise ImageError(f"{name}: its header claims more than {pillow:,} pixels, over "
+                                 f"the limit of {min(pillow, self.max_pixels):,} pixels") from None
             try:
                 image = load_image(incoming, self.max_pixels)
             except ImageError as exc:  # its message starts with our path: name the upload
@@ -164,7 +212,7 @@ class RunFolder:
         entry = ImageEntry(image_id, name, path, image.shape[1], image.shape[0], digest, False)
         with self._lock:
             self._images[image_id] = entry
-            self._remember(image_id, image)
+            self._decoded.put(image_id, image)
         return entry
 
     def load(self, image_id: str) -> np.ndarray:
@@ -175,12 +223,11 @@ class RunFolder:
         """
         entry = self.image(image_id)
         with self._lock:
-            if image_id in self._decoded:
-                self._decoded.move_to_end(image_id)
-                return self._decoded[image_id]
-        image = load_image(entry.path, self.max_pixels)
-        with self._lock:
-            self._remember(image_id, image)
+            image = self._decoded.get(image_id)
+        if image is None:
+            image = load_image(entry.path, self.max_pixels)
+            with self._lock:
+                self._decoded.put(image_id, image)
         return image
 
     def preview(self, image_id: str) -> bytes:
@@ -190,7 +237,7 @@ class RunFolder:
         if found is None:
             found = preview_png(self.load(image_id))
             with self._lock:
-                self._previews[image_id] = found
+                self._previews.put(image_id, found)
         return found
 
     def run_dir(self, run_id: int) -> Path:
@@ -205,12 +252,6 @@ class RunFolder:
             return str(Path(path).relative_to(self.root))
         except ValueError:
             return str(path)
-
-    def _remember(self, image_id: str, image: np.ndarray) -> None:
-        self._decoded[image_id] = image
-        self._decoded.move_to_end(image_id)
-        while len(self._decoded) > _DECODED:
-            self._decoded.popitem(last=False)
 
 
 def _sha256(data: bytes) -> str:
