@@ -363,35 +363,6 @@ def test_bad_studio_flags_are_one_line_errors(tmp_path, capsys, flags, message):
     assert file.read_text() == "not a folder"
 
 
-def test_the_default_run_folder_goes_if_empty_and_is_named_if_not(tmp_path):
-    from jaxstyle.studio.server import _leave_temporary_folder
-
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights", "random"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temp)})
-    try:
-        import httpx2
-
-        first = process.stderr.readline()
-        assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
-        assert httpx2.get(first.split(": ", 1)[1].strip(), timeout=120).status_code == 200
-        assert [p.name[:16] for p in temp.iterdir()] == ["jaxstyle-studio-"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, log = process.communicate(timeout=120)
-    assert process.returncode == 130 and "Traceback" not in log, log
-    assert not list(temp.iterdir()) and "stay in" not in log, log
-
-    said = []
-    (temp / "runs" / "0001").mkdir(parents=True)
-    (temp / "runs" / "0001" / "result.png").write_bytes(b"kept")
-    _leave_temporary_folder(temp, said.append)
-    assert (temp / "runs" / "0001" / "result.png").read_bytes() == b"kept"
-    assert said == [f"  this session's uploads and runs stay in {temp} (--dir chooses the folder)"]
-
-
 # Issue 40: every request bounded before work, and nothing heavy on the event loop.
 
 def test_oversized_requests_are_refused_at_once_naming_the_limit(client):
@@ -571,3 +542,56 @@ def test_decoded_images_are_bounded_in_bytes_not_entries(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     assert held < 2 * budget, f"{held / 2**20:.1f} MB held for a {budget / 2**20:.0f} MB budget"
+
+
+@pytest.mark.parametrize("moment", ["idle", "compiling", "running"])
+def test_first_ctrl_c_ends_the_studio_at_once_and_removes_its_folder(tiny_weights_file,
+                                                                     tmp_path, moment):
+    import httpx2
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights",
+         str(tiny_weights_file)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temp)})
+    try:
+        first = process.stderr.readline()
+        assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
+        url = first.split(": ", 1)[1].strip()
+        assert [p.name[:16] for p in temp.iterdir()] == ["jaxstyle-studio-"]
+        ids = []
+        for seed, (h, w) in enumerate([(24, 32), (30, 30)]):
+            sent = httpx2.post(url + "api/images", content=png(smooth_image(h, w, seed)),
+                               headers={"x-filename": f"{seed}.png"}, timeout=120)
+            assert sent.status_code == 200, sent.text
+            ids.append(sent.json()["image"]["id"])
+        if moment != "idle":
+            request = {"content": ids[0], "styles": ids[1:],
+                       "options": {**SMALL, "iterations": 1_000_000}}
+            deadline = time.monotonic() + 120
+            while True:  # the worker answers once its network has loaded
+                started = httpx2.post(url + "api/runs", json=request, timeout=120)
+                if started.status_code == 202 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert started.status_code == 202, started.text
+        while moment == "running":  # the first picture: compiled and iterating
+            job = httpx2.get(url + "api/state", timeout=120).json()["job"]
+            if job["frame"] > 0 or time.monotonic() > deadline:
+                assert job["frame"] > 0, job
+                break
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C, once
+        began = time.monotonic()
+        try:
+            _, log = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, log = process.communicate()
+    took = time.monotonic() - began
+    assert took < 5, f"{took:.1f} s after Ctrl-C\n{log}"
+    assert process.returncode == 130, log
+    assert "Fatal Python error" not in log and "Traceback" not in log, log
+    assert not list(temp.iterdir()), (list(temp.rglob("*")), log)

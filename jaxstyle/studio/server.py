@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import webbrowser
@@ -56,6 +58,7 @@ STATIC = Path(__file__).parent / "static"
 _EVENT_POLL_SECONDS = 0.05  # how often a stream looks for a new snapshot: at most 20 events/s
 _KEEPALIVE_SECONDS = 15.0
 _THUMB_SIDE = 256
+_STOP_SECONDS = 2.0  # how long a stopping server waits for the job's chunk to end
 _MORE_ITERATIONS = Range(1, RANGES["iterations"].high)  # what Continue adds
 class StudioConfig(NamedTuple):
     """A studio server's settings.
@@ -131,7 +134,12 @@ def options_error(exc: JaxstyleError) -> JSONResponse:
 
 
 def create_app(config: StudioConfig) -> Guard:
-    """The studio as an ASGI app; its lifespan starts and stops the worker thread."""
+    """The studio as an ASGI app; its lifespan starts and stops the worker thread.
+
+    Its Starlette app's ``state`` holds the ``worker`` and ``close_now``, which ends every event
+    stream and asks the worker to stop, waiting for nothing (a server stopping calls it first,
+    so that open pages do not hold the shutdown up).
+    """
     folder = RunFolder(config.folder, config.max_pixels, config.max_bytes)
     worker = Worker(folder, config.weights, config.log)
     closing = threading.Event()
@@ -310,6 +318,10 @@ def create_app(config: StudioConfig) -> Guard:
         status = 404 if isinstance(exc, Missing) else 413 if isinstance(exc, TooLarge) else 400
         return error(str(exc), status)
 
+    def close_now() -> None:
+        closing.set()
+        worker.close(timeout=0)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         worker.start()
@@ -317,7 +329,7 @@ def create_app(config: StudioConfig) -> Guard:
             yield
         finally:
             closing.set()
-            await run_in_threadpool(worker.close)
+            await run_in_threadpool(worker.close, _STOP_SECONDS)
 
     routes = [
         Route("/", index),
@@ -339,6 +351,7 @@ def create_app(config: StudioConfig) -> Guard:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={JaxstyleError: bad_input})
     app.state.worker = worker
+    app.state.close_now = close_now
     return Guard(app, config.port, config.host, config.token)
 
 
@@ -368,12 +381,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _leave_temporary_folder(root: Path, log: Callable[[str], None]) -> None:
-    # The default run folder: removed if the session made nothing, else kept and named.
-    if any(not p.is_dir() for p in root.rglob("*")):
-        log(f"  this session's uploads and runs stay in {root} (--dir chooses the folder)")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
+def _uvicorn_server(app: Guard):
+    """A uvicorn server for the studio that, once a signal asks it to stop, first ends the
+    page's event streams and asks the worker to stop (uvicorn would otherwise wait for the
+    streams, and only then tell the app)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            app.app.state.close_now()
+            await super().shutdown(sockets)
+
+    return Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                 timeout_graceful_shutdown=1))
 
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None = None,
@@ -391,9 +411,13 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
       open_browser: open the page in the default browser once listening.
       max_pixels: refuse uploads with more pixels than this; max_upload_mb: or more MiB.
       log: where the address and one-line messages go.
-    """
-    import uvicorn
 
+    Raises:
+      KeyboardInterrupt: stopped by Ctrl-C (or SIGTERM). If the worker is still inside a
+        compilation or a chunk a few seconds after the signal, the process ends at once
+        instead (status 128 + the signal's number), its temporary folder removed: XLA cannot
+        be interrupted, and Python cannot end with a thread still running in it.
+    """
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
     if weights not in (None, "random"):
@@ -413,6 +437,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
     port = sock.getsockname()[1]
     token = None if is_loopback(host) else secrets.token_urlsafe(24)
     root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="jaxstyle-studio-"))
+    server = None
     try:
         shown = f"[{host}]" if ":" in host else host
         if host in ("0.0.0.0", "::"):
@@ -425,16 +450,24 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
         if token:
             log("  listening beyond this machine: the page needs the token in this address; "
                 "anyone with the address can use the studio")
-        log(f"  run folder: {root}; Ctrl-C stops the server")
+        log(f"  run folder: {root}" + ("" if folder else
+            " (removed when the server stops; --dir chooses a folder to keep)")
+            + "; Ctrl-C stops the server")
         if open_browser:
             threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                               timeout_graceful_shutdown=3))
+        server = _uvicorn_server(app)
         server.run(sockets=[sock])
     finally:
+        signals = server._captured_signals if server is not None else []
+        stuck = bool(signals) and not app.app.state.worker.close(timeout=0)
         if not folder:
-            _leave_temporary_folder(root, log)
-    if getattr(server, "_captured_signals", None):
+            shutil.rmtree(root, ignore_errors=True)
+        if stuck:
+            log("jaxstyle: interrupted")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signals[0])
+    if server._captured_signals:
         # uvicorn re-raises the signal that stopped it once shut down, which normally ends
         # here as KeyboardInterrupt; if that was lost (seen once, under load), still say so.
         raise KeyboardInterrupt

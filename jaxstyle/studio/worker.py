@@ -166,15 +166,19 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stops the running job after its chunk and ends the thread."""
+    def close(self, timeout: float = 10.0) -> bool:
+        """Asks the running job to stop after its chunk and the thread to end, and waits for
+        that up to `timeout` seconds (0: not at all); returns whether the thread has ended (a
+        compilation, a chunk or loading the network cannot be cut short)."""
         with self._lock:
             self._closing = True
             for job in (self._pending, self._current):
                 if job is not None:
                     job.stop.set()
             self._wake.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # What the server asks.
 
