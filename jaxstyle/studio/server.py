@@ -250,7 +250,7 @@ def create_app(config: StudioConfig) -> Guard:
         data = await read_json(request)
         more = limits.whole_number("continue: iterations", data.get("iterations"),
                                    _MORE_ITERATIONS)
-        return await submit(worker.continuation(job_id, more))
+        return await submit(await run_in_threadpool(worker.continuation, job_id, more))
 
     async def stop(request: Request) -> Response:
         job = worker.stop()
