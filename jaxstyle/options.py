@@ -111,7 +111,7 @@ def parse_names(text: str) -> tuple[str, ...]:
 def parse_ints(text: str) -> tuple[int, ...]:
     """'256,512' -> (256, 512)."""
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in text.split(","))  # an empty part is an error
     except ValueError:
         raise OptionsError(f"expected comma-separated whole numbers, got {text!r}") from None
 
@@ -548,7 +548,8 @@ class StyleOptions:
                              "under half of --tile-size"),
             "scales": (self.scales is None or len(scales) > 0, "sizes, e.g. 256,512"),
             "scale_iterations": (counts is None or len(counts) in (1, len(scales)),
-                                 f"one count, or one per scale ({len(scales)})"),
+                                 f"one count, or one per scale ({len(scales)})" if scales
+                                 else "one count when --scales is not given"),
             "style_blend_weights": (self.style_blend_weights is None
                                     or sum(self.style_blend_weights) > 0, "not all 0"),
         }

@@ -9,6 +9,7 @@ intact.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from jaxstyle.checkpoint import (
 )
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
-from jaxstyle.errors import OptimizationError
+from jaxstyle.errors import ImageError, OptimizationError
 from jaxstyle.files import sha256_of
 from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
@@ -116,7 +117,8 @@ def resume_request(checkpoint: str, **overrides) -> tuple[Request, StyleOptions]
 
     request = Request(
         content=path("content"), styles=[e["path"] for e in recorded["styles"]],
-        output=saved.output, weights=path("weights"), init_image=path("init_image"),
+        output=str(recorded_output(checkpoint, saved)), weights=path("weights"),
+        init_image=path("init_image"),
         style_masks=[e["path"] for e in recorded["style_masks"]] if recorded.get("style_masks")
         else None,
         content_mask=path("content_mask"), resume=checkpoint,
@@ -124,12 +126,37 @@ def resume_request(checkpoint: str, **overrides) -> tuple[Request, StyleOptions]
     return request._replace(**{k: v for k, v in overrides.items() if v is not None}), saved.options
 
 
+def recorded_output(checkpoint: str | os.PathLike, saved: Checkpoint) -> Path:
+    """The output a checkpoint's run writes: absolute as recorded, or, for a relative one (an
+    earlier jaxstyle's), the one next to the checkpoint, where that run left it."""
+    output = Path(saved.output)
+    return output if output.is_absolute() else Path(checkpoint).absolute().parent / output.name
+
+
+def _check_replaceable(output: Path, saved: Checkpoint, overwrite: bool) -> None:
+    """Refuses to resume onto the checkpoint's own output, or its partial picture, where a
+    file is that the run was not told to replace and did not write (its checksum is not the
+    recorded one), unless `overwrite`."""
+    for path in (output, partial_path(output)):
+        if overwrite or not path.exists():
+            continue
+        if saved.replaceable.get(str(path.absolute())) != sha256_of(path):
+            raise CheckpointError(f"{path}: is there and is not this run's to replace; use "
+                                  "--overwrite to replace it, or -o to write elsewhere")
+
+
+def _current(paths: Sequence[Path]) -> dict[str, str]:
+    """The checksums of those of `paths` that exist, by absolute path."""
+    return {str(p.absolute()): sha256_of(p) for p in paths if p.is_file()}
+
+
 def _keep_partial(progress, why: str, output: Path, write_checkpoint: Callable,
                   network: Network, inputs: Sequence[str], advice: str = "") -> str:
-    """Writes the checkpoint and the partial picture of an interrupted run; says where, and
-    how to continue (with `advice`: flags for ``jaxstyle resume``)."""
-    ckpt = write_checkpoint(progress.run_state())
+    """Writes the partial picture and the checkpoint (which records the picture as the run's
+    own) of an interrupted run; says where, and how to continue (with `advice`: flags for
+    ``jaxstyle resume``)."""
     partial = save_image(partial_path(output), progress.image(), inputs, network.label)
+    ckpt = write_checkpoint(progress.run_state(), partial)
     return (f"{why}; wrote {partial} (iteration {progress.iteration}) and the checkpoint "
             f"{ckpt}; continue with: jaxstyle resume {ckpt}{advice}")
 
@@ -158,12 +185,19 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
       JaxstyleError: bad input, or a checkpoint that does not match the run.
     """
     saved = load_checkpoint(request.resume) if request.resume else None
+    own = recorded_output(request.resume, saved) if saved else None
+    named = own is None or Path(request.output).absolute() != own  # by -o, not the checkpoint
     inputs = load_inputs(request.styles, request.content, init_image=request.init_image,
                          style_masks=request.style_masks, content_mask=request.content_mask,
                          max_pixels=request.max_pixels)
-    (output,) = check_outputs([request.output], inputs.paths, request.report,
-                              request.save_every)
+    try:
+        (output,) = check_outputs([request.output], inputs.paths, request.report,
+                                  request.save_every)
+    except ImageError as exc:
+        raise ImageError(f"{'-o' if named else 'the checkpoint names'} {exc}") from None
     with locked(output):
+        if not named:
+            _check_replaceable(output, saved, request.overwrite)
         check_unfinished(output, request.overwrite, request.resume)
         return _run(request, options, log, progress_bar, saved, inputs, output)
 
@@ -180,10 +214,15 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
             raise CheckpointError(f"cannot resume {request.resume}: " + "; ".join(found))
     ckpt = checkpoint_path(output)
     policy = Checkpointing(request.checkpoint_every)
+    # What is at the output now was checked (or named by -o): the run may replace it.
+    replaceable = _current([output, partial_path(output)])
 
-    def write_checkpoint(run_state) -> Path:
-        save_checkpoint(ckpt, Checkpoint(run_state, options, described, str(output)))
+    def write_checkpoint(run_state, partial: Path | None = None) -> Path:
+        replaceable.update(_current([partial] if partial else []))
+        save_checkpoint(ckpt, Checkpoint(run_state, options, described, str(output.absolute()),
+                                         replaceable))
         policy.written()
+        _leave(request.resume, saved, ckpt)
         return ckpt
 
     start = saved.run.iteration if saved else 0
@@ -235,5 +274,19 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
                      "resumed_from_iteration": start if saved else None})
     ckpt.unlink(missing_ok=True)
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
+    _leave(request.resume, saved, ckpt)
     return 0
+
+
+def _leave(resumed: str | None, saved: Checkpoint | None, ckpt: Path) -> None:
+    """Once a run resumed to another output has written its own checkpoint or finished:
+    removes the checkpoint it resumed and that run's partial picture if it is still the one
+    recorded, so that neither stands in the way of a later run on the old output."""
+    if resumed is None or not Path(resumed).exists() or Path(resumed).resolve() == \
+            ckpt.resolve():
+        return
+    partial = partial_path(recorded_output(resumed, saved))
+    if partial.is_file() and saved.replaceable.get(str(partial.absolute())) == sha256_of(partial):
+        partial.unlink()
+    Path(resumed).unlink(missing_ok=True)
 

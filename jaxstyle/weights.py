@@ -415,6 +415,8 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
     name, implied, licence = Path(path).name, None, ""
     if source:
         name, implied, licence = source.name, source.preprocessing, source.licence
+    if not _head(path, 1):  # before any reader names what it did not find in it
+        raise WeightsError("not a weights file jaxstyle reads: it is empty")
     if _is_hdf5(path):
         params = params_from_keras_h5(path)
         # keras.applications' VGGs are Caffe-trained and take "caffe"-mode inputs.
@@ -426,9 +428,8 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
         raise WeightsError("already in jaxstyle's converted format: use it as it is (--weights "
                            f"{path})")
     elif not _is_onnx(path):
-        raise WeightsError("not a weights file jaxstyle reads: " + (
-            "it is empty" if not _head(path, 1) else "expected a converted .msgpack, a "
-            "PyTorch .pth (zip or legacy), a Keras .h5 or an ONNX file"))
+        raise WeightsError("not a weights file jaxstyle reads: expected a converted .msgpack, a "
+                           "PyTorch .pth (zip or legacy), a Keras .h5 or an ONNX file")
     else:
         params = params_from_onnx(path)
     if source and depths_of(params) != ARCHITECTURES[source.network]:
@@ -660,6 +661,9 @@ def resolve_weights(spec: str | os.PathLike | None, seed: int = 0) -> tuple[VGGW
     """
     if spec == "random":
         return random_weights(seed), "random"
+    if spec is not None and not str(spec).strip():
+        raise WeightsError("--weights: is empty; give a weights file or 'random', or leave it "
+                           "out to use the converted weights found")
     path = str(find_weights(spec))
     return load_weights(path), path
 
@@ -691,8 +695,17 @@ def describe(path: str | os.PathLike) -> str:
     return "\n".join(f"{name + ':':<15} {value}" for name, value in rows)
 
 
+def _check_converted_output(output: Path, force: bool) -> None:
+    if output.suffix != CONVERTED_SUFFIX:
+        raise WeightsError(f"{output}: converted weights are written as {CONVERTED_SUFFIX} "
+                           f"files; name the output so")
+    if output.exists() and not force:
+        raise WeightsError(f"{output}: exists; use --force to replace it")
+
+
 def convert_to_file(source: str | os.PathLike, output: str | os.PathLike | None = None,
-                    preprocessing: str | None = None) -> tuple[VGGWeights, Path]:
+                    preprocessing: str | None = None, force: bool = False
+                    ) -> tuple[VGGWeights, Path]:
     """Converts a source file (`convert`) and writes jaxstyle's format.
 
     Args:
@@ -700,10 +713,14 @@ def convert_to_file(source: str | os.PathLike, output: str | os.PathLike | None 
       output: where to write; default: `default_weights_dir`, under the known source's file
         name or ``<network>-<source stem>.msgpack``.
       preprocessing: required for files not recognised by checksum.
+      force: replace an existing output (else it is refused).
 
     Raises:
-      WeightsError: an unreadable source, an output that is the source, a missing folder.
+      WeightsError: an unreadable source, an output that is the source, exists (without
+        `force`) or is not a ``.msgpack``, a missing folder.
     """
+    if output is not None:
+        _check_converted_output(Path(output), force)
     weights = convert(source, preprocessing)
     if output is not None:
         output = Path(output)
@@ -714,6 +731,7 @@ def convert_to_file(source: str | os.PathLike, output: str | os.PathLike | None 
         output = default_weights_dir() / name
     if output.exists() and output.resolve() == Path(source).resolve():
         raise WeightsError(f"{output}: refusing to overwrite the input file")
+    _check_converted_output(output, force)
     if not output.parent.is_dir():
         raise WeightsError(f"{output}: folder {output.parent} does not exist")
     try:

@@ -462,10 +462,10 @@ showpage
 """
 
 
-def _cli(*args, env=None):
+def _cli(*args, env=None, timeout=300):
     """Runs ``python -m jaxstyle ARGS`` in a child process: (exit code, stderr)."""
     done = subprocess.run([sys.executable, "-m", "jaxstyle", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stderr
 
 
@@ -621,3 +621,161 @@ def test_crafted_checkpoint_inputs_are_one_line_errors(tmp_path, capsys, inputs,
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert f"{ckpt}: " in err and message in err, err
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_pool_of_no_threads_gets_two(monkeypatch, value):
+    from jaxstyle import cpu_pool
+
+    monkeypatch.setattr(cpu_pool, "_jax_started", lambda: False)
+    monkeypatch.setenv("PJRT_NPROC", value)
+    assert not cpu_pool.host_callbacks_safe()
+    cpu_pool.ensure_two_threads()
+    assert os.environ["PJRT_NPROC"] == "2"
+
+
+def test_pjrt_nproc_0_finishes():
+    # PJRT_NPROC=0 was read as unset (so as two CPUs' threads): NumPy's callback hung for good.
+    from test_style_losses import ONE_THREAD
+
+    env = {**os.environ, "PJRT_NPROC": "0"}
+    try:
+        done = subprocess.run([sys.executable, "-c", ONE_THREAD], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("sorting with PJRT_NPROC=0 hung")
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["resume", "."], ".: is a folder, not a checkpoint"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/out.xyz"],
+     "-o {tmp}/out.xyz: cannot tell the image format"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/nope/out.png"],
+     "-o {tmp}/nope/out.png: folder {tmp}/nope does not exist"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--weights="],
+     "--weights: is empty"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--scales", "32,,48"],
+     "--scales: expected comma-separated whole numbers, got '32,,48'"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--scale-iterations", "2,3"],
+     "--scale-iterations: must be one count when --scales is not given (got 2,3)"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--weights", "{tmp}/e.onnx"],
+     "{tmp}/e.onnx: not a weights file jaxstyle reads: it is empty"),
+])
+def test_small_usage_errors_name_what_is_wrong(tmp_path, files, capsys, args, message):
+    content, style, weights = files
+    (tmp_path / "e.onnx").write_bytes(b"")
+    names = dict(content=content, style=style, tmp=tmp_path)
+    argv = [a.format(**names) for a in args]
+    if argv[0] == "stylize" and not any(a.startswith("--weights") for a in argv):
+        argv += ["--weights", str(weights)]
+    argv += ["--size", "32", *TINY, "--iterations", "1"] if argv[0] == "stylize" else ["-q"]
+    try:
+        code = main(argv)
+    except SystemExit as stopped:  # argparse's own errors exit
+        code = stopped.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert message.format(**names) in err, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def _interrupt_at(monkeypatch, iteration):
+    from jaxstyle import runner
+
+    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+        os.kill(os.getpid(), signal.SIGINT) if i == iteration else None) or i % 2 == 0)
+
+
+def _interrupted_run(capsys, files, out, monkeypatch, *extra):
+    _interrupt_at(monkeypatch, 4)
+    code, err = _stylize(capsys, files, out, "--iterations", 10, "--progress-every", 2,
+                         "--checkpoint-every", 2, "--preset", "neural-style", *extra)
+    assert code == 128 + signal.SIGINT, err
+    monkeypatch.undo()
+    return out.with_name(out.name + ".ckpt")
+
+
+def test_resume_writes_only_the_output_its_run_was_given(tmp_path, files, capsys,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _interrupted_run(capsys, files, Path("out.png"), monkeypatch)  # -o as typed: relative
+    ckpt = tmp_path / "out.png.ckpt"
+    saved = load_checkpoint(ckpt)
+    assert saved.output == str(tmp_path / "out.png")  # kept absolute
+    # A crafted checkpoint (its checksum recomputed) naming someone's file as the output.
+    precious = _png(tmp_path / "precious.png", smooth_image(8, 8, 3))
+    before = precious.read_bytes()
+    save_checkpoint(ckpt, Checkpoint(saved.run, saved.options, saved.inputs, str(precious),
+                                     saved.replaceable))
+    assert main(["resume", str(ckpt), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{precious}: is there and is not this run's" in err and "--overwrite" in err, err
+    assert precious.read_bytes() == before
+    assert main(["resume", str(ckpt), "-q", "--overwrite"]) == 0, capsys.readouterr().err
+    assert precious.read_bytes() != before and not ckpt.exists()
+
+
+def test_resume_may_replace_what_its_run_was_told_to(tmp_path, files, capsys, monkeypatch):
+    out = _png(tmp_path / "out.png", smooth_image(8, 8, 3))  # stylize -o names it: replaced
+    ckpt = _interrupted_run(capsys, files, out, monkeypatch)
+    assert (tmp_path / "out.partial.png").is_file()  # the run's own, recorded
+    assert main(["resume", str(ckpt), "-q"]) == 0, capsys.readouterr().err
+    assert not ckpt.exists() and not (tmp_path / "out.partial.png").exists()
+
+
+def test_an_old_relative_output_is_next_to_its_checkpoint(tmp_path, files, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "x.png"
+    ckpt = _interrupted_run(capsys, files, out, monkeypatch)
+    saved = load_checkpoint(ckpt)  # as an earlier jaxstyle wrote it: relative, no record
+    save_checkpoint(ckpt, Checkpoint(saved.run, saved.options, saved.inputs, "x.png"))
+    (tmp_path / "x.partial.png").unlink()
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    decoy = _png(sub / "x.png", smooth_image(8, 8, 3))
+    before = decoy.read_bytes()
+    monkeypatch.chdir(sub)
+    assert main(["resume", "../x.png.ckpt", "-q"]) == 0, capsys.readouterr().err
+    assert decoy.read_bytes() == before and out.is_file() and not ckpt.exists()
+
+
+def test_resume_to_another_output_takes_the_checkpoint_along(tmp_path, files, capsys,
+                                                             monkeypatch):
+    out, other = tmp_path / "out.png", tmp_path / "other.png"
+    ckpt = _interrupted_run(capsys, files, out, monkeypatch)
+    _interrupt_at(monkeypatch, 8)  # the resumed run (from 6) stops after 8
+    assert main(["resume", str(ckpt), "-o", str(other), "--checkpoint-every", "2",
+                 "-q"]) == 128 + signal.SIGINT
+    monkeypatch.undo()
+    moved = tmp_path / "other.png.ckpt"
+    assert moved.is_file() and not ckpt.exists() and not (tmp_path / "out.partial.png").exists()
+    assert main(["resume", str(moved), "-o", str(tmp_path / "third.png"), "-q"]) == 0
+    assert (tmp_path / "third.png").is_file() and not moved.exists()
+    assert not (tmp_path / "other.partial.png").exists()
+    capsys.readouterr()
+    code, err = _stylize(capsys, files, out, "--iterations", 1)  # nothing left in the way
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("destination, extra, message", [
+    ("existing.msgpack", [], "existing.msgpack: exists; use --force to replace it"),
+    ("existing.jpg", ["--force"], "existing.jpg: converted weights are written as .msgpack"),
+    ("new.h5", [], "new.h5: converted weights are written as .msgpack"),
+])
+def test_weights_convert_replaces_nothing_unasked(tmp_path, capsys, destination, extra,
+                                                  message):
+    from conftest import DATA
+
+    (tmp_path / "existing.msgpack").write_bytes(b"mine")
+    _png(tmp_path / "existing.jpg", smooth_image(8, 8, 1))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    target = tmp_path / destination
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"), str(target),
+                 "--preprocessing", "torchvision", *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"),
+                 str(tmp_path / "existing.msgpack"), "--preprocessing", "torchvision",
+                 "--force"]) == 0
