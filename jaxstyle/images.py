@@ -63,7 +63,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """Reads an image file as RGB.
 
     Args:
-      path: any file Pillow reads.
+      path: a file in one of `IMAGE_FORMATS` (the format is told from the contents, not the
+        name).
       max_pixels: refuse images with more pixels than this (checked from the header, before
         anything is decoded).
 
@@ -71,7 +72,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
       float32 [H, W, 3] in [0, 1], upright according to its EXIF orientation.
 
     Raises:
-      ImageError: missing or unreadable file, not an image, truncated, or too large.
+      ImageError: missing or unreadable file, not an image, another format (named), truncated,
+        too large, or float pixels that are NaN or infinite.
     """
     return _read(path, max_pixels, _to_float_rgb)
 
