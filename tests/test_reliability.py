@@ -779,3 +779,15 @@ def test_weights_convert_replaces_nothing_unasked(tmp_path, capsys, destination,
     assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"),
                  str(tmp_path / "existing.msgpack"), "--preprocessing", "torchvision",
                  "--force"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "PPM", "MPO"])
+def test_every_allowed_format_still_reads(tmp_path, fmt):
+    # MPO, what many cameras write, is a JPEG with more pictures after it: read as one.
+    from jaxstyle.images import IMAGE_FORMATS
+
+    assert fmt in IMAGE_FORMATS or fmt == "MPO"
+    path = tmp_path / f"picture.{fmt.lower()}"
+    Image.new("RGB", (8, 6), (10, 200, 30)).save(path, format=fmt)
+    image = load_image(path)
+    assert image.shape == (6, 8, 3) and abs(image[3, 4, 1] - 200 / 255) < 0.05
