@@ -24,12 +24,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxstyle import losses
 from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
-from jaxstyle.images import resize
 from jaxstyle.optimize import COMPILED, Progress, StopRule, minimize, state_like
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import (
     Problem,
     Scale,
+    carried_canvas,
     check_arguments,
     check_image,
     check_inputs,
@@ -115,6 +115,9 @@ class StylizeResult:
       timings: seconds spent on ``targets``, ``compile``, ``optimize`` and ``total``.
       weights_source: where the network's weights came from.
       devices: how many devices the run was sharded over.
+      scales: per scale run (coarse to fine): ``(size, iterations, seconds)``, its output's
+        (H, W), the iterations it ran (fewer than planned when a stop rule ended it; a resumed
+        scale's count is from its resume point) and its seconds, tiles together.
     """
 
     image: np.ndarray
@@ -124,6 +127,7 @@ class StylizeResult:
     timings: dict[str, float]
     weights_source: str
     devices: int = 1
+    scales: tuple[tuple[tuple[int, int], int, float], ...] = ()
 
 
 def memory_limit_bytes(options: StyleOptions) -> int | None:
@@ -281,7 +285,8 @@ def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.nda
     """The pictures a stage starts from, one per image, float32 [H, W, 3] RGB at the stage's
     scale: the checkpoint's canvas in the stage a run resumes in; within a scale, the canvas so
     far (earlier tiles pasted); at a later scale's first tile, the previous scale's result
-    upsampled; at the very start, `init_images`, noise or the content (``options.init``)."""
+    upsampled with the photo's finer detail (`carried_canvas`); at the very start,
+    `init_images`, noise or the content (``options.init``)."""
     if resume is not None and resume.canvas is not None:
         return [np.asarray(resume.canvas, np.float32)]
     if resume is not None and stage.index > 0:
@@ -290,7 +295,7 @@ def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.nda
     if stage.tile > 0:
         return canvases
     if stage.scale > 0:
-        return [np.asarray(resize(jnp.asarray(c), *stage.size)) for c in canvases]
+        return [carried_canvas(c, s.content_rgb) for c, s in zip(canvases, scales)]
     return [start_canvas(s.content_rgb, options, key, init)
             for s, init in zip(scales, init_images)]
 
@@ -334,20 +339,23 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
     per_stage: list[list[dict]] = []  # the current scale's final losses, stage by stage
     totals = {"targets": 0.0, "compile": compiled, "optimize": 0.0, "total": compiled}
     evaluations = [0] * count
+    ran: dict[tuple[int, int], list] = {}  # each scale's size: [iterations, seconds]
     for stage in stages[begin:]:
         started = time.perf_counter()
         resuming = resume if stage.index == begin else None
+        here = walk._replace(options=options.at_scale(max(stage.size)))
         if stage.tile == 0 or resuming is not None:
-            scales = _prepare_scales(walk, stage, contents, styles, style_masks, content_mask,
+            scales = _prepare_scales(here, stage, contents, styles, style_masks, content_mask,
                                      previous, share_style)
             per_stage = [] if stage.tile == 0 else per_stage
         canvases = _start_canvases(stage, resuming, canvases, scales, options, walk.key,
                                    init_images)
-        problems = [stage_problem(s, c, stage, weights, options) for s, c in zip(scales, canvases)]
+        problems = [stage_problem(s, c, stage, weights, here.options)
+                    for s, c in zip(scales, canvases)]
         jax.block_until_ready([p.targets for p in problems])
         totals["targets"] += time.perf_counter() - started
         images, finals, result = _run_stage(
-            walk, problems, stage, stages, canvases[0],
+            here, problems, stage, stages, canvases[0],
             histories[0] if walk.devices is None else None, resuming, share_style)
         canvases = [image if stage.tiles == 1 else paste(c, image, stage.window,
                                                          options.tile_overlap)
@@ -362,6 +370,9 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
         totals["compile"] += result.compile_seconds
         totals["optimize"] += result.run_seconds
         totals["total"] += time.perf_counter() - started
+        scale = ran.setdefault(stage.size, [0, 0.0])
+        scale[0] += len(result.history.get("total", ()))
+        scale[1] += time.perf_counter() - started
     return [StylizeResult(
         image=finish(canvases[i], scales[i], options),
         history=histories[i],
@@ -370,6 +381,7 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
         timings=dict(totals),
         weights_source=weights.source,
         devices=1 if walk.devices is None else len(walk.devices),
+        scales=tuple((size, n, seconds) for size, (n, seconds) in ran.items()),
     ) for i in range(count)]
 
 

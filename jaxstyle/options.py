@@ -65,6 +65,15 @@ BALANCED_STYLE_STRENGTH = 40.0
 """The balanced preset's style strength: calibrated (docs/how-it-works.md, "How the default was
 chosen") so that the subject stays plain and the style is unmistakable across pairs and sizes."""
 
+COARSEST = 128
+"""The balanced preset's coarsest scale (longest side, px): below it VGG's deepest style and
+content layers see too few positions to place a subject (crowsonkb's style-transfer-pytorch
+also starts at 128 px); docs/benchmarks.md, "Time to a picture"."""
+FINEST_ITERATIONS = 50
+"""The balanced preset's most iterations at the full size; each coarser scale may run twice the
+next finer's (docs/benchmarks.md, "Time to a picture")."""
+_ONE_SCALE = {"coarsest": 0, "finest_iterations": 0}
+
 _NEURAL_STYLE_OBJECTIVE = {
     "content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3, "temporal_weight": 1e3,
     "weight_normalization": "neural-style", "style_strength": 1.0, "stop_change": 0.0,
@@ -74,15 +83,15 @@ PRESET_VALUES = {
         "content_weight": 1.0, "style_weight": 1.0, "tv_weight": 0.3, "temporal_weight": 30.0,
         "weight_normalization": "relative", "style_strength": BALANCED_STYLE_STRENGTH,
         "lbfgs_linesearch": "zoom", "stop_tolerance": 0.0, "stop_change": 0.1,
-        "convolution": "auto",
+        "convolution": "auto", "coarsest": COARSEST, "finest_iterations": FINEST_ITERATIONS,
     },
     "neural-style": {**_NEURAL_STYLE_OBJECTIVE, "lbfgs_linesearch": "none",
-                     "stop_tolerance": 0.0, "convolution": "direct"},
+                     "stop_tolerance": 0.0, "convolution": "direct", **_ONE_SCALE},
     # fast's stall rule, 3e-4 (0.03% per iteration), stopped tubingen/starry_night at 384 px
     # within 3.2% of 1e-4's loss at 0.62x its iterations (docs/how-it-works.md, "Why the
     # presets are what they are"; chelsea/marbled 3.1%).
     "fast": {**_NEURAL_STYLE_OBJECTIVE, "lbfgs_linesearch": "zoom", "stop_tolerance": 3e-4,
-             "convolution": "auto"},
+             "convolution": "auto", **_ONE_SCALE},
 }
 """What each of `PRESETS` sets among the options left None (see `StyleOptions.preset`)."""
 
@@ -209,6 +218,8 @@ RANGES = {
     "histogram_weight": _WEIGHT,
     "scales": Range(1, MAX_SIDE),
     "scale_iterations": Range(0, MAX_ITERATIONS),
+    "coarsest": Range(0, MAX_SIDE),
+    "finest_iterations": Range(0, MAX_ITERATIONS),
     "ema_decay": Range(0, 1, open_high=True),
     "tile_size": Range(32, MAX_SIDE),
     "tile_overlap": Range(1, MAX_SIDE),
@@ -407,6 +418,21 @@ class StyleOptions:
         parse=parse_ints,
         metavar="N,N,...",
     )
+    coarsest: int | None = _option(
+        None,
+        "scales and tiles",
+        "coarse to fine without --scales: the run starts at about this longest side and "
+        "doubles up to --size, each scale starting from the one before with the photo's finer "
+        "detail added (0: one scale at --size)",
+        metavar="PIXELS",
+    )
+    finest_iterations: int | None = _option(
+        None,
+        "scales and tiles",
+        "coarse to fine without --scales: the most iterations at --size itself; each coarser "
+        "scale may run twice as many as the next finer, and every scale at most --iterations "
+        "(0: --iterations at every scale)",
+    )
     ema_decay: float = _option(
         0.0,
         "optimizer",
@@ -590,14 +616,15 @@ class StyleOptions:
             model_range=model_range,
         )
 
-    def network_convolution(self) -> str:
+    def network_convolution(self, size: int | None = None) -> str:
         """``convolution`` with 'auto' decided: Winograd where it pays for its compilation (a
-        CPU, float32, an output of `AUTO_WINOGRAD_SIZE` px or more), else direct."""
+        CPU, float32, an output of `AUTO_WINOGRAD_SIZE` px or more), else direct; for a scale
+        whose longest side is `size` (default: the run's largest)."""
         if self.convolution != "auto":
             return self.convolution
         import jax
 
-        largest = max(self.scales) if self.scales else self.size
+        largest = size if size is not None else max(self.scales) if self.scales else self.size
         big = largest == 0 or largest >= AUTO_WINOGRAD_SIZE
         cpu = jax.default_backend() == "cpu"
         return "winograd" if cpu and big and self.precision == "float32" else "direct"
@@ -621,6 +648,14 @@ class StyleOptions:
         return OptimizerConfig(self.optimizer, rate, self.lbfgs_history, self.lbfgs_linesearch,
                                self.ema_decay, FIRST_STEP * pixel_range if scaled_start else 0.0,
                                grey_level=pixel_range / 255)
+
+    def at_scale(self, size: int) -> StyleOptions:
+        """These options for one scale of the run, whose longest side is `size`: 'auto'
+        convolution decided there, so the coarse scales of a schedule run direct convolutions,
+        which compile in a fraction of Winograd's time and cost no more there."""
+        if self.convolution != "auto":
+            return self
+        return dataclasses.replace(self, convolution=self.network_convolution(size))
 
     def replace(self, **changes) -> StyleOptions:
         """A copy with `changes`; a new ``preset`` also replaces what the old one filled in."""

@@ -456,6 +456,20 @@ def start_canvas(content_rgb: jax.Array, options: StyleOptions, key: jax.Array,
     return np.asarray(content_rgb)
 
 
+def carried_canvas(canvas: np.ndarray, content_rgb: jax.Array) -> np.ndarray:
+    """A finer scale's starting picture float32 [H, W, 3]: the coarser scale's result `canvas`
+    [h, w, 3] upsampled to `content_rgb`'s [H, W], plus the photo's detail finer than [h, w]
+    (the content minus its own round trip through [h, w]).
+
+    Upsampling alone starts the finer scale from a blurred picture that is far from the photo's
+    fine features, so its first iterations only sharpen; with the photo's fine band the
+    content term starts near where it ends (docs/benchmarks.md, "Time to a picture").
+    """
+    (h, w), (height, width) = np.shape(canvas)[:2], content_rgb.shape[:2]
+    detail = content_rgb - resize(resize(content_rgb, h, w), height, width)
+    return np.clip(np.asarray(resize(jnp.asarray(canvas), height, width) + detail), 0.0, 1.0)
+
+
 def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarray:
     """The output from the last scale's canvas: with the content's chroma when
     ``options.original_colors`` is 'swap' (neural-style's -original_colors)."""

@@ -396,6 +396,9 @@ def summary_line(output: Path, result, content_shape: tuple[int, ...], iteration
     parts = result.losses
     speed = (f", {per_iteration * 1000:.1f} ms/iteration" if iterations
              else " (nothing optimized: the output is the starting image)")
+    if len(result.scales) > 1:  # a schedule: how many ran at which size, and how long each took
+        speed = " (" + ", ".join(f"{n} at {max(size)} px in {seconds:.1f} s"
+                                 for size, n, seconds in result.scales) + ")"
     return (f"wrote {output} ({w}x{h}){upscaled}: loss {parts['total']:.6g} (content "
             f"{parts['content']:.4g}, style {parts['style']:.4g}, tv {parts['tv']:.4g}) after "
             f"{count(iterations, 'iteration')}{speed}, {count(result.evaluations, 'evaluation')},"
@@ -427,5 +430,7 @@ def finish_image(output: Path, result, content: np.ndarray, styles: Sequence[np.
         write_report(report, run_report(
             network.weights, options, result.losses, result.evaluations,
             {**result.timings, "per_iteration": per_iteration}, quality, result.history,
-            **(report_fields or {}), output=str(output)))
+            **(report_fields or {}), output=str(output),
+            scales=[{"size": list(size), "iterations": n, "seconds": seconds}
+                    for size, n, seconds in result.scales]))
     return quality

@@ -66,14 +66,44 @@ def windows(shape: tuple[int, int], options: StyleOptions) -> list[tuple[int, in
     return [(top, left, min(tile, shape[0]), min(tile, shape[1])) for top in rows for left in cols]
 
 
-def scale_sizes(options: StyleOptions) -> list[tuple[int | None, int]]:
-    """(longest side, iterations) of each scale: ``options.scales`` with ``scale_iterations``
-    (one count for all, or one each; default ``iterations`` each), or the single ``size``."""
-    if not options.scales:
-        return [(options.size, options.iterations)]
-    counts = options.scale_iterations or (options.iterations,)
-    counts = counts * len(options.scales) if len(counts) == 1 else counts
-    return list(zip(options.scales, counts))
+COARSEST_SHORT_SIDE = 32
+"""An automatic schedule's coarser scales keep a shorter side of at least this many pixels
+(relu5_1 then sees 2 positions across), so very wide or tall pictures get fewer scales."""
+
+
+def coarse_to_fine(shape: tuple[int, int], coarsest: int) -> tuple[int, ...]:
+    """Longest sides of the automatic schedule for an output of `shape` (H, W), coarse to fine:
+    the output's longest side halved while it stays at least `coarsest` (and the shorter side
+    at least `COARSEST_SHORT_SIDE`); just the output's own when `coarsest` is 0."""
+    sizes = [max(shape)]
+    while coarsest and sizes[-1] // 2 >= coarsest and min(
+            fit_longest_side(shape, sizes[-1] // 2)) >= COARSEST_SHORT_SIDE:
+        sizes.append(sizes[-1] // 2)
+    return tuple(reversed(sizes))
+
+
+def scale_sizes(content_shape: tuple[int, ...], options: StyleOptions
+                ) -> list[tuple[int | None, int]]:
+    """(longest side, iterations) of each scale.
+
+    ``options.scales`` with ``scale_iterations`` (one count for all, or one each; default
+    ``iterations`` each) when given; else the automatic schedule (`coarse_to_fine`) from
+    ``options.coarsest`` up to the output's size, whose finest scale runs at most
+    ``finest_iterations`` and each coarser one at most twice the next finer's (all at most
+    ``iterations``; one ``scale_iterations`` count replaces them all).
+    """
+    if options.scales:
+        counts = options.scale_iterations or (options.iterations,)
+        counts = counts * len(options.scales) if len(counts) == 1 else counts
+        return list(zip(options.scales, counts))
+    sizes = coarse_to_fine(output_shape(content_shape, options.size), options.coarsest or 0)
+    if len(sizes) == 1:
+        return [(options.size, (options.scale_iterations or (options.iterations,))[0])]
+    if options.scale_iterations:
+        return [(size, options.scale_iterations[0]) for size in sizes]
+    finest = options.finest_iterations or options.iterations
+    return [(size, min(options.iterations, finest * 2 ** (len(sizes) - 1 - i)))
+            for i, size in enumerate(sizes)]
 
 
 def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, ...]:
@@ -86,7 +116,7 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
       The stages in the order they run: scales coarse to fine, tiles in raster order.
     """
     stages, offset = [], 0
-    for scale, (size, iterations) in enumerate(scale_sizes(options)):
+    for scale, (size, iterations) in enumerate(scale_sizes(content_shape, options)):
         shape = output_shape(content_shape, size)
         parts = windows(shape, options)
         for tile, window in enumerate(parts):
@@ -99,3 +129,23 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
 def total_iterations(stages: tuple[Stage, ...]) -> int:
     """Iterations of the whole plan."""
     return stages[-1].offset + stages[-1].iterations if stages else 0
+
+
+def continued(options: StyleOptions, content_shape: tuple[int, ...], stage_index: int,
+              iteration: int, more: int) -> StyleOptions:
+    """The options of a run continued `more` iterations past whole-run `iteration`, where it
+    ended in stage `stage_index` of the plan `options` make for `content_shape`.
+
+    A single scale's ``iterations`` grows; a schedule of scales is written out (``scales``,
+    ``scale_iterations``) with the scale that ended growing, so every earlier stage keeps its
+    place in the plan and a run resumed from the state continues bit for bit.
+    """
+    sizes = scale_sizes(content_shape, options)
+    if len(sizes) == 1:
+        return options.replace(iterations=iteration + more)
+    stage = plan(content_shape, options)[stage_index]
+    counts = [count for _, count in sizes]
+    counts[stage.scale] = iteration - stage.offset + more
+    return options.replace(scales=tuple(size for size, _ in sizes),
+                           scale_iterations=tuple(counts),
+                           iterations=max(options.iterations, *counts))

@@ -457,8 +457,11 @@ def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[
         else:
             previous, start = ([], None) if not options.temporal_weight or index == 0 else \
                 previous_frames(index, content, contents, stylized, options)
-            settings = options.replace(iterations=first_iterations if index == 0
-                                       else options.iterations)
+            # A frame that starts from the previous one warped starts from a picture already
+            # at the full size: a coarse-to-fine schedule would throw it away.
+            settings = options.replace(
+                iterations=first_iterations if index == 0 else options.iterations,
+                **({} if start is None else {"coarsest": 0}))
             frame_started = time.perf_counter()
             result = stylize(content, run.styles, run.weights, settings, init_image=start,
                              previous=previous or None, style_cache=run.style_cache)
@@ -513,7 +516,9 @@ def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[i
                 inits, previous = zip(*[_pass_targets(i, i - step, count_frames, folder, before,
                                                       options) for i in indices])
             started = time.perf_counter()
-            results = stylize_batch(contents, run.styles, run.weights, options,
+            # Later passes start from the pass before, at the full size: one scale (see above).
+            settings = options if number == 0 else options.replace(coarsest=0)
+            results = stylize_batch(contents, run.styles, run.weights, settings,
                                     init_images=inits,
                                     previous=None if previous is None else list(previous),
                                     style_cache=run.style_cache)

@@ -11,7 +11,8 @@ from PIL import Image
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jaxstyle.driver import stylize_batch
-from jaxstyle.stages import plan, total_iterations
+from jaxstyle.images import resize
+from jaxstyle.stages import coarse_to_fine, continued, plan, scale_sizes, total_iterations
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
@@ -26,6 +27,36 @@ def test_plan_walks_scales_then_tiles_with_running_offsets():
                                               (12, 32, 48, 48)]
     assert [s.offset for s in stages] == [0, 3, 8, 13, 18] and total_iterations(stages) == 23
     assert len(plan((60, 80, 3), StyleOptions(size=64))) == 1
+
+
+def test_the_default_schedule_doubles_from_the_coarsest_scale_to_the_size():
+    assert [coarse_to_fine((h, w), 128) for h, w in [(170, 256), (288, 384), (384, 512),
+                                                     (768, 1024), (150, 200)]] == [
+        (128, 256), (192, 384), (128, 256, 512), (128, 256, 512, 1024), (200,)]
+    # A thin picture keeps coarser scales only while their shorter side is 32 px or more.
+    assert coarse_to_fine((80, 1024), 128) == (512, 1024)
+    assert coarse_to_fine((384, 512), 0) == (512,)
+    balanced = StyleOptions(size=512)
+    assert scale_sizes((300, 400, 3), balanced) == [(128, 200), (256, 100), (512, 50)]
+    assert scale_sizes((300, 400, 3), balanced.replace(iterations=80)) == [
+        (128, 80), (256, 80), (512, 50)]
+    assert scale_sizes((300, 400, 3), balanced.replace(scale_iterations=(7,))) == [
+        (128, 7), (256, 7), (512, 7)]
+    assert scale_sizes((300, 400, 3), balanced.replace(scales=(100, 300))) == [
+        (100, 1000), (300, 1000)]
+    for preset in ("neural-style", "fast"):
+        assert scale_sizes((300, 400, 3), StyleOptions(size=512, preset=preset)) == [(512, 1000)]
+
+
+def test_a_continued_schedule_keeps_every_earlier_stage_in_place():
+    options = StyleOptions(size=512)
+    stages = plan((300, 400, 3), options)
+    middle = stages[1]
+    more = continued(options, (300, 400, 3), 1, middle.offset + 30, 25)
+    assert more.scales == (128, 256, 512) and more.scale_iterations == (200, 55, 50)
+    assert [s.offset for s in plan((300, 400, 3), more)][:2] == [s.offset for s in stages][:2]
+    single = StyleOptions(size=512, preset="fast")
+    assert continued(single, (300, 400, 3), 0, 120, 30).iterations == 150
 
 
 def _masks():
@@ -46,6 +77,8 @@ COMBINATIONS = {
     "scales+masks": (dict(scales=(40, 80), scale_iterations=(4, 4)), "masks", 2),
     "scales+tiles": (dict(scales=(40, 80), scale_iterations=(4, 2), tile_size=48, tile_overlap=8),
                      None, 1),
+    # The default's schedule: 64, 128 and 256 px, at most 4, 4 and 2 iterations.
+    "coarse to fine": (dict(size=256, coarsest=64, finest_iterations=2), None, 1),
 }
 
 
@@ -61,7 +94,8 @@ def test_combination_runs_and_resumes_bit_for_bit(name, tiny_weights, tmp_path):
                    callback=lambda p: states.append(p.run_state()))
     stages = plan(content.shape, options)
     assert len(full.history["total"]) == total_iterations(stages)
-    assert np.abs(full.image - content).mean() > 1e-3  # every stage did something
+    photo = np.asarray(resize(content, *full.image.shape[:2]))
+    assert np.abs(full.image - photo).mean() > 1e-3  # every stage did something
     # Stop in the middle of a later stage: its canvas already holds earlier stages' work.
     middle = [s for s in states if s.stage > 0 and s.iteration > stages[s.stage].offset]
     stopped = middle[len(middle) // 2] if middle else states[len(states) // 2]

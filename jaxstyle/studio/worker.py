@@ -23,6 +23,7 @@ from jaxstyle.checkpoint import RunState
 from jaxstyle.driver import StylizeProgress
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.options import StyleOptions
+from jaxstyle.stages import continued
 from jaxstyle.studio import form, runner
 from jaxstyle.studio.store import RunFolder
 from jaxstyle.weights import resolve_weights, usage_line
@@ -248,7 +249,8 @@ class Worker:
             raise JaxstyleError(f"run {job_id} cannot be continued: only the newest run keeps its "
                                 "optimizer state")
         request, state = kept
-        options = request.options.replace(iterations=state.iteration + more)
+        options = continued(request.options, self.folder.load(request.content).shape,
+                            state.stage, state.iteration, more)
         return request._replace(options=options, resume=(job_id, state))
 
     # The thread.

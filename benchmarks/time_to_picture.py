@@ -1,0 +1,140 @@
+"""Time to a good picture: the default's wall time per pair, against neural-style-pt's 500
+iterations at the same size on the same network, with the quality figures that say whether the
+picture is good.
+
+    python benchmarks/time_to_picture.py --size 512                  # every calibration pair
+    python benchmarks/time_to_picture.py --size 384 --only chelsea/marbled,coffee/mosaic
+    python benchmarks/time_to_picture.py --size 256 --reference 0 -- --preset fast
+
+Each pair runs ``jaxstyle stylize CONTENT STYLE -o OUT --size N --report R`` (plus the flags
+after ``--``) as a fresh process, timed from its start to its exit, twice: first with an empty
+compilation cache (``XDG_CACHE_HOME`` in a new temporary folder: "cold", what the first picture
+of a shape costs) and then again with that cache ("warm", a repeated picture of the shape). The
+table gives both wall times, the iterations and seconds at each scale (from the report), and the
+quality line's figures: the content distance (mean over the content layers; the default's
+bound is 0.8), the Gram and sliced-Wasserstein distances as fractions of the photo's (the Gram
+bound is 0.25).
+
+With ``--reference K`` (default 20) neural-style-pt runs K iterations on the same pair, size
+and network (benchmarks/neural_style_pt.py writes jaxstyle's VGG16 out as its torch model); its
+seconds per iteration times 500, plus its start-up, is what its headline run of 500 iterations
+costs here, and each route's wall time is also given as a share of that. neural-style-pt needs
+``pip install torch torchvision neural-style==0.5.7`` (never a jaxstyle dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from calibration import calibration_pairs  # noqa: E402
+
+HEADLINE_ITERATIONS = 500  # neural-style's and neural-style-pt's quoted runs
+
+
+def stylize(content: Path, style: Path, out: Path, size: int, extra: list[str],
+            cache_home: Path) -> dict:
+    """One ``jaxstyle stylize`` process with its compilation cache under `cache_home`: its
+    report, with the process's wall time added."""
+    report = out.with_suffix(".json")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "stylize", str(content),
+                           str(style), "-o", str(out), "--size", str(size), "--report",
+                           str(report), "-q", "--overwrite", *extra],
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"{content} / {style}: {done.stderr.strip()}")
+    data = json.loads(report.read_text())
+    data["wall"] = time.perf_counter() - start
+    return data
+
+
+def reference_seconds(content: Path, style: Path, size: int, iterations: int,
+                      folder: Path) -> float | None:
+    """neural-style-pt's time for `HEADLINE_ITERATIONS` at `size` on jaxstyle's VGG16,
+    extrapolated from `iterations` of its own (None when it is not installed)."""
+    try:
+        import neural_style  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    import neural_style_pt
+
+    model = folder / "vgg16-keras.pth"
+    if not model.exists():
+        neural_style_pt.write_torch_model(ROOT / "weights" / "vgg16-keras.msgpack", model)
+    run = neural_style_pt.run_neural_style(str(content), str(style), model, size, iterations,
+                                           "random", folder / "neural_style_pt.png")
+    startup = max(0.0, run["wall"] - run["per_iteration"] * iterations)
+    return startup + run["per_iteration"] * HEADLINE_ITERATIONS
+
+
+def scales_text(data: dict) -> str:
+    """'200 at 128 px (9 s), 100 at 256 px (31 s), ...' from a report."""
+    return ", ".join(f"{s['iterations']} at {max(s['size'])} px ({s['seconds']:.0f} s)"
+                     for s in data.get("scales", ())) or f"{len(data['history']['total'])}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--only", default=None, help="comma-separated pair names")
+    parser.add_argument("--reference", type=int, default=20, metavar="K",
+                        help="neural-style-pt iterations to time per pair (0: none)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the empty-cache run (the warm run then fills the cache)")
+    parser.add_argument("--out", type=Path, default=Path("time_to_picture"))
+    parser.add_argument("extra", nargs="*", help="more stylize flags, after --")
+    args = parser.parse_args()
+    args.out.mkdir(exist_ok=True)
+    pairs = calibration_pairs(args.out)
+    if args.only:
+        pairs = [p for p in pairs if p[0] in args.only.split(",")]
+    print(f"command: python benchmarks/time_to_picture.py {' '.join(sys.argv[1:])}", flush=True)
+    rows, shares = [], []
+    cache = Path(tempfile.mkdtemp(prefix="jaxstyle-cache-"))
+    for name, content, style in pairs:
+        tag = name.replace("/", "_")
+        out = args.out / f"{tag}_{args.size}.png"
+        cold = None
+        if not args.no_cold:
+            cold = stylize(content, style, out, args.size, args.extra,
+                           Path(tempfile.mkdtemp(prefix="jaxstyle-cold-")))
+        warm = stylize(content, style, out, args.size, args.extra, cache)
+        reference = (reference_seconds(content, style, args.size, args.reference, args.out)
+                     if args.reference else None)
+        q = warm["quality"]
+        content_distance = float(np.mean(list(q["content"].values())))
+        share = f"{warm['wall'] / reference:.3f} (1/{reference / warm['wall']:.1f})" \
+            if reference else "-"
+        if reference:
+            shares.append(warm["wall"] / reference)
+        cold_wall = "-" if cold is None else f"{cold['wall']:.0f} s"
+        rows.append(f"| {name} | {scales_text(warm)} | {warm['wall']:.0f} s | {cold_wall} | "
+                    f"{content_distance:.2f} | {q['style_gram_ratio']:.3f} | "
+                    f"{q['style_sliced_wasserstein_ratio']:.3f} | "
+                    f"{'-' if reference is None else f'{reference:.0f} s'} | {share} |")
+        print(rows[-1], flush=True)
+    print(f"\nthe default at {args.size} px ({' '.join(args.extra) or 'no other flags'})\n"
+          "| pair | iterations per scale (warm) | warm wall | cold wall | content distance | "
+          "Gram / photo's | SW / photo's | neural-style-pt, 500 iterations | share |\n"
+          "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    if shares:
+        print(f"\nshare of neural-style-pt's 500 iterations: {min(shares):.3f}-{max(shares):.3f}"
+              f" (median {float(np.median(shares)):.3f})")
+
+
+if __name__ == "__main__":
+    main()
