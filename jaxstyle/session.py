@@ -133,10 +133,15 @@ def recorded_output(checkpoint: str | os.PathLike, saved: Checkpoint) -> Path:
     return output if output.is_absolute() else Path(checkpoint).absolute().parent / output.name
 
 
-def _check_replaceable(output: Path, saved: Checkpoint, overwrite: bool) -> None:
+def _check_replaceable(output: Path, saved: Checkpoint, resumed: str, overwrite: bool) -> None:
     """Refuses to resume onto the checkpoint's own output, or its partial picture, where a
     file is that the run was not told to replace and did not write (its checksum is not the
-    recorded one), unless `overwrite`."""
+    recorded one), or where another checkpoint of that output is than `resumed`, unless
+    `overwrite`."""
+    ckpt = checkpoint_path(output)
+    if not overwrite and ckpt.exists() and ckpt.resolve() != Path(resumed).resolve():
+        raise CheckpointError(f"{ckpt}: another checkpoint of this output is there; resume that "
+                              "one, or use --overwrite to replace it")
     for path in (output, partial_path(output)):
         if overwrite or not path.exists():
             continue
@@ -196,9 +201,10 @@ def stylize_files(request: Request, options: StyleOptions, log: Callable[[str], 
     except ImageError as exc:
         raise ImageError(f"{'-o' if named else 'the checkpoint names'} {exc}") from None
     with locked(output):
-        if not named:
-            _check_replaceable(output, saved, request.overwrite)
-        check_unfinished(output, request.overwrite, request.resume)
+        if named:
+            check_unfinished(output, request.overwrite, request.resume)
+        else:  # its own output: what is there is checked against the checkpoint's record
+            _check_replaceable(output, saved, request.resume, request.overwrite)
         return _run(request, options, log, progress_bar, saved, inputs, output)
 
 
@@ -216,13 +222,17 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
     policy = Checkpointing(request.checkpoint_every)
     # What is at the output now was checked (or named by -o): the run may replace it.
     replaceable = _current([output, partial_path(output)])
+    # Resumed to another output (-o): the checkpoint goes with it (a copy of it resumed onto its
+    # own output stays where the user keeps it).
+    moved_from = request.resume if saved is not None and \
+        output.absolute() != recorded_output(request.resume, saved) else None
 
     def write_checkpoint(run_state, partial: Path | None = None) -> Path:
         replaceable.update(_current([partial] if partial else []))
         save_checkpoint(ckpt, Checkpoint(run_state, options, described, str(output.absolute()),
                                          replaceable))
         policy.written()
-        _leave(request.resume, saved, ckpt)
+        _leave(moved_from, saved, ckpt)
         return ckpt
 
     start = saved.run.iteration if saved else 0
@@ -274,14 +284,15 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
                      "resumed_from_iteration": start if saved else None})
     ckpt.unlink(missing_ok=True)
     partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
-    _leave(request.resume, saved, ckpt)
+    _leave(moved_from, saved, ckpt)
     return 0
 
 
 def _leave(resumed: str | None, saved: Checkpoint | None, ckpt: Path) -> None:
     """Once a run resumed to another output has written its own checkpoint or finished:
-    removes the checkpoint it resumed and that run's partial picture if it is still the one
-    recorded, so that neither stands in the way of a later run on the old output."""
+    removes the checkpoint `resumed` (None: nothing to do) and that run's partial picture if it
+    is still the one recorded, so that neither stands in the way of a later run on the old
+    output."""
     if resumed is None or not Path(resumed).exists() or Path(resumed).resolve() == \
             ckpt.resolve():
         return

@@ -713,7 +713,7 @@ def test_resume_writes_only_the_output_its_run_was_given(tmp_path, files, capsys
     assert f"{precious}: is there and is not this run's" in err and "--overwrite" in err, err
     assert precious.read_bytes() == before
     assert main(["resume", str(ckpt), "-q", "--overwrite"]) == 0, capsys.readouterr().err
-    assert precious.read_bytes() != before and not ckpt.exists()
+    assert precious.read_bytes() != before
 
 
 def test_resume_may_replace_what_its_run_was_told_to(tmp_path, files, capsys, monkeypatch):
@@ -791,3 +791,14 @@ def test_every_allowed_format_still_reads(tmp_path, fmt):
     Image.new("RGB", (8, 6), (10, 200, 30)).save(path, format=fmt)
     image = load_image(path)
     assert image.shape == (6, 8, 3) and abs(image[3, 4, 1] - 200 / 255) < 0.05
+
+
+def test_a_copy_of_a_checkpoint_resumed_onto_its_own_output_stays(tmp_path, files, capsys,
+                                                                  monkeypatch):
+    out = tmp_path / "out.png"
+    ckpt = _interrupted_run(capsys, files, out, monkeypatch)
+    kept = tmp_path / "backup.ckpt"
+    kept.write_bytes(ckpt.read_bytes())
+    ckpt.unlink()
+    assert main(["resume", str(kept), "-q"]) == 0, capsys.readouterr().err
+    assert out.is_file() and kept.is_file()
