@@ -128,7 +128,7 @@ def parse_ints(text: str) -> tuple[int, ...]:
 def parse_floats(text: str) -> tuple[float, ...]:
     """'0.3,0.7' -> (0.3, 0.7)."""
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        return tuple(float(part) for part in text.split(","))  # an empty part is an error
     except ValueError:
         raise OptionsError(f"expected comma-separated numbers, got {text!r}") from None
 

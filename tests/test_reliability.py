@@ -657,6 +657,8 @@ def test_pjrt_nproc_0_finishes():
      "--weights: is empty"),
     (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--scales", "32,,48"],
      "--scales: expected comma-separated whole numbers, got '32,,48'"),
+    (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--style-blend-weights", "1,,2"],
+     "--style-blend-weights: expected comma-separated numbers, got '1,,2'"),
     (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--scale-iterations", "2,3"],
      "--scale-iterations: must be one count when --scales is not given (got 2,3)"),
     (["stylize", "{content}", "{style}", "-o", "{tmp}/o.png", "--weights", "{tmp}/e.onnx"],
