@@ -347,6 +347,8 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
 
 @pytest.mark.parametrize("flags, message", [
     (["--dir", "{file}"], "--dir {file}: cannot be the run folder"),
+    (["--host", ""], "--host: is empty"),
+    (["--host", " "], "--host: is empty"),
     (["--max-upload-mb", "inf"], "--max-upload-mb: must be a number > 0 (got inf)"),
     (["--weights", "{file}"], "--weights {file}: {file}: not a weights file jaxstyle reads"),
     (["--weights", "{file}.missing"], "--weights {file}.missing: weights file not found"),

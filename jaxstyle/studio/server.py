@@ -418,6 +418,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
         instead (status 128 + the signal's number), its temporary folder removed: XLA cannot
         be interrupted, and Python cannot end with a thread still running in it.
     """
+    if not host.strip():  # the socket would bind every interface, and the address shows none
+        raise JaxstyleError("--host: is empty (give an address: 127.0.0.1 for this machine "
+                            "only, 0.0.0.0 for every interface)")
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
     if weights not in (None, "random"):
