@@ -268,6 +268,19 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_running(client_for, tmp_
     assert all(not p.name.startswith(".incoming") for p in leftovers)
 
 
+def test_every_format_the_readers_take_is_an_upload(client):
+    # One list (images.IMAGE_FORMATS): the studio's own left out PPM, which the CLI reads.
+    from jaxstyle.images import IMAGE_FORMATS
+
+    for fmt in IMAGE_FORMATS:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 6), (10, 200, 30)).save(buffer, format=fmt)
+        response = client.post("/api/images", content=buffer.getvalue(),
+                               headers={"x-filename": f"picture.{fmt.lower()}"})
+        assert response.status_code == 200, (fmt, response.text)
+        assert response.json()["image"]["width"] == 8
+
+
 def test_requests_from_elsewhere_are_refused(client):
     assert client.get("/api/state").status_code == 200
     rebound = client.get("/api/state", headers={"host": "evil.example:8765"})

@@ -27,10 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 import jaxstyle
 from jaxstyle.errors import ImageError
-from jaxstyle.images import IMAGE_SUFFIXES, load_image, to_uint8
-
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-"""What an upload may be; anything else is refused before it is decoded."""
+from jaxstyle.images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_image, to_uint8
 
 PREVIEW_SIDE = 768
 """Longest side of the pictures the page shows of inputs and results (full-size files are
@@ -173,7 +170,8 @@ class RunFolder:
         """Checks and keeps an uploaded image.
 
         Raises:
-          ImageError: too many bytes or pixels, not one of `UPLOAD_FORMATS`, truncated or
+          ImageError: too many bytes or pixels, not one of `IMAGE_FORMATS` (what every
+            reader takes: an upload is refused before it is decoded), truncated or
             undecodable; the message names the upload by its file name.
         """
         name = display_name(filename)
@@ -191,11 +189,11 @@ class RunFolder:
             try:
                 with warnings.catch_warnings():  # the limit is ours: `load_image` checks it
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    with Image.open(incoming, formats=UPLOAD_FORMATS) as probe:
+                    with Image.open(incoming, formats=IMAGE_FORMATS) as probe:
                         kind = probe.format
             except UnidentifiedImageError:
                 raise ImageError(f"{name}: not an image (the studio takes "
-                                 f"{', '.join(UPLOAD_FORMATS)})") from None
+                                 f"{', '.join(IMAGE_FORMATS)})") from None
             except Image.DecompressionBombError:  # Pillow's own check, from the header
                 pillow = 2 * (Image.MAX_IMAGE_PIXELS or self.max_pixels)
                 raise ImageError(f"{name}: its header claims more than {pillow:,} pixels, over "
