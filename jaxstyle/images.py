@@ -120,7 +120,8 @@ def opened(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
 
     Raises:
       ImageError: missing file, a folder, another format (named), more than `max_pixels`
-        pixels, unreadable or truncated.
+        pixels, unreadable, truncated or corrupt (a header whose fields make decoding ask for
+        more memory than there is included).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -154,7 +155,11 @@ def opened(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageError(f"{path}: refused as a decompression bomb ({exc})") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:  # Pillow reads a chunk's stated length at once, however large
+        raise ImageError(f"{path}: cannot decode image (it asks for more memory than there is; "
+                         "a corrupt file or one too large for this machine)") from None
+    except (OSError, SyntaxError, ValueError, TypeError) as exc:
+        # TypeError: a crafted TIFF's strip offsets that are not integers (Pillow seeks to them).
         raise ImageError(f"{path}: cannot decode image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit

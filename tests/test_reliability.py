@@ -804,3 +804,62 @@ def test_a_copy_of_a_checkpoint_resumed_onto_its_own_output_stays(tmp_path, file
     ckpt.unlink()
     assert main(["resume", str(kept), "-q"]) == 0, capsys.readouterr().err
     assert out.is_file() and kept.is_file()
+
+
+# Found by the fuzzers (tests/image_fuzzer.py, tests/checkpoint_fuzzer.py).
+
+@pytest.mark.parametrize("entry_type", [2, 5, 11, 12])  # ASCII, RATIONAL, FLOAT, DOUBLE
+def test_a_tiff_whose_strip_offsets_are_not_integers_is_a_one_line_error(tmp_path, entry_type):
+    # Pillow seeks to the offsets as they are: a TypeError escaped (a traceback).
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for at in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd:ifd + 2])[0], 12):
+        if struct.unpack("<H", data[at:at + 2])[0] == 273:  # StripOffsets
+            data[at + 2:at + 4] = struct.pack("<H", entry_type)
+    path = tmp_path / "offsets.tiff"
+    path.write_bytes(bytes(data))
+    with pytest.raises(JaxstyleError, match="offsets.tiff: cannot decode image"):
+        load_image(path)
+
+
+LOW_MEMORY_READ = """
+import resource, sys
+from jaxstyle.errors import ImageError
+from jaxstyle.images import load_image
+load_image(sys.argv[1])  # imports what decoding imports
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), resource.RLIM_INFINITY))
+try:
+    load_image(sys.argv[2])
+except ImageError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc, sets RLIMIT_AS")
+def test_a_png_chunk_claiming_gigabytes_is_refused_where_memory_is_bounded(tmp_path):
+    # Pillow reads a chunk's stated length at once: 2.2 GB for a 100-byte file, a MemoryError
+    # where memory is bounded (a container, a ulimit), which escaped as a traceback.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes, length: int | None = None) -> bytes:
+        return (struct.pack(">I", len(data) if length is None else length) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    good = tmp_path / "good.png"
+    _png(good, smooth_image(6, 8, 0))
+    pixels = zlib.compress(b"\x00" + bytes(24))
+    bad = tmp_path / "claims.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 1, 8, 2,
+                                                                      0, 0, 0))
+                    + chunk(b"IDAT", pixels, 2_231_369_889))
+    done = subprocess.run([sys.executable, "-c", LOW_MEMORY_READ, str(good), str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"refused: {bad}: cannot decode image" in done.stdout, done.stdout
