@@ -5,6 +5,7 @@ picture is good.
     python benchmarks/time_to_picture.py --size 512                  # every calibration pair
     python benchmarks/time_to_picture.py --size 384 --only chelsea/marbled,coffee/mosaic
     python benchmarks/time_to_picture.py --size 256 --reference 0 -- --preset fast
+    python benchmarks/time_to_picture.py --per-scale 64,128,256,512   # one iteration's cost
 
 Each pair runs ``jaxstyle stylize CONTENT STYLE -o OUT --size N --report R`` (plus the flags
 after ``--``) as a fresh process, timed from its start to its exit, twice: first with an empty
@@ -81,6 +82,34 @@ def reference_seconds(content: Path, style: Path, size: int, iterations: int,
     return startup + run["per_iteration"] * HEADLINE_ITERATIONS
 
 
+def per_scale_costs(content: Path, style: Path, sizes: list[int], iterations: int = 30) -> None:
+    """Prints, per output size, the seconds of one optimizer iteration of the default (one
+    scale, warm: the second of two runs in this process) against the arithmetic of one
+    evaluation (XLA's FLOP count for the loss and its input gradient) at this machine's float32
+    matrix-multiply rate."""
+    import neural_style_pt
+
+    from jaxstyle import StyleOptions, load_image, load_weights, stylize
+
+    weights_path = ROOT / "weights" / "vgg16-keras.msgpack"
+    weights = load_weights(weights_path)
+    c, s = load_image(content), load_image(style)
+    peak = neural_style_pt.matmul_gflops()
+    print(f"float32 matrix multiply (4096x4096, XLA): {peak:.0f} GFLOP/s\n"
+          "| size | per iteration | evaluations per iteration | GFLOP per evaluation | "
+          "arithmetic at the matmul rate | ratio |\n|---|---|---|---|---|---|")
+    for size in sizes:
+        options = StyleOptions(size=size, coarsest=0, iterations=iterations, stop_change=0.0)
+        for _ in range(2):  # the first compiles
+            result = stylize(c, [s], weights, options)
+        per = result.timings["optimize"] / iterations
+        _, gflop, _ = neural_style_pt.neural_style_scorer(str(content), str(style), weights_path,
+                                                          size)
+        arithmetic = gflop / peak
+        print(f"| {size} px | {per * 1000:.0f} ms | {result.evaluations / iterations:.2f} | "
+              f"{gflop:.2f} | {arithmetic * 1000:.0f} ms | {per / arithmetic:.1f}x |", flush=True)
+
+
 def scales_text(data: dict) -> str:
     """'200 at 128 px (9 s), 100 at 256 px (31 s), ...' from a report."""
     return ", ".join(f"{s['iterations']} at {max(s['size'])} px ({s['seconds']:.0f} s)"
@@ -96,6 +125,9 @@ def main() -> None:
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the empty-cache run (the warm run then fills the cache)")
     parser.add_argument("--out", type=Path, default=Path("time_to_picture"))
+    parser.add_argument("--per-scale", default=None, metavar="SIZES",
+                        help="instead: one iteration's time at each of these sizes (e.g. "
+                             "64,128,256) against its arithmetic, on the first pair")
     parser.add_argument("extra", nargs="*", help="more stylize flags, after --")
     args = parser.parse_args()
     args.out.mkdir(exist_ok=True)
@@ -103,6 +135,9 @@ def main() -> None:
     if args.only:
         pairs = [p for p in pairs if p[0] in args.only.split(",")]
     print(f"command: python benchmarks/time_to_picture.py {' '.join(sys.argv[1:])}", flush=True)
+    if args.per_scale:
+        per_scale_costs(pairs[0][1], pairs[0][2], [int(v) for v in args.per_scale.split(",")])
+        return
     rows, shares = [], []
     cache = Path(tempfile.mkdtemp(prefix="jaxstyle-cache-"))
     for name, content, style in pairs:

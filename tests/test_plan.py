@@ -155,3 +155,18 @@ def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
     assert not checkpoint.exists() and not (tmp_path / "out.partial.png").exists()
     np.testing.assert_array_equal(np.asarray(Image.open(out)),
                                   np.asarray(Image.open(tmp_path / "reference.png")))
+
+
+def test_the_default_at_512_px_ends_within_the_bounds_at_a_tiny_width(tiny_weights):
+    """The schedule as it is at 512 px (128, 256, 512) on the tiny-width VGG19 ends with the
+    subject kept and the style taken on: the default's calibrated bounds."""
+    from jaxstyle.quality import measure
+
+    content, style = smooth_image(300, 400, 0), smooth_image(200, 200, 7)
+    options = StyleOptions(size=512)
+    result = stylize(content, [style], tiny_weights, options)
+    assert [max(size) for size, _, _ in result.scales] == [128, 256, 512]
+    assert all(n <= cap for (_, n, _), (_, cap) in zip(result.scales,
+                                                        scale_sizes(content.shape, options)))
+    quality = measure(tiny_weights, result.image, content, [style], options)
+    assert quality.content_distance <= 0.8 and quality.style_gram_ratio <= 0.25, quality

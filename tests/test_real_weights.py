@@ -106,3 +106,16 @@ def test_each_source_layout_round_trips_the_real_network(vgg16, layout, tmp_path
     for name in names:
         np.testing.assert_array_equal(again.params[name]["kernel"], params[name]["kernel"])
         np.testing.assert_array_equal(again.params[name]["bias"], params[name]["bias"])
+
+
+@pytest.mark.slow
+def test_the_default_at_512_px_ends_within_the_bounds(vgg16):
+    """README command 1's pair at 512 px with nothing but the size: the coarse-to-fine schedule
+    keeps the subject (content distance <= 0.8) and takes on the style (Gram ratio <= 0.25)."""
+    content = load_image(EXAMPLES / "chelsea.jpg")
+    style = load_image(EXAMPLES / "marbled.jpg")
+    options = StyleOptions(size=512)
+    result = stylize(content, [style], vgg16, options)
+    assert [max(size) for size, _, _ in result.scales] == [128, 256, 512]
+    quality = measure(vgg16, result.image, content, [style], options)
+    assert quality.content_distance <= 0.8 and quality.style_gram_ratio <= 0.25, quality
