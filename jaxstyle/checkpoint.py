@@ -147,24 +147,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         except Exception as exc:  # msgpack raises many types on damaged input
             raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__})") from None
     try:
-        state = [raw["state"][str(i)] for i in range(len(raw["state"]))]
+        leaves, history = _mapping(raw["state"], "state"), _mapping(raw["history"], "history")
         run = RunState(
             iteration=int(raw["iteration"]),
             x=np.asarray(raw["x"]),
-            state=state,
-            history={k: [float(v) for v in vals] for k, vals in raw["history"].items()},
+            state=[leaves[str(i)] for i in range(len(leaves))],
+            history={k: [float(v) for v in vals] for k, vals in history.items()},
             stage=int(raw.get("stage", 0)),
             canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),
         )
-        options = options_from_dict(_mapping(json.loads(raw["options"]), "options"))
+        options = options_from_dict(_mapping(_json(raw["options"], "options"), "options"))
         checkpoint = Checkpoint(run=run, options=options,
-                                inputs=_check_inputs(json.loads(raw["inputs"])),
+                                inputs=_check_inputs(_json(raw["inputs"], "inputs")),
                                 output=str(raw["output"]),
                                 replaceable=_check_replaceable(
-                                    json.loads(raw.get("replaceable", "{}"))))
+                                    _json(raw.get("replaceable", "{}"), "replaceable")))
     except _Malformed as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
     if version < 3 and options.optimizer == "lbfgs":
         # Version 3 keeps two more arrays in the L-BFGS state (its compact direction).
@@ -180,6 +180,14 @@ class _Malformed(Exception):
 
 _ONE_INPUT = ("content", "init_image", "content_mask", "weights")
 _LIST_INPUTS = ("styles", "style_masks")
+
+
+def _json(text, name: str):
+    """A JSON field of the payload, parsed (Python's parser recurses per level of nesting)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _Malformed(f"{name}: nested too deeply") from None
 
 
 def _mapping(value, name: str) -> dict:
@@ -199,6 +207,9 @@ def _check_inputs(inputs) -> dict:
     "styles": [...], "init_image": ... | None, ...}``; a run from Python records none (``{}``).
     """
     _mapping(inputs, "inputs")
+    for key in inputs:
+        if key not in _ONE_INPUT + _LIST_INPUTS:
+            raise _Malformed(f"inputs.{str(key)[:40]}: not an input a run records")
 
     def entry(value, name: str) -> None:
         if not isinstance(_mapping(value, name).get("path"), str):

@@ -863,3 +863,40 @@ def test_a_png_chunk_claiming_gigabytes_is_refused_where_memory_is_bounded(tmp_p
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"refused: {bad}: cannot decode image" in done.stdout, done.stdout
+
+
+def _crafted_checkpoint(path, **changes):
+    """A checkpoint whose payload has `changes` (a key set to None is removed), its checksum
+    recomputed: the checksum guards corruption, not intent."""
+    import hashlib
+
+    from flax import serialization
+
+    from jaxstyle.checkpoint import RunState
+
+    run = RunState(3, np.zeros((4, 4, 3), np.float32), [np.ones(2)], {"total": [1.0, 0.5]})
+    save_checkpoint(path, Checkpoint(run, StyleOptions(), {}, str(path.with_suffix(".png"))))
+    outer = serialization.msgpack_restore(path.read_bytes())
+    payload = serialization.msgpack_restore(outer["payload"])
+    payload.update(changes)
+    data = serialization.msgpack_serialize(payload)
+    path.write_bytes(serialization.msgpack_serialize(
+        {**outer, "sha256": hashlib.sha256(data).hexdigest(), "payload": data}))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"history": [1.0, 2.0]}, "history: expected a mapping, found a list"),
+    ({"history": "total"}, "history: expected a mapping, found a string"),
+    ({"state": np.ones(3)}, "state: expected a mapping, found ndarray"),
+    ({"options": "[" * 100_000 + "]" * 100_000}, "options: nested too deeply"),
+    ({"inputs": '{"content": ' * 5000 + "{}" + "}" * 5000}, "inputs: nested too deeply"),
+    ({"stage": float("inf")}, "OverflowError"),
+    ({"iteration": float("-inf")}, "OverflowError"),
+    ({"inputs": '{"extra": 3}'}, "inputs.extra: not an input a run records"),
+])
+def test_crafted_checkpoint_fields_are_one_line_errors(tmp_path, changes, message):
+    path = _crafted_checkpoint(tmp_path / "crafted.ckpt", **changes)
+    with pytest.raises(CheckpointError, match="crafted.ckpt: corrupt checkpoint") as refused:
+        load_checkpoint(path)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
