@@ -145,3 +145,17 @@ def test_xla_options_benchmark_compares_the_options_and_their_gradients():
                                                   done.stdout)}
     assert set(rows) == {"none", "ynn_convolutions", "fast_math"}, done.stdout
     assert rows["none"] == 0 and rows["ynn_convolutions"] < 1e-5, done.stdout  # the same objective
+
+
+def test_time_to_picture_reports_each_pairs_scales_time_and_quality(tiny_weights_file, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "time_to_picture.py"), "--size", "96",
+         "--only", "chelsea/marbled", "--reference", "0", "--out", str(tmp_path), "--",
+         "--weights", str(tiny_weights_file), "--coarsest", "48", "--finest-iterations", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| chelsea/marbled"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # Two scales (48, 96 px) with their iterations, a wall time, and the quality figures.
+    assert cells[1].startswith("4 at 48 px") and "2 at 96 px" in cells[1], row
+    assert cells[2].endswith("s (cold)") and float(cells[5]) >= 0 and float(cells[6]) > 0
