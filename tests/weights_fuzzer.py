@@ -1,10 +1,10 @@
 """Feeds the weights readers crafted and mutated files in a child process with bounded memory.
 
 The child (this file run as a script) limits its address space (`RLIMIT_AS`) to what it uses
-after its imports plus `HEADROOM`, so that a reader that tries to allocate without limit fails
-there instead of taking the machine; it reports each outcome and its peak resident memory above
-where it started (`VmHWM`, reset through ``/proc/self/clear_refs``), which the tests bound. A
-reader that crashes the child (SIGSEGV) leaves the file it was reading behind, named in the
+after its imports plus `fuzzing.HEADROOM`, so that a reader that tries to allocate without limit
+fails there instead of taking the machine; it reports each outcome and its peak resident memory
+above where it started (`VmHWM`, reset through ``/proc/self/clear_refs``), which the tests bound.
+A reader that crashes the child (SIGSEGV) leaves the file it was reading behind, named in the
 parent's report.
 
     python tests/weights_fuzzer.py cli FILE...                 # `jaxstyle weights info` on each
@@ -26,7 +26,6 @@ import pickle
 import pickletools
 import random
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -35,25 +34,16 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from fuzzing import bounded_memory, integer, mutate_bytes, run_script
 
-HEADROOM = 1 << 30  # address space the child may add to what it holds after its imports
 SUFFIXES = {"zip": ".pth", "legacy": ".pth", "converted": ".msgpack", "onnx": ".onnx"}
 VGG11 = (1, 1, 2, 2, 2)
 
 
 def run_child(*args: str, timeout: float = 600) -> dict:
-    """Runs this file as a child process with `args` and returns its report: the last JSON line
-    it printed, with "results" listing the lines before it (one per file, printed as each file
-    is done) and, if the child died (a signal, an error outside the readers), "died" saying how.
-    """
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).parent, check=False)
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    report = {"results": lines[:-1]} | lines[-1] if lines else {"results": []}
-    if done.returncode != 0:
-        report = {"results": lines} | {
-            "died": f"exit status {done.returncode}; stderr: {done.stderr[-2000:]}"}
-    return report
+    """Runs this file as a child process with `args` and returns its report
+    (`fuzzing.run_script`): one line per file before the last in "results"."""
+    return run_script(__file__, *args, timeout=timeout)
 
 
 def seed_files(folder: Path) -> dict[str, Path]:
@@ -93,42 +83,6 @@ def seed_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-# Integers that make readers' arithmetic go wrong: signs, widths' edges, the readers' caps.
-INTERESTING = (0, 1, 2, 3, 4, 7, 8, 16, 64, 255, 256, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF,
-               0x80000000, 0xFFFFFFFF, 2**28, 2**28 + 1, 2**31, 2**32, 2**53, 2**62, 2**63 - 1,
-               2**63, 2**64 - 1, -1, -2, -3, -2**31, -2**63, 40000, 50000, 4_000_000, 10**9)
-
-
-def _integer(rng: random.Random) -> int:
-    return rng.choice(INTERESTING) if rng.random() < 0.8 else rng.randrange(-10, 100)
-
-
-def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
-    """One to four byte-level mutations."""
-    b = bytearray(data)
-    for _ in range(rng.choice((1, 1, 2, 4))):
-        i = rng.randrange(len(b) + 1)
-        k = rng.choice((1, 2, 4, 8, 16, 64))
-        action = rng.randrange(7)
-        if action == 0 and i < len(b):
-            b[i] ^= 1 << rng.randrange(8)
-        elif action == 1 and i < len(b):
-            b[i] = rng.randrange(256)
-        elif action == 2:
-            width = rng.choice((1, 2, 4, 8))
-            b[i : i + width] = (_integer(rng) % (1 << 8 * width)).to_bytes(width, "little")
-        elif action == 3:
-            del b[i : i + k]
-        elif action == 4:
-            b[i:i] = rng.randbytes(k)
-        elif action == 5 and b:
-            j = rng.randrange(len(b))
-            b[i:i] = b[j : j + k]
-        else:
-            del b[i:]
-    return bytes(b)
-
-
 def mutate_pickle(data: bytes, rng: random.Random) -> bytes:
     """Replaces the integer of one of the pickles' integer opcodes (sizes, offsets, strides,
     memo indices) with another, encoded as pickle would."""
@@ -136,7 +90,7 @@ def mutate_pickle(data: bytes, rng: random.Random) -> bytes:
     if not spans:
         return mutate_bytes(data, rng)
     name, start, end = rng.choice(spans)
-    value = _integer(rng)
+    value = integer(rng)
     if name.endswith(("PUT", "GET")):
         put = name.endswith("PUT")
         code = ((b"q" if put else b"h") + struct.pack("<B", value) if 0 <= value < 256
@@ -192,7 +146,7 @@ def mutate_zip(data: bytes, rng: random.Random) -> bytes:
                     payload, rng)
                 compressed = payload
             elif action == 1:
-                stated = max(_integer(rng) % 2**32, 0)
+                stated = max(integer(rng) % 2**32, 0)
             elif action == 2:
                 method = zipfile.ZIP_DEFLATED
                 packer = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -211,7 +165,7 @@ def crafted_pth(rng: random.Random, scratch: Path) -> bytes:
     from torch_format import crafted, save_legacy, save_zip
 
     def small() -> int:
-        return rng.choice((0, 1, 2, 3, 4, 5, 12)) if rng.random() < 0.7 else _integer(rng)
+        return rng.choice((0, 1, 2, 3, 4, 5, 12)) if rng.random() < 0.7 else integer(rng)
 
     state = {}
     for k in range(rng.randint(1, 3)):
@@ -304,9 +258,9 @@ def mutate_onnx(data: bytes, rng: random.Random) -> bytes:
         attribute = rng.choice(node.attribute)
         attribute.type = rng.choice(AttributeProto.AttributeType.values())
         if rng.random() < 0.5:
-            attribute.ints[:] = [_integer(rng) for _ in range(rng.randint(0, 4))]
+            attribute.ints[:] = [integer(rng) for _ in range(rng.randint(0, 4))]
     elif action == 4 and tensor is not None:
-        tensor.dims[:] = [_integer(rng) if rng.random() < 0.5 else d for d in tensor.dims][
+        tensor.dims[:] = [integer(rng) if rng.random() < 0.5 else d for d in tensor.dims][
             : rng.randint(0, 5)]
     elif action == 5 and tensor is not None:
         tensor.data_type = rng.choice((0, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4,
@@ -352,41 +306,12 @@ def mutants(seeds: dict[str, bytes], rng: random.Random, scratch: Path):
         yield kind.removeprefix("small-"), data
 
 
-def _status() -> dict[str, int]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if value.strip().endswith("kB"):
-            fields[name] = int(value.split()[0]) * 1024
-    return fields
-
-
-@contextlib.contextmanager
-def _bounded_memory():
-    """Limits the address space to what is mapped now plus `HEADROOM` and resets the peak
-    resident size; yields a function that returns the peak's growth in bytes since (where the
-    peak cannot be reset, its growth beyond the peak so far: an underestimate)."""
-    import resource  # POSIX only, like /proc: the tests that use the child skip elsewhere
-
-    start = _status()
-    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-    soft = start["VmSize"] + HEADROOM
-    resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY
-                                            else min(soft, hard), hard))
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the resident size
-        base = start["VmRSS"]
-    except OSError:
-        base = start["VmHWM"]
-    yield lambda: _status()["VmHWM"] - base
-
-
 def _cli(paths: list[str]) -> dict:
     from jaxstyle.cli import main
 
     with contextlib.redirect_stderr(io.StringIO()):  # imports what the command imports lazily
         main(["weights", "info", "/nonexistent.pth"])
-    with _bounded_memory() as growth:
+    with bounded_memory() as growth:
         for path in paths:
             err, out = io.StringIO(), io.StringIO()
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
@@ -408,7 +333,7 @@ def _fuzz(seed_dir: str, cases: int, seed: int, keep: str) -> dict:
     failures, slowest, started = [], (0.0, ""), time.perf_counter()
     work = Path(keep)
     work.mkdir(parents=True, exist_ok=True)
-    with _bounded_memory() as growth:
+    with bounded_memory() as growth:
         for i, (kind, data) in zip(range(cases), mutants(seeds, rng, work / "scratch")):
             path = work / f"case{SUFFIXES[kind]}"
             path.write_bytes(data)  # left behind if the reader kills the process
