@@ -151,7 +151,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         run = RunState(
             iteration=int(raw["iteration"]),
             x=np.asarray(raw["x"]),
-            state=[leaves[str(i)] for i in range(len(leaves))],
+            state=[np.asarray(leaves[str(i)]) for i in range(len(leaves))],
             history={k: [float(v) for v in vals] for k, vals in history.items()},
             stage=int(raw.get("stage", 0)),
             canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),

@@ -894,6 +894,7 @@ def _crafted_checkpoint(path, **changes):
     ({"stage": float("inf")}, "OverflowError"),
     ({"iteration": float("-inf")}, "OverflowError"),
     ({"inputs": '{"extra": 3}'}, "inputs.extra: not an input a run records"),
+    ({"state": {"0": [[1.0], [1.0, 2.0]]}}, "ValueError"),  # a ragged leaf: resume's traceback
 ])
 def test_crafted_checkpoint_fields_are_one_line_errors(tmp_path, changes, message):
     path = _crafted_checkpoint(tmp_path / "crafted.ckpt", **changes)
