@@ -68,7 +68,9 @@ def stylize(content: Path, style: Path, out: Path, size: int, extra: list[str],
 def reference_seconds(content: Path, style: Path, size: int, iterations: int,
                       folder: Path) -> float | None:
     """neural-style-pt's time for `HEADLINE_ITERATIONS` at `size` on jaxstyle's VGG16,
-    extrapolated from `iterations` of its own (None when it is not installed)."""
+    extrapolated from `iterations` of its own, timed between its progress lines at iterations
+    10 and `iterations` (so at least 20), plus its start-up (None when it is not installed).
+    Its time per iteration depends on the output's shape alone: `reference_for` reuses it."""
     try:
         import neural_style  # noqa: F401
         import torch  # noqa: F401
@@ -113,6 +115,19 @@ def per_scale_costs(content: Path, style: Path, sizes: list[int], iterations: in
               f"{gflop:.2f} | {arithmetic * 1000:.0f} ms | {per / arithmetic:.1f}x |", flush=True)
 
 
+def reference_for(content: Path, style: Path, size: int, iterations: int, folder: Path,
+                  known: dict) -> float | None:
+    """`reference_seconds` once per output shape (`known`: shape -> seconds)."""
+    from PIL import Image
+
+    with Image.open(content) as image:
+        width, height = image.size
+    shape = (round(height * size / max(width, height)), round(width * size / max(width, height)))
+    if shape not in known:
+        known[shape] = reference_seconds(content, style, size, iterations, folder)
+    return known[shape]
+
+
 def scales_text(data: dict) -> str:
     """'200 at 128 px (9 s), 100 at 256 px (31 s), ...' from a report."""
     return ", ".join(f"{s['iterations']} at {max(s['size'])} px ({s['seconds']:.0f} s)"
@@ -124,7 +139,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--only", default=None, help="comma-separated pair names")
     parser.add_argument("--reference", type=int, default=20, metavar="K",
-                        help="neural-style-pt iterations to time per pair (0: none)")
+                        help="neural-style-pt iterations to time per output shape (at least "
+                             "20; 0: none)")
     parser.add_argument("--repeat", action="store_true",
                         help="run each pair a second time (the same shape from the cache)")
     parser.add_argument("--out", type=Path, default=Path("time_to_picture"))
@@ -141,7 +157,7 @@ def main() -> None:
     if args.per_scale:
         per_scale_costs(pairs[0][1], pairs[0][2], [int(v) for v in args.per_scale.split(",")])
         return
-    rows, shares = [], []
+    rows, shares, known = [], [], {}
     cache = Path(tempfile.mkdtemp(prefix="jaxstyle-cache-"))
     for number, (name, content, style) in enumerate(pairs):
         tag = name.replace("/", "_")
@@ -149,7 +165,7 @@ def main() -> None:
         first = stylize(content, style, out, args.size, args.extra, cache)
         again = stylize(content, style, out, args.size, args.extra, cache) if args.repeat \
             else None
-        reference = (reference_seconds(content, style, args.size, args.reference, args.out)
+        reference = (reference_for(content, style, args.size, args.reference, args.out, known)
                      if args.reference else None)
         q = first["quality"]
         content_distance = float(np.mean(list(q["content"].values())))
@@ -157,7 +173,7 @@ def main() -> None:
             if reference else "-"
         if reference:
             shares.append(first["wall"] / reference)
-        kind = "cold" if number == 0 else "new shape"
+        kind = "cold" if number == 0 else "next"
         repeat = "-" if again is None else f"{again['wall']:.0f} s"
         rows.append(f"| {name} | {scales_text(first)} | {first['wall']:.0f} s ({kind}) | "
                     f"{first['timings_seconds']['compile']:.0f} s | {repeat} | "

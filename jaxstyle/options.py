@@ -61,9 +61,10 @@ class OptionsError(JaxstyleError):
     """An option has an invalid value; the message names the option."""
 
 
-BALANCED_STYLE_STRENGTH = 40.0
+BALANCED_STYLE_STRENGTH = 20.0
 """The balanced preset's style strength: calibrated (docs/how-it-works.md, "How the default was
-chosen") so that the subject stays plain and the style is unmistakable across pairs and sizes."""
+chosen") so that the subject stays plain and the style is unmistakable across pairs and sizes;
+40 for one scale, 20 since the coarse-to-fine schedule, which paints more at equal strength."""
 
 COARSEST = 128
 """The balanced preset's coarsest scale (longest side, px): below it VGG's deepest style and
@@ -421,7 +422,8 @@ class StyleOptions:
     coarsest: int | None = _option(
         None,
         "scales and tiles",
-        "coarse to fine without --scales: the run starts at about this longest side and "
+        "coarse to fine without --scales: the run starts at the smallest halving of --size "
+        "that is at least this (at half of --size, down to 64 px, for smaller outputs) and "
         "doubles up to --size, each scale starting from the one before with the photo's finer "
         "detail added (0: one scale at --size)",
         metavar="PIXELS",

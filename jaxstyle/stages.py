@@ -69,16 +69,22 @@ def windows(shape: tuple[int, int], options: StyleOptions) -> list[tuple[int, in
 COARSEST_SHORT_SIDE = 32
 """An automatic schedule's coarser scales keep a shorter side of at least this many pixels
 (relu5_1 then sees 2 positions across), so very wide or tall pictures get fewer scales."""
+SMALLEST_COARSE = 64
+"""Outputs under twice ``coarsest`` still start at half their size, down to this longest side,
+so that small outputs (a sweep's cells, a studio preview) paint as the large ones do."""
 
 
 def coarse_to_fine(shape: tuple[int, int], coarsest: int) -> tuple[int, ...]:
     """Longest sides of the automatic schedule for an output of `shape` (H, W), coarse to fine:
-    the output's longest side halved while it stays at least `coarsest` (and the shorter side
-    at least `COARSEST_SHORT_SIDE`); just the output's own when `coarsest` is 0."""
+    the output's longest side halved while it stays at least `coarsest`, or once for an output
+    under twice `coarsest` if that leaves `SMALLEST_COARSE` px or more, each coarser scale with
+    a shorter side of at least `COARSEST_SHORT_SIDE`; the output's own alone when `coarsest`
+    is 0."""
     sizes = [max(shape)]
-    while coarsest and sizes[-1] // 2 >= coarsest and min(
-            fit_longest_side(shape, sizes[-1] // 2)) >= COARSEST_SHORT_SIDE:
-        sizes.append(sizes[-1] // 2)
+    while coarsest and (half := sizes[-1] // 2) >= min(coarsest, SMALLEST_COARSE) and (
+            half >= coarsest or len(sizes) == 1) and min(
+            fit_longest_side(shape, half)) >= COARSEST_SHORT_SIDE:
+        sizes.append(half)
     return tuple(reversed(sizes))
 
 

@@ -31,8 +31,8 @@ def test_plan_walks_scales_then_tiles_with_running_offsets():
 
 def test_the_default_schedule_doubles_from_the_coarsest_scale_to_the_size():
     assert [coarse_to_fine((h, w), 128) for h, w in [(170, 256), (288, 384), (384, 512),
-                                                     (768, 1024), (150, 200)]] == [
-        (128, 256), (192, 384), (128, 256, 512), (128, 256, 512, 1024), (200,)]
+                                                     (768, 1024), (150, 200), (48, 64)]] == [
+        (128, 256), (192, 384), (128, 256, 512), (128, 256, 512, 1024), (100, 200), (64,)]
     # A thin picture keeps coarser scales only while their shorter side is 32 px or more.
     assert coarse_to_fine((80, 1024), 128) == (512, 1024)
     assert coarse_to_fine((384, 512), 0) == (512,)
