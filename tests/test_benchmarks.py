@@ -147,6 +147,7 @@ def test_xla_options_benchmark_compares_the_options_and_their_gradients():
     assert rows["none"] == 0 and rows["ynn_convolutions"] < 1e-5, done.stdout  # the same objective
 
 
+@pytest.mark.slow
 def test_time_to_picture_reports_each_pairs_scales_time_and_quality(tiny_weights_file, tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "time_to_picture.py"), "--size", "96",
