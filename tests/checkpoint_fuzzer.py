@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script
+from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script, tree_slots
 
 
 def run_child(*args: str, timeout: float = 600) -> dict:
@@ -114,24 +114,9 @@ def _random_payload_value(rng: random.Random):
     return _random_value(rng)
 
 
-def _slots(tree) -> list[tuple[object, object]]:
-    """(container, key) of every value in a tree of dicts and lists."""
-    found = []
-
-    def walk(node):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in list(items):
-            found.append((node, key))
-            if isinstance(value, (dict, list)):
-                walk(value)
-
-    walk(tree)
-    return found
-
-
 def _mutate_tree(tree, rng: random.Random, value) -> object:
     """Deletes, replaces (by `value()`) or adds one entry somewhere in `tree`."""
-    slots = _slots(tree)
+    slots = tree_slots(tree)
     if not slots:
         return value()
     node, key = rng.choice(slots)

@@ -45,6 +45,21 @@ def integer(rng: random.Random) -> int:
     return rng.choice(INTERESTING) if rng.random() < 0.8 else rng.randrange(-10, 100)
 
 
+def tree_slots(tree) -> list[tuple[object, object]]:
+    """(container, key) of every value in a tree of dicts and lists, for a mutation to pick."""
+    found = []
+
+    def walk(node):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            found.append((node, key))
+            if isinstance(value, (dict, list)):
+                walk(value)
+
+    walk(tree)
+    return found
+
+
 def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     """One to four byte-level mutations: bit flips, random bytes, interesting integers, cuts,
     insertions, copies, truncation."""

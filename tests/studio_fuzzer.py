@@ -22,7 +22,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
-from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script
+from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script, tree_slots
 
 BASE = "http://127.0.0.1:8765"
 POSTS = ("/api/check", "/api/runs", "/api/sweeps", "/api/stop", "/api/jobs/{job}/continue")
@@ -58,17 +58,7 @@ def _extreme(rng: random.Random, depth: int = 0):
 
 def _mutate(tree, rng: random.Random, names: list[str]):
     """A request with one entry somewhere deleted, replaced by an extreme value, or added."""
-    slots = []
-
-    def walk(node):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in list(items):
-            slots.append((node, key))
-            if isinstance(value, (dict, list)):
-                walk(value)
-
-    walk(tree)
-    node, key = rng.choice(slots)
+    node, key = rng.choice(tree_slots(tree))
     action = rng.randrange(4)
     if action == 0 and isinstance(node, dict):
         del node[key]

@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from fuzzing import bounded_memory, integer, mutate_bytes, run_script
+from fuzzing import bounded_memory, integer, mutate_bytes, run_script, tree_slots
 
 SUFFIXES = {"zip": ".pth", "legacy": ".pth", "converted": ".msgpack", "onnx": ".onnx"}
 VGG11 = (1, 1, 2, 2, 2)
@@ -202,17 +202,7 @@ def mutate_converted(data: bytes, rng: random.Random) -> bytes:
         tree = serialization.msgpack_restore(data)
     except Exception:
         return mutate_bytes(data, rng)
-    slots = []
-
-    def walk(node):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in list(items):
-            slots.append((node, key))
-            if isinstance(value, (dict, list)):
-                walk(value)
-
-    walk(tree)
-    node, key = rng.choice(slots)
+    node, key = rng.choice(tree_slots(tree))
     action = rng.randrange(4)
     if action == 0 and isinstance(node, dict):
         del node[key]
