@@ -21,14 +21,12 @@ import copy
 import hashlib
 import json
 import random
-import sys
 import time
 import traceback
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script, tree_slots
+from fuzzing import bounded_memory, integer, main, mutate_bytes, run_script, summary, tree_slots
 
 
 def run_child(*args: str, timeout: float = 600) -> dict:
@@ -246,14 +244,8 @@ def _fuzz(seed_dir: str, cases: int, seed: int, keep: str) -> dict:
                 failures.append({"case": i, "seed": name, "file": str(kept), "problem": problem})
             slowest = max(slowest, (time.perf_counter() - start, f"case {i} ({name})"))
         path.unlink(missing_ok=True)
-        kinds = Counter(f["problem"].split(" at ")[0][:120] for f in failures)
-        return {"cases": i + 1, "outcomes": outcomes, "failures": failures[:30],
-                "failure_count": len(failures), "kinds": dict(kinds.most_common()),
-                "peak_growth": growth(), "peak_rss": peak_rss(),
-                "seconds": time.perf_counter() - started, "slowest": slowest}
+        return summary(i + 1, failures, growth(), started, slowest, outcomes=outcomes)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
-    args = sys.argv[1:]
-    print(json.dumps(_fuzz(args[0], int(args[1]), int(args[2]), args[3])))
+    main(_fuzz)

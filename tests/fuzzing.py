@@ -16,6 +16,8 @@ import json
 import random
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 HEADROOM = 1 << 30  # address space the child may add to what it holds after its imports
@@ -121,3 +123,22 @@ def bounded_memory():
     except OSError:
         base = start["VmHWM"]
     yield lambda: _status()["VmHWM"] - base
+
+
+def summary(cases: int, failures: list[dict], growth: int, started: float, slowest: tuple,
+            **fields) -> dict:
+    """A fuzzer child's report: `cases` run, what it counted (`fields`), the first failures and
+    their kinds (each problem up to its " at " location), memory and time."""
+    kinds = Counter(f["problem"].split(" at ")[0][:120] for f in failures)
+    return {"cases": cases, **fields, "failures": failures[:30],
+            "failure_count": len(failures), "kinds": dict(kinds.most_common()),
+            "peak_growth": growth, "peak_rss": peak_rss(),
+            "seconds": time.perf_counter() - started, "slowest": slowest}
+
+
+def main(fuzz) -> None:
+    """A fuzzer script's entry: ``SEEDS CASES SEED WORK`` on the command line, its report as
+    JSON on standard output (what `run_script` reads)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    seeds, cases, seed, work = sys.argv[1:5]
+    print(json.dumps(fuzz(seeds, int(cases), int(seed), work)))

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import time
 import traceback
 from collections import Counter
 from pathlib import Path
 
-from fuzzing import bounded_memory, integer, mutate_bytes, peak_rss, run_script, tree_slots
+from fuzzing import bounded_memory, integer, main, mutate_bytes, run_script, summary, tree_slots
 
 BASE = "http://127.0.0.1:8765"
 POSTS = ("/api/check", "/api/runs", "/api/sweeps", "/api/stop", "/api/jobs/{job}/continue")
@@ -177,15 +176,10 @@ def _fuzz(weights: str, cases: int, seed: int, folder: str) -> dict:
                                      "problem": problem})
                 slowest = max(slowest, (time.perf_counter() - start, f"case {i} ({path})"))
             state = client.get("/api/state").status_code
-            kinds = Counter(f["problem"].split(" at ")[0][:120] for f in failures)
-            return {"cases": i + 1, "statuses": {k: dict(v) for k, v in statuses.items()},
-                    "failures": failures[:30], "failure_count": len(failures),
-                    "kinds": dict(kinds.most_common()), "state_after": state,
-                    "peak_growth": growth(), "peak_rss": peak_rss(),
-                    "seconds": time.perf_counter() - started, "slowest": slowest}
+            return summary(i + 1, failures, growth(), started, slowest,
+                           statuses={k: dict(v) for k, v in statuses.items()},
+                           state_after=state)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
-    args = sys.argv[1:]
-    print(json.dumps(_fuzz(args[0], int(args[1]), int(args[2]), args[3])))
+    main(_fuzz)
