@@ -73,13 +73,15 @@ def calibration_pairs(folder: Path) -> list[tuple[str, Path, Path]]:
     return [(name, c, st) for name, c, st in pairs if c.is_file() and st.is_file()]
 
 
-def run(content: Path, style: Path, out: Path, extra: list[str]) -> dict:
-    """One ``jaxstyle stylize`` process; its report with the wall time added."""
+def run(content: Path, style: Path, out: Path, extra: list[str],
+        env: dict[str, str] | None = None) -> dict:
+    """One ``jaxstyle stylize`` process (in `env`, default this one's); its report with the
+    wall time added."""
     report = out.with_suffix(".json")
     start = time.perf_counter()
     done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "stylize", str(content),
                            str(style), "-o", str(out), "--report", str(report), "-q", *extra],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{content} / {style}: {done.stderr.strip()}")
     data = json.loads(report.read_text())

@@ -29,12 +29,9 @@ costs here, and each route's wall time is also given as a share of that. neural-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from calibration import calibration_pairs  # noqa: E402
+from calibration import calibration_pairs, run  # noqa: E402
 
 HEADLINE_ITERATIONS = 500  # neural-style's and neural-style-pt's quoted runs
 
@@ -51,18 +48,8 @@ def stylize(content: Path, style: Path, out: Path, size: int, extra: list[str],
             cache_home: Path) -> dict:
     """One ``jaxstyle stylize`` process with its compilation cache under `cache_home`: its
     report, with the process's wall time added."""
-    report = out.with_suffix(".json")
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "stylize", str(content),
-                           str(style), "-o", str(out), "--size", str(size), "--report",
-                           str(report), "-q", "--overwrite", *extra],
-                          capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise SystemExit(f"{content} / {style}: {done.stderr.strip()}")
-    data = json.loads(report.read_text())
-    data["wall"] = time.perf_counter() - start
-    return data
+    return run(content, style, out, ["--size", str(size), "--overwrite", *extra],
+               env={**os.environ, "XDG_CACHE_HOME": str(cache_home)})
 
 
 def reference_seconds(content: Path, style: Path, size: int, iterations: int,
