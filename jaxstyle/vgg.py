@@ -251,23 +251,28 @@ def _flipped(kernel: jax.Array) -> jax.Array:
     return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
+_jitted_flip = jax.jit(_flipped)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv3x3(x: jax.Array, kernel: jax.Array, convolution: str = "direct",
-            transformed: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+            transformed: tuple[jax.Array, jax.Array] | None = None,
+            flipped: jax.Array | None = None) -> jax.Array:
     """3x3 stride-1 convolution with zero padding 1: x [N, H, W, I], kernel [3, 3, I, O].
 
     `convolution` is one of `CONVOLUTIONS`; "winograd" is exact to float32 rounding amplified by
     Winograd's transforms (about 2e-5 of the output's scale), and in bfloat16 to its products'
     rounding (about 3e-3, as bfloat16's own convolution). `transformed`: the kernel and its
-    gradient's kernel already in the Winograd domain (`transform_kernels`), treated as
-    constants (no gradient flows to them).
+    gradient's kernel already in the Winograd domain (`transform_kernels`); `flipped`: the
+    gradient's kernel as a plain kernel (`_flipped`); both treated as constants (no gradient
+    flows to them) and both give exactly the values computed without them.
     """
     return _conv_any(x, kernel, convolution, transformed and transformed[0])
 
 
-def _conv3x3_fwd(x, kernel, convolution, transformed):
-    return _conv_any(x, kernel, convolution, transformed and transformed[0]), (x, kernel,
-                                                                                transformed)
+def _conv3x3_fwd(x, kernel, convolution, transformed, flipped):
+    return (_conv_any(x, kernel, convolution, transformed and transformed[0]),
+            (x, kernel, transformed, flipped))
 
 
 def _conv3x3_bwd(convolution, residuals, g):
@@ -275,10 +280,12 @@ def _conv3x3_bwd(convolution, residuals, g):
     # Mathematically what JAX derives itself, but XLA:CPU runs JAX's form ~3x slower inside
     # while-loops (where the optimizer's chunks run); this form is fast everywhere, and lets the
     # gradient use Winograd too.
-    x, kernel, transformed = residuals
-    dx = _conv_any(g, _flipped(kernel), convolution, transformed and transformed[1])
+    x, kernel, transformed, flipped = residuals
+    back = _flipped(kernel) if flipped is None else flipped
+    dx = _conv_any(g, back, convolution, transformed and transformed[1])
     _, kernel_vjp = jax.vjp(lambda k: _conv(x, k), kernel)  # dead code unless asked for
-    return dx, kernel_vjp(g)[0], jax.tree_util.tree_map(jnp.zeros_like, transformed)
+    constants = jax.tree_util.tree_map(jnp.zeros_like, (transformed, flipped))
+    return dx, kernel_vjp(g)[0], *constants
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
@@ -296,12 +303,14 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.he_normal(), (3, 3, x.shape[-1], self.features)
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        transformed = None
+        transformed = flipped = None
         if self.has_variable("params", "winograd_backward"):
             transformed = tuple(self.get_variable("params", f"winograd_{way}")
                                 for way in ("forward", "backward"))
+        if self.has_variable("params", "flipped"):
+            flipped = self.get_variable("params", "flipped").astype(x.dtype)
         return conv3x3(x, kernel.astype(x.dtype), self.convolution,
-                       transformed) + bias.astype(x.dtype)
+                       transformed, flipped) + bias.astype(x.dtype)
 
 
 def _pool(x: jax.Array, pooling: str) -> jax.Array:
@@ -416,16 +425,20 @@ def _features_batch(params: Mapping, x: jax.Array, layers: Sequence[str], poolin
 
 def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Sequence[str],
                       convolution: str = "winograd", dtype=jnp.float32) -> dict:
-    """`params` plus, for each convolution that runs Winograd's algorithm on an image of
-    `image_shape`, its kernel and its input gradient's kernel in the Winograd domain.
+    """`params` plus, for each convolution, its input gradient's kernel made once here rather
+    than at every evaluation: for one that runs Winograd's algorithm on an image of
+    `image_shape`, its kernel and its input gradient's kernel in the Winograd domain; for any
+    other, the flipped, transposed kernel its input gradient convolves with.
 
-    `vgg_features` on these parameters computes the same features (to float32 rounding) without
-    transforming the fixed kernels at every call: inside the optimizer's loop XLA does not hoist
-    the transforms out (they sit in the line search's conditional), and at 384 px they cost
-    about a fifth of an evaluation's thread time. Nothing is added off CPUs, for "direct", or
-    for layers that run XLA's convolution; the added entries are constants (no gradient
-    reaches them). They cost memory: 4x a kernel's size for F(4x4) (1.8x for F(2x2)), twice,
-    about 275 MB for VGG16 up to relu5_1 at 384 px.
+    `vgg_features` on these parameters computes the same features (Winograd's to float32
+    rounding, the flipped kernels exactly) without transforming the fixed kernels at every call:
+    inside the optimizer's loop XLA does not hoist the transforms out (they sit in the line
+    search's conditional). At 384 px Winograd's transforms cost about a fifth of an evaluation's
+    thread time; at 64 px, on direct convolutions, the flips (a transpose of each kernel) cost
+    about a quarter. Nothing is added off CPUs. The added entries are constants (no gradient
+    reaches them) and cost memory: 4x a kernel's size for F(4x4) (1.8x for F(2x2)), twice,
+    about 275 MB for VGG16 up to relu5_1 at 384 px; one kernel's size for a flipped one (59 MB
+    for all of VGG16's).
 
     Args:
       params: as for `vgg_features`.
@@ -435,10 +448,10 @@ def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Seque
       dtype: the dtype the network will run in (``jnp.bfloat16`` for bfloat16 products).
 
     Returns:
-      A new mapping; each changed layer has ``winograd_forward`` and ``winograd_backward``
-      besides ``kernel`` and ``bias``.
+      A new mapping; each changed layer has ``winograd_forward`` and ``winograd_backward``, or
+      ``flipped``, besides ``kernel`` and ``bias``.
     """
-    if convolution != "winograd" or jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu":
         return dict(params)
     depths = depths_of(params)
     names = layer_names(depths)
@@ -449,12 +462,18 @@ def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Seque
             continue
         # Floor-mode 2x2 pooling k times floors the side divided by 2^k.
         h, w = (side >> pools_before(name) for side in image_shape[:2])
-        kernel = jnp.asarray(params[name]["kernel"]).astype(dtype)
-        tile = _winograd_tile(jax.ShapeDtypeStruct((1, h, w, kernel.shape[2]), dtype), kernel)
+        kernel = jnp.asarray(params[name]["kernel"])
+        tile = None
+        if convolution == "winograd":
+            tile = _winograd_tile(jax.ShapeDtypeStruct((1, h, w, kernel.shape[2]), dtype),
+                                  kernel.astype(dtype))
         if tile is not None:
+            kernel = kernel.astype(dtype)
             out[name] = {**params[name],
                          "winograd_forward": _jitted_kernel(kernel, tile=tile),
                          "winograd_backward": _jitted_kernel(_flipped(kernel), tile=tile)}
+        else:
+            out[name] = {**params[name], "flipped": _jitted_flip(kernel)}
     return out
 
 

@@ -165,5 +165,17 @@ def test_kernels_transformed_once_give_the_same_features_and_gradients():
                                jax.grad(loss)(params, image, jnp.float32)["conv4_2"]["kernel"],
                                rtol=1e-5, atol=1e-6)
     assert not np.any(wrt_params["conv4_2"]["winograd_forward"])
-    # Nothing to transform for XLA's convolution.
-    assert vgg.transform_kernels(params, image.shape, layers, "direct") == params
+    # For XLA's convolution, each input gradient's kernel flipped once: the same values,
+    # exactly, and the flipped copy is what the gradient uses.
+    flipped = vgg.transform_kernels(params, image.shape, layers, "direct")
+    assert set(flipped["conv1_1"]) == {"kernel", "bias", "flipped"}
+
+    def direct_loss(p, x):
+        return jnp.sum(vgg.vgg_features(p, x, layers, convolution="direct")["relu4_2"] ** 2)
+
+    direct_grad = jax.grad(direct_loss, 1)
+    assert np.array_equal(direct_grad(flipped, image), direct_grad(params, image))
+    assert "transpose" not in str(jax.make_jaxpr(direct_grad)(flipped, image))
+    broken = {**flipped, "conv1_1": {**flipped["conv1_1"],
+                                     "flipped": jnp.zeros_like(flipped["conv1_1"]["flipped"])}}
+    assert not np.array_equal(direct_grad(broken, image), direct_grad(params, image))
