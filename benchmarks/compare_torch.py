@@ -230,7 +230,8 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
 
     config = loss_config(convolution)  # for the L-BFGS run
     targets = losses.Targets(losses.content_targets(weights.params, content, config),
-                             (losses.style_targets(weights.params, [style], config),))
+                             (losses.style_targets(weights.params, [style], config),),
+                             weights=style_options(convolution).loss_weights())
     per_eval_direct, per_eval_winograd = (per_eval(loss_config("direct")),
                                           per_eval(loss_config("winograd")))
 

@@ -180,7 +180,8 @@ def real_problem(size):
     content = model(load_image(EXAMPLES / "chelsea.jpg"))
     style = model(load_image(EXAMPLES / "marbled.jpg"))
     targets = losses.Targets(losses.content_targets(weights.params, content, config),
-                             (losses.style_targets(weights.params, [style], config),))
+                             (losses.style_targets(weights.params, [style], config),),
+                             weights=options.loss_weights())
     return (losses.objective, config, options.optimizer_config(pre.model_range()), content,
             (weights.params, targets))
 

@@ -120,13 +120,14 @@ def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
     config = OptimizerConfig("lbfgs", learning_rate=1.0, history=100, linesearch="none",
                              ema_decay=0.0)  # neural-style's settings
     if dtype == "float32":  # jaxstyle's own objective, as a run uses it
-        loss_config = StyleOptions(preset="neural-style", content_layers=(CONTENT_LAYER,),
-                                   style_layers=STYLE_LAYERS,
-                                   content_weight=WEIGHTS[0], style_weight=WEIGHTS[1],
-                                   tv_weight=WEIGHTS[2]).loss_config()
+        options = StyleOptions(preset="neural-style", content_layers=(CONTENT_LAYER,),
+                               style_layers=STYLE_LAYERS, content_weight=WEIGHTS[0],
+                               style_weight=WEIGHTS[1], tv_weight=WEIGHTS[2])
+        loss_config = options.loss_config()
         targets = losses.Targets(
             losses.content_targets(params, content, loss_config),
-            (losses.style_targets(params, [cast(data["style"])], loss_config),))
+            (losses.style_targets(params, [cast(data["style"])], loss_config),),
+            weights=options.loss_weights())
         fun, static = losses.objective, loss_config
     else:
         def features(img, layers):

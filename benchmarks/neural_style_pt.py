@@ -192,7 +192,8 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     pre, params = weights.preprocessing, weights.params
     if scale is not None:
         pre = dataclasses.replace(pre, scale=scale)
-    config = StyleOptions(preset="neural-style").loss_config()  # neural-style's layers, weights
+    options = StyleOptions(preset="neural-style")  # neural-style's layers and weights
+    config, loss_weights = options.loss_config(), options.loss_weights()
     c = load_image(content)
     shape = fit_longest_side(c.shape, size)
     s = load_image(style)
@@ -200,7 +201,8 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     style_targets = (
         losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
     targets_at = functools.cache(lambda hw: losses.Targets(
-        losses.content_targets(params, to_model(c, hw), config), style_targets))
+        losses.content_targets(params, to_model(c, hw), config), style_targets,
+        weights=loss_weights))
     shape_targets = targets_at(shape)  # made outside the trace below: the cache holds no tracers
     value_and_grad = jax.jit(jax.value_and_grad(
         lambda x: losses.objective(x, params, shape_targets, config)[0]))

@@ -1,9 +1,9 @@
 """jaxstyle: neural style transfer (Gatys et al. 2015) on JAX.
 
 The public surface is the names in `__all__`: the network (`vgg_features`), the objective
-(`objective`, its `Targets` and `LossConfig`, the style losses), the run (`stylize`,
-`stylize_batch`, `prepare`, `network_params`, `minimize`, `StyleOptions`), weights, images,
-quality and video.
+(`objective`, its `Targets`, `LossWeights` and `LossConfig`, the style losses), the run
+(`stylize`, `stylize_batch`, `prepare`, `network_params`, `minimize`, `StyleOptions`), weights,
+images, quality and video.
 Every function takes one image (float32 [H, W, 3]); batch with `jax.vmap` (or
 `stylize_batch`, which does). Each exported name means one thing, whatever was imported before:
 no submodule shares a name with a function.
@@ -22,6 +22,7 @@ _WHERE = {
     "JaxstyleError": "jaxstyle.errors",
     "LAYERS": "jaxstyle.vgg",
     "LossConfig": "jaxstyle.losses",
+    "LossWeights": "jaxstyle.losses",
     "MEAN_COVARIANCE": "jaxstyle.style_losses",
     "OptimizationError": "jaxstyle.errors",
     "OptimizerConfig": "jaxstyle.optimize",

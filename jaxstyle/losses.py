@@ -47,6 +47,7 @@ __all__ = [
     "SELF_SIMILARITY_SAMPLES",
     "WEIGHT_NORMALIZATIONS",
     "LossConfig",
+    "LossWeights",
     "StyleLoss",
     "Targets",
     "blend_shares",
@@ -195,7 +196,9 @@ def tv_loss(image: jax.Array) -> jax.Array:
 
 @dataclass(frozen=True, kw_only=True)
 class LossConfig:
-    """The static part of the objective: layers, weights and pooling (hashable, jit-static).
+    """The static part of the objective: what changes its code or its shapes (hashable,
+    jit-static). How much each term weighs is not here but in `LossWeights`, a traced
+    argument, so that a new weight recompiles nothing.
 
     The defaults live in `jaxstyle.StyleOptions`: make one with ``StyleOptions(...).loss_config()``
     and change what it cannot express (your own `StyleLoss`) with `replace`.
@@ -203,10 +206,6 @@ class LossConfig:
     Attributes:
       content_layers: layers whose activations are matched to the content image's.
       style_layers: layers whose Gram matrices are matched to the style images'.
-      content_weight: w_c, multiplies each content layer's loss.
-      style_weight: w_s, multiplies each style layer's loss.
-      tv_weight: w_tv, multiplies the total variation of the model-space image.
-      style_layer_weights: per-style-layer multipliers (on top of w_s), one per style layer.
       pooling: "max" or "avg".
       style_loss: a `StyleLoss`: `GRAM` (neural-style's), `MEAN_COVARIANCE`,
         `jaxstyle.style_losses.sliced_wasserstein(seed)`, `gram_histogram(weight)`, or your own.
@@ -227,23 +226,16 @@ class LossConfig:
       convolution: "direct" (XLA's convolution; on CPUs tiny wide maps as one matrix product)
         or "winograd" (Winograd's algorithm for the wide float32 layers on CPUs); see
         `jaxstyle.vgg.CONVOLUTIONS`.
-      temporal_weight: weight of the temporal loss (video), used when the targets carry
-        previous frames.
     """
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
-    content_weight: float
-    style_weight: float
-    tv_weight: float
-    style_layer_weights: tuple[float, ...] | None
     pooling: str
     style_loss: StyleLoss
     content_loss: str
     weight_normalization: str
     precision: str
     convolution: str
-    temporal_weight: float
     model_range: float = 1.0
 
     def __post_init__(self):
@@ -265,19 +257,8 @@ class LossConfig:
             )
         validate_layers(self.content_layers, "content_layers")
         validate_layers(self.style_layers, "style_layers")
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight",
-                     "model_range"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
-        if self.style_layer_weights is not None:
-            if len(self.style_layer_weights) != len(self.style_layers):
-                raise ValueError(
-                    f"style_layer_weights: {len(self.style_layer_weights)} values for "
-                    f"{len(self.style_layers)} style layers"
-                )
-            if min(self.style_layer_weights) < 0:
-                raise ValueError("style_layer_weights: weights must be >= 0")
+        if not (self.model_range >= 0 and math.isfinite(self.model_range)):
+            raise ValueError(f"model_range: must be a finite number >= 0, got {self.model_range}")
 
     def replace(self, **changes) -> LossConfig:
         """A copy with `changes` (validated again)."""
@@ -287,8 +268,67 @@ class LossConfig:
     def layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.content_layers + self.style_layers))
 
-    def layer_weights(self) -> tuple[float, ...]:
-        return self.style_layer_weights or (1.0,) * len(self.style_layers)
+
+class LossWeights(NamedTuple):
+    """How much each term of `objective` weighs: float32 arrays carried in `Targets.weights`,
+    traced like the targets, so that a run with other weights reuses the compiled objective.
+
+    Make one with `LossWeights.create` (or ``StyleOptions(...).loss_weights()``). A weight of 0
+    multiplies its term by 0 and the term is still computed, as before; only the temporal term
+    exists or not by the targets' structure (`Targets.previous`), which is static.
+
+    Attributes:
+      content: float32 [], w_c, multiplies each content layer's loss.
+      style: float32 [], w_s, multiplies each style layer's loss (the options' style weight
+        times their style strength).
+      style_layers: float32 [L], a_l, one multiplier per style layer (on top of w_s).
+      tv: float32 [], w_tv, multiplies the total variation of the model-space image.
+      temporal: float32 [], weight of the temporal loss (video), used when the targets carry
+        previous frames.
+    """
+
+    content: np.ndarray
+    style: np.ndarray
+    style_layers: np.ndarray
+    tv: np.ndarray
+    temporal: np.ndarray
+
+    @classmethod
+    def create(cls, config: LossConfig, *, content_weight: float, style_weight: float,
+               tv_weight: float, style_layer_weights: Sequence[float] | None = None,
+               temporal_weight: float = 0.0) -> LossWeights:
+        """Checked weights for an objective of `config` (whose style layers they must match).
+
+        Args:
+          config: the objective's configuration.
+          content_weight, style_weight, tv_weight, temporal_weight: w_c, w_s, w_tv and the
+            temporal weight, each a finite number >= 0.
+          style_layer_weights: one multiplier >= 0 per style layer of `config`; default 1 each.
+
+        Returns:
+          NumPy float32 arrays (so that making them starts no JAX backend).
+
+        Raises:
+          ValueError: a weight that is negative or not finite, or a number of style layer
+            weights other than the number of style layers; the message names the argument.
+        """
+        scalars = {"content_weight": content_weight, "style_weight": style_weight,
+                   "tv_weight": tv_weight, "temporal_weight": temporal_weight}
+        for name, value in scalars.items():
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+        layers = len(config.style_layers)
+        if style_layer_weights is None:
+            style_layer_weights = (1.0,) * layers
+        if len(style_layer_weights) != layers:
+            raise ValueError(f"style_layer_weights: {len(style_layer_weights)} values for "
+                             f"{layers} style layers")
+        if style_layer_weights and min(style_layer_weights) < 0:
+            raise ValueError("style_layer_weights: weights must be >= 0")
+        scalar = lambda value: np.asarray(value, np.float32)
+        return cls(scalar(content_weight), scalar(style_weight),
+                   np.asarray(style_layer_weights, np.float32), scalar(tv_weight),
+                   scalar(temporal_weight))
 
 
 def _features(params: dict, image: jax.Array, layers: tuple[str, ...], config: LossConfig):
@@ -394,9 +434,12 @@ class Targets(NamedTuple):
       previous: for video (Ruder et al. 2016), ``((warped, weights), ...)``: earlier stylized
         frames warped to this one, model-space float32 [H, W, 3], each with its per-pixel
         consistency weights float32 [H, W] in [0, 1]; None: no temporal term.
-      style_reference: float32 [S], per style region, the distance the relative objective
-        divides its style term by: the content photo's own (layer-weighted) distance to the
-        style (`region_targets` sets it); None: the style targets' energy.
+      style_reference: float32 [S, L], per style region and style layer, the content photo's
+        own distance to the style, which the relative objective divides its style term by
+        once weighted by the layers' weights (`region_targets` sets it); None: the style
+        targets' energy.
+      weights: the `LossWeights`, which `objective` needs; traced like the rest, so that other
+        weights reuse the compiled objective.
     """
 
     content: dict
@@ -406,6 +449,7 @@ class Targets(NamedTuple):
     content_mask: dict | None = None
     previous: tuple | None = None
     style_reference: jax.Array | None = None
+    weights: LossWeights | None = None
 
 
 def style_target_list(
@@ -432,6 +476,8 @@ def region_targets(
     content_mask: jax.Array | None = None,
     blend_weights: Sequence[float] | None = None,
     style: tuple[dict, ...] | None = None,
+    *,
+    weights: LossWeights,
 ) -> Targets:
     """All targets of `objective`, with optional regions.
 
@@ -451,6 +497,7 @@ def region_targets(
       blend_weights: per-style weights.
       style: `Targets.style` computed before (`style_target_list` with ``regions`` set as
         `style_masks` is): a batch of content images or the tiles of an output compute them once.
+      weights: the terms' weights (`LossWeights`), carried as `Targets.weights`.
 
     Returns:
       The `Targets` for `objective`.
@@ -462,21 +509,23 @@ def region_targets(
     if regions and len(style_masks) != len(styles):
         raise ValueError(f"style_masks: {count(len(style_masks), 'mask')} for "
                          f"{count(len(styles), 'style image')}")
-    weights = blend_shares(len(styles), blend_weights)
+    shares = blend_shares(len(styles), blend_weights)
     targets = Targets(
         content={n: feats[n] for n in config.content_layers},
         style=tuple(style or style_target_list(params, styles, config, blend_weights, regions)),
         style_masks=None if not regions else tuple(
             None if m is None else layer_masks(m, {n: shapes[n] for n in config.style_layers})
             for m in style_masks),
-        style_weights=jnp.asarray(weights * len(styles)) if regions else None,
+        style_weights=jnp.asarray(shares * len(styles)) if regions else None,
         content_mask=None if content_mask is None else layer_masks(
             content_mask, {n: shapes[n] for n in config.content_layers}),
+        weights=weights,
     )
     if config.weight_normalization != "relative":
         return targets
-    # The photo's own distance to each style region: the relative objective's style term is
-    # the output's distance as a fraction of it (the quality figures' style ratio).
+    # The photo's own distance to each style region at each layer: the relative objective's
+    # style term is the output's distance as a fraction of its layer-weighted sum (the quality
+    # figures' style ratio).
     masks = targets.style_masks or [None] * len(targets.style)
     return targets._replace(style_reference=jnp.stack([
         _style_distance(config, feats, target, mask)
@@ -484,16 +533,22 @@ def region_targets(
 
 
 def _style_distance(config: LossConfig, feats: dict, target: dict, mask: dict | None):
-    """``sum_l a_l D(F_l, A_l)``: features' layer-weighted style distance to one target."""
-    return sum(weight * config.style_loss.distance(feats[name], target[name],
-                                                   mask and mask[name])
-               for name, weight in zip(config.style_layers, config.layer_weights()))
+    """``D(F_l, A_l)`` float32 [L]: features' style distance to one target at each style
+    layer."""
+    return jnp.stack([config.style_loss.distance(feats[name], target[name], mask and mask[name])
+                      for name in config.style_layers])
 
 
-def _style_energy(config: LossConfig, feats: dict, target: dict):
+def _layer_weighted(layer_weights: jax.Array, values) -> jax.Array:
+    """``sum_l a_l v_l`` of one value per style layer, added in layer order."""
+    return sum(layer_weights[i] * values[i] for i in range(len(layer_weights)))
+
+
+def _style_energy(config: LossConfig, feats: dict, target: dict, layer_weights: jax.Array):
     """``sum_l a_l E(A_l)``: one target's layer-weighted energy (`StyleLoss.energy`)."""
-    return sum(weight * config.style_loss.target_energy(target[name], feats[name].shape[-1])
-               for name, weight in zip(config.style_layers, config.layer_weights()))
+    return _layer_weighted(layer_weights, [
+        config.style_loss.target_energy(target[name], feats[name].shape[-1])
+        for name in config.style_layers])
 
 
 def redraw_targets(targets: Targets, config: LossConfig, key: jax.Array) -> Targets:
@@ -512,27 +567,40 @@ def objective(
     """The total loss of one model-space image and its components.
 
     With neural-style's normalisation (and "resolution"), ``total = sum_l w_c * mean((F_l -
-    P_l)^2) + sum_l w_s * a_l * D(F_l, A_l) + w_tv * TV(image)`` with a_l the per-layer style
-    weights and D the style distance (``mean((G - A)^2)`` of Gram matrices by default). With
-    "relative", ``total = w_c * mean_l(mean((F_l - P_l)^2) / mean(P_l^2)) + w_s * sum_l a_l
-    D(F_l, A_l) / R + w_tv * TV(image) / (3 H W r)`` with R the photo's own distance to the
-    style, ``sum_l a_l D(P_l, A_l)`` (`Targets.style_reference`; floored at 0.001 of the targets'
-    energy `StyleLoss.energy`, which replaces it when the targets do not carry it) and r the
-    model range: the content term is the quality line's content distance and the style term the
+    P_l)^2) + sum_l w_s * a_l * D(F_l, A_l) + w_tv * TV(image)`` with the weights w_c, w_s, the
+    per-layer style weights a_l and w_tv from `Targets.weights`, and D the style distance
+    (``mean((G - A)^2)`` of Gram matrices by default). With "relative", ``total = w_c *
+    mean_l(mean((F_l - P_l)^2) / mean(P_l^2)) + w_s * sum_l a_l D(F_l, A_l) / R + w_tv *
+    TV(image) / (3 H W r)`` with R the photo's own distance to the style, ``sum_l a_l D(P_l,
+    A_l)`` (`Targets.style_reference`; floored at 0.001 of the targets' energy
+    `StyleLoss.energy`, which replaces it when the targets do not carry it) and r the model
+    range: the content term is the quality line's content distance and the style term the
     fraction of the photo's distance to the style that is left.
 
     Args:
       image: float32 [H, W, 3] in the network's input space.
       params: VGG parameters (`jaxstyle.vgg_features`).
       targets: from `region_targets`, or ``Targets(content=content_targets(...),
-        style=(style_targets(...),))``.
-      config: layers, weights, pooling and style loss (static under `jax.jit`).
+        style=(style_targets(...),), weights=LossWeights.create(config, ...))``; their
+        `LossWeights` are traced, so a change of weight recompiles nothing.
+      config: layers, pooling and style loss (static under `jax.jit`).
 
     Returns:
       ``(total, components)`` with components ``content``, ``style``, ``tv`` and
       ``style/<layer>`` for each style layer (and ``temporal`` with previous frames), all
       float32 scalars.
+
+    Raises:
+      ValueError: targets without weights, or with a number of style layer weights other than
+        the config's style layers.
     """
+    w = targets.weights
+    if w is None:
+        raise ValueError("targets: no weights; give Targets(..., weights=LossWeights.create("
+                         "config, ...)) or StyleOptions(...).loss_weights()")
+    if jnp.shape(w.style_layers) != (len(config.style_layers),):
+        raise ValueError(f"targets: weights.style_layers has shape {jnp.shape(w.style_layers)} "
+                         f"for {len(config.style_layers)} style layers")
     feats = _features(params, image, config.layers, config)
     relative = config.weight_normalization == "relative"
     content_mask = targets.content_mask
@@ -543,7 +611,7 @@ def objective(
         term = distance_to_content(feats[name], targets.content[name], mask)
         if relative and config.content_loss == "mse":  # self-similarity is scale-free already
             term = term / _energy(targets.content[name], mask)
-        content = content + config.content_weight * term
+        content = content + w.content * term
     if relative:
         content = content / len(config.content_layers)
     styles = targets.style
@@ -552,20 +620,21 @@ def objective(
     style_loss = config.style_loss
     references = [1.0] * len(styles)
     if relative:
-        energies = [_style_energy(config, feats, target) for target in styles]
+        energies = [_style_energy(config, feats, target, w.style_layers) for target in styles]
         given = targets.style_reference
         # Floored: a photo that already has the style's statistics is not divided by ~0.
-        references = [jnp.maximum(energy if given is None else given[i],
+        references = [jnp.maximum(energy if given is None
+                                  else _layer_weighted(w.style_layers, given[i]),
                                   _REFERENCE_FLOOR * energy)
                       for i, energy in enumerate(energies)]
     components = {}
-    for name, layer_weight in zip(config.style_layers, config.layer_weights()):
+    for j, name in enumerate(config.style_layers):
         per_style = [weights[i] * style_loss.distance(feats[name], target[name],
                                                       masks[i] and masks[i][name])
                      / references[i] for i, target in enumerate(styles)]
-        components[f"style/{name}"] = config.style_weight * layer_weight * sum(per_style)
+        components[f"style/{name}"] = w.style * w.style_layers[j] * sum(per_style)
     style = sum(components[f"style/{name}"] for name in config.style_layers)
-    tv = config.tv_weight * tv_loss(image)
+    tv = w.tv * tv_loss(image)
     if config.weight_normalization == "resolution":
         # A sum of neighbour differences of the same picture grows linearly with its side.
         tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
@@ -574,7 +643,7 @@ def objective(
     components.update(content=content, style=style, tv=tv)
     total = content + style + tv
     if targets.previous:
-        temporal = config.temporal_weight * sum(
+        temporal = w.temporal * sum(
             temporal_loss(image, warped, weights) for warped, weights in targets.previous)
         if relative:
             temporal = temporal / config.model_range**2

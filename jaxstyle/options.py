@@ -35,7 +35,7 @@ from jaxstyle.choices import (
 from jaxstyle.errors import JaxstyleError
 
 if TYPE_CHECKING:
-    from jaxstyle.losses import LossConfig
+    from jaxstyle.losses import LossConfig, LossWeights
     from jaxstyle.optimize import OptimizerConfig
 
 LBFGS_STEP = 1.0  # neural-style's unit step
@@ -533,7 +533,7 @@ class StyleOptions:
             # Weights and layer names, as the objective checks them. Validation only: deciding
             # 'auto' would start JAX's backend, which must wait for jax.distributed.initialize
             # in a multi-host batch.
-            self.loss_config(convolution="direct")
+            self.loss_weights()
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
         if self.ema_decay and self.keep_best:
@@ -593,9 +593,10 @@ class StyleOptions:
         with `convolution` in place of `network_convolution()` when given, for a network whose
         preprocessing spans `model_range` model units per pixel range
         (`jaxstyle.Preprocessing.model_range`; it matters to the relative normalisation only).
+        The weights are not part of it but `loss_weights()`.
 
         Raises:
-          ValueError: an invalid layer name or weight (the message names the option).
+          ValueError: an invalid layer name (the message names the option).
         """
         # Imported here, not at the top: reading the options (for ``--help``) must not load JAX.
         from jaxstyle.losses import LossConfig
@@ -604,18 +605,32 @@ class StyleOptions:
         return LossConfig(
             content_layers=tuple(self.content_layers),
             style_layers=tuple(self.style_layers),
-            content_weight=self.content_weight,
-            style_weight=self.style_weight * self.style_strength,
-            tv_weight=self.tv_weight,
-            style_layer_weights=self.style_layer_weights,
             pooling=self.pooling,
             style_loss=style_loss_named(self.style_loss, self.seed, self.histogram_weight),
             content_loss=self.content_loss,
             weight_normalization=self.weight_normalization,
             precision=self.precision,
             convolution=convolution or self.network_convolution(),
-            temporal_weight=self.temporal_weight,
             model_range=model_range,
+        )
+
+    def loss_weights(self) -> LossWeights:
+        """The objective's weights (`jaxstyle.losses.LossWeights`, traced: other values reuse the
+        compiled objective): the style weight times the style strength, and the others as given.
+
+        Raises:
+          ValueError: an invalid weight, or style layer weights that do not match the style
+            layers (the message names the option).
+        """
+        from jaxstyle.losses import LossWeights
+
+        return LossWeights.create(
+            self.loss_config(convolution="direct"),
+            content_weight=self.content_weight,
+            style_weight=self.style_weight * self.style_strength,
+            tv_weight=self.tv_weight,
+            style_layer_weights=self.style_layer_weights,
+            temporal_weight=self.temporal_weight,
         )
 
     def network_convolution(self, size: int | None = None) -> str:

@@ -344,7 +344,7 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     try:
         targets = losses.region_targets(
             weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
-            cmask, options.style_blend_weights, scale.style)
+            cmask, options.style_blend_weights, scale.style, weights=options.loss_weights())
     except ValueError as exc:
         raise JaxstyleError(str(exc)) from None
     if scale.previous:

@@ -112,6 +112,17 @@ def loss_config(preset: str = "neural-style", **changes):
     return StyleOptions(preset=preset).loss_config().replace(**changes)
 
 
+def loss_weights(config, preset: str = "neural-style", **changes):
+    """StyleOptions' loss weights for `preset` with `changes` (`LossWeights.create`'s arguments:
+    ``style_weight`` is the product with the style strength), for `config`'s style layers."""
+    from jaxstyle import LossWeights, StyleOptions
+
+    weights = StyleOptions(preset=preset).loss_weights()
+    values = {"content_weight": float(weights.content), "style_weight": float(weights.style),
+              "tv_weight": float(weights.tv), "temporal_weight": float(weights.temporal)}
+    return LossWeights.create(config, **{**values, **changes})
+
+
 def optimizer_config(**changes):
     """StyleOptions' optimizer configuration (in pixel units) with `changes`."""
     import dataclasses

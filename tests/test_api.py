@@ -66,17 +66,18 @@ def converted(tiny_weights_file):
     return str(tiny_weights_file)
 
 
-def _targets(weights, config, content, style):
+def _targets(weights, config, content, style, loss_weights):
     x = weights.preprocessing.to_model(jnp.asarray(content))
     s = weights.preprocessing.to_model(jnp.asarray(style))
     return x, jaxstyle.Targets(jaxstyle.content_targets(weights.params, x, config),
-                               (jaxstyle.style_targets(weights.params, [s], config),))
+                               (jaxstyle.style_targets(weights.params, [s], config),),
+                               weights=loss_weights)
 
 
 def _happy_paths(tmp_path, weights, options, content, style, converted):
     """One call of every exported function on tiny inputs, by name."""
     config = options.loss_config(model_range=weights.preprocessing.model_range())
-    x, targets = _targets(weights, config, content, style)
+    x, targets = _targets(weights, config, content, style, options.loss_weights())
     f = jnp.asarray(np.random.default_rng(0).normal(size=(6, 5, 4)), jnp.float32)
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -107,7 +108,8 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
         "prepare": lambda: problem,
         "random_weights": lambda: jaxstyle.random_weights(0).params["conv5_4"],
         "region_targets": lambda: jaxstyle.region_targets(
-            weights.params, x, [weights.preprocessing.to_model(jnp.asarray(style))], config),
+            weights.params, x, [weights.preprocessing.to_model(jnp.asarray(style))], config,
+            weights=options.loss_weights()),
         "resolve_weights": lambda: jaxstyle.resolve_weights(converted),
         "save_image": lambda: jaxstyle.save_image(tmp_path / "out.png", content),
         "self_similarity_loss": lambda: jaxstyle.self_similarity_loss(f, f * 0.5),
@@ -159,7 +161,7 @@ def test_deprecated_names_warn_and_still_work(tiny):
 def test_objective_composes_with_jit_grad_and_vmap(tiny):
     weights, options, content, style = tiny
     config = options.loss_config(model_range=weights.preprocessing.model_range())
-    x, targets = _targets(weights, config, content, style)
+    x, targets = _targets(weights, config, content, style, options.loss_weights())
     loss = jax.jit(lambda img: jaxstyle.objective(img, weights.params, targets, config)[0])
     (value, parts), grad = jax.value_and_grad(jaxstyle.objective, has_aux=True)(
         x, weights.params, targets, config)

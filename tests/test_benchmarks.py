@@ -68,7 +68,8 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
     score, gflop, seconds = race.neural_style_scorer(content, style, tiny_weights_file, 48)
     assert gflop > 0 and seconds > 0
     weights = load_weights(tiny_weights_file)
-    pre, config = weights.preprocessing, StyleOptions(preset="neural-style").loss_config()
+    options = StyleOptions(preset="neural-style")
+    pre, config = weights.preprocessing, options.loss_config()
     style_image = load_image(style)
     style_rgb = resize(style_image, *fit_longest_side(style_image.shape, 48))
     styles = (losses.style_targets(weights.params, [pre.to_model(style_rgb)], config),)
@@ -80,7 +81,7 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
         x = pre.to_model(load_image(png))
         targets = losses.Targets(
             losses.content_targets(weights.params, pre.to_model(resize(photo, rows, w)), config),
-            styles)
+            styles, weights=options.loss_weights())
         want = float(losses.objective(x, weights.params, targets, config)[0])
         assert score(png) == pytest.approx(want, rel=1e-5)
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import loss_config, optimizer_config, smooth_image
+from conftest import loss_config, loss_weights, optimizer_config, smooth_image
 from PIL import Image
 
 from jaxstyle import JaxstyleError, StyleOptions, color, stylize
@@ -82,16 +82,20 @@ def test_region_loss_is_the_sum_of_each_styles_masked_loss(tiny_weights):
     content = pre.to_model(jnp.asarray(smooth_image(16, 16, 0)))
     a, b = (pre.to_model(jnp.asarray(smooth_image(16, 16, s))) for s in (1, 2))
     left = jnp.zeros((16, 16)).at[:, :8].set(1.0)
-    both = region_targets(tiny_weights.params, content, [a, b], config, [left, 1 - left])
-    only_a = region_targets(tiny_weights.params, content, [a], config, [left])
-    only_b = region_targets(tiny_weights.params, content, [b], config, [1 - left])
+    weights = loss_weights(config)
+    both = region_targets(tiny_weights.params, content, [a, b], config, [left, 1 - left],
+                          weights=weights)
+    only_a = region_targets(tiny_weights.params, content, [a], config, [left], weights=weights)
+    only_b = region_targets(tiny_weights.params, content, [b], config, [1 - left],
+                            weights=weights)
     x = content + 0.1
     total = objective(x, tiny_weights.params, both, config)[1]["style"]
     parts = (objective(x, tiny_weights.params, only_a, config)[1]["style"]
              + objective(x, tiny_weights.params, only_b, config)[1]["style"])
     np.testing.assert_allclose(total, parts, rtol=1e-5)
-    whole = region_targets(tiny_weights.params, content, [a], config, [jnp.ones((16, 16))])
-    plain = region_targets(tiny_weights.params, content, [a], config)
+    whole = region_targets(tiny_weights.params, content, [a], config, [jnp.ones((16, 16))],
+                           weights=weights)
+    plain = region_targets(tiny_weights.params, content, [a], config, weights=weights)
     np.testing.assert_allclose(objective(x, tiny_weights.params, whole, config)[0],
                                objective(x, tiny_weights.params, plain, config)[0], rtol=1e-5)
 
@@ -153,15 +157,16 @@ def test_resolution_normalisation_makes_tv_size_invariant():
     raw_ratio = float(tv_loss(jnp.asarray(large)) / tv_loss(jnp.asarray(small)))
     assert 3.5 < raw_ratio < 4.5  # neural-style's TV grows with the side
     config = loss_config(content_layers=("relu1_1",), style_layers=("relu1_1",),
-                        content_weight=0.0, style_weight=0.0, tv_weight=1.0,
                         weight_normalization="resolution")
+    weights = loss_weights(config, content_weight=0.0, style_weight=0.0, tv_weight=1.0)
     def tv_only(img):
-        return float(config.tv_weight * tv_loss(img) * 512 / max(img.shape[:2]))
+        return float(weights.tv * tv_loss(img) * 512 / max(img.shape[:2]))
 
     assert 0.85 < tv_only(jnp.asarray(large)) / tv_only(jnp.asarray(small)) < 1.15
     # ...and the objective applies exactly that factor:
     params = {"conv1_1": {"kernel": jnp.zeros((3, 3, 3, 2)), "bias": jnp.zeros(2)}}
-    targets = Targets({"relu1_1": jnp.zeros((64, 64, 2))}, ({"relu1_1": jnp.zeros((2, 2))},))
+    targets = Targets({"relu1_1": jnp.zeros((64, 64, 2))}, ({"relu1_1": jnp.zeros((2, 2))},),
+                      weights=weights)
     parts = objective(jnp.asarray(small), params, targets, config)[1]
     np.testing.assert_allclose(parts["tv"], tv_only(jnp.asarray(small)), rtol=1e-6)
 
@@ -183,7 +188,8 @@ def test_wasserstein_distance_closed_form_and_custom_losses(tiny_weights):
     config = loss_config(style_layers=("relu1_1",), content_layers=("relu1_1",), style_loss=l1)
     pre = tiny_weights.preprocessing
     x = pre.to_model(jnp.asarray(smooth_image(16, 16, 0)))
-    targets = region_targets(tiny_weights.params, x, [x + 0.5], config)
+    targets = region_targets(tiny_weights.params, x, [x + 0.5], config,
+                             weights=loss_weights(config))
     parts = objective(x, tiny_weights.params, targets, config)[1]
     assert float(parts["style/relu1_1"]) > 0
     result = stylize(smooth_image(16, 16, 0), [smooth_image(16, 16, 1)], tiny_weights,
@@ -269,8 +275,9 @@ def test_bfloat16_network_keeps_losses_float32_and_close(tiny_weights):
     style = pre.to_model(jnp.asarray(smooth_image(32, 32, 1)))
     results = {}
     for precision in ("float32", "bfloat16"):
-        config = loss_config(precision=precision, style_weight=1e6)
-        targets = region_targets(tiny_weights.params, content, [style], config)
+        config = loss_config(precision=precision)
+        targets = region_targets(tiny_weights.params, content, [style], config,
+                                 weights=loss_weights(config, style_weight=1e6))
         (total, parts), grad = jax.value_and_grad(objective, has_aux=True)(
             content + 0.05, tiny_weights.params, targets, config)
         assert total.dtype == jnp.float32 and grad.dtype == jnp.float32

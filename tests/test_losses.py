@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import loss_config, nhwc
+from conftest import loss_config, loss_weights, nhwc
 
 from jaxstyle import (
     Targets,
@@ -26,10 +26,12 @@ def _rel(a, b):
 
 def test_objective_matches_torch(tiny_weights, reference):
     w_c, w_s, w_tv = (float(v) for v in reference["objective/weights"])
-    config = loss_config(content_weight=w_c, style_weight=w_s, tv_weight=w_tv)
+    config = loss_config()
     params = tiny_weights.params
     targets = Targets(content_targets(params, _image(reference, "content"), config),
-                      (style_targets(params, [_image(reference, "style")], config),))
+                      (style_targets(params, [_image(reference, "style")], config),),
+                      weights=loss_weights(config, content_weight=w_c, style_weight=w_s,
+                                           tv_weight=w_tv))
     (total, parts), grad = jax.value_and_grad(objective, has_aux=True)(
         _image(reference, "image"), params, targets, config
     )
@@ -69,24 +71,31 @@ def test_blend_weights_give_weighted_gram(tiny_weights):
 def test_per_layer_style_weights_scale_each_layer(tiny_weights):
     x = jax.random.uniform(jax.random.key(2), (20, 20, 3))
     s = jax.random.uniform(jax.random.key(3), (20, 20, 3))
-    base = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
-    weighted = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"),
-                          style_layer_weights=(2.0, 0.0))
-    targets = Targets(content_targets(tiny_weights.params, x, base),
-                      (style_targets(tiny_weights.params, [s], base),))
-    _, p1 = objective(x, tiny_weights.params, targets, base)
-    _, p2 = objective(x, tiny_weights.params, targets, weighted)
+    config = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    targets = Targets(content_targets(tiny_weights.params, x, config),
+                      (style_targets(tiny_weights.params, [s], config),),
+                      weights=loss_weights(config))
+    weighted = targets._replace(weights=loss_weights(config, style_layer_weights=(2.0, 0.0)))
+    _, p1 = objective(x, tiny_weights.params, targets, config)
+    _, p2 = objective(x, tiny_weights.params, weighted, config)
     np.testing.assert_allclose(p2["style/relu1_1"], 2 * p1["style/relu1_1"], rtol=1e-6)
     assert float(p2["style/relu2_1"]) == 0.0
 
 
 def test_validation():
     with pytest.raises(ValueError, match="style_weight"):
-        loss_config(style_weight=-1.0)
+        loss_weights(loss_config(), style_weight=-1.0)
     with pytest.raises(ValueError, match="unknown layer"):
         loss_config(content_layers=("relu4_9",))
     with pytest.raises(ValueError, match="style_layer_weights"):
-        loss_config(style_layer_weights=(1.0,))
+        loss_weights(loss_config(), style_layer_weights=(1.0,))
+    config = loss_config(style_layers=("relu1_1",))
+    targets = Targets({}, ({"relu1_1": jnp.zeros((3, 3))},))
+    with pytest.raises(ValueError, match="targets: no weights"):
+        objective(jnp.zeros((8, 8, 3)), {}, targets, config)
+    with pytest.raises(ValueError, match="weights.style_layers"):
+        objective(jnp.zeros((8, 8, 3)), {}, targets._replace(weights=loss_weights(loss_config())),
+                  config)
     with pytest.raises(ValueError, match="features"):
         gram_matrix(jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="target_gram"):
@@ -108,14 +117,16 @@ def test_relative_objective_ignores_the_networks_activation_scale(tiny_weights):
     style = jax.random.uniform(jax.random.key(1), (24, 24, 3))
     image = jax.random.uniform(jax.random.key(2), (24, 24, 3))
     relative = loss_config("balanced", content_layers=("relu2_1",),
-                           style_layers=("relu1_1", "relu2_1"), tv_weight=0.0)
+                           style_layers=("relu1_1", "relu2_1"))
     neural = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    weights = {"relative": loss_weights(relative, "balanced", tv_weight=0.0),
+               "neural": loss_weights(neural)}
     values = {}
     for k in (1.0, 40.0):
         params = _scaled_network(tiny_weights.params, k)
         for name, config in (("relative", relative), ("neural", neural)):
             targets = Targets(content_targets(params, content, config),
-                              (style_targets(params, [style], config),))
+                              (style_targets(params, [style], config),), weights=weights[name])
             values[name, k] = objective(image, params, targets, config)[1]
     for part in ("content", "style"):
         np.testing.assert_allclose(values["relative", 40.0][part], values["relative", 1.0][part],
@@ -130,10 +141,11 @@ def test_relative_objective_against_numpy(tiny_weights):
     content, style, image = (np.asarray(jax.random.uniform(jax.random.key(i), (20, 28, 3)))
                              for i in range(3))
     config = loss_config("balanced", content_layers=("relu2_1", "relu3_1"),
-                         style_layers=("relu1_1", "relu2_1"), style_layer_weights=(1.0, 3.0),
-                         content_weight=2.0, style_weight=7.0, tv_weight=0.5, model_range=4.0)
+                         style_layers=("relu1_1", "relu2_1"), model_range=4.0)
+    weights = loss_weights(config, style_layer_weights=(1.0, 3.0), content_weight=2.0,
+                           style_weight=7.0, tv_weight=0.5)
     targets = Targets(content_targets(params, jnp.asarray(content), config),
-                      (style_targets(params, [jnp.asarray(style)], config),))
+                      (style_targets(params, [jnp.asarray(style)], config),), weights=weights)
     total, parts = objective(jnp.asarray(image), params, targets, config)
     batch = {name: np.asarray(f, np.float64) for name, f in jax.vmap(
         lambda one: vgg_features(params, one, ("relu1_1", "relu2_1", "relu3_1"), "max"))(
@@ -178,10 +190,16 @@ def test_relative_style_term_is_the_fraction_of_the_photos_distance_left(tiny_we
     params = tiny_weights.params
     content, style = (jax.random.uniform(jax.random.key(i), (24, 24, 3)) for i in (5, 6))
     config = loss_config("balanced", content_layers=("relu2_1",),
-                         style_layers=("relu1_1", "relu2_1"), style_weight=4.0)
-    targets = region_targets(params, content, [style], config)
+                         style_layers=("relu1_1", "relu2_1"))
+    targets = region_targets(params, content, [style], config,
+                             weights=loss_weights(config, "balanced", style_weight=4.0))
     _, at_photo = objective(content, params, targets, config)
     np.testing.assert_allclose(at_photo["style"], 4.0, rtol=1e-5)  # the photo: all of it left
     _, at_style = objective(style, params, targets, config)
     assert float(at_style["style"]) < 1e-4  # the style image itself: none left
     assert float(at_photo["content"]) == 0.0
+    # The photo's distance is weighted by the layers' weights as the output's is.
+    layered = targets._replace(weights=loss_weights(config, "balanced", style_weight=4.0,
+                                                    style_layer_weights=(1.0, 3.0)))
+    np.testing.assert_allclose(objective(content, params, layered, config)[1]["style"], 4.0,
+                               rtol=1e-5)

@@ -55,12 +55,12 @@ def test_checkpoints_written_before_presets_load_as_neural_style():
 
 def test_neural_style_preset_keeps_its_objective_and_weights():
     options = StyleOptions(preset="neural-style")
-    config = options.loss_config(model_range=255.0)
-    assert (config.content_weight, config.style_weight, config.tv_weight) == (5.0, 100.0, 1e-3)
+    config, weights = options.loss_config(model_range=255.0), options.loss_weights()
+    assert (weights.content, weights.style, weights.tv) == (5.0, 100.0, np.float32(1e-3))
     assert config.weight_normalization == "neural-style" and options.lbfgs_linesearch == "none"
     assert options.optimizer_config(255.0).first_step == 0.0
     # The strength multiplies the style weight in any preset.
-    assert options.replace(style_strength=0.5).loss_config().style_weight == 50.0
+    assert options.replace(style_strength=0.5).loss_weights().style == 50.0
 
 
 def test_fast_stops_once_the_loss_stalls_and_never_climbs(tiny_weights):

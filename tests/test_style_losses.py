@@ -159,7 +159,7 @@ def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(t
     x = jnp.asarray(smooth_image(16, 16, 0))
     targets = Targets(content_targets(tiny_weights.params, x, config),
                       (style_targets(tiny_weights.params, [jnp.asarray(smooth_image(16, 16, 1))],
-                                     config),))
+                                     config),), weights=options.loss_weights())
     chunk_args = redrawn_args((tiny_weights.params, targets), options, jax.random.key(0))
     value = lambda args: float(objective(x, *args, config)[1]["style"])
     assert value(chunk_args(0)) == value(chunk_args(4))  # one chunk: one objective
