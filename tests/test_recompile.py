@@ -1,0 +1,73 @@
+"""A change of any weight recompiles nothing: the weights are traced arguments of the objective.
+
+Counts JAX's lowerings (jit cache misses, each one a compilation whether or not the persistent
+cache then has it) across `stylize` runs that differ only in one weight.
+"""
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+from conftest import smooth_image
+
+from jaxstyle import StyleOptions, stylize, stylize_batch
+
+LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+BASE = dict(size=32, iterations=2, progress_every=2, content_layers=("relu2_1",),
+            style_layers=("relu1_1", "relu2_1"), style_blend_weights=(1.0, 1.0))
+CHANGES = {
+    "style_strength": 7.0,
+    "content_weight": 2.5,
+    "style_weight": 3.0,
+    "tv_weight": 0.05,
+    "style_layer_weights": (2.0, 0.5),
+    "temporal_weight": 4.0,
+    "style_blend_weights": (3.0, 1.0),
+}
+
+
+@contextlib.contextmanager
+def counted_lowerings():
+    """Yields a list that holds the name of every function JAX lowers inside the block."""
+    lowered = []
+
+    def listen(event: str, _seconds: float, **kwargs) -> None:
+        if event == LOWERING:
+            lowered.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield lowered
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@pytest.mark.parametrize("preset,regions", [("balanced", False), ("neural-style", True)])
+def test_a_weight_change_recompiles_nothing(tiny_weights, preset, regions):
+    content = smooth_image(24, 32, 0)
+    styles = [smooth_image(32, 32, 1), smooth_image(32, 32, 2)]
+    masks = dict(style_masks=[np.tri(24, 32), 1 - np.tri(24, 32)]) if regions else {}
+    previous = [(smooth_image(24, 32, 3), np.full((24, 32), 0.5, np.float32))]
+    base = StyleOptions(preset=preset, **BASE)
+
+    def run(options: StyleOptions) -> np.ndarray:
+        return stylize(content, styles, tiny_weights, options, previous=previous, **masks).image
+
+    first = run(base)
+    for name, value in CHANGES.items():
+        with counted_lowerings() as lowered:
+            image = run(base.replace(**{name: value}))
+        assert lowered == [], f"{name}: compiled {lowered}"
+        assert np.abs(image - first).max() > 0, f"{name}: the change changed nothing"
+
+
+def test_a_batch_with_another_strength_recompiles_nothing(tiny_weights):
+    contents = [smooth_image(24, 32, 0), smooth_image(24, 32, 4)]
+    styles = [smooth_image(32, 32, 1)]
+    options = StyleOptions(**{**BASE, "style_blend_weights": None})
+    first = stylize_batch(contents, styles, tiny_weights, options)
+    with counted_lowerings() as lowered:
+        again = stylize_batch(contents, styles, tiny_weights, options.replace(style_strength=3.0))
+    assert lowered == []
+    assert np.abs(again[0].image - first[0].image).max() > 0
