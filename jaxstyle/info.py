@@ -1,7 +1,8 @@
 """What a machine offers a run: ``jaxstyle info``, the first thing to run on a new machine or GPU.
 
 Devices and backend, the versions of JAX and its companions, whether the persistent compilation
-cache is on and where, and which weights a run would use and from where.
+cache is on and where, the converted weights present in the order a run picks them, and which
+weights a run would use and from where.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
 
     from jaxstyle.compilation_cache import enable_compilation_cache
     from jaxstyle.cpu_pool import ENV, pool_threads
-    from jaxstyle.weights import describe, find_weights
+    from jaxstyle.weights import DEFAULT_SOURCE_ORDER, converted_files, describe, find_weights
 
     rows = [("jaxstyle", __version__)]
     rows += [(package, _version(package)) for package in PACKAGES]
@@ -45,6 +46,10 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
     rows.append(("compilation cache",
                  f"on, {cache}" if cache else "off (JAXSTYLE_NO_COMPILATION_CACHE is set, or "
                                               "the cache folder cannot be created)"))
+    rows.append(("weights order", ", ".join(DEFAULT_SOURCE_ORDER) + " (every VGG19 first, the "
+                 "checkout's weights/ before the cache)"))
+    found = converted_files()
+    rows.append(("converted weights", ", ".join(map(str, found)) if found else "none"))
     try:
         path = find_weights(weights_spec)
     except WeightsError as exc:

