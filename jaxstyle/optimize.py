@@ -9,8 +9,10 @@ and `minimize` strings chunks together, returning to Python only between chunks.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import copy
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -439,7 +441,22 @@ def _lbfgs(fun: Callable, config: OptimizerConfig) -> jaxopt.LBFGS:
     )
 
 
-@functools.lru_cache(maxsize=64)
+def _one_at_a_time(function: Callable) -> Callable:
+    """`function` cached (`functools.lru_cache`) with one call at a time, so that threads asking
+    for the same arguments at once get the same object back (it is a compile cache's key)."""
+    cached = functools.lru_cache(maxsize=64)(function)
+    lock = threading.Lock()
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        with lock:
+            return cached(*args, **kwargs)
+
+    call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
+    return call
+
+
+@_one_at_a_time
 def _compiled(loss_fn: Callable, loss_static: Any, config: OptimizerConfig, chunk: int,
               batch_axes: tuple | None = None):
     """Builds (and caches) the jitted init and chunk functions for one objective and optimizer.
@@ -592,10 +609,12 @@ def estimate_memory(
 
 def check_memory(loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple,
                  config: OptimizerConfig, chunk: int, memory_limit: int | None = None,
-                 batch_axes: tuple | None = None, cache: CompileCache | None = None) -> None:
+                 batch_axes: tuple | None = None, cache: CompileCache | None = None,
+                 compile: bool = True) -> None:
     """Refuses a run that would not fit, before anything is allocated: `estimate_memory`
     against `memory_limit` bytes (None: what the device has free; 0: no check). `x0` and `args`
     may be `jax.ShapeDtypeStruct`s, so a run can be checked before its targets are computed.
+    `compile` False checks only what needs no compilation (the optimizer state's size).
 
     Raises:
       OutOfMemoryError: the estimate and its parts, and what to change.
@@ -615,6 +634,8 @@ def check_memory(loss_fn: Callable, loss_static: Any, x0: jax.Array, args: tuple
     if state > limit:
         raise OutOfMemoryError(f"this run needs more than {_size(state)} (its optimizer state "
                                f"alone) but {_size(limit)} is available: {advice}")
+    if not compile:
+        return
     need = estimate_memory(loss_fn, loss_static, x0, args, config, chunk, batch_axes, cache)
     if need.total > limit:
         rest = need.total - need.state - need.temporaries
@@ -847,37 +868,72 @@ class CompileCache:
 
     A long-lived process that sees many shapes keeps the `size` most recently used (two per
     shape a run uses); `minimize` and `estimate_memory` use `COMPILED` unless given another.
-    ``COMPILED.clear()`` frees them all.
+    ``COMPILED.clear()`` frees them all. Threads may share it: an executable one thread is
+    compiling is waited for, not compiled twice, by another that asks for it (the driver
+    compiles a run's next scale in the background while the current one runs).
     """
 
     def __init__(self, size: int = 16):
         self.size = size
         self.executables: collections.OrderedDict = collections.OrderedDict()
-        self.log: list[tuple[float, float]] = []  # (finished at, seconds), for timing reports
+        # (finished at, seconds, thread id): compiling, or waiting for another thread's.
+        self.log: list[tuple[float, float, int]] = []
+        self._pending: dict = {}
+        self._lock = threading.Lock()
 
     def compile(self, jitted: Callable, *args):
         """`jitted` compiled ahead of time for these arguments' shapes and dtypes."""
         leaves, treedef = jax.tree_util.tree_flatten(args)
         key = (jitted, treedef, tuple((jnp.shape(a), jnp.result_type(a)) for a in leaves))
-        if key in self.executables:
-            self.executables.move_to_end(key)
-        else:
-            t0 = time.perf_counter()
-            self.executables[key] = jitted.lower(*args).compile()
-            self.log.append((time.perf_counter(), time.perf_counter() - t0))
-            del self.log[:-1000]
+        with self._lock:
+            if key in self.executables:
+                self.executables.move_to_end(key)
+                return self.executables[key]
+            pending = self._pending.get(key)
+            mine = pending is None
+            if mine:
+                pending = self._pending[key] = concurrent.futures.Future()
+        t0 = time.perf_counter()
+        if not mine:
+            try:
+                return pending.result()  # raises what compiling it raised
+            finally:
+                self._logged(t0)
+        try:
+            executable = jitted.lower(*args).compile()
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            pending.set_exception(exc)
+            raise
+        with self._lock:
+            self.executables[key] = executable
+            del self._pending[key]
             while len(self.executables) > self.size:
                 self.executables.popitem(last=False)
-        return self.executables[key]
+        self._logged(t0)
+        pending.set_result(executable)
+        return executable
+
+    def _logged(self, t0: float) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.log.append((now, now - t0, threading.get_ident()))
+            del self.log[:-1000]
 
     def seconds_since(self, start: float) -> float:
-        """Seconds spent compiling since `start` (a `time.perf_counter` reading)."""
-        return sum(seconds for finished, seconds in self.log if finished >= start)
+        """Seconds this thread spent compiling, or waiting for another thread's compilation,
+        since `start` (a `time.perf_counter` reading)."""
+        me = threading.get_ident()
+        with self._lock:
+            return sum(seconds for finished, seconds, thread in self.log
+                       if finished >= start and thread == me)
 
     def clear(self) -> None:
         """Drops every executable and traced function kept."""
-        self.executables.clear()
-        self.log.clear()
+        with self._lock:
+            self.executables.clear()
+            self.log.clear()
         _compiled.cache_clear()
 
 
