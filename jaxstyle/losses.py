@@ -301,9 +301,11 @@ class LossWeights(NamedTuple):
 
         Args:
           config: the objective's configuration.
-          content_weight, style_weight, tv_weight, temporal_weight: w_c, w_s, w_tv and the
-            temporal weight, each a finite number >= 0.
+          content_weight: w_c, a finite number >= 0 (as are the other weights).
+          style_weight: w_s.
+          tv_weight: w_tv.
           style_layer_weights: one multiplier >= 0 per style layer of `config`; default 1 each.
+          temporal_weight: the temporal term's weight.
 
         Returns:
           NumPy float32 arrays (so that making them starts no JAX backend).
