@@ -212,7 +212,7 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
     config = options.optimizer_config(weights.preprocessing.model_range(), first.pixel_units)
     redraw_key = jax.random.fold_in(jax.random.fold_in(walk.key, 1), stage.index)
     batched = walk.devices is not None
-    params = network_params(weights.params, options, first.x0.shape)
+    params = network_params(weights.params, options, first.image_shape)
     if not batched:
         loss_fn, loss_static, x0 = first.loss_fn, first.loss_static, first.x0
         args, batch_axes, place = (params, first.targets), None, (lambda t: t)

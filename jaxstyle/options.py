@@ -26,6 +26,7 @@ from jaxstyle.choices import (
     MAX_WEIGHT,
     OPTIMIZERS,
     ORIGINAL_COLORS,
+    PARAMETRIZATIONS,
     POOLINGS,
     PRECISIONS,
     PRESETS,
@@ -434,6 +435,14 @@ class StyleOptions:
         "coarse to fine without --scales: the most iterations at --size itself; each coarser "
         "scale may run twice as many as the next finer, and every scale at most --iterations "
         "(0: --iterations at every scale)",
+    )
+    parametrization: str = _option(
+        "pixels",
+        "optimizer",
+        "what the optimizer changes: the image's pixels, or the bands of its Laplacian "
+        "pyramid (a step on a coarse band moves a whole region; STROTSS's and Neural Neighbor "
+        "Style Transfer's variable)",
+        choices=PARAMETRIZATIONS,
     )
     ema_decay: float = _option(
         0.0,

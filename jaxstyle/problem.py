@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import color, losses
+from jaxstyle import color, losses, pyramid
 from jaxstyle.choices import MAX_SIDE
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import fit_longest_side, resize
@@ -224,6 +226,8 @@ class Problem(NamedTuple):
       targets: the objective's `jaxstyle.losses.Targets`.
       to_rgb: the variable -> float32 [h, w, 3] RGB in [0, 1].
       pixel_units: whether the variable is in [0, 1] pixel units (else the network's space).
+      image_shape: the image's shape [h, w, c]: x0's, unless x0 holds the bands of its
+        Laplacian pyramid (``parametrization="pyramid"``, `jaxstyle.pyramid`).
     """
 
     loss_fn: Callable
@@ -232,6 +236,7 @@ class Problem(NamedTuple):
     targets: losses.Targets
     to_rgb: Callable[[jax.Array], np.ndarray]
     pixel_units: bool
+    image_shape: tuple[int, ...] = ()
 
 
 def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets, static) -> tuple:
@@ -358,10 +363,30 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
             return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
 
-        return Problem(luminance_objective, (config, pre), color.luminance(start), targets,
-                       with_content_chroma, pixel_units=True)
-    return Problem(losses.objective, config, pre.to_model(start), targets,
-                   functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
+        problem = Problem(luminance_objective, (config, pre), color.luminance(start), targets,
+                          with_content_chroma, pixel_units=True)
+    else:
+        problem = Problem(losses.objective, config, pre.to_model(start), targets,
+                          functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
+    problem = problem._replace(image_shape=tuple(problem.x0.shape))
+    return in_bands(problem) if options.parametrization == "pyramid" else problem
+
+
+def banded(loss_fn: Callable, loss_static, image_shape: Sequence[int]) -> tuple:
+    """``(loss_fn, loss_static, shapes)`` of the objective of an image of `image_shape` as a
+    function of its Laplacian pyramid's bands (`jaxstyle.pyramid.objective`)."""
+    shapes = pyramid.band_shapes(tuple(image_shape))
+    return pyramid.objective, (loss_fn, loss_static, shapes), shapes
+
+
+def in_bands(problem: Problem) -> Problem:
+    """`problem` with the bands of its image's Laplacian pyramid as the variable."""
+    loss_fn, loss_static, shapes = banded(problem.loss_fn, problem.loss_static,
+                                          problem.image_shape)
+    pixels = problem.to_rgb
+    return problem._replace(loss_fn=loss_fn, loss_static=loss_static,
+                            x0=pyramid.decompose(problem.x0, shapes),
+                            to_rgb=lambda z: pixels(pyramid.synthesize(z, shapes)))
 
 
 def network_params(params: dict, options: StyleOptions, image_shape: Sequence[int]) -> dict:
@@ -383,7 +408,7 @@ def network_params(params: dict, options: StyleOptions, image_shape: Sequence[in
 def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
                       style_shapes: Sequence[tuple[int, ...]], weights: VGGWeights,
                       options: StyleOptions, masks: bool = False, content_mask: bool = False,
-                      previous: int = 0) -> None:
+                      previous: int = 0, compile: bool = True) -> None:
     """Refuses a run whose largest stage would not fit in memory (``options.memory_limit_gb``,
     default what the device has free), before any target is computed: the stage's problem is
     built from shapes alone (`jax.eval_shape`) and its compiled chunk's memory analysed; the
@@ -392,6 +417,9 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     Args:
       masks, content_mask: whether the run has style masks (one per style) and a content mask.
       previous: how many earlier frames the temporal loss holds it to (video).
+      compile: False checks only what needs no compilation (the optimizer state's size); the
+        stage's own check (`jaxstyle.optimize.minimize`) then estimates the rest, when its
+        code has been compiled anyway.
 
     Raises:
       OutOfMemoryError: the estimate, its parts and what to change.
@@ -403,10 +431,12 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
         return
     stage = max(stages, key=lambda s: s.window[2] * s.window[3])
 
+    pixels = dataclasses.replace(options, parametrization="pixels")  # bands: see below
+
     def build(content, styles, style_masks, cmask, frames):
         scale = prepare_scale(content, styles, weights, options, stage._replace(tiles=1),
                               style_masks, cmask, previous=frames)
-        problem = stage_problem(scale, scale.content_rgb, stage, weights, options)
+        problem = stage_problem(scale, scale.content_rgb, stage, weights, pixels)
         return problem.x0, problem.targets
 
     def like(shape):
@@ -424,9 +454,12 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
                             else (losses.objective, config))
     params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
+    if options.parametrization == "pyramid":
+        loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
+        x0 = jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
     check_memory(loss_fn, loss_static, x0, (params, targets),
                  options.optimizer_config(pre.model_range(), luminance), options.progress_every,
-                 limit)
+                 limit, compile=compile)
 
 
 def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,
