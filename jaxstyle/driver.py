@@ -10,7 +10,9 @@ lockstep, and a resumed run starts at the stage its checkpoint recorded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxstyle import losses
 from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.errors import JaxstyleError, OptimizationError
-from jaxstyle.optimize import COMPILED, Progress, StopRule, minimize, state_like
+from jaxstyle.optimize import COMPILED, Progress, StopRule, estimate_memory, minimize, state_like
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import (
     Problem,
@@ -200,7 +202,7 @@ def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dic
 
 def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple[Stage, ...],
                canvas: np.ndarray, history: dict | None, resume: RunState | None,
-               share_style: bool):
+               share_style: bool, params: dict | None = None):
     """Minimizes one stage's problems: one image (`walk.devices` None), or a batch sharded over
     `walk.devices` whose style targets are shared or (colour-matched styles) per image.
 
@@ -212,7 +214,8 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
     config = options.optimizer_config(weights.preprocessing.model_range(), first.pixel_units)
     redraw_key = jax.random.fold_in(jax.random.fold_in(walk.key, 1), stage.index)
     batched = walk.devices is not None
-    params = network_params(weights.params, options, first.image_shape)
+    if params is None:
+        params = network_params(weights.params, options, first.image_shape)
     if not batched:
         loss_fn, loss_static, x0 = first.loss_fn, first.loss_static, first.x0
         args, batch_axes, place = (params, first.targets), None, (lambda t: t)
@@ -316,6 +319,84 @@ def _prepare_scales(walk: _Walk, stage: Stage, contents: list[jax.Array],
     return scales
 
 
+class _Ahead:
+    """A run's later scales prepared in a background thread while the current scale runs: their
+    inputs and targets (`_prepare_scales`), network parameters, and compiled init and chunk (in
+    `COMPILED`, where `minimize` finds them). A new shape costs seconds of compilation per scale
+    (tens at 512 px and more from an empty cache) that would otherwise come between two scales;
+    the coarse scales, small and overhead-bound, leave a core for it. Every value is computed
+    as the main thread would compute it, so results do not change."""
+
+    def __init__(self, jobs: list[tuple[tuple[int, int], Callable[[], tuple]]]):
+        self._futures = {size: concurrent.futures.Future() for size, _ in jobs}
+        # A daemon thread: a process that ends (Ctrl-C, an error) does not wait for a compile.
+        self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True,
+                                        name="jaxstyle-next-scales")
+
+    def start(self) -> None:
+        """Starts the work (once the current scale's own compilation, which the run waits
+        for, is done: the two would share the CPU)."""
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
+
+    def _work(self, jobs) -> None:
+        for size, job in jobs:
+            future = self._futures[size]
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to whoever takes the scale
+                future.set_exception(exc)
+
+    def take(self, size: tuple[int, int]) -> tuple | None:
+        """``(scales, params)`` of the scale of `size`, waiting for it (None: not prepared)."""
+        future = self._futures.pop(size, None)
+        return None if future is None else future.result()
+
+    def cancel(self) -> None:
+        """Drops what has not started (what has runs to its end, unused)."""
+        for future in self._futures.values():
+            future.cancel()
+
+
+def _prepares_ahead(stages: Sequence[Stage], devices) -> bool:
+    """Whether `_ahead` prepares later scales of `stages` (one image, untiled scales)."""
+    return (devices is None and all(s.tiles == 1 for s in stages)
+            and len({s.size for s in stages}) > 1)
+
+
+def _ahead(walk: _Walk, stages: tuple[Stage, ...], contents, styles, style_masks, content_mask,
+           previous, share_style: bool) -> _Ahead | None:
+    """Starts preparing the scales after the first of `stages` (the ones the walk runs), for
+    one image whose scales are untiled; None when there is nothing to prepare."""
+    if not _prepares_ahead(stages, walk.devices):
+        return None
+    later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size]
+    options, weights = walk.options, walk.weights
+
+    def prepare(stage: Stage) -> tuple:
+        here = walk._replace(options=options.at_scale(max(stage.size)))
+        scales = _prepare_scales(here, stage, contents, styles, style_masks, content_mask,
+                                 previous, share_style)
+        # The problem as the stage will pose it, from any start of the right shape.
+        problem = stage_problem(scales[0], np.asarray(scales[0].content_rgb), stage, weights,
+                                here.options)
+        params = network_params(weights.params, here.options, problem.image_shape)
+        _compile_stage(here.options, weights, problem, params)
+        return scales, params
+
+    return _Ahead([(s.size, functools.partial(prepare, s)) for s in later])
+
+
+def _compile_stage(options: StyleOptions, weights: VGGWeights, problem: Problem,
+                   params: dict) -> None:
+    """Compiles (into `COMPILED`) the init and chunk `_run_stage` will run for `problem`."""
+    config = options.optimizer_config(weights.preprocessing.model_range(), problem.pixel_units)
+    estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
+                    (params, problem.targets), config, options.progress_every)
+
+
 def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
                stages: tuple[Stage, ...], init_images: list, style_masks, content_mask,
                resume: RunState | None, previous: list | None = None,
@@ -330,23 +411,44 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
             0 <= resume.iteration - stages[begin].offset <= stages[begin].iterations):
         raise JaxstyleError(f"resume: stage {begin} at iteration {resume.iteration} is not part "
                             f"of this run's plan of {len(stages)} stages")
-    count = len(contents)
     # The whole run's loss history per image; a resumed run's comes from its checkpoint.
     histories = ([{} for _ in contents] if resume is None
                  else [{k: list(v) for k, v in resume.history.items()}])
+    totals = {"targets": 0.0, "compile": compiled, "optimize": 0.0, "total": compiled}
+    ahead = _ahead(walk, stages[begin:], contents, styles, style_masks, content_mask, previous,
+                   share_style)
+    try:
+        return _walk_stages(walk, contents, styles, stages, init_images, style_masks,
+                            content_mask, resume, previous, begin, share_style, histories,
+                            totals, ahead)
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+
+
+def _walk_stages(walk, contents, styles, stages, init_images, style_masks, content_mask, resume,
+                 previous, begin, share_style, histories, totals, ahead) -> list[StylizeResult]:
+    """`_walk_plan`'s loop over the stages from `begin`, with `ahead` (or None) preparing the
+    later scales."""
+    options, weights = walk.options, walk.weights
+    count = len(contents)
     canvases: list[np.ndarray] = []
     scales: list[Scale] = []
     per_stage: list[list[dict]] = []  # the current scale's final losses, stage by stage
-    totals = {"targets": 0.0, "compile": compiled, "optimize": 0.0, "total": compiled}
     evaluations = [0] * count
     ran: dict[tuple[int, int], list] = {}  # each scale's size: [iterations, seconds]
     for stage in stages[begin:]:
         started = time.perf_counter()
         resuming = resume if stage.index == begin else None
         here = walk._replace(options=options.at_scale(max(stage.size)))
+        params = None
         if stage.tile == 0 or resuming is not None:
-            scales = _prepare_scales(here, stage, contents, styles, style_masks, content_mask,
-                                     previous, share_style)
+            prepared = ahead and stage.tile == 0 and ahead.take(stage.size)
+            if prepared:
+                scales, params = prepared
+            else:
+                scales = _prepare_scales(here, stage, contents, styles, style_masks,
+                                         content_mask, previous, share_style)
             per_stage = [] if stage.tile == 0 else per_stage
         canvases = _start_canvases(stage, resuming, canvases, scales, options, walk.key,
                                    init_images)
@@ -354,9 +456,16 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
                     for s, c in zip(scales, canvases)]
         jax.block_until_ready([p.targets for p in problems])
         totals["targets"] += time.perf_counter() - started
+        if ahead is not None:  # this scale compiled first, then the later ones behind it
+            compiling = time.perf_counter()
+            if params is None:
+                params = network_params(weights.params, here.options, problems[0].image_shape)
+            _compile_stage(here.options, weights, problems[0], params)
+            totals["compile"] += COMPILED.seconds_since(compiling)
+            ahead.start()
         images, finals, result = _run_stage(
             here, problems, stage, stages, canvases[0],
-            histories[0] if walk.devices is None else None, resuming, share_style)
+            histories[0] if walk.devices is None else None, resuming, share_style, params)
         canvases = [image if stage.tiles == 1 else paste(c, image, stage.window,
                                                          options.tile_overlap)
                     for c, image in zip(canvases, images)]
@@ -447,8 +556,12 @@ def stylize(
     style_masks, content_mask = check_masks(style_masks, content_mask, len(styles))
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
     started = time.perf_counter()  # the memory check compiles the run: count it as compiling
+    # With scales prepared ahead, the largest is compiled while the smaller ones run, and
+    # checked then (by `minimize`, before it allocates anything).
+    first = 0 if resume is None else resume.stage
     check_plan_memory(stages, content.shape, [s.shape for s in styles], weights, options,
-                      style_masks is not None, content_mask is not None, len(previous or ()))
+                      style_masks is not None, content_mask is not None, len(previous or ()),
+                      compile=not _prepares_ahead(stages[first:], None))
     walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
                  callback, report_at, None, style_cache)
     return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,

@@ -170,3 +170,23 @@ def test_the_default_at_512_px_ends_within_the_bounds_at_a_tiny_width(tiny_weigh
                                                         scale_sizes(content.shape, options)))
     quality = measure(tiny_weights, result.image, content, [style], options)
     assert quality.content_distance <= 0.8 and quality.style_gram_ratio <= 0.25, quality
+
+
+def test_later_scales_are_prepared_in_the_background_without_changing_the_result(
+        tiny_weights, monkeypatch):
+    from jaxstyle import driver
+    from jaxstyle.optimize import COMPILED
+
+    content, style = smooth_image(48, 64, seed=1), smooth_image(40, 40, seed=2)
+    options = StyleOptions(scales=(32, 64), scale_iterations=(3, 2), seed=3, **LAYERS)
+    COMPILED.clear()
+    ahead = stylize(content, [style], tiny_weights, options)
+    # The 64 px scale's init and chunk were compiled by another thread than the run's.
+    compiled_by = {thread for _, _, thread in COMPILED.log}
+    assert len(compiled_by) == 2
+    monkeypatch.setattr(driver, "_prepares_ahead", lambda stages, devices: False)
+    COMPILED.clear()
+    inline = stylize(content, [style], tiny_weights, options)
+    assert len({thread for _, _, thread in COMPILED.log}) == 1
+    np.testing.assert_array_equal(ahead.image, inline.image)
+    assert ahead.history == inline.history
