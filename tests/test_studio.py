@@ -21,7 +21,7 @@ pytest.importorskip("starlette", reason="the studio extra is not installed")
 from starlette.testclient import TestClient
 
 from jaxstyle import StyleOptions, load_image, stylize
-from jaxstyle.images import to_uint8
+from jaxstyle.images import load_mask, to_uint8
 from jaxstyle.optimize import COMPILED
 from jaxstyle.options import RANGES
 from jaxstyle.studio import form
@@ -238,6 +238,103 @@ def test_sweep_writes_a_contact_sheet(client):
     assert record["kind"] == "sweep" and record["vary"] == {"style_weight": [1.0, 1000.0]}
     bad = client.post("/api/sweeps", json={**request, "vary": ["style_weight"]})
     assert bad.status_code == 400 and "OPTION=VALUE" in bad.json()["error"]
+
+
+def upload_mask(client, mask: np.ndarray, name: str = "mask.png") -> str:
+    """Uploads a float [H, W] mask as a grey PNG, as the page sends its painted regions."""
+    response = client.post("/api/masks", content=png(np.repeat(mask[..., None], 3, -1)),
+                           headers={"x-filename": name})
+    assert response.status_code == 200, response.text
+    return response.json()["mask"]["id"]
+
+
+def test_a_run_with_painted_regions_is_the_cli_run_with_those_masks(client, tiny_weights,
+                                                                    tmp_path):
+    request = {**inputs(client), "options": {**SMALL, "iterations": 6}}
+    plain = follow(client, start(client, "/api/runs", request))[-1]["record"]
+    # Half the size of the content (24 x 32): resized to it, as the command line does.
+    left = np.zeros((12, 16), np.float32)
+    left[:, :8] = 1.0
+    keep = np.ones((12, 16), np.float32)
+    keep[:4] = 0.0
+    masked_request = {**request, "style_masks": [upload_mask(client, left)],
+                      "content_mask": upload_mask(client, keep)}
+    job = start(client, "/api/runs", masked_request)
+    record = follow(client, job)[-1]["record"]
+    assert record["status"] == "done"
+    assert record["style_masks"] == masked_request["style_masks"]
+    assert record["content_mask"] == masked_request["content_mask"]
+    assert record["mask_files"] == {"style": ["style-mask-1.png"], "content": "content-mask.png"}
+    where = f"runs/{job:04d}"
+    assert (f"--style-masks {where}/style-mask-1.png --content-mask {where}/content-mask.png"
+            in record["command"])
+
+    files = {}
+    for name in ("style-mask-1.png", "content-mask.png"):
+        got = client.get(f"/api/jobs/{job}/masks/{name}")
+        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        files[name] = tmp_path / name
+        files[name].write_bytes(got.content)
+    np.testing.assert_array_equal(np.asarray(Image.open(files["style-mask-1.png"])),
+                                  (left * 255).astype(np.uint8))
+    assert client.get(f"/api/jobs/{job}/masks/report.json").status_code == 404
+    assert client.get(f"/api/jobs/{plain['id']}/masks/style-mask-1.png").status_code == 404
+    shown = client.get(f"/api/masks/{record['content_mask']}/mask.png")  # to paint it again
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown.content))),
+                                  (keep * 255).astype(np.uint8))
+
+    # Bit for bit `stylize` with the masks the command line reads from those files.
+    content_file, style_file = tmp_path / "c.png", tmp_path / "s.png"
+    content_file.write_bytes(png(smooth_image(24, 32, 0)))
+    style_file.write_bytes(png(smooth_image(30, 30, 1)))
+    alone = stylize(load_image(content_file), [load_image(style_file)], tiny_weights,
+                    form.options_from_values(request["options"]),
+                    style_masks=[load_mask(files["style-mask-1.png"])],
+                    content_mask=load_mask(files["content-mask.png"]))
+    result = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content)))
+    np.testing.assert_array_equal(result, to_uint8(alone.image))
+    without = np.asarray(Image.open(io.BytesIO(
+        client.get(f"/api/jobs/{plain['id']}/image.png").content)))
+    assert (result != without).any(), "the masks changed nothing"
+
+
+@pytest.mark.parametrize("change, status, message", [
+    ({"style_masks": ["nope"]}, 400, "no mask 'nope' on this server"),
+    ({"style_masks": [None, None]}, 400, "style_masks: give one mask (or null) for each of the 1"),
+    ({"style_masks": "left"}, 400, "style_masks: give one mask"),
+    ({"content_mask": 7}, 400, "content_mask: give a mask's id"),
+    ({"style_masks": ["black"]}, 400, "style mask 1 covers nothing"),
+    ({"content_mask": "black"}, 400, "content mask covers nothing"),
+    ({"vary": ["style_weight=1,2"], "style_masks": ["white"]}, 400, "a sweep takes no masks"),
+])
+def test_bad_masks_in_a_run_are_refused_with_one_line(client, change, status, message):
+    ids = {"black": upload_mask(client, np.zeros((8, 8), np.float32)),
+           "white": upload_mask(client, np.ones((8, 8), np.float32))}
+    change = {k: [ids.get(m, m) for m in v] if isinstance(v, list) and k != "vary"
+              else ids.get(v, v) if isinstance(v, str) else v for k, v in change.items()}
+    path = "/api/sweeps" if "vary" in change else "/api/runs"
+    refused = client.post(path, json={**inputs(client), "options": {**SMALL, "iterations": 2},
+                                      **change})
+    assert refused.status_code == status, refused.text
+    assert message in refused.json()["error"] and "\n" not in refused.json()["error"]
+    assert client.get("/api/state").json()["job"] is None  # nothing was queued
+
+
+@pytest.mark.parametrize("name, data, limits, status, message", [
+    ("notes.txt", b"just some text", {}, 400, "notes.txt: not an image"),
+    ("cut.png", None, {}, 400, "cut.png: cannot decode image"),
+    ("big.png", png(smooth_image(40, 40, 4)), {"max_pixels": 1000}, 400,
+     "40x40 pixels is over the limit of 1000"),
+    ("heavy.png", b"\x89PNG" + bytes(5000), {"max_bytes": 2000}, 413, "over the limit"),
+    ("empty.png", b"", {}, 400, "empty"),
+])
+def test_bad_mask_uploads_get_a_message(client_for, name, data, limits, status, message):
+    with client_for(**limits) as c:
+        response = c.post("/api/masks", content=truncated_png() if data is None else data,
+                          headers={"x-filename": name})
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"] and "\n" not in response.json()["error"]
+        assert c.get("/api/state").status_code == 200
 
 
 def truncated_png() -> bytes:

@@ -109,9 +109,11 @@ def values(options: StyleOptions) -> dict:
 
 def command_line(options: StyleOptions, content: str, styles: Sequence[str], output: str,
                  weights: str | None = None, command: str = "stylize",
-                 extra: Sequence[str] = ()) -> str:
+                 extra: Sequence[str] = (), style_masks: Sequence[str] = (),
+                 content_mask: str | None = None) -> str:
     """The ``jaxstyle stylize`` (or `command`) line that makes the same run from files, with
-    `extra` words at the end."""
+    `extra` words at the end; `style_masks` (one file per style) and `content_mask` are files
+    too."""
     chosen = settings(options)
     words = ["jaxstyle", command, content, *styles, "-o", output]
     for spec in flags(video=True):
@@ -124,6 +126,10 @@ def command_line(options: StyleOptions, content: str, styles: Sequence[str], out
         else:
             text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
             words += [spec.flag, text]
+    if style_masks:
+        words += ["--style-masks", *style_masks]
+    if content_mask:
+        words += ["--content-mask", content_mask]
     if weights:
         words += ["--weights", weights]
     return shlex.join([*words, *extra])

@@ -132,6 +132,21 @@ def style_ids(value) -> tuple[str, ...]:
     return tuple(value)
 
 
+def mask_ids(value, styles: int) -> tuple[str | None, ...] | None:
+    """A run's style masks: None (no regions) or one mask id or None (everywhere) per style.
+
+    Raises:
+      JaxstyleError: not a list of that many ids and nulls.
+    """
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != styles
+            or not all(m is None or isinstance(m, str) for m in value)):
+        raise JaxstyleError(f"style_masks: give one mask (or null) for each of the {styles} "
+                            "style images")
+    return tuple(value) if any(m is not None for m in value) else None
+
+
 def sweep_texts(value) -> list[str]:
     """A sweep's ``vary``: one or two ``OPTION=VALUE,...`` strings (one string: one axis).
 

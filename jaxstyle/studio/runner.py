@@ -25,12 +25,15 @@ from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
 from jaxstyle.quality import measure
 from jaxstyle.runner import output_label, run_report, weights_record
+from jaxstyle.studio.store import mask_png
 from jaxstyle.sweeps import Cell, contact_sheet, sweep
 from jaxstyle.weights import VGGWeights
 
 RESULT = "result.png"
 SHEET = "sheet.png"
 REPORT = "report.json"
+STYLE_MASK = "style-mask-{}.png"  # numbered from 1, as the styles on the command line
+CONTENT_MASK = "content-mask.png"
 
 
 class _Stop(Exception):
@@ -99,6 +102,8 @@ def run(
     inputs: dict,
     resume: RunState | None = None,
     style_cache: dict | None = None,
+    style_masks: Sequence[np.ndarray] | None = None,
+    content_mask: np.ndarray | None = None,
 ) -> Outcome:
     """Stylizes `content` into ``folder/result.png`` and writes ``folder/report.json``.
 
@@ -111,6 +116,8 @@ def run(
       inputs: what the report says the inputs were (names, checksums, the command line).
       resume: continue from this state (with ``options.iterations`` raised to run further).
       style_cache: `stylize`'s cache of style targets, kept by the caller between runs.
+      style_masks: one mask float32 [H, W] per style (`stylize`'s), or None.
+      content_mask: float32 [H, W] (`stylize`'s), or None.
 
     Returns:
       The `Outcome`; its ``state`` continues the run.
@@ -133,7 +140,8 @@ def run(
 
     try:
         result = stylize(content, styles, weights, options, callback=callback, report_at=pace,
-                         resume=resume, style_cache=style_cache)
+                         resume=resume, style_cache=style_cache, style_masks=style_masks,
+                         content_mask=content_mask)
     except _Stop:
         p = latest[0]
         image, history, status = p.image(), p.history, "stopped"
@@ -211,6 +219,27 @@ def run_sweep(
     }
     write_json(folder / REPORT, report)
     return Outcome(status, sheet, len(cells), None, report)
+
+
+def save_masks(folder: Path, style_masks: Sequence[np.ndarray | None] | None,
+               content_mask: np.ndarray | None) -> tuple[tuple[str, ...], str | None]:
+    """Writes a run's masks into `folder` as the grey PNGs ``--style-masks`` and
+    ``--content-mask`` read; returns their names. A style with no mask of its own (None) gets
+    a white one, for the command line takes a file for every style.
+
+    Args:
+      style_masks: float32 [H, W] in [0, 1] per style or None; or None for no regions.
+      content_mask: float32 [H, W] in [0, 1], or None.
+    """
+    names = []
+    shown = [m for m in style_masks or () if m is not None]
+    for i, mask in enumerate(style_masks if shown else ()):
+        names.append(STYLE_MASK.format(i + 1))
+        white = np.ones(shown[0].shape, np.float32)
+        (folder / names[-1]).write_bytes(mask_png(white if mask is None else mask))
+    if content_mask is not None:
+        (folder / CONTENT_MASK).write_bytes(mask_png(content_mask))
+    return tuple(names), None if content_mask is None else CONTENT_MASK
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -43,11 +43,11 @@ from starlette.staticfiles import StaticFiles
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.options import RANGES, OptionsError, Range
-from jaxstyle.problem import check_inputs
+from jaxstyle.problem import check_inputs, check_masks
 from jaxstyle.studio import DEFAULT_PORT, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
 from jaxstyle.studio.limits import TooLarge
-from jaxstyle.studio.store import RunFolder, display_name, preview_png
+from jaxstyle.studio.store import RunFolder, display_name, mask_png, preview_png
 from jaxstyle.studio.worker import Busy, Snapshot, Worker
 from jaxstyle.studio.worker import Request as JobRequest
 from jaxstyle.sweeps import grid, parse_axis
@@ -186,6 +186,25 @@ def create_app(config: StudioConfig) -> Guard:
             return error(str(exc))
         return JSONResponse({"image": entry.public()})
 
+    async def upload_mask(request: Request) -> Response:
+        name = display_name(unquote(request.headers.get("x-filename", "mask")))
+        try:
+            data = await read_body(request, config.max_bytes)
+            entry = await run_in_threadpool(folder.add_mask, data, name)
+        except TooLarge as exc:
+            return error(f"{name}: {exc} (the upload limit)", 413)
+        except ImageError as exc:
+            return error(str(exc))
+        return JSONResponse({"mask": {"id": entry.id, "width": entry.width,
+                                      "height": entry.height}})
+
+    async def mask_image(request: Request) -> Response:
+        try:
+            mask = await run_in_threadpool(folder.load_mask, request.path_params["mask"])
+        except ImageError as exc:
+            return error(str(exc), 404)
+        return Response(await run_in_threadpool(mask_png, mask), media_type="image/png")
+
     async def image_preview(request: Request) -> Response:
         try:
             data = await run_in_threadpool(folder.preview, request.path_params["image"])
@@ -210,7 +229,23 @@ def create_app(config: StudioConfig) -> Guard:
         shapes = [(e.height, e.width, 3) for e in map(folder.image, [content, *styles])]
         for run in grid(options, axes) if axes else [options]:
             check_inputs(shapes[0], shapes[1:], run)
-        return JobRequest(kind, content, styles, options, axes)
+        style_masks, content_mask = masks_of(data, len(styles))
+        if kind == "sweep" and (style_masks or content_mask):
+            raise JaxstyleError("a sweep takes no masks: run with the regions, or clear them")
+        return JobRequest(kind, content, styles, options, axes, style_masks=style_masks,
+                          content_mask=content_mask)
+
+    def masks_of(data: dict, styles: int) -> tuple[tuple | None, str | None]:
+        """A request's mask ids, each mask read and checked as `stylize` checks it (a mask
+        with no white pixel is refused here, before the job is queued)."""
+        style_masks = limits.mask_ids(data.get("style_masks"), styles)
+        content_mask = data.get("content_mask")
+        if content_mask is not None and not isinstance(content_mask, str):
+            raise JaxstyleError("content_mask: give a mask's id, or null")
+        check_masks(None if style_masks is None else
+                    [None if m is None else folder.load_mask(m) for m in style_masks],
+                    None if content_mask is None else folder.load_mask(content_mask), styles)
+        return style_masks, content_mask
 
     async def submit(job_request_: JobRequest) -> Response:
         try:
@@ -303,6 +338,16 @@ def create_app(config: StudioConfig) -> Guard:
             return FileResponse(path, media_type="image/png", filename=name)
         return FileResponse(path, media_type="image/png")
 
+    async def run_mask(request: Request) -> Response:
+        job_id = limits.job_id(request.path_params["job"])
+        record = None if job_id is None else worker.record(job_id)
+        files = (record or {}).get("mask_files") or {}
+        name = request.path_params["name"]
+        if name not in [*files.get("style", ()), files.get("content")]:
+            raise Missing("no such mask")
+        return FileResponse(run_file(request, name), media_type="image/png",
+                            filename=f"jaxstyle-{request.path_params['job']}-{name}")
+
     async def thumbnail(request: Request) -> Response:
         path = run_file(request, runner.SHEET)
         path = path if path.is_file() else path.with_name(runner.RESULT)
@@ -336,6 +381,8 @@ def create_app(config: StudioConfig) -> Guard:
         Route("/api/state", state),
         Route("/api/images", upload, methods=["POST"]),
         Route("/api/images/{image}/preview.png", image_preview),
+        Route("/api/masks", upload_mask, methods=["POST"]),
+        Route("/api/masks/{mask}/mask.png", mask_image),
         Route("/api/check", check, methods=["POST"]),
         Route("/api/runs", start_run, methods=["POST"]),
         Route("/api/sweeps", start_sweep, methods=["POST"]),
@@ -345,6 +392,7 @@ def create_app(config: StudioConfig) -> Guard:
         Route("/api/jobs/{job}/frame.png", frame),
         Route("/api/jobs/{job}/image.png", result_image),
         Route("/api/jobs/{job}/thumb.png", thumbnail),
+        Route("/api/jobs/{job}/masks/{name}", run_mask),
         Route("/api/jobs/{job}/report.json", report),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]

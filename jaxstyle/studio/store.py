@@ -5,7 +5,9 @@ example's its file name's stem) and runs by a number; a request never carries a 
 are checked before they are kept: a byte limit, a short list of raster formats (Pillow's other
 plugins, some of which run external programs, are never reached), then `jaxstyle.load_image`
 with its pixel limit, decompression-bomb and truncation checks. What is kept in memory (decoded
-images, previews) is bounded in bytes: a 100-megapixel image is 1.2 GB decoded.
+images, previews) is bounded in bytes: a 100-megapixel image is 1.2 GB decoded. Mask images
+(the regions painted on the page, or uploaded) are uploads too, checked the same way and read
+by `jaxstyle.images.load_mask`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 import jaxstyle
 from jaxstyle.errors import ImageError
-from jaxstyle.images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_image, to_uint8
+from jaxstyle.images import IMAGE_FORMATS, IMAGE_SUFFIXES, load_image, load_mask, to_uint8
 
 PREVIEW_SIDE = 768
 """Longest side of the pictures the page shows of inputs and results (full-size files are
@@ -67,6 +69,21 @@ class ImageEntry(NamedTuple):
         """What the page is told about it."""
         return {"id": self.id, "name": self.name, "width": self.width, "height": self.height,
                 "example": self.example}
+
+
+class MaskEntry(NamedTuple):
+    """A mask image the server holds (white: applies; `jaxstyle.images.load_mask`).
+
+    Attributes:
+      id: how the page names it (the start of its SHA-256).
+      path: where it is; never sent to the page.
+      width, height: its size in pixels.
+    """
+
+    id: str
+    path: Path
+    width: int
+    height: int
 
 
 def examples_dir() -> Path | None:
@@ -125,6 +142,15 @@ def preview_png(image: np.ndarray, side: int = PREVIEW_SIDE) -> bytes:
     return buffer.getvalue()
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """float [H, W] in [0, 1] -> an 8-bit grey PNG (what `jaxstyle.images.load_mask` reads back
+    as the same values, to 1/255)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8), "L").save(
+        buffer, format="PNG")
+    return buffer.getvalue()
+
+
 class RunFolder:
     """The folder a studio server owns: ``uploads/`` and ``runs/<n>/``, and the examples.
 
@@ -135,11 +161,13 @@ class RunFolder:
         self.root = Path(root)
         self.max_pixels, self.max_bytes = max_pixels, max_bytes
         self.uploads = self.root / "uploads"
+        self.masks = self.uploads / "masks"
         self.runs = self.root / "runs"
-        for folder in (self.uploads, self.runs):
+        for folder in (self.uploads, self.masks, self.runs):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._images: dict[str, ImageEntry] = {}
+        self._masks: dict[str, MaskEntry] = {}
         self._decoded = ByteCache(DECODED_CACHE_BYTES, lambda image: image.nbytes)
         self._previews = ByteCache(PREVIEW_CACHE_BYTES, len)
         for path in sorted((examples_dir() or Path("/nonexistent")).glob("*")):
@@ -175,13 +203,62 @@ class RunFolder:
             undecodable; the message names the upload by its file name.
         """
         name = display_name(filename)
+        path, digest, image = self._keep(data, name, self.uploads, load_image)
+        entry = ImageEntry(digest[:16], name, path, image.shape[1], image.shape[0], digest, False)
+        with self._lock:
+            self._images[entry.id] = entry
+            self._decoded.put(entry.id, image)
+        return entry
+
+    def add_mask(self, data: bytes, filename: str) -> MaskEntry:
+        """Checks and keeps an uploaded mask image (of any size: a run resizes it to the
+        content, as the command line does).
+
+        Raises:
+          ImageError: as `add_upload`.
+        """
+        name = display_name(filename)
+        path, digest, mask = self._keep(data, name, self.masks, load_mask)
+        entry = MaskEntry(digest[:16], path, mask.shape[1], mask.shape[0])
+        with self._lock:
+            self._masks[entry.id] = entry
+        return entry
+
+    def mask(self, mask_id: str) -> MaskEntry:
+        """The mask with this id.
+
+        Raises:
+          ImageError: no such mask (the id is not looked up as a path).
+        """
+        with self._lock:
+            entry = self._masks.get(mask_id) if isinstance(mask_id, str) else None
+        if entry is None:
+            raise ImageError(f"no mask {str(mask_id)[:64]!r} on this server: paint it again")
+        return entry
+
+    def load_mask(self, mask_id: str) -> np.ndarray:
+        """The mask as float32 [H, W] in [0, 1] (`jaxstyle.images.load_mask`).
+
+        Raises:
+          ImageError: no such mask, or it can no longer be read.
+        """
+        return load_mask(self.mask(mask_id).path, self.max_pixels)
+
+    def _keep(self, data: bytes, name: str, folder: Path,
+              reader: Callable[[Path, int], np.ndarray]) -> tuple[Path, str, np.ndarray]:
+        """Checks an upload's bytes, format and pixels, decodes it with `reader` and keeps it
+        in `folder` named by its SHA-256; returns ``(path, sha256, decoded)``.
+
+        Raises:
+          ImageError: as `add_upload`.
+        """
         if len(data) > self.max_bytes:
             raise ImageError(f"{name}: {len(data):,} bytes is over the upload limit of "
                              f"{self.max_bytes:,}")
         if not data:
             raise ImageError(f"{name}: the file is empty")
         digest = _sha256(data)
-        fd, incoming = tempfile.mkstemp(dir=self.uploads, prefix=".incoming-")
+        fd, incoming = tempfile.mkstemp(dir=folder, prefix=".incoming-")
         incoming = Path(incoming)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -199,19 +276,14 @@ class RunFolder:
                 raise ImageError(f"{name}: its header claims more than {pillow:,} pixels, over "
                                  f"the limit of {min(pillow, self.max_pixels):,} pixels") from None
             try:
-                image = load_image(incoming, self.max_pixels)
+                decoded = reader(incoming, self.max_pixels)
             except ImageError as exc:  # its message starts with our path: name the upload
                 raise ImageError(str(exc).replace(str(incoming), name)) from None
-            image_id = digest[:16]
-            path = self.uploads / f"{image_id}.{kind.lower()}"
+            path = folder / f"{digest[:16]}.{kind.lower()}"
             os.replace(incoming, path)
         finally:
             incoming.unlink(missing_ok=True)
-        entry = ImageEntry(image_id, name, path, image.shape[1], image.shape[0], digest, False)
-        with self._lock:
-            self._images[image_id] = entry
-            self._decoded.put(image_id, image)
-        return entry
+        return path, digest, decoded
 
     def load(self, image_id: str) -> np.ndarray:
         """The image as float32 [H, W, 3] in [0, 1].

@@ -22,6 +22,7 @@ import numpy as np
 from jaxstyle.checkpoint import RunState
 from jaxstyle.driver import StylizeProgress
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.images import load_mask
 from jaxstyle.options import StyleOptions
 from jaxstyle.stages import continued
 from jaxstyle.studio import form, runner
@@ -46,6 +47,9 @@ class Request(NamedTuple):
       options: the options (a sweep's apply to every cell).
       axes: a sweep's ``(option, values)`` pairs; empty for a run.
       resume: for a run that continues another: that run's id and state.
+      style_masks: a run's regions: per style a mask's id, or None (everywhere); None for
+        no regions.
+      content_mask: the id of the mask where the content loss counts; None: everywhere.
     """
 
     kind: str
@@ -54,6 +58,8 @@ class Request(NamedTuple):
     options: StyleOptions
     axes: tuple = ()
     resume: tuple[int, RunState] | None = None
+    style_masks: tuple[str | None, ...] | None = None
+    content_mask: str | None = None
 
 
 class Snapshot(NamedTuple):
@@ -103,6 +109,7 @@ class Job:
     def __init__(self, job_id: int, request: Request):
         self.id, self.request = job_id, request
         self.submitted = time.perf_counter()
+        self.mask_files: dict = {"style": [], "content": None}  # saved in the run's folder
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._snapshot = Snapshot(job_id, request.kind, "queued", "waiting for the network")
@@ -307,9 +314,21 @@ class Worker:
     def _start_run(self, job: Job, content: np.ndarray, styles: list[np.ndarray], inputs: dict,
                    folder: Path) -> runner.Outcome:
         request, options = job.request, job.request.options
+        where = self.folder.relative(folder)
+        style_files, content_file = runner.save_masks(
+            folder, None if request.style_masks is None else [
+                None if m is None else self.folder.load_mask(m) for m in request.style_masks],
+            None if request.content_mask is None else self.folder.load_mask(request.content_mask))
+        # The run reads the files it saved, as the command line it shows would.
+        style_masks = [load_mask(folder / n, self.folder.max_pixels) for n in style_files]
+        content_mask = None if content_file is None else load_mask(folder / content_file,
+                                                                   self.folder.max_pixels)
         inputs["command"] = form.command_line(
             options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
-            f"{self.folder.relative(folder)}/{runner.RESULT}", self._weights_arg())
+            f"{where}/{runner.RESULT}", self._weights_arg(),
+            style_masks=[f"{where}/{n}" for n in style_files],
+            content_mask=content_file and f"{where}/{content_file}")
+        job.mask_files = {"style": list(style_files), "content": content_file}
         resume = request.resume[1] if request.resume else None
         job.update(status="running", total=options.iterations,
                    message="starting: the targets, and compiling the first time at a size")
@@ -325,7 +344,8 @@ class Worker:
 
         return runner.run(content, styles, self.network, options, folder,
                           on_progress=on_progress, should_stop=job.stop.is_set, inputs=inputs,
-                          resume=resume, style_cache=self._style_cache(request))
+                          resume=resume, style_cache=self._style_cache(request),
+                          style_masks=style_masks or None, content_mask=content_mask)
 
     def _start_sweep(self, job: Job, content: np.ndarray, styles: list[np.ndarray],
                      inputs: dict, folder: Path) -> runner.Outcome:
@@ -352,8 +372,8 @@ class Worker:
                 self._states = {job.id: (job.request, state)}  # the newest run's only: its size
             self._records[job.id] = snapshot.record or {
                 "id": job.id, "kind": job.request.kind, "status": snapshot.status,
-                "message": snapshot.message, "content": job.request.content,
-                "styles": list(job.request.styles), "options": form.values(job.request.options),
+                "message": snapshot.message, **_inputs(job.request),
+                "options": form.values(job.request.options),
                 "settings": form.settings(job.request.options)}
 
     def _record(self, job: Job, outcome: runner.Outcome) -> dict:
@@ -361,8 +381,8 @@ class Worker:
         request, report = job.request, outcome.report
         quality = report.get("quality")
         record = {
-            "id": job.id, "kind": request.kind, "status": outcome.status,
-            "content": request.content, "styles": list(request.styles),
+            "id": job.id, "kind": request.kind, "status": outcome.status, **_inputs(request),
+            "mask_files": job.mask_files,
             "options": form.values(request.options), "settings": form.settings(request.options),
             "iteration": outcome.iteration, "continued_from": request.resume[0]
             if request.resume else None, "seconds": time.perf_counter() - job.submitted,
@@ -396,7 +416,9 @@ class Worker:
         Everything but the iteration count goes into the key: style targets depend on the
         layers, losses, scales and sizes, and a superfluous miss only costs a forward pass.
         """
-        key = (request.styles, request.options.replace(iterations=0))
+        # With regions each style has its own targets; without, they are blended into one.
+        key = (request.styles, request.style_masks is not None,
+               request.options.replace(iterations=0))
         with self._lock:
             cache = self._style_caches.setdefault(key, {})
             self._style_caches.move_to_end(key)
@@ -420,6 +442,13 @@ def after_chunk(before: Snapshot, p: StylizeProgress, elapsed: float, frame: int
             per = (1 - _PACE_DECAY) * per + _PACE_DECAY * before.per_iteration
         changes.update(per_iteration=per, eta=per * (p.total_iterations - p.iteration))
     return {**changes, "chunk_at": elapsed}
+
+
+def _inputs(request: Request) -> dict:
+    """A request's inputs as its history entry names them (ids, as the page knows them)."""
+    return {"content": request.content, "styles": list(request.styles),
+            "style_masks": None if request.style_masks is None else list(request.style_masks),
+            "content_mask": request.content_mask}
 
 
 def _vary(name: str, values: tuple) -> list[str]:
