@@ -23,7 +23,10 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 """The video files `jaxstyle video` reads and writes (PyAV); any other output is a folder."""
 PREPROCESSINGS = ("torchvision", "caffe")
 FLOWS = ("dis", "farneback", "deepflow")
-PRESETS = ("balanced", "neural-style", "fast")
+PRESETS = ("balanced", "neural-style", "fast", "neural-neighbour")
+NEURAL_NEIGHBOUR = "neural-neighbour"
+"""The preset whose objective matches neural neighbours (`jaxstyle.neighbours`) instead of style
+statistics."""
 
 SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-keras-h5", "vgg16-keras",
                 "vgg16-torchvision", "vgg16-torchvision-pth")

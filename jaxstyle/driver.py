@@ -25,9 +25,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstyle import losses
 from jaxstyle.checkpoint import RunState, restore_state
+from jaxstyle.choices import NEURAL_NEIGHBOUR
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.optimize import COMPILED, Progress, StopRule, estimate_memory, minimize, state_like
-from jaxstyle.options import StyleOptions
+from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.problem import (
     Problem,
     Scale,
@@ -612,6 +613,9 @@ def stylize_batch(
       JaxstyleError: invalid inputs or options.
     """
     options = check_arguments(weights, options)
+    if options.preset == NEURAL_NEIGHBOUR:
+        raise OptionsError(f"preset: {NEURAL_NEIGHBOUR} does not run batches yet; stylize "
+                           "each image on its own")
     if not contents:
         raise JaxstyleError("contents: no content images")
     contents = [check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]

@@ -24,6 +24,7 @@ from jaxstyle.choices import (
     MAX_SIDE,
     MAX_STYLE_SCALE,
     MAX_WEIGHT,
+    NEURAL_NEIGHBOUR,
     OPTIMIZERS,
     ORIGINAL_COLORS,
     PARAMETRIZATIONS,
@@ -75,6 +76,11 @@ FINEST_ITERATIONS = 50
 """The balanced preset's most iterations at the full size; each coarser scale may run twice the
 next finer's (docs/benchmarks.md, "Time to a picture")."""
 _ONE_SCALE = {"coarsest": 0, "finest_iterations": 0}
+NEIGHBOUR_TV_WEIGHT = 0.02
+"""The neural-neighbour preset's TV weight (NNST has none; its Laplacian-pyramid variable
+smooths instead): enough to calm single-pixel noise, small beside the style term."""
+CONTENT_ALPHA = 0.75
+"""The neural-neighbour preset's default content share, NNST's own default (its ``--alpha``)."""
 
 _NEURAL_STYLE_OBJECTIVE = {
     "content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3, "temporal_weight": 1e3,
@@ -94,6 +100,15 @@ PRESET_VALUES = {
     # presets are what they are"; chelsea/marbled 3.1%).
     "fast": {**_NEURAL_STYLE_OBJECTIVE, "lbfgs_linesearch": "zoom", "stop_tolerance": 3e-4,
              "convolution": "auto", **_ONE_SCALE},
+    # The neighbour term is a mean cosine distance, O(0.1-1) like the relative objective's
+    # terms: the balanced preset's optimizer and schedule; no content term (content_alpha is
+    # the knob, as in NNST) and a TV weight that keeps it at a few percent of the style term.
+    NEURAL_NEIGHBOUR: {
+        "content_weight": 0.0, "style_weight": 1.0, "tv_weight": NEIGHBOUR_TV_WEIGHT,
+        "temporal_weight": 0.0, "weight_normalization": "relative", "style_strength": 1.0,
+        "lbfgs_linesearch": "zoom", "stop_tolerance": 0.0, "stop_change": 0.1,
+        "convolution": "auto", "coarsest": COARSEST, "finest_iterations": FINEST_ITERATIONS,
+    },
 }
 """What each of `PRESETS` sets among the options left None (see `StyleOptions.preset`)."""
 
@@ -218,6 +233,7 @@ RANGES = {
     "progress_every": Range(1, MAX_ITERATIONS),
     "redraw_every": Range(1, MAX_ITERATIONS),
     "histogram_weight": _WEIGHT,
+    "content_alpha": Range(0, 1),
     "scales": Range(1, MAX_SIDE),
     "scale_iterations": Range(0, MAX_ITERATIONS),
     "coarsest": Range(0, MAX_SIDE),
@@ -247,7 +263,10 @@ class StyleOptions:
         "--style-strength means the same for any pair, size and network, a line search, and a "
         "stop once the picture stops changing; 'neural-style' reproduces neural-style's runs "
         "(its objective and weights, L-BFGS with unit steps for --iterations); 'fast' is "
-        "neural-style's objective with a line search and a stop once the loss stalls. "
+        "neural-style's objective with a line search and a stop once the loss stalls; "
+        "'neural-neighbour' replaces each output hypercolumn by its nearest style hypercolumn "
+        "and pulls the picture towards those (Neural Neighbor Style Transfer, Kolkin et al. "
+        "2022; its knob is --content-alpha). "
         "Options named below as set by the preset can still be given",
         choices=PRESETS,
     )
@@ -363,6 +382,13 @@ class StyleOptions:
         "content and style",
         "with --style-loss sliced_wasserstein: iterations between redraws of its random "
         "directions (L-BFGS needs the objective fixed in between)",
+    )
+    content_alpha: float = _option(
+        CONTENT_ALPHA,
+        "content and style",
+        "with --preset neural-neighbour: the content's share, from 0 to 1, of the hypercolumns "
+        "each output position's nearest style hypercolumn is searched for (the rest is the "
+        "output's own): 1 keeps the most content, 0 gives the most style (NNST's alpha)",
     )
     histogram_weight: float = _option(
         1.0,
@@ -547,6 +573,30 @@ class StyleOptions:
             raise OptionsError(str(exc)) from None
         if self.ema_decay and self.keep_best:
             raise OptionsError("ema_decay and keep_best: choose one way to pick the output")
+        if self.preset == NEURAL_NEIGHBOUR:
+            self._check_neighbour()
+
+    def _check_neighbour(self) -> None:
+        """Refuses, by name, what the neural-neighbour objective does not compose with yet."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        refused = {
+            "style_loss": (self.style_loss != defaults["style_loss"],
+                           "it matches neighbours, not style statistics"),
+            "style_layers": (self.style_layers != defaults["style_layers"],
+                             "it stacks every ReLU of the network's first four blocks"),
+            "style_layer_weights": (self.style_layer_weights is not None,
+                                    "it stacks every ReLU of the network's first four blocks"),
+            "style_blend_weights": (self.style_blend_weights is not None,
+                                    "several styles' hypercolumns are pooled, not blended"),
+            "original_colors": (self.original_colors == "luminance",
+                                "'luminance' does not compose with it yet"),
+            "tile_size": (self.tile_size is not None, "tiles do not compose with it yet"),
+            "temporal_weight": (self.temporal_weight > 0,
+                                "the temporal video term does not compose with it yet"),
+        }
+        for name, (bad, why) in refused.items():
+            if bad:
+                raise OptionsError(f"{name}: not with preset {NEURAL_NEIGHBOUR}: {why}")
 
     def _check_types(self) -> None:
         """Each field's type (lists become tuples) and, where it has them, its choices."""

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import color, losses, pyramid
-from jaxstyle.choices import MAX_SIDE
+from jaxstyle import color, losses, neighbours, pyramid
+from jaxstyle.choices import MAX_SIDE, NEURAL_NEIGHBOUR
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.options import OptionsError, StyleOptions
@@ -314,7 +314,14 @@ def prepare_scale(
                       for s in style_rgbs]
     model_styles = [pre.to_model(s) for s in style_rgbs]
     regions = style_masks is not None
-    if style is None and stage.tiles > 1:
+    if options.preset == NEURAL_NEIGHBOUR:
+        _check_neighbour_inputs(style_masks, content_mask, previous)
+    if style is None and options.preset == NEURAL_NEIGHBOUR:
+        # Seeded per scale: a run draws the same style samples every time.
+        key = jax.random.fold_in(jax.random.key(options.seed), stage.scale)
+        style = neighbours.style_hypercolumns(weights.params, model_styles,
+                                              neighbour_config(options, weights), key)
+    elif style is None and stage.tiles > 1:
         style = tiled_style_target_list(weights.params, model_styles, config,
                                         options.style_blend_weights, regions, options.tile_size,
                                         options.tile_overlap)
@@ -335,6 +342,22 @@ def prepare_scale(
                  tuple(scaled) or None)
 
 
+def _check_neighbour_inputs(style_masks, content_mask, previous) -> None:
+    """Refuses, by name, the inputs the neural-neighbour objective does not take yet."""
+    for name, given in (("style_masks", style_masks is not None),
+                        ("content_mask", content_mask is not None), ("previous", bool(previous))):
+        if given:
+            what = "the temporal video term" if name == "previous" else "masks"
+            raise OptionsError(f"{name}: not with preset {NEURAL_NEIGHBOUR}: {what} do not "
+                               "compose with it yet")
+
+
+def neighbour_config(options: StyleOptions, weights: VGGWeights) -> neighbours.NeighbourConfig:
+    """The neural-neighbour objective's static configuration for the network `weights` hold."""
+    config = options.loss_config(model_range=weights.preprocessing.model_range())
+    return neighbours.NeighbourConfig(config, neighbours.hypercolumn_layers(weights.params))
+
+
 def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
                   options: StyleOptions) -> Problem:
     """The optimization of one stage: `scale`'s inputs cut to the stage's window, starting from
@@ -346,6 +369,16 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     masks = None if scale.style_masks is None else [
         None if m is None else m[window] for m in scale.style_masks]
     cmask = None if scale.content_mask is None else scale.content_mask[window]
+    start = jnp.asarray(canvas[window])
+    if options.preset == NEURAL_NEIGHBOUR:
+        static = neighbour_config(options, weights)
+        targets = neighbours.neighbour_targets(
+            weights.params, pre.to_model(scale.content_in[window]), scale.style, static,
+            options.content_alpha, options.loss_weights())
+        problem = Problem(neighbours.objective, static, pre.to_model(start), targets,
+                          functools.partial(to_rgb, preprocessing=pre), pixel_units=False,
+                          image_shape=tuple(start.shape))
+        return in_bands(problem) if options.parametrization == "pyramid" else problem
     try:
         targets = losses.region_targets(
             weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
@@ -355,7 +388,6 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     if scale.previous:
         targets = targets._replace(previous=tuple((w[window], c[window])
                                                   for w, c in scale.previous))
-    start = jnp.asarray(canvas[window])
     if options.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
@@ -453,6 +485,8 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     luminance = options.original_colors == "luminance"
     loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
                             else (losses.objective, config))
+    if options.preset == NEURAL_NEIGHBOUR:
+        loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
     params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
     if options.parametrization == "pyramid":
         loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
