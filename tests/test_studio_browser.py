@@ -160,6 +160,98 @@ def test_upload_run_watch_stop_continue_download(page, pictures):
     assert page.input_value("#opt-iterations") == "1000000"
 
 
+SHOWN_ALPHA = 0.55  # regions.js shows the paint at this opacity over the picture
+
+
+def paint_alpha(page) -> np.ndarray:
+    """The alpha of the regions shown over the content image, uint8 [h, w]."""
+    width, height, data = page.evaluate("""() => {
+        const canvas = document.getElementById('paint');
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        return [canvas.width, canvas.height, Array.from(data)];
+    }""")
+    return np.asarray(data, np.uint8).reshape(height, width, 4)[..., 3]
+
+
+def finish_run(page, job: int) -> None:
+    page.click("#run")
+    wait_until(page, f"document.getElementById('status').textContent.startsWith('run {job}: ')")
+    page.wait_for_selector("#status[data-state='done']")
+
+
+def test_painted_region_reaches_the_run_and_loads_again(page, studio, pictures, tmp_path):
+    content, style = pictures
+    big = tmp_path / "big-content.png"  # a content image shown large enough to paint on
+    Image.fromarray((smooth_image(96, 128, 5) * 255).astype(np.uint8)).save(big)
+    page.set_input_files("#content-file", str(big))
+    wait_until(page, "document.getElementById('content-example').value !== ''")
+    page.set_input_files("#style-file", str(style))
+    page.wait_for_selector("#styles-chosen li")
+    page.select_option("#opt-preset", "neural-style")
+    page.fill("#opt-size", "32")
+    page.fill("#opt-iterations", "6")
+    jobs = len(page.evaluate("fetch('/api/state').then(r => r.json())")["history"])
+    finish_run(page, jobs + 1)  # without regions, to compare with
+
+    # The brush controls are labelled inputs, one Tab from the next.
+    assert page.is_checked("#region-0")  # the first style's region
+    assert "style 1" in page.text_content("label:has(#region-0)")
+    page.focus("#region-0")
+    reached = []
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id"))
+    assert reached == ["brush-size", "brush-soft", "eraser", "clear-region", "opt-preset"], reached
+    for control in ("brush-size", "region-0", "region-1"):
+        assert page.evaluate(f"document.getElementById('{control}').labels.length") == 1
+    page.fill("#brush-size", "10")
+    page.uncheck("#brush-soft")  # hard edges: the mask is exactly where the brush went
+
+    box = page.locator("#paint").bounding_box()
+    scale = box["width"] / 128  # screen pixels per content pixel
+    assert scale >= 1 and abs(box["height"] / 96 - scale) < 0.05
+    page.mouse.move(box["x"] + 10 * scale, box["y"] + 10 * scale)
+    page.mouse.down()
+    for y in range(10, 90, 4):  # a vertical stroke in the left quarter of the picture
+        page.mouse.move(box["x"] + 20 * scale, box["y"] + y * scale, steps=2)
+    page.mouse.up()
+    painted = paint_alpha(page)
+    assert painted.shape == (96, 128)
+    full = round(255 * SHOWN_ALPHA)
+    assert painted[50, 18:22].min() >= full - 1 and painted[:, 40:].max() == 0
+    page.screenshot(path=str(tmp_path / "painted.png"))
+
+    finish_run(page, jobs + 2)
+    state = page.evaluate("fetch('/api/state').then(r => r.json())")
+    masked, plain = state["history"][0], state["history"][1]
+    assert masked["mask_files"]["style"] == ["style-mask-1.png"]
+    assert masked["content_mask"] is None
+    assert f"--style-masks runs/{masked['id']:04d}/style-mask-1.png" in masked["command"]
+    page.wait_for_selector(f"#history-list li[data-id='{masked['id']}'] .masks img")
+    with page.expect_download() as download:
+        page.click(f"#history-list li[data-id='{masked['id']}'] .masks a")
+    mask = np.asarray(Image.open(download.value.path()))
+    assert mask.shape == (96, 128)
+    # White exactly where the brush went, black elsewhere.
+    np.testing.assert_array_equal(mask > 0, painted > 0)
+    np.testing.assert_allclose(mask * SHOWN_ALPHA, painted, atol=1.5)
+    assert mask[50, 18:22].min() == 255
+
+    def result(record) -> np.ndarray:
+        data = page.evaluate(f"""fetch('/api/jobs/{record["id"]}/image.png')
+            .then(r => r.arrayBuffer()).then(b => Array.from(new Uint8Array(b)))""")
+        return np.asarray(Image.open(io.BytesIO(bytes(data))), np.int16)
+
+    assert (result(masked) != result(plain)).any(), "the region changed nothing"
+
+    page.click("#clear-region")
+    assert paint_alpha(page).max() == 0
+    page.click(f"#history-list li[data-id='{masked['id']}'] button")  # Load these settings
+    wait_until(page, "document.getElementById('run-message').textContent.includes('loaded')")
+    assert "regions" not in page.text_content("#run-message")
+    np.testing.assert_allclose(paint_alpha(page), painted, atol=2)
+
+
 def test_a_bad_upload_shows_its_message(page):
     page.set_input_files("#content-file", files=[
         {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])

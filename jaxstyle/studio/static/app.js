@@ -3,6 +3,8 @@
 // A job is followed through server-sent events; its picture is fetched only when the page is
 // ready for a new one, so the newest wins and nothing queues up.
 
+import { CONTENT_COLOUR, colours, initRegions, masksRequest, restore, setContent, setStyles } from "./regions.js";
+
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -222,6 +224,9 @@ function renderInputs() {
     big.alt = `style image ${index + 1}`;
     view.append(big);
   });
+  setContent(page.content ? page.images.get(page.content) || null : null);
+  setStyles(page.styles.map((style) => ({
+    key: style, name: (page.images.get(style.id) || { name: style.id }).name })));
 }
 
 function addImage(image) {
@@ -365,6 +370,24 @@ function inputsRequest() {
   return { content: page.content, styles: page.styles.map((s) => s.id) };
 }
 
+function maskUrl(id) { return `/api/masks/${encodeURIComponent(id)}/mask.png`; }
+
+async function uploadMask(blob, name) {
+  const data = await api("/api/masks", { method: "POST", body: blob, headers: { "x-filename": name } });
+  return data.mask.id;
+}
+
+async function startRun() {
+  let masks;
+  try {
+    masks = await masksRequest(uploadMask);
+  } catch (problem) {
+    say("run-message", `the regions could not be sent: ${problem.message}`);
+    return;
+  }
+  await start("/api/runs", { ...inputsRequest(), options: formValues(), ...masks });
+}
+
 // ---------------------------------------------------------------- the loss plot
 
 function drawPlot(points, total) {
@@ -435,6 +458,7 @@ function renderHistory() {
     settings.className = "settings";
     const vary = record.vary ? Object.entries(record.vary).map(([k, v]) => `${k}=${v.join("|")}`) : [];
     settings.textContent = [...Object.entries(record.settings).map(([k, v]) => `${k}=${shown(v)}`), ...vary].join(", ");
+    const masks = maskLinks(record);
     const quality = document.createElement("div");
     quality.className = "quality";
     quality.textContent = record.summary || record.message || "";
@@ -454,10 +478,42 @@ function renderHistory() {
         buttons.append(link);
       }
     }
-    text.append(head, inputs, settings, quality, buttons);
+    text.append(head, inputs, settings, ...masks, quality, buttons);
     item.append(text);
     list.append(item);
   }
+}
+
+// The regions a run was painted with, each shown in its colour and downloadable as a PNG.
+function maskLinks(record) {
+  const files = record.mask_files || { style: [], content: null };
+  const shown = [];
+  const tint = colours(record.styles.length);
+  (record.style_masks || []).forEach((id, i) => {
+    if (id) shown.push([id, files.style[i], tint[i], `style ${i + 1} region`]);
+  });
+  if (record.content_mask) shown.push([record.content_mask, files.content, CONTENT_COLOUR, "content region"]);
+  if (!shown.length) return [];
+  const row = document.createElement("div");
+  row.className = "masks";
+  row.append("regions:");
+  for (const [id, file, colour, text] of shown) {
+    const picture = new Image();
+    picture.src = maskUrl(id);
+    picture.alt = text;
+    picture.style.borderColor = colour;
+    if (file && record.status !== "failed") {
+      const link = document.createElement("a");
+      link.href = `/api/jobs/${record.id}/masks/${file}`;
+      link.setAttribute("download", "");
+      link.title = `download the ${text} (${file})`;
+      link.append(picture);
+      row.append(link);
+    } else {
+      row.append(picture);
+    }
+  }
+  return [row];
 }
 
 function showResult(record) {
@@ -468,7 +524,7 @@ function showResult(record) {
   showRecord(record);
 }
 
-function loadSettings(record) {
+async function loadSettings(record) {
   // What the person set, over the defaults: options a preset fills in stay the preset's.
   const defaults = Object.fromEntries(page.form.fields.map((f) => [f.name, f.default]));
   fillForm({ ...defaults, ...record.settings });
@@ -478,6 +534,12 @@ function loadSettings(record) {
   renderPickers();
   renderInputs();
   checkOptions();
+  try {
+    await restore(record, maskUrl);
+  } catch {
+    say("run-message", `settings of ${record.kind} ${record.id} loaded, but not its regions`);
+    return;
+  }
   say("run-message", `settings of ${record.kind} ${record.id} loaded`, "info");
 }
 
@@ -506,6 +568,7 @@ function sweepRequest() {
 // ---------------------------------------------------------------- start
 
 async function init() {
+  initRegions();
   const state = await api("/api/state");
   page.form = state.form;
   for (const image of state.images) page.images.set(image.id, image);
@@ -546,7 +609,7 @@ async function init() {
     }
     renderInputs();
   });
-  $("run").addEventListener("click", () => start("/api/runs", { ...inputsRequest(), options: formValues() }));
+  $("run").addEventListener("click", startRun);
   $("stop").addEventListener("click", async () => {
     try { await api("/api/stop", { method: "POST" }); } catch (problem) { say("run-message", problem.message); }
   });
