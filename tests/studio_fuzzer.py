@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 import traceback
 from collections import Counter
@@ -27,7 +28,8 @@ BASE = "http://127.0.0.1:8765"
 POSTS = ("/api/check", "/api/runs", "/api/sweeps", "/api/stop", "/api/jobs/{job}/continue")
 GETS = ("/api/jobs/{job}/events", "/api/jobs/{job}/frame.png", "/api/jobs/{job}/image.png",
         "/api/jobs/{job}/thumb.png", "/api/jobs/{job}/report.json",
-        "/api/images/{image}/preview.png", "/api/state")
+        "/api/images/{image}/preview.png", "/api/state", "/api/masks/{image}/mask.png",
+        "/api/jobs/{job}/masks/style-mask-1.png", "/api/jobs/{job}/masks/{image}")
 RAW = ("", "{", "}", "null", "[]", "3", '"x"', "NaN", "Infinity", "-Infinity", "1e400", "-1e400",
        "1" * 5000, "[" * 20_000, "{" * 8000, '{"a": ' * 2000, '{"options": {"size": NaN}}',
        '{"options": {"size": 1e400}}', '{"iterations": Infinity}', '{"iterations": -0}',
@@ -47,7 +49,8 @@ def _extreme(rng: random.Random, depth: int = 0):
     if depth < 8 and rng.random() < 0.25:
         if rng.random() < 0.5:
             return [_extreme(rng, depth + 1) for _ in range(rng.randint(1, 4))]
-        return {rng.choice(("options", "content", "styles", "vary", "iterations", "size", "")):
+        return {rng.choice(("options", "content", "styles", "vary", "iterations", "size", "",
+                            "style_masks", "content_mask")):
                 _extreme(rng, depth + 1)}
     return rng.choice((None, True, False, 0, -1, 1, 2**31, 2**63, -2**63, 2**64, 10**300, 0.5,
                        -0.0, 1e308, -1e308, 5e-324, "", " ", "x" * rng.choice((10, 1000, 8000)),
@@ -71,8 +74,8 @@ def _mutate(tree, rng: random.Random, names: list[str]):
     return tree
 
 
-def bodies(rng: random.Random, images: list[str], names: list[str]):
-    """Endless (method, path, body bytes, content type) requests."""
+def bodies(rng: random.Random, images: list[str], names: list[str], masks: list[str] = ()):
+    """Endless (method, path, body bytes, content type) requests; `masks`: mask ids."""
     from jaxstyle.studio import form
 
     fields = sorted(form.field_names())
@@ -81,12 +84,12 @@ def bodies(rng: random.Random, images: list[str], names: list[str]):
         job = rng.choice(("1", "0", "2", "999999999", "1000000000", "²", "٣", "-1", "1.0", "%00",
                           "x" * 300, str(integer(rng)), "..", "%2e%2e"))
         if route < 0.08:
-            path = rng.choice(GETS).format(job=job, image=rng.choice(images + [job]))
+            path = rng.choice(GETS).format(job=job, image=rng.choice([*images, *masks, job]))
             yield "GET", path, b"", None
             continue
         if route < 0.12:
             data = mutate_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(64))), rng)
-            yield "POST", "/api/images", data, None
+            yield "POST", rng.choice(("/api/images", "/api/masks")), data, None
             continue
         path = rng.choice(POSTS).format(job=job if rng.random() < 0.5 else "1")
         kind = rng.random()
@@ -105,6 +108,10 @@ def bodies(rng: random.Random, images: list[str], names: list[str]):
                                 + ",".join(map(str, range(rng.randint(1, 40))))
                                 for _ in range(rng.randint(1, 2))],
                        "iterations": rng.choice((1, 10, 10**7, 10**8))}
+            if masks and rng.random() < 0.3:
+                request["style_masks"] = [rng.choice([*masks, None])
+                                          for _ in range(len(request["styles"]))]
+                request["content_mask"] = rng.choice([*masks, None, None])
             for _ in range(rng.choice((0, 1, 1, 2, 3))):
                 request = _mutate(request, rng, names + fields)
             try:
@@ -145,11 +152,19 @@ def _fuzz(weights: str, cases: int, seed: int, folder: str) -> dict:
                                    headers={"x-filename": f"seed{k}.png"})
             images.append(response.json()["image"]["id"])
         images += [e["id"] for e in client.get("/api/state").json()["images"]][:2]
+        masks = []
+        for k, value in enumerate((255, 0)):  # one white mask, one that covers nothing
+            buffer = io.BytesIO()
+            Image.new("L", (8 + k, 8), value).save(buffer, format="PNG")
+            response = client.post("/api/masks", content=buffer.getvalue(),
+                                   headers={"x-filename": f"mask{k}.png"})
+            masks.append(response.json()["mask"]["id"])
         names = ["content", "styles", "options", "vary", "iterations", "", "extra"]
         with bounded_memory() as growth:
-            for i, (method, path, data, kind) in zip(range(cases), bodies(rng, images, names)):
+            requests = bodies(rng, images, names, masks)
+            for i, (method, path, data, kind) in zip(range(cases), requests):
                 headers = {"content-type": kind} if kind else {}
-                if path == "/api/images":
+                if path in ("/api/images", "/api/masks"):
                     headers["x-filename"] = rng.choice(("a.png", "%ff", "..%2f..%2fx",
                                                         "%C3%A9" * 300))
                 start, problem = time.perf_counter(), None
@@ -167,8 +182,10 @@ def _fuzz(weights: str, cases: int, seed: int, folder: str) -> dict:
                     problem = (traceback.format_exception_only(exc)[-1].strip()[:300] + " at "
                                + traceback.format_tb(exc.__traceback__)[-1][:300])
                 route = path.split("?")[0]
-                route = "/api/jobs/*/" + route.rsplit("/", 1)[1] if "/jobs/" in route else (
-                    "/api/images/*/preview.png" if route.endswith("preview.png") else route)
+                route = re.sub(r"/masks/[^/]*$", "/masks/*", route) if "/jobs/" in route else route
+                route = "/api/jobs/*/" + route.split("/", 4)[-1] if "/jobs/" in route else (
+                    "/api/images/*/preview.png" if route.endswith("preview.png") else
+                    "/api/masks/*/mask.png" if route.endswith("mask.png") else route)
                 statuses.setdefault(route, Counter())[str(status)] += 1
                 if problem is not None:
                     failures.append({"case": i, "method": method, "path": path,
