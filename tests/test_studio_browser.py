@@ -250,6 +250,7 @@ def test_painted_region_reaches_the_run_and_loads_again(page, studio, pictures, 
     wait_until(page, "document.getElementById('run-message').textContent.includes('loaded')")
     assert "regions" not in page.text_content("#run-message")
     np.testing.assert_allclose(paint_alpha(page), painted, atol=2)
+    page.screenshot(path=str(tmp_path / "loaded.png"), full_page=True)
 
 
 def test_a_bad_upload_shows_its_message(page):
