@@ -23,22 +23,49 @@ from jaxstyle.images import resize
 from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import style_sizes
-from jaxstyle.style_losses import StyleLoss, gram_distance, gram_statistics, sliced_wasserstein
+from jaxstyle.style_losses import (
+    StyleLoss,
+    flat_features,
+    gram_distance,
+    gram_statistics,
+    projection_directions,
+    sorted_matching_distance,
+    weighted_quantiles,
+)
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import VGGWeights
 
 SCORING_SEED = 0
 """The directions of the sliced Wasserstein score are fixed, so scores of different runs compare."""
 
-_SLICED = sliced_wasserstein(SCORING_SEED)
+_BANK = 4  # `sliced_wasserstein`'s default bank: the score's directions are its first C
+
+
+def _score_directions(channels: int) -> jax.Array:
+    # The directions `sliced_wasserstein(SCORING_SEED)` scores along (its bank's first C, which
+    # `prepare` selects), drawn without the rest of the bank: the style's quantiles are then
+    # sorted along C directions instead of 4C, for the same figures.
+    return projection_directions(SCORING_SEED, channels, _BANK * channels)[:, :channels]
+
+
+def _sliced_statistics(features, mask=None):
+    flat, weights = flat_features(features, mask)
+    return {"quantiles": weighted_quantiles(flat @ _score_directions(flat.shape[1]), weights)}
+
+
+def _sliced_distance(features, target, mask=None):
+    flat, weights = flat_features(features, mask)
+    return sorted_matching_distance(flat @ _score_directions(flat.shape[1]), weights,
+                                    target["quantiles"])
+
+
 # Both scores' style statistics as one StyleLoss, so that `style_targets` runs the network over
 # each style image once for the two (and blends them as a run does).
 _SCORES = StyleLoss(
     "scores",
     statistics=lambda f, mask=None: {"gram": gram_statistics(f, mask),
-                                     "sliced": _SLICED.statistics(f, mask)},
+                                     "sliced": _sliced_statistics(f, mask)},
     distance=lambda f, target, mask=None: gram_distance(f, target["gram"], mask),
-    prepare=lambda target: {"gram": target["gram"], "sliced": _SLICED.prepare(target["sliced"])},
 )
 
 
@@ -85,11 +112,21 @@ class Quality(NamedTuple):
 def _distances(params, image, targets, content_features, config: LossConfig):
     feats = vgg_features(params, image, config.layers, config.pooling)
     gram = {n: gram_distance(feats[n], targets[n]["gram"]) for n in config.style_layers}
-    sw = {n: _SLICED.distance(feats[n], targets[n]["sliced"]) for n in config.style_layers}
-    content = {n: jnp.mean(jnp.square(feats[n] - content_features[n]))
-               / jnp.maximum(jnp.mean(jnp.square(content_features[n])), 1e-12)
-               for n in config.content_layers}
-    return gram, sw, content
+    sw = {n: _sliced_distance(feats[n], targets[n]["sliced"]) for n in config.style_layers}
+    return gram, sw, _content(feats, content_features, config)
+
+
+def _content(feats, content_features, config: LossConfig) -> dict:
+    return {n: jnp.mean(jnp.square(feats[n] - content_features[n]))
+            / jnp.maximum(jnp.mean(jnp.square(content_features[n])), 1e-12)
+            for n in config.content_layers}
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _content_distances(params, image, content_features, config: LossConfig):
+    # The references need only the content distance: no style statistics of theirs are sorted.
+    feats = vgg_features(params, image, config.content_layers, config.pooling)
+    return _content(feats, content_features, config)
 
 
 def measure(
@@ -134,7 +171,7 @@ def measure(
         "noise": jax.random.uniform(jax.random.key(SCORING_SEED), (h, w, 3)),
     }
     for name, picture in references.items():
-        scores = _distances(weights.params, pre.to_model(picture), targets, content_features,
-                            config)[2]
+        scores = _content_distances(weights.params, pre.to_model(picture), content_features,
+                                    config)
         references[name] = float(np.mean([float(v) for v in scores.values()]))
     return Quality(floats[0], floats[1], floats[2], ratio[0], ratio[1], references)

@@ -329,7 +329,9 @@ def sorted_matching_distance(values: jax.Array, weights: jax.Array | None,
     return jnp.sum(w * jnp.square(values - matched)) / (total * k)
 
 
-def _flat(features: jax.Array, mask: jax.Array | None):
+def flat_features(features: jax.Array, mask: jax.Array | None):
+    """Features [H, W, C] as samples [H*W, C], with the mask [H, W] as their weights [H*W] (or
+    None)."""
     check_hwc(features, "features")
     return features.reshape(-1, features.shape[-1]), None if mask is None else mask.reshape(-1)
 
@@ -365,7 +367,7 @@ def sliced_wasserstein(seed: int = 0, bank: int = 4, per_channel: int = 1) -> St
         return bank * per_channel * channels
 
     def statistics(features, mask=None):
-        flat, weights = _flat(features, mask)
+        flat, weights = flat_features(features, mask)
         total = bank_size(flat.shape[1])
         projected = flat @ projection_directions(seed, flat.shape[1], total)
         return {"quantiles": weighted_quantiles(projected, weights)}
@@ -380,7 +382,7 @@ def sliced_wasserstein(seed: int = 0, bank: int = 4, per_channel: int = 1) -> St
         return {**target, "select": select.astype(jnp.int32)}
 
     def distance(features, target, mask=None):
-        flat, weights = _flat(features, mask)
+        flat, weights = flat_features(features, mask)
         total = bank_size(flat.shape[1])
         directions = projection_directions(seed, flat.shape[1], total)[:, target["select"]]
         return sorted_matching_distance(flat @ directions, weights,
@@ -403,12 +405,12 @@ def gram_histogram(weight: float = 1.0) -> StyleLoss:
     """
 
     def statistics(features, mask=None):
-        flat, weights = _flat(features, mask)
+        flat, weights = flat_features(features, mask)
         return {"gram": gram_statistics(features, mask),
                 "quantiles": weighted_quantiles(flat, weights)}
 
     def distance(features, target, mask=None):
-        flat, weights = _flat(features, mask)
+        flat, weights = flat_features(features, mask)
         return (gram_distance(features, target["gram"], mask)
                 + weight * sorted_matching_distance(flat, weights, target["quantiles"]))
 

@@ -360,3 +360,19 @@ def test_gram_statistics_differentiate_like_their_formula_in_both_modes():
     np.testing.assert_allclose(cov(features), plain(features), rtol=1e-5)
     np.testing.assert_allclose(jax.grad(cov)(features), jax.grad(plain)(features), rtol=1e-4,
                                atol=1e-6)
+
+
+def test_the_quality_score_is_sliced_wasserstein_along_its_first_directions():
+    # The quality line sorts the style along the C directions it scores, not the whole bank of
+    # 4C a run redraws from: the same figure to float32 rounding.
+    from jaxstyle import quality
+    from jaxstyle.style_losses import sliced_wasserstein
+
+    style = jax.random.uniform(jax.random.key(0), (12, 10, 16))
+    output = jax.random.uniform(jax.random.key(1), (9, 11, 16))
+    run_loss = sliced_wasserstein(quality.SCORING_SEED)
+    target = run_loss.prepare(run_loss.statistics(style))
+    scored = quality._sliced_statistics(style)
+    assert scored["quantiles"].shape[0] == 16
+    np.testing.assert_allclose(quality._sliced_distance(output, scored),
+                               run_loss.distance(output, target), rtol=1e-5)
