@@ -30,6 +30,10 @@ from jaxstyle.studio.store import RunFolder
 from jaxstyle.weights import resolve_weights, usage_line
 
 _STYLE_CACHES = 4  # style-target caches kept (one per set of styles and options)
+_TERM_WEIGHTS = ("style_strength", "content_weight", "style_weight", "tv_weight",
+                 "style_layer_weights", "temporal_weight")
+"""Options that only weigh the objective's terms (`StyleOptions.loss_weights`): the style
+targets do not depend on them (the blend weights, which do, are not among them)."""
 _PLOT_POINTS = 400  # loss points a snapshot carries at most (the page's plot)
 _PACE_DECAY = 0.7  # weight of the earlier chunks in the time per iteration shown
 
@@ -413,12 +417,13 @@ class Worker:
     def _style_cache(self, request: Request) -> dict:
         """The style targets kept for these styles and options (`stylize`'s ``style_cache``).
 
-        Everything but the iteration count goes into the key: style targets depend on the
-        layers, losses, scales and sizes, and a superfluous miss only costs a forward pass.
+        Everything but the iteration count and the terms' weights (`_TERM_WEIGHTS`, put back to
+        the preset's) goes into the key: style targets depend on the layers, losses, scales,
+        sizes and blend weights, and a superfluous miss only costs a forward pass.
         """
         # With regions each style has its own targets; without, they are blended into one.
         key = (request.styles, request.style_masks is not None,
-               request.options.replace(iterations=0))
+               request.options.replace(iterations=0, **dict.fromkeys(_TERM_WEIGHTS)))
         with self._lock:
             cache = self._style_caches.setdefault(key, {})
             self._style_caches.move_to_end(key)
