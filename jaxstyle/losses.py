@@ -274,8 +274,11 @@ class LossWeights(NamedTuple):
     traced like the targets, so that a run with other weights reuses the compiled objective.
 
     Make one with `LossWeights.create` (or ``StyleOptions(...).loss_weights()``). A weight of 0
-    multiplies its term by 0 and the term is still computed, as before; only the temporal term
-    exists or not by the targets' structure (`Targets.previous`), which is static.
+    multiplies its term by 0 and the term is still computed, as it was when the weights were
+    static (skipping a term at 0 would need code of its own for 0). Only the temporal term
+    exists or not by the targets' structure (`Targets.previous`, static): `jaxstyle.video` gives
+    no earlier frames at a temporal weight of 0, so going from 0 to another value, and only
+    that, compiles again.
 
     Attributes:
       content: float32 [], w_c, multiplies each content layer's loss.
