@@ -140,3 +140,9 @@ def test_refuses_batches(tiny16_weights):
     options = StyleOptions(preset="neural-neighbour", size=48, iterations=1)
     with pytest.raises(OptionsError, match="^preset: neural-neighbour does not run batches yet"):
         stylize_batch([smooth_image(48, 48)], [smooth_image(40, 40)], tiny16_weights, options)
+
+
+def test_preset_composes_with_the_pyramid_variable(tiny16_weights):
+    result = _run(tiny16_weights, parametrization="pyramid")
+    style = result.history["style"]
+    assert style[-1] < 0.9 * style[0]
