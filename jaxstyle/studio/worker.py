@@ -336,7 +336,7 @@ class Worker:
             options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
             f"{where}/{runner.RESULT}", self._weights_arg(),
             style_masks=[f"{where}/{n}" for n in style_files],
-            content_mask=None)  # BROKEN
+            content_mask=content_file and f"{where}/{content_file}")
         job.mask_files = {"style": list(style_files), "content": content_file}
         resume = request.resume[1] if request.resume else None
         job.update(status="running", total=options.iterations,
