@@ -10,13 +10,17 @@ from conftest import smooth_image
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.neighbours import (
+    grid_shape,
     hypercolumn_layers,
     hypercolumns,
     nearest_neighbours,
+    neighbour_targets,
+    objective,
     style_hypercolumns,
 )
 from jaxstyle.options import OptionsError
 from jaxstyle.problem import neighbour_config
+from jaxstyle.vgg import vgg_features
 
 
 def _brute_force(queries: np.ndarray, keys: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -146,3 +150,22 @@ def test_preset_composes_with_the_pyramid_variable(tiny16_weights):
     result = _run(tiny16_weights, parametrization="pyramid")
     style = result.history["style"]
     assert style[-1] < 0.9 * style[0]
+
+
+def test_style_term_at_alpha_0_is_the_mean_distance_to_the_nearest(tiny16_weights):
+    # With alpha 0 the matches are searched from the picture's own hypercolumns: the style term
+    # is mean_i min_j d(h_i, s_j), here against all N x M distances computed by NumPy.
+    params, pre = tiny16_weights.params, tiny16_weights.preprocessing
+    options = StyleOptions(preset="neural-neighbour", convolution="direct")
+    config = neighbour_config(options, tiny16_weights)
+    image, content, style_image = (pre.to_model(jnp.asarray(smooth_image(32, 40, seed=s)))
+                                   for s in (3, 4, 5))
+    style = style_hypercolumns(params, [style_image], config, jax.random.key(0))
+    targets = neighbour_targets(params, content, style, config, 0.0, options.loss_weights())
+    _, parts = objective(image, params, targets, config)
+    feats = vgg_features(params, image, config.columns)
+    h = np.asarray(hypercolumns(feats, config.columns, grid_shape(image.shape)), np.float64)
+    s, c = np.asarray(style.columns, np.float64), np.asarray(style.centre, np.float64)
+    unit = lambda a: (a - c) / np.linalg.norm(a - c, axis=1, keepdims=True)
+    expected = np.mean(np.min(1.0 - unit(h) @ unit(s).T, axis=1))
+    np.testing.assert_allclose(float(parts["style"]), expected, rtol=1e-4)
