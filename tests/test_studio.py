@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -257,9 +258,14 @@ def upload_mask(client, mask: np.ndarray, name: str = "mask.png") -> str:
     return response.json()["mask"]["id"]
 
 
+# The tiny network's content loss is minute: from noise and weighed this much, where it counts
+# shows in the picture.
+REGIONS = {**SMALL, "init": "noise", "content_weight": 1e7}
+
+
 def test_a_run_with_painted_regions_is_the_cli_run_with_those_masks(client, tiny_weights,
                                                                     tmp_path):
-    request = {**inputs(client), "options": {**SMALL, "iterations": 6}}
+    request = {**inputs(client), "options": {**REGIONS, "iterations": 6}}
     plain = follow(client, start(client, "/api/runs", request))[-1]["record"]
     # Half the size of the content (24 x 32): resized to it, as the command line does.
     left = np.zeros((12, 16), np.float32)
@@ -302,9 +308,39 @@ def test_a_run_with_painted_regions_is_the_cli_run_with_those_masks(client, tiny
                     content_mask=load_mask(files["content-mask.png"]))
     result = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content)))
     np.testing.assert_array_equal(result, to_uint8(alone.image))
+    no_content_mask = stylize(load_image(content_file), [load_image(style_file)], tiny_weights,
+                              form.options_from_values(request["options"]),
+                              style_masks=[load_mask(files["style-mask-1.png"])])
+    assert (result != to_uint8(no_content_mask.image)).any(), "the content mask changed nothing"
     without = np.asarray(Image.open(io.BytesIO(
         client.get(f"/api/jobs/{plain['id']}/image.png").content)))
     assert (result != without).any(), "the masks changed nothing"
+
+
+@pytest.mark.slow
+def test_the_command_of_a_run_with_regions_makes_the_same_picture(client, tmp_path):
+    request = {**inputs(client), "options": {**REGIONS, "iterations": 4}}
+    request["styles"].append(upload(client, smooth_image(20, 28, 2), "second.png"))
+    top = np.zeros((24, 32), np.float32)
+    top[:10] = 1.0
+    job = start(client, "/api/runs", {**request, "style_masks": [upload_mask(client, top), None],
+                                      "content_mask": upload_mask(client, 1 - top)})
+    record = follow(client, job)[-1]["record"]
+    assert record["mask_files"]["style"] == ["style-mask-1.png", "style-mask-2.png"]
+    words = shlex.split(record["command"])
+    words[words.index("-o") + 1] = str(tmp_path / "again.png")
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), *words[1:]],
+                          cwd=tmp_path / "studio", capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    studio = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content)))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "again.png")), studio)
+    # A style left unpainted applies everywhere: its file is white.
+    white = client.get(f"/api/jobs/{job}/masks/style-mask-2.png").content
+    assert np.asarray(Image.open(io.BytesIO(white))).min() == 255
+
+    more = follow(client, start(client, f"/api/jobs/{job}/continue", {"iterations": 2}))
+    assert more[-1]["record"]["style_masks"] == record["style_masks"]
+    assert "--content-mask runs/" in more[-1]["record"]["command"]
 
 
 @pytest.mark.parametrize("change, status, message", [
