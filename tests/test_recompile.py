@@ -43,13 +43,15 @@ def counted_lowerings():
         jax.monitoring.unregister_event_duration_listener(listen)
 
 
-@pytest.mark.parametrize("preset,regions", [("balanced", False), ("neural-style", True)])
-def test_a_weight_change_recompiles_nothing(tiny_weights, preset, regions):
+@pytest.mark.parametrize("preset,regions,scales", [("balanced", False, (24, 32)),
+                                                   ("neural-style", True, None)])
+def test_a_weight_change_recompiles_nothing(tiny_weights, preset, regions, scales):
     content = smooth_image(24, 32, 0)
     styles = [smooth_image(32, 32, 1), smooth_image(32, 32, 2)]
     masks = dict(style_masks=[np.tri(24, 32), 1 - np.tri(24, 32)]) if regions else {}
     previous = [(smooth_image(24, 32, 3), np.full((24, 32), 0.5, np.float32))]
-    base = StyleOptions(preset=preset, **BASE)
+    # Two scales: the second is prepared and compiled in a thread while the first runs.
+    base = StyleOptions(preset=preset, scales=scales, **BASE)
 
     def run(options: StyleOptions) -> np.ndarray:
         return stylize(content, styles, tiny_weights, options, previous=previous, **masks).image
