@@ -63,6 +63,24 @@ def tiny_weights_file(tmp_path_factory, tiny_weights):
     return save_converted(tiny_weights, tmp_path_factory.mktemp("w") / "tiny.msgpack")
 
 
+TINY_LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+"""StyleOptions keywords for one content and two style layers: the shallow end of the network,
+where the tiny-width fixtures compile and run quickly."""
+TINY_LAYER_FLAGS = ["--content-layers", ",".join(TINY_LAYERS["content_layers"]),
+                    "--style-layers", ",".join(TINY_LAYERS["style_layers"])]
+"""`TINY_LAYERS` as command-line flags."""
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    """Writes float [H, W, 3] or [H, W] in [0, 1] with Pillow (not jaxstyle's save_image, so that
+    inputs do not depend on the code under test) in the format `path`'s suffix names; returns
+    `path`."""
+    from PIL import Image
+
+    Image.fromarray((np.asarray(image) * 255).astype(np.uint8)).save(path)
+    return path
+
+
 def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A deterministic float32 [h, w, 3] test image in [0, 1] with some structure."""
     rng = np.random.default_rng(seed)
