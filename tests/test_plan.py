@@ -157,6 +157,7 @@ def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
                                   np.asarray(Image.open(tmp_path / "reference.png")))
 
 
+@pytest.mark.slow  # about a minute; the schedule's stages are quick in "coarse to fine" above
 def test_the_default_at_512_px_ends_within_the_bounds_at_a_tiny_width(tiny_weights):
     """The schedule as it is at 512 px (128, 256, 512) on the tiny-width VGG19 ends with the
     subject kept and the style taken on: the default's calibrated bounds."""
