@@ -4,7 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import loss_config, loss_weights, optimizer_config, smooth_image
+from conftest import (
+    TINY_LAYER_FLAGS,
+    TINY_LAYERS,
+    loss_config,
+    loss_weights,
+    optimizer_config,
+    smooth_image,
+    write_image,
+)
 from PIL import Image
 
 from jaxstyle import JaxstyleError, StyleOptions, color, stylize
@@ -24,8 +32,7 @@ from jaxstyle.losses import (
 )
 from jaxstyle.optimize import minimize
 
-SMALL = dict(size=32, iterations=6, progress_every=3, content_layers=("relu2_1",),
-             style_layers=("relu1_1", "relu2_1"))
+SMALL = dict(size=32, iterations=6, progress_every=3, **TINY_LAYERS)
 
 
 def _midtones(h, w, seed):
@@ -77,7 +84,7 @@ def test_masked_gram_is_the_gram_of_the_region():
 
 
 def test_region_loss_is_the_sum_of_each_styles_masked_loss(tiny_weights):
-    config = loss_config(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    config = loss_config(**TINY_LAYERS)
     pre = tiny_weights.preprocessing
     content = pre.to_model(jnp.asarray(smooth_image(16, 16, 0)))
     a, b = (pre.to_model(jnp.asarray(smooth_image(16, 16, s))) for s in (1, 2))
@@ -131,7 +138,7 @@ def test_mask_errors(tiny_weights):
 
 def test_multiscale_starts_each_scale_from_the_previous_result(tiny_weights):
     content, style = smooth_image(30, 40, 0), smooth_image(32, 32, 1)
-    layers = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+    layers = TINY_LAYERS
     coarse = stylize(content, [style], tiny_weights, StyleOptions(size=20, iterations=5, **layers))
     both = stylize(content, [style], tiny_weights,
                    StyleOptions(scales=(20, 40), scale_iterations=(5, 0), **layers))
@@ -242,16 +249,24 @@ def test_per_style_scales(tiny_weights):
 
 
 def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys):
+    # Each flag must reach the run: the report's options are what the flags say, and the image
+    # is the library's with those options and the same masks (a flag or mask dropped on the
+    # way changes one or the other).
+    import json
+
+    from jaxstyle import load_weights
+    from jaxstyle.images import to_uint8
+    from jaxstyle.runner import load_inputs
+
     paths = {}
     for name, image in [("content", _midtones(30, 40, 0)), ("a", smooth_image(32, 32, 1)),
                         ("b", smooth_image(32, 32, 2))]:
-        paths[name] = tmp_path / f"{name}.png"
-        Image.fromarray((image * 255).astype(np.uint8)).save(paths[name])
-    mask = np.zeros((30, 40), np.uint8)
-    mask[:, :20] = 255
-    Image.fromarray(mask).save(tmp_path / "left.png")
-    Image.fromarray(255 - mask).save(tmp_path / "right.png")
-    out = tmp_path / "out.png"
+        paths[name] = write_image(tmp_path / f"{name}.png", image)
+    left = np.zeros((30, 40), np.float32)
+    left[:, :20] = 1.0
+    write_image(tmp_path / "left.png", left)
+    write_image(tmp_path / "right.png", 1.0 - left)
+    out, report = tmp_path / "out.png", tmp_path / "report.json"
     code = main([
         "stylize", str(paths["content"]), str(paths["a"]), str(paths["b"]), "-o", str(out),
         "--weights", str(tiny_weights_file), "--style-masks", str(tmp_path / "left.png"),
@@ -259,10 +274,23 @@ def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys
         "--scales", "24,40", "--scale-iterations", "3,2", "--original-colors", "luminance",
         "--match-style-colors", "--style-loss", "mean_cov", "--weight-normalization",
         "resolution", "--style-scales", "0.5,1.5", "--ema-decay", "0.5",
-        "--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "-q",
+        # Noise to start from and a heavy content term: the content mask changes pixels.
+        "--init", "noise", "--content-weight", "1e4",
+        *TINY_LAYER_FLAGS, "-q", "--report", str(report),
     ])
     assert code == 0, capsys.readouterr().err
     assert Image.open(out).size == (40, 30)
+    options = StyleOptions(scales=(24, 40), scale_iterations=(3, 2), original_colors="luminance",
+                           match_style_colors=True, style_loss="mean_cov",
+                           weight_normalization="resolution", style_scales=(0.5, 1.5),
+                           ema_decay=0.5, init="noise", content_weight=1e4, **TINY_LAYERS)
+    assert json.loads(report.read_text())["options"] == json.loads(json.dumps(options.to_dict()))
+    inputs = load_inputs([str(paths["a"]), str(paths["b"])], str(paths["content"]),
+                         style_masks=[str(tmp_path / "left.png"), str(tmp_path / "right.png")],
+                         content_mask=str(tmp_path / "left.png"))
+    alone = stylize(inputs.content, inputs.styles, load_weights(tiny_weights_file), options,
+                    style_masks=inputs.style_masks, content_mask=inputs.content_mask)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), to_uint8(alone.image))
     code = main(["stylize", str(paths["content"]), str(paths["a"]), "-o", str(out),
                  "--weights", str(tiny_weights_file), "--style-masks", str(tmp_path / "left.png"),
                  str(tmp_path / "right.png"), "-q"])
