@@ -161,3 +161,22 @@ def test_time_to_picture_reports_each_pairs_scales_time_and_quality(tiny_weights
     # Two scales (48, 96 px) with their iterations, a wall time, and the quality figures.
     assert cells[1].startswith("4 at 48 px") and "2 at 96 px" in cells[1], row
     assert cells[2].endswith("s (cold)") and float(cells[5]) >= 0 and float(cells[6]) > 0
+
+
+@pytest.mark.slow
+def test_studio_soak_runs_stops_continues_sweeps_and_samples(tiny_weights_file):
+    """Five runs at two sizes (the fourth stopped at its first picture, the fifth continuing
+    it) and five sweeps through a real server; a row of the table and the verdict."""
+    pytest.importorskip("starlette", reason="the studio extra is not installed")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "studio_soak.py"), "--runs", "5", "--sizes",
+         "32,48", "--iterations", "2", "--weights", str(tiny_weights_file)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    assert "RSS MB | open files | mappings | run folder MB" in out
+    rows = [line.split("|") for line in out.splitlines() if re.match(r"\s+5 \|", line)]
+    assert len(rows) == 1 and int(rows[0][3]) > 0 and int(rows[0][4]) > 100, out
+    assert re.search(r"verdict: flat: after run 5 -> after run 5: RSS \d+ -> \d+ \(\+0\.0%\)",
+                     out)
+    assert "jobs: 5 runs (1 stopped at their first picture, 1 continued), 5 sweeps" in out
