@@ -30,6 +30,7 @@ from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.options import GROUPS, as_typed, flags, from_flags
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
+from jaxstyle.studio import DISK_BUDGET_MB as STUDIO_DISK_BUDGET_MB
 from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB
 
 EXIT_USAGE = 2
@@ -135,7 +136,8 @@ def cmd_studio(args) -> int:
                             ) from None
 
     return serve(args.host, args.port, args.weights, args.dir, args.open, args.max_pixels,
-                 args.max_upload_mb, lambda message: print(message, file=sys.stderr, flush=True))
+                 args.max_upload_mb, lambda message: print(message, file=sys.stderr, flush=True),
+                 args.disk_budget_mb)
 
 
 def cmd_info(args) -> int:
@@ -364,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "%(default)s)")
     studio.add_argument("--max-upload-mb", type=float, default=STUDIO_MAX_UPLOAD_MB, metavar="MB",
                         help="refuse uploads larger than this (default: %(default)s)")
+    studio.add_argument("--disk-budget-mb", type=float, default=STUDIO_DISK_BUDGET_MB,
+                        metavar="MB", help="what finished runs may take in the run folder; "
+                        "beyond it the oldest leave the folder and the history (default: "
+                        "%(default)s)")
     studio.set_defaults(func=cmd_studio)
     return parser
 

@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from jaxstyle.optimize import COMPILED
 from jaxstyle.options import RANGES
 from jaxstyle.studio import form
 from jaxstyle.studio.server import StudioConfig, create_app
+from jaxstyle.studio.store import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 8765
@@ -505,6 +507,7 @@ def test_cli_serves_the_page_on_loopback_and_opens_it(tiny_weights_file, tmp_pat
     (["--host", ""], "--host: is empty"),
     (["--host", " "], "--host: is empty"),
     (["--max-upload-mb", "inf"], "--max-upload-mb: must be a number > 0 (got inf)"),
+    (["--disk-budget-mb", "0"], "--disk-budget-mb: must be a number > 0 (got 0.0)"),
     (["--weights", "{file}"], "--weights {file}: {file}: not a weights file jaxstyle reads"),
     (["--weights", "{file}.missing"], "--weights {file}.missing: weights file not found"),
 ])
@@ -752,3 +755,65 @@ def test_first_ctrl_c_ends_the_studio_at_once_and_removes_its_folder(tiny_weight
     assert process.returncode == 130, log
     assert "Fatal Python error" not in log and "Traceback" not in log, log
     assert not list(temp.iterdir()), (list(temp.rglob("*")), log)
+
+
+def test_two_tabs_see_one_run_at_a_time_and_the_same_state(client):
+    """Two pages on one server (two clients, one of them without the lifespan: the same app
+    and worker): the second sees the first's run, is refused its own while it runs, may stop
+    it, and both list the same history; two submissions at once start exactly one job."""
+    other = TestClient(client.app, base_url=BASE)
+    request = {**inputs(client), "options": {**SMALL, "iterations": 100_000}}
+    job = start(client, "/api/runs", request)
+    seen = other.get("/api/state").json()["job"]
+    assert seen["job"] == job and seen["status"] in ("queued", "running")
+    refused = other.post("/api/runs", json=request)
+    assert refused.status_code == 409 and f"run {job} is still running" in refused.json()["error"]
+    assert other.post("/api/stop").json()["job"]["job"] == job
+    assert follow(client, job)[-1]["status"] == follow(other, job)[-1]["status"] == "stopped"
+    assert client.get("/api/state").json()["history"] == other.get("/api/state").json()["history"]
+    more = start(other, f"/api/jobs/{job}/continue", {"iterations": 2})
+    assert client.get("/api/state").json()["job"]["job"] == more
+    assert follow(client, more)[-1]["status"] == "done"
+
+    short = {**request, "options": {**SMALL, "iterations": 2}}
+    answers = [None, None]
+    def post(i, tab):
+        answers[i] = tab.post("/api/runs", json=short)
+    tabs = [threading.Thread(target=post, args=(i, tab)) for i, tab in enumerate((client, other))]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join()
+    assert sorted(a.status_code for a in answers) == [202, 409], [a.text for a in answers]
+    winner = next(a for a in answers if a.status_code == 202).json()["job"]["job"]
+    assert follow(other, winner)[-1]["status"] == "done"
+    ids = [r["id"] for r in other.get("/api/state").json()["history"]]
+    assert ids == [winner, more, job]
+
+
+def test_over_the_disk_budget_the_oldest_runs_leave_the_folder_and_history(client_for,
+                                                                          tmp_path):
+    """A budget of one byte keeps only what the page still needs: the newest run (which can be
+    continued); every older run's folder is removed and its history entry with it."""
+    with client_for(run_budget=1) as c:
+        request = {**inputs(c), "options": {**SMALL, "iterations": 2}}
+        jobs = []
+        for _ in range(3):
+            jobs.append(start(c, "/api/runs", request))
+            follow(c, jobs[-1])
+        runs = tmp_path / "studio" / "runs"
+        assert sorted(p.name for p in runs.iterdir()) == [f"{jobs[-1]:04d}"]
+        assert [r["id"] for r in c.get("/api/state").json()["history"]] == [jobs[-1]]
+        assert c.get(f"/api/jobs/{jobs[0]}/image.png").status_code == 404
+        assert c.get(f"/api/jobs/{jobs[-1]}/image.png").status_code == 200
+        assert not (runs / f"{jobs[0]:04d}").exists()  # a 404 creates no folder
+
+
+def test_evict_removes_the_oldest_runs_not_kept_until_the_budget_holds(tmp_path):
+    folder = RunFolder(tmp_path, 100, 100, run_budget=250)
+    for run_id in range(1, 6):
+        (folder.run_dir(run_id) / "result.png").write_bytes(b"x" * 100)
+    assert folder.evict(keep={1}) == [2, 3, 4]
+    assert sorted(p.name for p in folder.runs.iterdir()) == ["0001", "0005"]
+    assert folder.run_bytes() == 200 and folder.evict(keep=()) == []
+    assert RunFolder(tmp_path, 100, 100, run_budget=0).evict(keep={5}) == [1]

@@ -12,3 +12,8 @@ DEFAULT_PORT = 8765
 
 MAX_UPLOAD_MB = 50.0
 """``--max-upload-mb``'s default: the largest upload in MiB (pixels: ``--max-pixels``)."""
+
+DISK_BUDGET_MB = 1024.0
+"""``--disk-budget-mb``'s default: what the finished runs' folders may take in MiB before the
+oldest are removed, with their history entries (a run at 512 px keeps about 0.5 MB: its
+result, report and masks; a sweep's contact sheet a few MB). Uploads are not counted."""

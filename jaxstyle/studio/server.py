@@ -44,7 +44,7 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.options import RANGES, OptionsError, Range
 from jaxstyle.problem import check_inputs, check_masks
-from jaxstyle.studio import DEFAULT_PORT, MAX_UPLOAD_MB, form, limits, runner
+from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
 from jaxstyle.studio.limits import TooLarge
 from jaxstyle.studio.store import RunFolder, display_name, mask_png, preview_png
@@ -72,6 +72,8 @@ class StudioConfig(NamedTuple):
       max_pixels: refuse uploads with more pixels than this.
       max_bytes: refuse uploads larger than this.
       log: where one-line messages go.
+      run_budget: bytes the finished runs' folders may take; beyond it the oldest runs are
+        removed, from the folder and the history.
     """
 
     folder: Path
@@ -82,6 +84,7 @@ class StudioConfig(NamedTuple):
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = int(MAX_UPLOAD_MB * 2**20)
     log: Callable[[str], None] = print
+    run_budget: int = int(DISK_BUDGET_MB * 2**20)
 
 
 class Missing(JaxstyleError):
@@ -140,7 +143,7 @@ def create_app(config: StudioConfig) -> Guard:
     stream and asks the worker to stop, waiting for nothing (a server stopping calls it first,
     so that open pages do not hold the shutdown up).
     """
-    folder = RunFolder(config.folder, config.max_pixels, config.max_bytes)
+    folder = RunFolder(config.folder, config.max_pixels, config.max_bytes, config.run_budget)
     worker = Worker(folder, config.weights, config.log)
     closing = threading.Event()
     encoded: dict[int, tuple[int, bytes]] = {}  # job -> (frame seq, PNG): the newest only
@@ -447,7 +450,7 @@ def _uvicorn_server(app: Guard):
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None = None,
           folder: str | None = None, open_browser: bool = False,
           max_pixels: int = DEFAULT_MAX_PIXELS, max_upload_mb: float = MAX_UPLOAD_MB,
-          log: Callable[[str], None] = print) -> int:
+          log: Callable[[str], None] = print, disk_budget_mb: float = DISK_BUDGET_MB) -> int:
     """``jaxstyle studio``: serves the page until interrupted; returns the exit code.
 
     Args:
@@ -459,6 +462,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
       open_browser: open the page in the default browser once listening.
       max_pixels: refuse uploads with more pixels than this; max_upload_mb: or more MiB.
       log: where the address and one-line messages go.
+      disk_budget_mb: MiB the finished runs' folders may take (`StudioConfig.run_budget`).
 
     Raises:
       KeyboardInterrupt: stopped by Ctrl-C (or SIGTERM). If the worker is still inside a
@@ -469,6 +473,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
     if not host.strip():  # the socket would bind every interface, and the address shows none
         raise JaxstyleError("--host: is empty (give an address: 127.0.0.1 for this machine "
                             "only, 0.0.0.0 for every interface)")
+    if not 0 < disk_budget_mb < math.inf:
+        raise JaxstyleError(f"--disk-budget-mb: must be a number > 0 "
+                            f"(got {disk_budget_mb})")
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
     if weights not in (None, "random"):
@@ -495,7 +502,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
             shown = socket.gethostname()
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
         config = StudioConfig(root, port, host, weights, token, max_pixels,
-                              int(max_upload_mb * 2**20), log)
+                              int(max_upload_mb * 2**20), log, int(disk_budget_mb * 2**20))
         app = create_app(config)
         log(f"jaxstyle studio: {url}")
         if token:

@@ -16,11 +16,12 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -155,11 +156,17 @@ class RunFolder:
     """The folder a studio server owns: ``uploads/`` and ``runs/<n>/``, and the examples.
 
     Thread-safe: the server's request threads add uploads while the worker reads them.
+
+    Args:
+      root: the folder (created if missing).
+      max_pixels, max_bytes: the limits on an upload.
+      run_budget: bytes the run folders may take (`evict` removes the oldest beyond it).
     """
 
-    def __init__(self, root: str | os.PathLike, max_pixels: int, max_bytes: int):
+    def __init__(self, root: str | os.PathLike, max_pixels: int, max_bytes: int,
+                 run_budget: int = 2**62):
         self.root = Path(root)
-        self.max_pixels, self.max_bytes = max_pixels, max_bytes
+        self.max_pixels, self.max_bytes, self.run_budget = max_pixels, max_bytes, run_budget
         self.uploads = self.root / "uploads"
         self.masks = self.uploads / "masks"
         self.runs = self.root / "runs"
@@ -315,6 +322,29 @@ class RunFolder:
         folder = self.runs / f"{int(run_id):04d}"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def evict(self, keep: Collection[int]) -> list[int]:
+        """Removes the oldest run folders (by number), except those in `keep`, until the run
+        folders take at most `run_budget` bytes; returns the numbers removed, oldest first."""
+        sizes = {}
+        for folder in self.runs.iterdir():
+            if folder.is_dir() and folder.name.isdigit():
+                sizes[int(folder.name)] = folder, sum(f.stat().st_size for f in folder.rglob("*")
+                                                      if f.is_file())
+        total, removed = sum(size for _, size in sizes.values()), []
+        for run_id in sorted(sizes):
+            if total <= self.run_budget:
+                break
+            if run_id not in keep:
+                folder, size = sizes[run_id]
+                shutil.rmtree(folder, ignore_errors=True)
+                total -= size
+                removed.append(run_id)
+        return removed
+
+    def run_bytes(self) -> int:
+        """Bytes the run folders take."""
+        return sum(f.stat().st_size for f in self.runs.rglob("*") if f.is_file())
 
     def relative(self, path: Path) -> str:
         """`path` as written in reports: relative to the run folder, or an example's file name."""

@@ -169,7 +169,8 @@ class Worker:
         self.network_error: str | None = None
         self.ready = threading.Event()
         self._lock = threading.Lock()
-        self._jobs: OrderedDict[int, Job] = OrderedDict()
+        self._jobs: OrderedDict[int, Job] = OrderedDict()  # those the history still shows
+        self._last_id = 0
         self._records: OrderedDict[int, dict] = OrderedDict()
         self._states: dict[int, tuple[Request, RunState]] = {}  # newest run's, to continue
         self._style_caches: OrderedDict[tuple, dict] = OrderedDict()
@@ -216,7 +217,8 @@ class Worker:
                            "stop it or wait for it to finish, then try again")
             for earlier in self._jobs.values():
                 earlier.forget_picture()  # the history keeps their files; memory keeps one
-            job = Job(len(self._jobs) + 1, request)
+            self._last_id += 1
+            job = Job(self._last_id, request)
             self._jobs[job.id] = job
             self._pending = job
             self._wake.notify_all()
@@ -384,6 +386,13 @@ class Worker:
                 "message": snapshot.message, **_inputs(job.request),
                 "options": form.values(job.request.options),
                 "settings": form.settings(job.request.options)}
+            keep = {job.id, *self._states}
+        # Over the disk budget, the oldest runs leave the folder and the history together.
+        removed = self.folder.evict(keep)
+        with self._lock:
+            for run_id in removed:
+                self._records.pop(run_id, None)
+                self._jobs.pop(run_id, None)
 
     def _record(self, job: Job, outcome: runner.Outcome) -> dict:
         """The history entry of a finished job (what the page lists and reloads)."""
