@@ -18,7 +18,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 PARAMETRIZATIONS = ("pixels", "pyramid")
 LINESEARCHES = ("none", "zoom", "backtracking", "hager-zhang")
-ORIGINAL_COLORS = ("none", "luminance", "swap")
+ORIGINAL_COLORS = ("none", "luminance", "swap", "oklab")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 """The video files `jaxstyle video` reads and writes (PyAV); any other output is a folder."""
 PREPROCESSINGS = ("torchvision", "caffe")

@@ -21,7 +21,8 @@ Departures from the paper and its code (nkolkin13/NeuralNeighborStyleTransfer):
   loss uses the uncentred one), so that the two agree.
 - At most `STYLE_SAMPLES` style hypercolumns, drawn without replacement from a seeded key when
   the style has more (NNST searches them all), which bounds the search's cost.
-- No final per-layer pass, no rotated copies of the style, no colour transfer in OkLab.
+- No final per-layer pass and no rotated copies of the style. NNST's closing colour step is
+  not part of the objective: it is ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`).
 """
 
 from __future__ import annotations

@@ -423,7 +423,9 @@ class StyleOptions:
         "none",
         "colour and regions",
         "keep the content's colours: 'luminance' optimizes luminance only (Gatys et al. "
-        "2017); 'swap' replaces the result's chroma afterwards (neural-style)",
+        "2017); 'swap' replaces the result's chroma afterwards (neural-style); 'oklab' "
+        "keeps the result's lightness and gives it the content's chroma moved to the style's "
+        "palette, in OkLab (Neural Neighbor Style Transfer's closing step)",
         choices=ORIGINAL_COLORS,
     )
     match_style_colors: bool = _option(

@@ -262,6 +262,8 @@ class Scale(NamedTuple):
       style_masks: float32 [H, W] per style (None: everywhere), or None for no regions.
       content_mask: float32 [H, W], or None.
       previous: ``((warped, weights), ...)`` at the scale's size, model space (video), or None.
+      style_rgbs: the style images at this scale, float32 [H_i, W_i, 3] RGB (recoloured if
+        asked), for ``original_colors="oklab"``.
     """
 
     content_rgb: jax.Array
@@ -271,6 +273,7 @@ class Scale(NamedTuple):
     style_masks: list | None
     content_mask: jax.Array | None
     previous: tuple | None = None
+    style_rgbs: tuple = ()
 
 
 def prepare_scale(
@@ -339,7 +342,7 @@ def prepare_scale(
         weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *stage.size)[..., 0]
         scaled.append((pre.to_model(frame), jnp.clip(weights, 0.0, 1.0)))
     return Scale(content_rgb, content_in, model_styles, style, masks, cmask,
-                 tuple(scaled) or None)
+                 tuple(scaled) or None, tuple(style_rgbs))
 
 
 def _check_neighbour_inputs(style_masks, content_mask, previous) -> None:
@@ -539,7 +542,11 @@ def carried_canvas(canvas: np.ndarray, content_rgb: jax.Array) -> np.ndarray:
 
 def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarray:
     """The output from the last scale's canvas: with the content's chroma when
-    ``options.original_colors`` is 'swap' (neural-style's -original_colors)."""
+    ``options.original_colors`` is 'swap' (neural-style's -original_colors), or with the
+    content's chroma in the style's palette when it is 'oklab' (`jaxstyle.color.oklab_colors`)."""
     if options.original_colors == "swap":
         return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
+    if options.original_colors == "oklab":
+        return np.asarray(color.oklab_colors(jnp.asarray(canvas), scale.content_rgb,
+                                             list(scale.style_rgbs)), np.float32)
     return np.asarray(canvas, np.float32)

@@ -8,6 +8,7 @@ import pytest
 from conftest import smooth_image
 
 from jaxstyle import StyleOptions, stylize
+from jaxstyle.color import oklab_colors, oklab_to_srgb, srgb_to_oklab
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.neighbours import (
     grid_shape,
@@ -93,8 +94,8 @@ def test_style_samples_are_capped_and_seeded(tiny16_weights):
 
 
 def _run(weights, **changes):
-    options = StyleOptions(preset="neural-neighbour", size=48, iterations=12, stop_change=0.0,
-                           convolution="direct", **changes)
+    options = StyleOptions(**{"preset": "neural-neighbour", "size": 48, "iterations": 12,
+                              "stop_change": 0.0, "convolution": "direct", **changes})
     content, style = smooth_image(48, 48, seed=1), smooth_image(40, 40, seed=2)
     return stylize(content, [style], weights, options)
 
@@ -169,3 +170,41 @@ def test_style_term_at_alpha_0_is_the_mean_distance_to_the_nearest(tiny16_weight
     unit = lambda a: (a - c) / np.linalg.norm(a - c, axis=1, keepdims=True)
     expected = np.mean(np.min(1.0 - unit(h) @ unit(s).T, axis=1))
     np.testing.assert_allclose(float(parts["style"]), expected, rtol=1e-4)
+
+
+def test_oklab_of_srgb_red_white_and_black():
+    # Ottosson's published OkLab coordinates of sRGB red; white is L 1, black 0, both grey.
+    lab = np.asarray(srgb_to_oklab(jnp.array([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0, 0, 0]])))
+    np.testing.assert_allclose(lab[0], [0.627955, 0.224863, 0.125846], atol=2e-5)
+    np.testing.assert_allclose(lab[1:], [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], atol=2e-5)
+    rgb = np.random.default_rng(0).uniform(size=(64, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(oklab_to_srgb(srgb_to_oklab(jnp.asarray(rgb)))), rgb,
+                               atol=1e-4)
+
+
+def test_oklab_colors_keep_lightness_and_take_the_style_palette():
+    rng = np.random.default_rng(1)
+    output = jnp.asarray(rng.uniform(0.3, 0.7, (16, 16, 3)).astype(np.float32))
+    content = jnp.asarray(smooth_image(16, 16, seed=2))
+    # Greys from dark to light (a lightness range wider than the output's, which clipping to
+    # the palette's range would otherwise change), tinted a little yellow (b above 0) and muted
+    # so that no colour leaves sRGB's gamut, whose clipping would change lightness too.
+    grey = rng.uniform(0.1, 0.95, (20, 20, 1))
+    tint = grey * np.array([1.0, 0.97, 0.85]) + rng.normal(0, 0.02, (20, 20, 3))
+    style = jnp.asarray(np.clip(tint, 0, 1).astype(np.float32))
+    recoloured = srgb_to_oklab(oklab_colors(output, content, [style]))
+    np.testing.assert_allclose(np.asarray(recoloured[..., 0]),
+                               np.asarray(srgb_to_oklab(output)[..., 0]), atol=2e-3)
+    palette = np.asarray(srgb_to_oklab(style)).reshape(-1, 3)
+    chroma = np.asarray(recoloured).reshape(-1, 3)[:, 1:]
+    np.testing.assert_allclose(chroma.mean(0), palette[:, 1:].mean(0), atol=1e-3)
+    np.testing.assert_allclose(chroma.std(0), palette[:, 1:].std(0), rtol=0.1)
+    with pytest.raises(ValueError, match="content"):
+        oklab_colors(output, content[:8], [style])
+
+
+def test_preset_with_oklab_colors(tiny16_weights):
+    result = _run(tiny16_weights, original_colors="oklab", iterations=2)
+    plain = _run(tiny16_weights, iterations=2)
+    assert np.abs(result.image - plain.image).mean() > 1e-3  # the step ran (finish)
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
