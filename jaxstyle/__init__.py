@@ -41,14 +41,13 @@ _WHERE = {
     "Targets": "jaxstyle.losses",
     "VGGWeights": "jaxstyle.weights",
     "WeightsError": "jaxstyle.errors",
-    "content_loss": "jaxstyle.losses",
     "content_mse": "jaxstyle.losses",
     "content_targets": "jaxstyle.losses",
     "convert": "jaxstyle.weights",
     "find_weights": "jaxstyle.weights",
+    "gram_distance": "jaxstyle.style_losses",
     "gram_histogram": "jaxstyle.style_losses",
-    "gram_loss": "jaxstyle.losses",
-    "gram_matrix": "jaxstyle.losses",
+    "gram_statistics": "jaxstyle.style_losses",
     "init_params": "jaxstyle.vgg",
     "layer_names": "jaxstyle.vgg",
     "load_image": "jaxstyle.images",
@@ -65,7 +64,6 @@ _WHERE = {
     "save_image": "jaxstyle.images",
     "self_similarity_loss": "jaxstyle.losses",
     "sliced_wasserstein": "jaxstyle.style_losses",
-    "style_loss": "jaxstyle.losses",
     "style_targets": "jaxstyle.losses",
     "stylize": "jaxstyle.driver",
     "stylize_batch": "jaxstyle.driver",
@@ -73,12 +71,8 @@ _WHERE = {
     "sweep": "jaxstyle.sweeps",
     "temporal_loss": "jaxstyle.losses",
     "tv_loss": "jaxstyle.losses",
-    "vgg19_features": "jaxstyle.vgg",
     "vgg_features": "jaxstyle.vgg",
 }
-
-DEPRECATED = ("content_loss", "style_loss", "vgg19_features")
-"""Old names kept for one release; each warns (DeprecationWarning) and names its successor."""
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
               "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",

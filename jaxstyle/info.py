@@ -30,9 +30,10 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
     run without ``--weights`` would use)."""
     import jax
 
+    from jaxstyle.choices import SOURCE_ORDER
     from jaxstyle.compilation_cache import enable_compilation_cache
     from jaxstyle.cpu_pool import ENV, pool_threads
-    from jaxstyle.weights import DEFAULT_SOURCE_ORDER, converted_files, describe, find_weights
+    from jaxstyle.weights import converted_files, describe, find_weights
 
     rows = [("jaxstyle", __version__)]
     rows += [(package, _version(package)) for package in PACKAGES]
@@ -46,7 +47,7 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
     rows.append(("compilation cache",
                  f"on, {cache}" if cache else "off (JAXSTYLE_NO_COMPILATION_CACHE is set, or "
                                               "the cache folder cannot be created)"))
-    rows.append(("weights order", ", ".join(DEFAULT_SOURCE_ORDER) + " (every VGG19 first, the "
+    rows.append(("weights order", ", ".join(SOURCE_ORDER) + " (every VGG19 first, the "
                  "checkout's weights/ before the cache)"))
     found = converted_files()
     rows.append(("converted weights", ", ".join(map(str, found)) if found else "none"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -54,8 +53,6 @@ __all__ = [
     "content_mse",
     "content_targets",
     "gram_distance",
-    "gram_loss",
-    "gram_matrix",
     "gram_statistics",
     "layer_masks",
     "mean_covariance_statistics",
@@ -70,18 +67,6 @@ __all__ = [
     "wasserstein_distance",
     "weighted_statistics",
 ]
-
-
-def gram_matrix(features: jax.Array) -> jax.Array:
-    """Gram matrix normalised by the number of elements, as in neural-style.
-
-    Args:
-      features: float [H, W, C], one image's activations.
-
-    Returns:
-      float32 [C, C], ``F^T F / (C * H * W)`` with F the [H*W, C] matrix of features.
-    """
-    return gram_statistics(features)
 
 
 def content_mse(
@@ -146,32 +131,6 @@ def self_similarity_loss(
 CONTENT_LOSSES = dict(zip(choices.CONTENT_LOSSES, (content_mse, self_similarity_loss)))
 """Content losses by name: neural-style's mean squared error, or STROTSS's self-similarity."""
 
-
-def gram_loss(features: jax.Array, target_gram: jax.Array) -> jax.Array:
-    """neural-style's style loss: the mean squared difference of Gram matrices, features
-    [H, W, C] and target [C, C] -> scalar."""
-    c = features.shape[-1]
-    if target_gram.shape != (c, c):
-        raise ValueError(f"target_gram: shape {target_gram.shape}, expected {(c, c)}")
-    return gram_distance(features, target_gram)
-
-
-def _deprecated(function: Callable, old: str) -> Callable:
-    """`function` under its old name, warning that the name goes in the next release."""
-    @functools.wraps(function)
-    def wrapped(*args, **kwargs):
-        warnings.warn(f"{old} is deprecated and will be removed in the next release: it is "
-                      f"{function.__name__} (the name {old} also names an option)",
-                      DeprecationWarning, stacklevel=2)
-        return function(*args, **kwargs)
-
-    wrapped.__name__ = wrapped.__qualname__ = old
-    wrapped.__doc__ = f"Deprecated name of `{function.__name__}`."
-    return wrapped
-
-
-content_loss = _deprecated(content_mse, "content_loss")
-style_loss = _deprecated(gram_loss, "style_loss")
 
 PRECISIONS = dict(zip(choices.PRECISIONS, (jnp.float32, jnp.bfloat16)))
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size

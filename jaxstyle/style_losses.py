@@ -107,18 +107,43 @@ def _self_product_jvp(primals, tangents):
 
 
 def gram_statistics(features: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Gram matrix of features [H, W, C] over the region `mask` [H, W] (all of it if None).
+    """Gram matrix of features over the region `mask` (all of it if None), as in neural-style.
 
     With a mask the normalisation is C times the mask's area rather than C*H*W, so a region's
     Gram matrix is comparable to a whole style image's.
+
+    Args:
+      features: float [H, W, C], one image's activations.
+      mask: float [H, W] in [0, 1], or None for the whole image.
+
+    Returns:
+      float32 [C, C], ``F^T F / (C * area)`` with F the [H*W, C] matrix of (masked) features and
+      area H*W without a mask.
     """
     check_hwc(features, "features")
     f, area = masked(features, mask)
     return _self_product(f.reshape(-1, f.shape[-1])) / (f.shape[-1] * area)
 
 
-def gram_distance(features: jax.Array, target: jax.Array, mask: jax.Array | None = None):
-    """neural-style's style loss, ``mean((G - A)^2)``, on the region `mask`."""
+def gram_distance(features: jax.Array, target: jax.Array,
+                  mask: jax.Array | None = None) -> jax.Array:
+    """neural-style's style loss, ``mean((G - A)^2)``, on the region `mask`.
+
+    Args:
+      features: float [H, W, C], the image's activations.
+      target: float [C, C], the style's Gram matrix A (`gram_statistics`).
+      mask: float [H, W] in [0, 1], or None for the whole image.
+
+    Returns:
+      float32 scalar.
+
+    Raises:
+      ValueError: `target` is not [C, C] for the features' C.
+    """
+    check_hwc(features, "features")
+    c = features.shape[-1]
+    if target.shape != (c, c):
+        raise ValueError(f"target: shape {target.shape}, expected {(c, c)}")
     return jnp.mean(jnp.square(gram_statistics(features, mask) - target))
 
 

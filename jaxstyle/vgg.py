@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
@@ -475,18 +474,6 @@ def transform_kernels(params: Mapping, image_shape: Sequence[int], layers: Seque
         else:
             out[name] = {**params[name], "flipped": _jitted_flip(kernel)}
     return out
-
-
-def vgg19_features(params: Mapping, x: jax.Array, layers: Sequence[str], pooling: str = "max",
-                   convolution: str = "direct") -> dict[str, jax.Array]:
-    """Deprecated: `vgg_features` of a batch x [N, H, W, 3] (the name and batch convention it
-    had before every public function took one image). Use ``jax.vmap`` over `vgg_features`."""
-    warnings.warn("vgg19_features is deprecated and will be removed in the next release: use "
-                  "vgg_features, which takes one image [H, W, 3] (jax.vmap it for a batch)",
-                  DeprecationWarning, stacklevel=2)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"x: expected a batch [N, H, W, 3], got shape {tuple(x.shape)}")
-    return _features_batch(params, x, layers, pooling, convolution)
 
 
 def init_params(

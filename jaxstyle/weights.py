@@ -177,9 +177,6 @@ SOURCES: dict[str, Source | PackageSource] = {
     ),
 }
 
-DEFAULT_SOURCE_ORDER = SOURCE_ORDER
-
-
 @dataclass(frozen=True)
 class VGGWeights:
     """Converted VGG conv parameters together with where they came from.
@@ -693,10 +690,10 @@ def default_weights_dir() -> Path:
 def converted_files() -> list[Path]:
     """Every known source's converted file in the checkout's ``weights/`` and the user cache, in
     the order `find_weights` picks them: every VGG19 before any VGG16, the checkout before the
-    cache, and within those `DEFAULT_SOURCE_ORDER`."""
+    cache, and within those `jaxstyle.choices.SOURCE_ORDER`."""
     folders = [f for f in (repo_weights_dir(), cache_weights_dir()) if f is not None]
     return [folder / SOURCES[name].converted_filename
-            for network in ("vgg19", "vgg16") for folder in folders for name in DEFAULT_SOURCE_ORDER
+            for network in ("vgg19", "vgg16") for folder in folders for name in SOURCE_ORDER
             if SOURCES[name].network == network
             and (folder / SOURCES[name].converted_filename).is_file()]
 
@@ -708,7 +705,8 @@ def find_weights(explicit: str | os.PathLike | None = None) -> Path:
     `converted_files`: converted files in the checkout's ``weights/`` folder and the user cache,
     every VGG19 source (caffe, torchvision, keras) before any VGG16, the checkout before the
     cache, and among the VGG16s the Oxford weights (vgg16-caffe, vgg16-keras-h5, vgg16-keras)
-    before torchvision's (vgg16-torchvision, vgg16-torchvision-pth): `DEFAULT_SOURCE_ORDER`.
+    before torchvision's (vgg16-torchvision, vgg16-torchvision-pth):
+    `jaxstyle.choices.SOURCE_ORDER`.
 
     Raises:
       WeightsError: nothing found; the message says how to get weights.

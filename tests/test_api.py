@@ -2,10 +2,10 @@
 exported function runs on tiny inputs, and the pieces compose with jit, grad and vmap."""
 
 import json
+import pathlib
 import subprocess
 import sys
 import types
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -116,13 +116,13 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
                     same_network),
         "find_weights": (lambda: jaxstyle.find_weights(DATA / "vgg19_tiny.pth"),
                          lambda r: r == DATA / "vgg19_tiny.pth"),
+        "gram_distance": (lambda: jaxstyle.gram_distance(f, jaxstyle.gram_statistics(f * 2)),
+                          lambda r: close(r, np.mean((gram - 4 * gram) ** 2))),
         "gram_histogram": (lambda: (hist.distance(f, hist.statistics(f, None)),
                                     hist.distance(f, hist.statistics(2 * f + 1, None))),
                            lambda r: 0 <= float(r[0]) < 1e-4 and float(r[1]) > 1.0),
-        "gram_loss": (lambda: jaxstyle.gram_loss(f, jaxstyle.gram_matrix(f * 2)),
-                      lambda r: close(r, np.mean((gram - 4 * gram) ** 2))),
-        "gram_matrix": (lambda: jaxstyle.gram_matrix(f),
-                        lambda r: np.allclose(r, gram, rtol=1e-5, atol=1e-7)),
+        "gram_statistics": (lambda: jaxstyle.gram_statistics(f),
+                            lambda r: np.allclose(r, gram, rtol=1e-5, atol=1e-7)),
         "init_params": (lambda: jaxstyle.init_params(jax.random.key(0), widths=(2, 2, 2, 2, 2)),
                         lambda r: sorted(r) == sorted(n for n in jaxstyle.layer_names(
                             (2, 2, 4, 4, 4)) if n.startswith("conv"))
@@ -214,8 +214,7 @@ def test_every_exported_function_runs_on_tiny_inputs(tmp_path, tiny, converted):
     weights, options, content, style = tiny
     paths = _happy_paths(tmp_path, weights, options, content, style, converted)
     functions = [name for name in jaxstyle.__all__ if callable(getattr(jaxstyle, name))
-                 and not isinstance(getattr(jaxstyle, name), type)
-                 and name not in jaxstyle.DEPRECATED]
+                 and not isinstance(getattr(jaxstyle, name), type)]
     assert sorted(paths) == sorted(functions), "every exported function needs a happy path"
     wrong = []
     for name in functions:
@@ -225,19 +224,28 @@ def test_every_exported_function_runs_on_tiny_inputs(tmp_path, tiny, converted):
     assert not wrong, f"results not as expected: {wrong}"
 
 
-def test_deprecated_names_warn_and_still_work(tiny):
-    weights, _, content, _ = tiny
-    f = jnp.ones((4, 4, 3))
-    for name, call in [("content_loss", lambda: jaxstyle.content_loss(f, f * 2)),
-                       ("style_loss", lambda: jaxstyle.style_loss(f, jnp.zeros((3, 3)))),
-                       ("vgg19_features", lambda: jaxstyle.vgg19_features(
-                           weights.params, jnp.asarray(content)[None], ["relu1_1"]))]:
-        with pytest.warns(DeprecationWarning, match=f"{name} is deprecated"):
-            assert call() is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        np.testing.assert_allclose(jaxstyle.style_loss.__wrapped__(f, jnp.zeros((3, 3))),
-                                   jaxstyle.gram_loss(f, jnp.zeros((3, 3))))
+REMOVED = ("DEPRECATED", "content_loss", "style_loss", "gram_loss", "gram_matrix",
+           "vgg19_features")
+"""Old names and synonyms: jaxstyle was never released, so none kept a deprecation path."""
+
+
+def test_removed_names_and_synonyms_are_gone():
+    assert not set(REMOVED) & {*jaxstyle.__all__, *dir(jaxstyle)}
+    for name in REMOVED:
+        with pytest.raises(AttributeError, match=name):
+            getattr(jaxstyle, name)
+    for module, name in [("losses", "content_loss"), ("losses", "style_loss"),
+                         ("losses", "gram_loss"), ("losses", "gram_matrix"),
+                         ("vgg", "vgg19_features"), ("weights", "DEFAULT_SOURCE_ORDER")]:
+        assert not hasattr(getattr(jaxstyle, module), name), f"jaxstyle.{module}.{name}"
+
+
+def test_no_source_file_keeps_a_deprecation_path():
+    root = pathlib.Path(jaxstyle.__file__).parent
+    found = [f"{path.relative_to(root)}:{number}" for path in sorted(root.rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if "deprecat" in line.lower()]
+    assert not found, f"deprecation paths left: {found}"
 
 
 def test_objective_composes_with_jit_grad_and_vmap(tiny):

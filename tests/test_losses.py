@@ -7,8 +7,8 @@ from conftest import loss_config, loss_weights, nhwc
 from jaxstyle import (
     Targets,
     content_targets,
-    gram_loss,
-    gram_matrix,
+    gram_distance,
+    gram_statistics,
     objective,
     style_targets,
     tv_loss,
@@ -43,10 +43,13 @@ def test_objective_matches_torch(tiny_weights, reference):
     assert _rel(grad, nhwc(reference["objective/grad_nchw"])[0]) < 1e-4
 
 
-def test_gram_matrix_against_numpy():
+def test_gram_statistics_and_distance_against_numpy():
     f = np.random.default_rng(0).normal(size=(5, 7, 4)).astype(np.float32)
     flat = f.reshape(-1, 4)
-    np.testing.assert_allclose(gram_matrix(jnp.asarray(f)), flat.T @ flat / f.size, rtol=1e-5)
+    gram = flat.T @ flat / f.size
+    np.testing.assert_allclose(gram_statistics(jnp.asarray(f)), gram, rtol=1e-5)
+    np.testing.assert_allclose(gram_distance(jnp.asarray(f), jnp.eye(4)),
+                               np.mean((gram - np.eye(4)) ** 2), rtol=1e-5)
 
 
 def test_tv_loss_against_numpy():
@@ -97,9 +100,11 @@ def test_validation():
         objective(jnp.zeros((8, 8, 3)), {}, targets._replace(weights=loss_weights(loss_config())),
                   config)
     with pytest.raises(ValueError, match="features"):
-        gram_matrix(jnp.zeros((2, 3)))
-    with pytest.raises(ValueError, match="target_gram"):
-        gram_loss(jnp.zeros((4, 4, 3)), jnp.zeros((2, 2)))
+        gram_statistics(jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="features"):
+        gram_distance(jnp.zeros((2, 3)), jnp.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"target: shape \(2, 2\), expected \(3, 3\)"):
+        gram_distance(jnp.zeros((4, 4, 3)), jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="blend_weights"):
         style_targets({}, [jnp.zeros((8, 8, 3))], loss_config(), [1.0, 2.0])
 

@@ -104,16 +104,6 @@ def test_validation(tiny_weights):
         vgg_features(tiny_weights.params, jnp.zeros((1, 16, 16, 3)), ["relu1_1"])
 
 
-def test_old_batch_name_still_works_and_says_it_is_deprecated(tiny_weights):
-    from jaxstyle import vgg19_features
-
-    x = jnp.ones((2, 16, 16, 3))
-    with pytest.warns(DeprecationWarning, match="vgg19_features is deprecated"):
-        old = vgg19_features(tiny_weights.params, x, ["relu2_1"])
-    new = jax.vmap(lambda img: vgg_features(tiny_weights.params, img, ["relu2_1"]))(x)
-    np.testing.assert_allclose(old["relu2_1"], new["relu2_1"], rtol=1e-6)
-
-
 def test_min_image_side():
     assert min_image_side(["relu1_1"]) == 1
     assert min_image_side(["relu4_2", "relu5_1"]) == 16
