@@ -76,7 +76,8 @@ def read_tagged_msgpack(
     except Exception as exc:  # msgpack raises many types on damaged input
         raise error(f"{path}: corrupt or truncated {kind} ({type(exc).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != format_name:
-        raise error(f"{path}: not a jaxstyle {kind}")
+        raise error(f"{path}: not a {kind} file of this jaxstyle's format ({format_name}); "
+                    f"{advice}")
     versions = version if isinstance(version, tuple) else (version,)
     found = raw.get("version")
     if not isinstance(found, int) or isinstance(found, bool) or found not in versions:

@@ -40,8 +40,6 @@ from jaxstyle.vgg import (
 
 FORMAT_NAME = "jaxstyle-vgg"
 FORMAT_VERSION = 2
-# Version 1 files ("jaxstyle-vgg19") hold VGG19 parameters without licence or origin; still read.
-_FORMAT_V1 = ("jaxstyle-vgg19", 1)
 CONVERTED_SUFFIX = ".msgpack"
 
 VGG_LICENCE = "CC BY 4.0 (Simonyan & Zisserman, Visual Geometry Group, University of Oxford)"
@@ -551,42 +549,39 @@ def save_converted(weights: VGGWeights, path: str | os.PathLike) -> Path:
 
 
 def _load_converted(path: str) -> VGGWeights:
-    version = 1 if _FORMAT_V1[0].encode() in _head(path) else FORMAT_VERSION
-    tag = _FORMAT_V1 if version == 1 else (FORMAT_NAME, FORMAT_VERSION)
-    state = read_tagged_msgpack(path, *tag, WeightsError, "converted weights",
-                                "convert the source file again")
+    state = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, WeightsError,
+                                "converted weights", "convert the source file again")
     try:
-        return _converted_from_state(state, version)
+        return _converted_from_state(state)
     except WeightsError as exc:
         raise WeightsError(f"{path}: {exc}") from None
 
 
-# A converted file's text fields; version 1 files have only the first two.
+# A converted file's text fields.
 _TEXT_FIELDS = ("source", "source_sha256", "network", "licence", "origin")
 _PREPROCESSING_FIELDS = ("channel_order", "scale", "mean", "std")
 _VGG_LAYER_NAMES = conv_layer_names(ARCHITECTURES["vgg19"])  # every other VGG's are among them
 
 
-def _converted_from_state(state: dict, version: int) -> VGGWeights:
+def _converted_from_state(state: dict) -> VGGWeights:
     """Checks a converted file's contents against its format (see `to_bytes`) field by field.
 
     Raises:
       WeightsError: a field is missing or of the wrong type, a layer lacks its kernel or bias,
         or the layers are no VGG (the message names the field or the layer).
     """
-    required = _TEXT_FIELDS if version == FORMAT_VERSION else _TEXT_FIELDS[:2]
     for field in _TEXT_FIELDS:
-        if (field in required or field in state) and not isinstance(state.get(field), str):
+        if not isinstance(state.get(field), str):
             raise WeightsError(f"{field}: expected text, found {_found(state.get(field))}")
     weights = VGGWeights(
         _converted_params(state.get("params")),
         _converted_preprocessing(state.get("preprocessing")),
         source=state["source"],
         source_sha256=state["source_sha256"],
-        licence=state.get("licence", ""),
-        origin=state.get("origin", ""),
+        licence=state["licence"],
+        origin=state["origin"],
     )
-    if "network" in state and state["network"] != weights.network:
+    if state["network"] != weights.network:
         raise WeightsError(f"network: the file says {state['network']!r:.40} but its layers are a "
                            f"{weights.network}'s")
     return weights

@@ -340,8 +340,8 @@ def test_checksums_name_the_network_and_batchnorm_is_refused(tiny16_weights, tmp
         convert(tmp_path / "bn.pth", "caffe")
 
 
-def test_vgg19_is_found_before_vgg16_and_version_1_files_load(tiny_weights, tiny16_weights,
-                                                              tmp_path, monkeypatch):
+def test_vgg19_is_found_before_vgg16_and_version_1_files_are_refused(
+        tiny_weights, tiny16_weights, tmp_path, monkeypatch, capsys):
     from flax import serialization
 
     from jaxstyle import weights as weights_module
@@ -356,12 +356,25 @@ def test_vgg19_is_found_before_vgg16_and_version_1_files_load(tiny_weights, tiny
     assert load_weights(vgg16).network == "VGG16"
     vgg19 = save_converted(tiny_weights, cache / "vgg19-torchvision.msgpack")
     assert find_weights() == vgg19  # a VGG19 anywhere comes before any VGG16
+    # Format 1 (never released: VGG19 only, no licence or origin) is refused in one line that
+    # names the file and says what to do, as is a format 2 file that lacks a field.
     state = serialization.msgpack_restore(vgg19.read_bytes())
     old = {k: state[k] for k in ("source", "source_sha256", "preprocessing", "params")}
-    (tmp_path / "v1.msgpack").write_bytes(serialization.msgpack_serialize(
-        {"format": "jaxstyle-vgg19", "version": 1, **old}))
-    loaded = load_weights(tmp_path / "v1.msgpack")
-    assert loaded.network == "VGG19" and loaded.licence == ""
+    v1 = tmp_path / "v1.msgpack"
+    v1.write_bytes(serialization.msgpack_serialize({"format": "jaxstyle-vgg19", "version": 1,
+                                                    **old}))
+    with pytest.raises(WeightsError, match="convert the source file again") as refused:
+        load_weights(v1)
+    assert str(refused.value) == (f"{v1}: not a converted weights file of this jaxstyle's "
+                                  "format (jaxstyle-vgg); convert the source file again")
+    assert main(["weights", "info", str(v1)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(v1) in err and "Traceback" not in err
+    unlabelled = tmp_path / "unlabelled.msgpack"
+    unlabelled.write_bytes(serialization.msgpack_serialize(
+        {"format": "jaxstyle-vgg", "version": 2, **old}))
+    with pytest.raises(WeightsError, match=f"{unlabelled}: network: expected text, found nothing"):
+        load_weights(unlabelled)
 
 
 def test_cli_names_the_option_and_the_networks_layers(tiny16_weights, tmp_path, capsys):
