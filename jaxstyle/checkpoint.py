@@ -9,6 +9,7 @@ refused on resume when an input or an option differs (`RESUMABLE_OPTIONS` may ch
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,9 +26,7 @@ from jaxstyle.files import atomic_write, read_tagged_msgpack
 from jaxstyle.options import StyleOptions
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 3  # 3: a checksum of the contents; 2: the stage and canvas (1 and 2 still load)
-
-
+FORMAT_VERSION = 3
 
 
 class CheckpointError(JaxstyleError):
@@ -81,11 +80,16 @@ class Checkpoint:
 
 
 def options_from_dict(d: dict) -> StyleOptions:
-    """The options a checkpoint's JSON holds (lists back to tuples; one written before presets
-    existed was a neural-style run)."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    fields.setdefault("preset", "neural-style")  # written before presets: neural-style's runs
-    return StyleOptions(**fields)
+    """The options a checkpoint's JSON holds (lists back to tuples).
+
+    Raises:
+      CheckpointError: an option is missing (a checkpoint holds every one).
+    """
+    missing = [f.name for f in dataclasses.fields(StyleOptions) if f.name not in d]
+    if missing:
+        raise CheckpointError(f"options: no {missing[0]!r} (written by another jaxstyle); finish "
+                              "the run with the version that wrote it")
+    return StyleOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -133,19 +137,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                               "OUTPUT.ckpt next to its output)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    raw = read_tagged_msgpack(path, FORMAT_NAME, (1, 2, FORMAT_VERSION), CheckpointError,
+    raw = read_tagged_msgpack(path, FORMAT_NAME, FORMAT_VERSION, CheckpointError,
                               "checkpoint", "finish the run with the version that wrote it")
-    version = raw["version"]
-    if version >= 3:
-        payload = raw.get("payload")
-        if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != raw.get(
-                "sha256"):
-            raise CheckpointError(f"{path}: corrupt checkpoint (its checksum does not match its "
-                                  "contents); resume from an earlier copy or start again")
-        try:
-            raw = serialization.msgpack_restore(payload)
-        except Exception as exc:  # msgpack raises many types on damaged input
-            raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__})") from None
+    payload = raw.get("payload")
+    if not isinstance(payload, bytes) or hashlib.sha256(payload).hexdigest() != raw.get("sha256"):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its checksum does not match its "
+                              "contents); resume from an earlier copy or start again")
+    try:
+        raw = serialization.msgpack_restore(payload)
+    except Exception as exc:  # msgpack raises many types on damaged input
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__})") from None
     try:
         leaves, history = _mapping(raw["state"], "state"), _mapping(raw["history"], "history")
         run = RunState(
@@ -153,24 +154,21 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             x=np.asarray(raw["x"]),
             state=[np.asarray(leaves[str(i)]) for i in range(len(leaves))],
             history={k: [float(v) for v in vals] for k, vals in history.items()},
-            stage=int(raw.get("stage", 0)),
-            canvas=None if isinstance(raw.get("canvas", {}), dict) else np.asarray(raw["canvas"]),
+            stage=int(raw["stage"]),
+            canvas=None if isinstance(raw["canvas"], dict) else np.asarray(raw["canvas"]),
         )
         options = options_from_dict(_mapping(_json(raw["options"], "options"), "options"))
         checkpoint = Checkpoint(run=run, options=options,
                                 inputs=_check_inputs(_json(raw["inputs"], "inputs")),
                                 output=str(raw["output"]),
                                 replaceable=_check_replaceable(
-                                    _json(raw.get("replaceable", "{}"), "replaceable")))
+                                    _json(raw["replaceable"], "replaceable")))
     except _Malformed as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint ({exc})") from None
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
-    if version < 3 and options.optimizer == "lbfgs":
-        # Version 3 keeps two more arrays in the L-BFGS state (its compact direction).
-        raise CheckpointError(f"{path}: written by an earlier jaxstyle (checkpoint format "
-                              f"version {version}) whose L-BFGS state this one does not keep; "
-                              "finish the run with the version that wrote it")
     return checkpoint
 
 

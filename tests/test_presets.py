@@ -1,6 +1,5 @@
 """Presets: what each sets, what the user keeps, and the fast preset's early stop."""
 
-import json
 import subprocess
 import sys
 
@@ -9,7 +8,13 @@ import pytest
 from conftest import smooth_image
 
 from jaxstyle import StyleOptions, stylize
-from jaxstyle.checkpoint import Checkpoint, load_checkpoint, options_from_dict, save_checkpoint
+from jaxstyle.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    RunState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from jaxstyle.options import PRESET_VALUES, OptionsError
 from jaxstyle.stages import plan, total_iterations
 
@@ -44,13 +49,20 @@ def test_bad_preset_values_are_named():
         StyleOptions(stop_tolerance=-1.0)
 
 
-def test_checkpoints_written_before_presets_load_as_neural_style():
-    # Such a checkpoint holds neural-style's values and none of the options added since.
+def test_checkpoints_written_before_presets_are_refused(tmp_path, monkeypatch):
+    # Such a checkpoint (never released) holds none of the options added since.
     new = ("preset", "stop_tolerance", "stop_change", "style_strength")
     old = {k: v for k, v in StyleOptions(preset="neural-style").to_dict().items()
            if k not in new}
-    options = options_from_dict(json.loads(json.dumps(old)))
-    assert options == StyleOptions(preset="neural-style")
+    run = RunState(iteration=1, x=np.zeros((4, 4, 3), np.float32), state=[], history={})
+    path = tmp_path / "old.ckpt"
+    with monkeypatch.context() as m:
+        m.setattr(StyleOptions, "to_dict", lambda self: old)
+        save_checkpoint(path, Checkpoint(run, StyleOptions(), {}, str(tmp_path / "o.png")))
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    assert str(refused.value) == (f"{path}: options: no 'preset' (written by another jaxstyle); "
+                                  "finish the run with the version that wrote it")
 
 
 def test_neural_style_preset_keeps_its_objective_and_weights():

@@ -161,10 +161,18 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, capsys):
         assert message in capsys.readouterr().err
     from flax import serialization
 
-    (tmp_path / "v9.ckpt").write_bytes(serialization.msgpack_serialize(
-        {"format": "jaxstyle-checkpoint", "version": 9}))
-    with pytest.raises(CheckpointError, match="format version 9"):
-        load_checkpoint(tmp_path / "v9.ckpt")
+    for version in (1, 2, 9):  # 1 and 2 (never released): no checksum, no L-BFGS direction
+        path = tmp_path / f"v{version}.ckpt"
+        path.write_bytes(serialization.msgpack_serialize(
+            {"format": "jaxstyle-checkpoint", "version": version, "iteration": 3}))
+        with pytest.raises(CheckpointError) as refused:
+            load_checkpoint(path)
+        assert str(refused.value) == (f"{path}: checkpoint format version {version} is not this "
+                                      "jaxstyle's (3); finish the run with the version that "
+                                      "wrote it")
+    assert main(["resume", str(tmp_path / "v2.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "format version 2" in err
     assert main(["resume", str(tmp_path / "missing.ckpt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
 
