@@ -94,24 +94,22 @@ def soak(client: httpx2.Client, pid: int, folder: Path, runs: int, sizes: list[i
     # After which runs the sweeps come, evenly spread (two after one run in a short session).
     sweep_after = collections.Counter(max(1, runs * (k + 1) // (SWEEPS + 1))
                                       for k in range(SWEEPS))
-    started = time.perf_counter()
+    started, stopped = time.perf_counter(), None
     for i in range(runs):
         size, style = sizes[i % len(sizes)], STYLES[(i // len(sizes)) % len(STYLES)]
         strength = STRENGTHS[(i // (len(sizes) * len(STYLES))) % len(STRENGTHS)]
         request = {"content": "chelsea", "styles": [style],
                    "options": {"size": size, "iterations": iterations,
                                "style_strength": strength}}
-        previous = samples[-1] if samples else None
-        if i % 10 == 4 and previous and previous["what"] == "stopped":
+        if i % 10 == 4 and stopped is not None:  # the newest run, a sweep or not between
             kind = "continued"
-            job = submit(client, f"/api/jobs/{previous['job']}/continue",
-                         {"iterations": iterations})
+            job = submit(client, f"/api/jobs/{stopped}/continue", {"iterations": iterations})
             last = follow(client, job)
         elif i % 10 == 3:
             request["options"]["iterations"] = 50 * iterations  # stopped long before its end
             job = submit(client, "/api/runs", request)
             last = follow(client, job, stop_after_picture=True)
-            kind = "stopped"
+            kind, stopped = "stopped", job
         else:
             job = submit(client, "/api/runs", request)
             last = follow(client, job)

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from conftest import smooth_image
@@ -817,3 +818,20 @@ def test_evict_removes_the_oldest_runs_not_kept_until_the_budget_holds(tmp_path)
     assert sorted(p.name for p in folder.runs.iterdir()) == ["0001", "0005"]
     assert folder.run_bytes() == 200 and folder.evict(keep=()) == []
     assert RunFolder(tmp_path, 100, 100, run_budget=0).evict(keep={5}) == [1]
+
+
+def test_jax_caches_are_cleared_past_the_geometries_kept(client, monkeypatch):
+    """jax's own jit caches keep the compiled code of at most `_GEOMETRIES` input geometries:
+    a job bringing one more clears them first, and runs (and compiles) as before."""
+    from jaxstyle.studio import worker
+
+    cleared = []
+    real = jax.clear_caches
+    monkeypatch.setattr(worker, "_GEOMETRIES", 1)
+    monkeypatch.setattr(worker.jax, "clear_caches", lambda: (cleared.append(1), real()))
+    request = {**inputs(client), "options": {**SMALL, "iterations": 2}}
+    for size, clears in ((32, 0), (32, 0), (40, 1), (40, 1), (32, 2)):
+        job = start(client, "/api/runs", {**request, "options": {**SMALL, "iterations": 2,
+                                                                  "size": size}})
+        assert follow(client, job)[-1]["status"] == "done"
+        assert len(cleared) == clears, (size, cleared)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from jaxstyle.checkpoint import RunState
@@ -34,6 +35,11 @@ _TERM_WEIGHTS = ("style_strength", "content_weight", "style_weight", "tv_weight"
                  "style_layer_weights", "temporal_weight")
 """Options that only weigh the objective's terms (`StyleOptions.loss_weights`): the style
 targets do not depend on them (the blend weights, which do, are not among them)."""
+_GEOMETRIES = 16
+"""Distinct input geometries (the size option and the inputs' shapes) whose compiled code
+jax's own jit caches keep (the style targets, the quality measures, resizing: each XLA:CPU
+executable holds memory and memory mappings). A job bringing one more clears those caches
+first; the run's own executables are bounded apart (`jaxstyle.optimize.COMPILED`, 16)."""
 _PLOT_POINTS = 400  # loss points a snapshot carries at most (the page's plot)
 _PACE_DECAY = 0.7  # weight of the earlier chunks in the time per iteration shown
 
@@ -174,6 +180,7 @@ class Worker:
         self._records: OrderedDict[int, dict] = OrderedDict()
         self._states: dict[int, tuple[Request, RunState]] = {}  # newest run's, to continue
         self._style_caches: OrderedDict[tuple, dict] = OrderedDict()
+        self._geometries: set[tuple] = set()  # seen since jax's caches were last cleared
         self._wake = threading.Condition(self._lock)
         self._pending: Job | None = None
         self._current: Job | None = None
@@ -308,6 +315,8 @@ class Worker:
             raise JaxstyleError(self.network_error or "no network")
         content = self.folder.load(request.content)
         styles = [self.folder.load(i) for i in request.styles]
+        self._bound_jit_caches((request.options.size, request.options.style_scale,
+                                content.shape, *(s.shape for s in styles)))
         entries = [self.folder.image(i) for i in (request.content, *request.styles)]
         inputs = {"content": self._describe(entries[0]),
                   "styles": [self._describe(e) for e in entries[1:]]}
@@ -420,6 +429,16 @@ class Worker:
                                  f"x{quality['style_sliced_wasserstein_ratio']:.3g} SW; "
                                  f"content {record['quality']['content']:.3g}")
         return record
+
+    def _bound_jit_caches(self, geometry: tuple) -> None:
+        """Clears jax's jit caches when `geometry` would be the (`_GEOMETRIES` + 1)th distinct
+        one since they were last cleared (in this thread, between jobs: nothing compiles)."""
+        if geometry not in self._geometries and len(self._geometries) >= _GEOMETRIES:
+            jax.clear_caches()
+            self._geometries.clear()
+            self.log(f"studio: cleared jax's compiled-code caches after {_GEOMETRIES} input "
+                     "sizes")
+        self._geometries.add(geometry)
 
     def _weights_arg(self) -> str | None:
         return None if self.weights_spec is None else str(self.weights_spec)
