@@ -55,7 +55,7 @@ class VideoError(JaxstyleError):
     """A video input or output that cannot be used; the message says why."""
 
 
-class Source(NamedTuple):
+class FrameSource(NamedTuple):
     """Where frames come from.
 
     Attributes:
@@ -82,7 +82,7 @@ def _number(path: Path) -> int | None:
 
 
 def open_source(path: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                log: Callable[[str], None] = lambda message: None) -> Source:
+                log: Callable[[str], None] = lambda message: None) -> FrameSource:
     """Checks a video file or a folder of numbered frames before any work (`log` hears about
     files in a folder that are not frames).
 
@@ -118,7 +118,7 @@ def _frame_files(path: Path, log: Callable[[str], None]) -> tuple[Path, ...]:
     return tuple(numbered)
 
 
-def _open_source(path: Path, log: Callable[[str], None], max_pixels: int) -> Source:
+def _open_source(path: Path, log: Callable[[str], None], max_pixels: int) -> FrameSource:
     if path.is_dir():
         files = _frame_files(path, log)
         sizes = {}
@@ -130,7 +130,7 @@ def _open_source(path: Path, log: Callable[[str], None], max_pixels: int) -> Sou
             raise VideoError(f"{path}: frames differ in size ({pa.name} is {a[0]}x{a[1]}, "
                              f"{pb.name} is {b[0]}x{b[1]})")
         w, h = next(iter(sizes))
-        return Source(path, len(files), (h, w), FOLDER_FPS, tuple(files), max_pixels)
+        return FrameSource(path, len(files), (h, w), FOLDER_FPS, tuple(files), max_pixels)
     if not path.is_file():
         raise VideoError(f"{path}: no such file or folder")
     import av
@@ -143,7 +143,7 @@ def _open_source(path: Path, log: Callable[[str], None], max_pixels: int) -> Sou
             first = next(_decode(container, max_pixels), None)
             if first is None:
                 raise VideoError(f"{path}: has no video frames")
-            return Source(path, stream.frames, (first.height, first.width),
+            return FrameSource(path, stream.frames, (first.height, first.width),
                           Fraction(stream.average_rate or FOLDER_FPS), (), max_pixels)
     except av.FFmpegError as exc:
         _refuse_large_frame(path, 1, exc, max_pixels)
@@ -182,7 +182,7 @@ def _refuse_large_frame(path: Path, index: int, exc: Exception, max_pixels: int)
                          f"{max_pixels}") from None
 
 
-def read_frames(source: Source) -> Iterator[np.ndarray]:
+def read_frames(source: FrameSource) -> Iterator[np.ndarray]:
     """The frames one at a time, float32 [H, W, 3] RGB in [0, 1] (never the whole video).
 
     Raises:
@@ -314,7 +314,7 @@ _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".a
             ".webm": "webm"}
 
 
-def fingerprint(source: Source, styles: list[str], options: StyleOptions, weights) -> dict:
+def fingerprint(source: FrameSource, styles: list[str], options: StyleOptions, weights) -> dict:
     """What a run's finished frames were made from; a resumed run must match it."""
     inputs = [source.path] if not source.files else list(source.files)
     return {"input": [sha256_of(p) for p in inputs], "styles": [sha256_of(p) for p in styles],
@@ -381,7 +381,7 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
                     progress_bar, on_frame)
 
 
-def _run(source: Source, input_path: str, styles: list[str], output: Path, inputs,
+def _run(source: FrameSource, input_path: str, styles: list[str], output: Path, inputs,
          options: StyleOptions, log: Callable[[str], None], weights_spec: str | None,
          progress_bar: bool, on_frame) -> int:
     """`stylize_video` once its inputs are checked and its output locked."""
@@ -426,7 +426,7 @@ def _run(source: Source, input_path: str, styles: list[str], output: Path, input
 class _Run(NamedTuple):
     """What every frame of a video run shares."""
 
-    source: Source
+    source: FrameSource
     work: Path
     shape: tuple[int, int]
     styles: list
