@@ -208,3 +208,11 @@ def test_preset_with_oklab_colors(tiny16_weights):
     plain = _run(tiny16_weights, iterations=2)
     assert np.abs(result.image - plain.image).mean() > 1e-3  # the step ran (finish)
     assert result.image.min() >= 0.0 and result.image.max() <= 1.0
+
+
+def test_optional_self_similarity_content_term(tiny16_weights):
+    result = _run(tiny16_weights, content_weight=1.0, content_loss="self_similarity",
+                  iterations=3)
+    assert result.history["content"][0] > 0
+    assert result.losses["total"] == pytest.approx(
+        result.losses["style"] + result.losses["content"] + result.losses["tv"], rel=1e-5)
