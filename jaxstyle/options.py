@@ -610,7 +610,7 @@ class StyleOptions:
             problem = _type_problem(value, f.type)
             if problem:
                 raise OptionsError(f"{f.name}: must be {problem} (got {value!r})")
-            plain = _plain(value)  # NumPy scalars as Python numbers (reports are JSON)
+            plain = _python_numbers(value)  # NumPy scalars as Python numbers (reports are JSON)
             if plain is not value:
                 object.__setattr__(self, f.name, plain)
             choices = f.metadata.get("choices")
@@ -769,10 +769,10 @@ def _type_problem(value, annotation: str) -> str:
     return "" if ok else _WORDS[annotation]
 
 
-def _plain(value):
+def _python_numbers(value):
     """NumPy integers and floats (also inside tuples) as Python's int and float."""
     if isinstance(value, tuple):
-        plain = tuple(_plain(v) for v in value)
+        plain = tuple(_python_numbers(v) for v in value)
         return value if all(a is b for a, b in zip(plain, value)) else plain
     if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)):
         return int(value)

@@ -612,7 +612,7 @@ def _array_globals(budget: list[int]) -> dict[tuple[str, str], object]:
 _MAX_DEPTH = 32  # a Flax params tree is 3 or 4 levels deep
 
 
-def _plain(value: object, where: str, depth: int = 0) -> object:
+def _checked_tree(value: object, where: str, depth: int = 0) -> object:
     """The unpickled tree with its arrays made; anything but dicts with text keys, lists,
     tuples, arrays, text, numbers and None is refused, naming where it is."""
     if depth > _MAX_DEPTH:
@@ -624,9 +624,9 @@ def _plain(value: object, where: str, depth: int = 0) -> object:
     if isinstance(value, dict):
         if not all(isinstance(key, str) for key in value):
             raise WeightsError(f"{where}: a key that is not text")
-        return {key: _plain(v, f"{where}/{key}", depth + 1) for key, v in value.items()}
+        return {key: _checked_tree(v, f"{where}/{key}", depth + 1) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, f"{where}/{i}", depth + 1) for i, v in enumerate(value))
+        return type(value)(_checked_tree(v, f"{where}/{i}", depth + 1) for i, v in enumerate(value))
     if value is None or isinstance(value, (np.ndarray, str, bytes, bool, int, float)):
         return value
     raise WeightsError(f"{where}: a {type(value).__name__} outside an array")
@@ -665,4 +665,4 @@ def read_pickled_arrays(path: str | os.PathLike) -> object:
         f.seek(0)
         data = f.read(stop)
     tree = _load(_RestrictedUnpickler(io.BytesIO(data), allowed=_array_globals(budget)))
-    return _plain(tree, "the pickle")
+    return _checked_tree(tree, "the pickle")
