@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYER_FLAGS, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle.cli import main
@@ -17,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def images(tmp_path):
-    content, style = tmp_path / "content.png", tmp_path / "style.jpg"
-    Image.fromarray((smooth_image(30, 40, 0) * 255).astype(np.uint8)).save(content)
-    Image.fromarray((smooth_image(36, 36, 1) * 255).astype(np.uint8)).save(style)
-    return content, style
+    return (write_image(tmp_path / "content.png", smooth_image(30, 40, 0)),
+            write_image(tmp_path / "style.jpg", smooth_image(36, 36, 1)))
 
 
 def _run(capsys, *argv):
@@ -218,8 +215,7 @@ def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tin
     sheet = tmp_path / "sheet.png"
     code, err = _run(capsys, "sweep", content, style, "-o", sheet, "--weights", tiny_weights_file,
                      "--vary", "style_weight=10,1000", "--vary", "style-loss=gram,gram_histogram",
-                     "--size", 32, "--iterations", 3, "--content-layers", "relu2_1",
-                     "--style-layers", "relu1_1,relu2_1")
+                     "--size", 32, "--iterations", 3, *TINY_LAYER_FLAGS)
     assert code == 0, err
     assert err.count("] style_weight=") == 4 and "[4/4] style_weight=1000.0, style_loss=" in err
     with Image.open(sheet) as written:

@@ -5,7 +5,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYER_FLAGS, TINY_LAYERS, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
@@ -13,8 +13,6 @@ from jaxstyle.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jaxstyle.driver import stylize_batch
 from jaxstyle.images import resize
 from jaxstyle.stages import coarse_to_fine, continued, plan, scale_sizes, total_iterations
-
-LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
 
 def test_plan_walks_scales_then_tiles_with_running_offsets():
@@ -85,7 +83,8 @@ COMBINATIONS = {
 @pytest.mark.parametrize("name", list(COMBINATIONS))
 def test_combination_runs_and_resumes_bit_for_bit(name, tiny_weights, tmp_path):
     fields, extra, n_styles = COMBINATIONS[name]
-    options = StyleOptions(iterations=4, progress_every=2, style_weight=1e4, **LAYERS, **fields)
+    options = StyleOptions(iterations=4, progress_every=2, style_weight=1e4, **TINY_LAYERS,
+                           **fields)
     content = smooth_image(60, 80, 0)
     styles = [smooth_image(40, 40, 1 + i) for i in range(n_styles)]
     kwargs = {"style_masks": _masks()} if extra == "masks" else {}
@@ -111,7 +110,7 @@ def test_multi_scale_tiled_batch_equals_single_runs(tiny_weights):
     # neural-style's default weights: with style_weight 1e4 unit L-BFGS steps amplify vmap's
     # float-level differences to 0.08 within 4 iterations at 40 px (measured), plans or not.
     options = StyleOptions(scales=(40, 80), scale_iterations=(4, 2), tile_size=48, tile_overlap=8,
-                           progress_every=2, **LAYERS)
+                           progress_every=2, **TINY_LAYERS)
     contents = [smooth_image(60, 80, i) for i in range(2)] + [smooth_image(40, 40, 2)]
     styles = [smooth_image(40, 40, 5)]
     seen = []
@@ -129,13 +128,11 @@ def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
     from jaxstyle import runner
     from jaxstyle.cli import main
 
-    content, style = tmp_path / "c.png", tmp_path / "s.png"
-    Image.fromarray((smooth_image(60, 80, 0) * 255).astype(np.uint8)).save(content)
-    Image.fromarray((smooth_image(40, 40, 1) * 255).astype(np.uint8)).save(style)
+    content = write_image(tmp_path / "c.png", smooth_image(60, 80, 0))
+    style = write_image(tmp_path / "s.png", smooth_image(40, 40, 1))
     args = [str(content), str(style), "--weights", str(tiny_weights_file), "--scales", "40,80",
             "--scale-iterations", "4,4", "--tile-size", "48", "--tile-overlap", "8",
-            "--progress-every", "2", "--checkpoint-every", "2", "--content-layers", "relu2_1",
-            "--style-layers", "relu1_1,relu2_1", "-q"]
+            "--progress-every", "2", "--checkpoint-every", "2", *TINY_LAYER_FLAGS, "-q"]
     assert main(["stylize", *args, "-o", str(tmp_path / "reference.png")]) == 0
 
     due = runner.Checkpointing.due
@@ -179,7 +176,7 @@ def test_later_scales_are_prepared_in_the_background_without_changing_the_result
     from jaxstyle.optimize import COMPILED
 
     content, style = smooth_image(48, 64, seed=1), smooth_image(40, 40, seed=2)
-    options = StyleOptions(scales=(32, 64), scale_iterations=(3, 2), seed=3, **LAYERS)
+    options = StyleOptions(scales=(32, 64), scale_iterations=(3, 2), seed=3, **TINY_LAYERS)
     COMPILED.clear()
     ahead = stylize(content, [style], tiny_weights, options)
     # The 64 px scale's init and chunk were compiled by another thread than the run's.

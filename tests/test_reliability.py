@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYER_FLAGS, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle import JaxstyleError, StyleOptions, load_image, stylize
@@ -19,18 +19,13 @@ from jaxstyle.checkpoint import Checkpoint, CheckpointError, load_checkpoint, sa
 from jaxstyle.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1", "-q"]
-
-
-def _png(path, image):
-    Image.fromarray((np.asarray(image) * 255).astype(np.uint8)).save(path)
-    return path
+TINY = [*TINY_LAYER_FLAGS, "-q"]
 
 
 @pytest.fixture
 def files(tmp_path, tiny_weights_file):
-    return (_png(tmp_path / "content.png", smooth_image(30, 40, 0)),
-            _png(tmp_path / "style.png", smooth_image(36, 36, 1)), tiny_weights_file)
+    return (write_image(tmp_path / "content.png", smooth_image(30, 40, 0)),
+            write_image(tmp_path / "style.png", smooth_image(36, 36, 1)), tiny_weights_file)
 
 
 def _stylize(capsys, files, out, *extra):
@@ -241,7 +236,7 @@ def test_another_style_file_is_named_as_another_file(tmp_path, files, capsys, mo
         os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
     assert _ckpt_run(capsys, files, out)[0] == 128 + signal.SIGINT
     monkeypatch.undo()
-    other = _png(tmp_path / "other.png", smooth_image(36, 36, 5))
+    other = write_image(tmp_path / "other.png", smooth_image(36, 36, 5))
     code = main([str(a) for a in ["stylize", content, other, "-o", out, "--weights", weights,
                                   "--size", 32, *TINY, "--iterations", 6, "--progress-every", 2,
                                   "--checkpoint-every", 2, "--preset", "neural-style",
@@ -311,9 +306,9 @@ def batch_files(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(3):
-        _png(folder / f"p{i}.png", smooth_image(30, 40, i))
+        write_image(folder / f"p{i}.png", smooth_image(30, 40, i))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    return folder, _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+    return folder, write_image(tmp_path / "style.png", smooth_image(36, 36, 9))
 
 
 def _batch(capsys, folder, style, out, weights, *extra):
@@ -346,9 +341,9 @@ def test_batch_skips_bad_files_keeps_finished_ones_and_refuses_others(tmp_path, 
 def test_an_interrupted_batch_keeps_the_groups_it_finished(tmp_path, tiny_weights_file):
     folder = tmp_path / "photos"
     folder.mkdir()
-    _png(folder / "a_small.png", smooth_image(30, 40, 0))  # one size group ...
-    _png(folder / "b_tall.png", smooth_image(40, 24, 1))  # ... and another, run second
-    style = _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+    write_image(folder / "a_small.png", smooth_image(30, 40, 0))  # one size group ...
+    write_image(folder / "b_tall.png", smooth_image(40, 24, 1))  # ... and another, run second
+    style = write_image(tmp_path / "style.png", smooth_image(36, 36, 9))
     out = tmp_path / "out"
     child = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "batch", str(folder), "-s", str(style), "-o",
@@ -370,12 +365,12 @@ def test_an_interrupted_batch_keeps_the_groups_it_finished(tmp_path, tiny_weight
 def _frames(folder: Path, numbers, size=(24, 32)):
     folder.mkdir()
     for n in numbers:
-        _png(folder / f"frame_{n:03d}.png", smooth_image(*size, n))
+        write_image(folder / f"frame_{n:03d}.png", smooth_image(*size, n))
     return folder
 
 
 def _video(capsys, frames, out, tmp_path, weights, *extra):
-    style = _png(tmp_path / "style.png", smooth_image(36, 36, 9))
+    style = write_image(tmp_path / "style.png", smooth_image(36, 36, 9))
     code = main([str(a) for a in ["video", frames, style, "-o", out, "--weights", weights,
                                   "--size", 0, "--iterations", 2, *TINY, *extra]])
     return code, capsys.readouterr().err
@@ -390,8 +385,8 @@ def test_video_refuses_gaps_in_numbering(tmp_path, tiny_weights_file, capsys):
 
 def test_video_takes_only_numbered_frames(tmp_path, tiny_weights_file, capsys):
     frames = _frames(tmp_path / "frames", [1, 2])
-    _png(frames / "cover.png", smooth_image(24, 32, 7))
-    style = _png(tmp_path / "s.png", smooth_image(36, 36, 9))
+    write_image(frames / "cover.png", smooth_image(24, 32, 7))
+    style = write_image(tmp_path / "s.png", smooth_image(36, 36, 9))
     code = main([str(a) for a in ["video", frames, style,
                                   "-o", tmp_path / "out", "--weights", tiny_weights_file,
                                   "--size", 0, "--iterations", 1, "--content-layers", "relu2_1",
@@ -408,7 +403,7 @@ def test_odd_sized_video_is_padded_to_what_players_decode(tmp_path, tiny_weights
 
     frames = _frames(tmp_path / "frames", [1, 2], size=(23, 33))
     out = tmp_path / "out.mp4"
-    style = _png(tmp_path / "s.png", smooth_image(36, 36, 9))
+    style = write_image(tmp_path / "s.png", smooth_image(36, 36, 9))
     code = main([str(a) for a in ["video", frames, style,
                                   "-o", out, "--weights", tiny_weights_file, "--size", 0,
                                   "--iterations", 1, "--content-layers", "relu2_1",
@@ -443,7 +438,7 @@ def test_folders_that_refuse_writes_are_caught_before_work(files, tmp_path, caps
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in (1, 2):
-        _png(frames / f"{i:04d}.png", smooth_image(32, 32, i))
+        write_image(frames / f"{i:04d}.png", smooth_image(32, 32, i))
     code = main([str(a) for a in ["video", frames, files[1], "-o", locked / "o.mp4",
                                   "--weights", files[2], "--size", 32, *TINY]])
     err = capsys.readouterr().err
@@ -588,7 +583,7 @@ def test_counts_past_int32_are_floats_in_the_losses():
 
 
 def test_size_advice_stays_within_the_flags_range(tmp_path, files, capsys):
-    thin = _png(tmp_path / "thin.png", np.full((1, 70000, 3), 0.5, np.float32))
+    thin = write_image(tmp_path / "thin.png", np.full((1, 70000, 3), 0.5, np.float32))
     code, err = _stylize(capsys, (thin, files[1], files[2]), tmp_path / "o.png",
                          "--iterations", 0)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
@@ -706,7 +701,7 @@ def test_resume_writes_only_the_output_its_run_was_given(tmp_path, files, capsys
     saved = load_checkpoint(ckpt)
     assert saved.output == str(tmp_path / "out.png")  # kept absolute
     # A crafted checkpoint (its checksum recomputed) naming someone's file as the output.
-    precious = _png(tmp_path / "precious.png", smooth_image(8, 8, 3))
+    precious = write_image(tmp_path / "precious.png", smooth_image(8, 8, 3))
     before = precious.read_bytes()
     save_checkpoint(ckpt, Checkpoint(saved.run, saved.options, saved.inputs, str(precious),
                                      saved.replaceable))
@@ -719,7 +714,7 @@ def test_resume_writes_only_the_output_its_run_was_given(tmp_path, files, capsys
 
 
 def test_resume_may_replace_what_its_run_was_told_to(tmp_path, files, capsys, monkeypatch):
-    out = _png(tmp_path / "out.png", smooth_image(8, 8, 3))  # stylize -o names it: replaced
+    out = write_image(tmp_path / "out.png", smooth_image(8, 8, 3))  # stylize -o names it: replaced
     ckpt = _interrupted_run(capsys, files, out, monkeypatch)
     assert (tmp_path / "out.partial.png").is_file()  # the run's own, recorded
     assert main(["resume", str(ckpt), "-q"]) == 0, capsys.readouterr().err
@@ -735,7 +730,7 @@ def test_an_old_relative_output_is_next_to_its_checkpoint(tmp_path, files, capsy
     (tmp_path / "x.partial.png").unlink()
     sub = tmp_path / "sub"
     sub.mkdir()
-    decoy = _png(sub / "x.png", smooth_image(8, 8, 3))
+    decoy = write_image(sub / "x.png", smooth_image(8, 8, 3))
     before = decoy.read_bytes()
     monkeypatch.chdir(sub)
     assert main(["resume", "../x.png.ckpt", "-q"]) == 0, capsys.readouterr().err
@@ -770,7 +765,7 @@ def test_weights_convert_replaces_nothing_unasked(tmp_path, capsys, destination,
     from conftest import DATA
 
     (tmp_path / "existing.msgpack").write_bytes(b"mine")
-    _png(tmp_path / "existing.jpg", smooth_image(8, 8, 1))
+    write_image(tmp_path / "existing.jpg", smooth_image(8, 8, 1))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     target = tmp_path / destination
     assert main(["weights", "convert", str(DATA / "vgg19_tiny.pth"), str(target),
@@ -853,7 +848,7 @@ def test_a_png_chunk_claiming_gigabytes_is_refused_where_memory_is_bounded(tmp_p
                 + struct.pack(">I", zlib.crc32(kind + data)))
 
     good = tmp_path / "good.png"
-    _png(good, smooth_image(6, 8, 0))
+    write_image(good, smooth_image(6, 8, 0))
     pixels = zlib.compress(b"\x00" + bytes(24))
     bad = tmp_path / "claims.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 1, 8, 2,

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import loss_config, smooth_image
+from conftest import TINY_LAYERS, loss_config, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
@@ -11,8 +11,6 @@ from jaxstyle.cli import main
 from jaxstyle.losses import style_targets
 from jaxstyle.stages import tile_starts
 from jaxstyle.tiling import paste, tiled_style_target_list
-
-LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 
 
 @pytest.mark.parametrize("length, tile, overlap", [(100, 48, 8), (97, 32, 16), (48, 48, 8),
@@ -26,15 +24,15 @@ def test_tiles_cover_the_image_with_the_overlap(length, tile, overlap):
 
 def test_tiled_style_targets_match_the_whole_style_image(tiny_weights):
     style = smooth_image(64, 96, 1)
-    config = loss_config(**LAYERS)
+    config = loss_config(**TINY_LAYERS)
     model = [tiny_weights.preprocessing.to_model(jnp.asarray(style))]
     tiled = tiled_style_target_list(tiny_weights.params, model, config, None, False, 40, 8)[0]
     whole = style_targets(tiny_weights.params, model, config)
-    for layer in LAYERS["style_layers"]:
+    for layer in TINY_LAYERS["style_layers"]:
         rel = float(jnp.abs(tiled[layer] - whole[layer]).max() / jnp.abs(whole[layer]).max())
         assert rel < 0.05, (layer, rel)  # only the zero padding at tile borders differs
     untiled = tiled_style_target_list(tiny_weights.params, model, config, None, False, 96, 8)[0]
-    for layer in LAYERS["style_layers"]:
+    for layer in TINY_LAYERS["style_layers"]:
         np.testing.assert_allclose(untiled[layer], whole[layer], rtol=1e-5, atol=1e-7)
 
 
@@ -61,7 +59,7 @@ def test_blending_introduces_no_seams(tiny_weights):
     # whole overlap (all zeros, a hard edge at its end) 2.02x.
     content = smooth_image(72, 100, 0)
     options = StyleOptions(size=100, iterations=6, tile_size=48, tile_overlap=8,
-                           style_strength=30.0, stop_change=0.0, **LAYERS)
+                           style_strength=30.0, stop_change=0.0, **TINY_LAYERS)
     result = stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options)
     change = result.image - content
     assert np.abs(change).mean() > 0.01  # the tiles were painted
@@ -75,7 +73,7 @@ def test_blending_introduces_no_seams(tiny_weights):
 def test_tiled_run_covers_every_tile_and_changes_the_image(tiny_weights):
     content = smooth_image(72, 96, 0)
     options = StyleOptions(size=96, iterations=4, progress_every=4, tile_size=48,
-                           tile_overlap=8, style_weight=1e4, **LAYERS)
+                           tile_overlap=8, style_weight=1e4, **TINY_LAYERS)
     seen = []
     result = stylize(content, [smooth_image(64, 64, 1)], tiny_weights, options,
                      callback=lambda p: seen.append((p.tile, p.tiles)))
@@ -86,9 +84,8 @@ def test_tiled_run_covers_every_tile_and_changes_the_image(tiny_weights):
 
 
 def test_tiles_from_the_command_line(tmp_path, tiny_weights_file, capsys):
-    content, style = tmp_path / "c.png", tmp_path / "s.png"
-    Image.fromarray((smooth_image(60, 80, 0) * 255).astype(np.uint8)).save(content)
-    Image.fromarray((smooth_image(64, 64, 1) * 255).astype(np.uint8)).save(style)
+    content = write_image(tmp_path / "c.png", smooth_image(60, 80, 0))
+    style = write_image(tmp_path / "s.png", smooth_image(64, 64, 1))
     out = tmp_path / "o.png"
     code = main(["stylize", str(content), str(style), "-o", str(out), "--weights",
                  str(tiny_weights_file), "--size", "80", "--iterations", "2", "--tile-size", "48",

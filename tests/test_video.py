@@ -8,7 +8,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYER_FLAGS, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle import temporal
@@ -21,17 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from make_clip import pan_clip  # noqa: E402
 
-LAYERS = ["--content-layers", "relu2_1", "--style-layers", "relu1_1,relu2_1"]
-
-
-def _texture(h: int, w: int) -> np.ndarray:
-    return (smooth_image(h, w, 3) * 255).astype(np.uint8)
-
 
 @pytest.fixture
 def clip(tmp_path):
     """A 5-frame pan (3 px a frame) across a smooth texture, with a tone, at 12 fps."""
-    Image.fromarray(_texture(48, 80)).save(tmp_path / "texture.png")
+    write_image(tmp_path / "texture.png", smooth_image(48, 80, 3))
     pan_clip(tmp_path / "texture.png", tmp_path / "clip.mp4", 48, 5, 3, 12)
     return tmp_path / "clip.mp4"
 
@@ -78,7 +72,7 @@ def test_video_keeps_frames_size_rate_and_audio(clip, tmp_path, tiny_weights_fil
     out = tmp_path / "out.mp4"
     code = main(["video", str(clip), str(ROOT / "examples" / "marbled.jpg"), "-o", str(out),
                  "--weights", str(tiny_weights_file), "--size", "0", "--iterations", "3",
-                 *LAYERS, "-q"])
+                 *TINY_LAYER_FLAGS, "-q"])
     assert code == 0, capsys.readouterr().err
     with av.open(str(clip)) as a, av.open(str(out)) as b:
         va, vb = a.streams.video[0], b.streams.video[0]
@@ -98,7 +92,7 @@ def test_interrupted_video_resumes_to_the_same_frames(clip, tmp_path, tiny_weigh
     from jaxstyle import video
 
     args = [str(clip), str(ROOT / "examples" / "marbled.jpg"), "--weights",
-            str(tiny_weights_file), "--size", "0", "--iterations", "4", *LAYERS, "-q"]
+            str(tiny_weights_file), "--size", "0", "--iterations", "4", *TINY_LAYER_FLAGS, "-q"]
     assert main(["video", *args, "-o", str(tmp_path / "whole")]) == 0
     saved = video.save_image
 
@@ -130,7 +124,7 @@ def test_multi_pass_runs_batches_and_resumes_to_the_same_frames(clip, tmp_path, 
 
     args = [str(clip), str(ROOT / "examples" / "marbled.jpg"), "--weights",
             str(tiny_weights_file), "--size", "0", "--iterations", "3", "--passes", "3",
-            "--pass-batch", "2", *LAYERS, "-q"]
+            "--pass-batch", "2", *TINY_LAYER_FLAGS, "-q"]
     assert main(["video", *args, "-o", str(tmp_path / "whole")]) == 0
     saved, batches = video.save_image, []
     original_batch = video.stylize_batch
@@ -183,13 +177,13 @@ def test_bad_video_input_is_one_line_and_leaves_nothing(case, clip, tmp_path, ti
     (tmp_path / "empty").mkdir()
     (tmp_path / "cut.mp4").write_bytes(clip.read_bytes()[:1500])
     (tmp_path / "mixed").mkdir()
-    Image.fromarray(_texture(32, 32)).save(tmp_path / "mixed" / "f1.png")
-    Image.fromarray(_texture(32, 40)).save(tmp_path / "mixed" / "f2.png")
+    write_image(tmp_path / "mixed" / "f1.png", smooth_image(32, 32, 3))
+    write_image(tmp_path / "mixed" / "f2.png", smooth_image(32, 40, 3))
     (tmp_path / "kept.mp4.frames").mkdir()  # the user's folder, named like a work folder
     (tmp_path / "kept.mp4.frames" / "mine.txt").write_text("precious")
     (tmp_path / "in.mp4.frames").mkdir()
     for i in (1, 2):
-        Image.fromarray(_texture(32, 32)).save(tmp_path / "in.mp4.frames" / f"{i:04d}.png")
+        write_image(tmp_path / "in.mp4.frames" / f"{i:04d}.png", smooth_image(32, 32, 3))
     names = dict(text=tmp_path / "notes.mp4", empty=tmp_path / "empty", clip=clip,
                  truncated=tmp_path / "cut.mp4", mixed=tmp_path / "mixed", tmp=tmp_path)
     source, output, message = BAD[case]
