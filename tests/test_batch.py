@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYER_FLAGS, TINY_LAYERS, smooth_image, write_image
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 sys.path.insert(0, sys.argv[1])
-from conftest import smooth_image
+from conftest import TINY_LAYERS, smooth_image
 from jaxstyle import StyleOptions, load_weights, stylize
 from jaxstyle.driver import stylize_batch
 weights = load_weights(sys.argv[2], "torchvision")
@@ -27,7 +27,7 @@ styles = [smooth_image(32, 32, 1)]
 report = {"devices": jax.device_count()}
 for optimizer in ("lbfgs", "adam"):
     options = StyleOptions(size=32, iterations=5, progress_every=5, optimizer=optimizer,
-                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+                           **TINY_LAYERS)
     batch = stylize_batch(contents, styles, weights, options)
     rows = []
     for content, result in zip(contents, batch):
@@ -66,10 +66,8 @@ def photos(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(3):
-        Image.fromarray((smooth_image(30, 40, i) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
-    style = tmp_path / "style.jpg"
-    Image.fromarray((smooth_image(32, 32, 9) * 255).astype(np.uint8)).save(style)
-    return folder, style
+        write_image(folder / f"p{i}.png", smooth_image(30, 40, i))
+    return folder, write_image(tmp_path / "style.jpg", smooth_image(32, 32, 9))
 
 
 def test_batch_command_line(tmp_path, photos, tiny_weights_file, capsys):
@@ -117,7 +115,7 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     from jaxstyle.problem import prepare
 
     def estimate(size, history):
-        options = StyleOptions(size=size, lbfgs_history=history)
+        options = StyleOptions(size=size, lbfgs_history=history, **TINY_LAYERS)
         problem = prepare(smooth_image(size, size, 0), [smooth_image(32, 32, 1)], tiny_weights,
                           options)
         return estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
@@ -130,19 +128,21 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     assert large.state >= 2 * 100 * image_bytes > short.state  # the L-BFGS history dominates
     assert large.total > small.total and large.total > large.state + large.temporaries / 2
 
-    options = StyleOptions(size=32, iterations=2, memory_limit_gb=small.total / 2**30 / 2)
+    # Room for the optimizer state but not for the run: the compiled estimate refuses it.
+    assert small.total > small.state
+    options = StyleOptions(size=32, iterations=2, **TINY_LAYERS,
+                           memory_limit_gb=(small.state + small.total) / 2 / 2**30)
     with pytest.raises(OutOfMemoryError, match=r"needs about .* MiB .* --lbfgs-history"):
         stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights, options)
     fits = stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights,
                    options.replace(memory_limit_gb=small.total / 2**30 * 1.5))
     assert len(fits.history["total"]) == 2
 
-    content, style = tmp_path / "c.png", tmp_path / "s.png"
-    Image.fromarray((smooth_image(32, 32, 0) * 255).astype(np.uint8)).save(content)
-    Image.fromarray((smooth_image(32, 32, 1) * 255).astype(np.uint8)).save(style)
+    content = write_image(tmp_path / "c.png", smooth_image(32, 32, 0))
+    style = write_image(tmp_path / "s.png", smooth_image(32, 32, 1))
     code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "o.png"),
                  "--weights", str(tiny_weights_file), "--size", "32", "--memory-limit-gb",
-                 "0.0001"])
+                 "0.0001", *TINY_LAYER_FLAGS])
     err = capsys.readouterr().err.strip()
     errors = [line for line in err.splitlines() if line.startswith("jaxstyle: error:")]
     assert code == 2 and len(errors) == 1 and "MiB is available" in errors[0]
@@ -191,7 +191,7 @@ def test_a_batch_redraws_sliced_wasserstein_directions_as_single_runs_do(tiny_we
     contents = [smooth_image(24, 32, i) for i in range(2)]
     styles = [smooth_image(30, 30, 5)]
     options = StyleOptions(size=32, iterations=6, progress_every=2, style_loss="sliced_wasserstein",
-                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+                           **TINY_LAYERS)
     for content, result in zip(contents, stylize_batch(contents, styles, tiny_weights, options)):
         alone = stylize(content, styles, tiny_weights, options)
         # Sorting is discontinuous: vmap's float-level differences reorder near-ties, so a few
