@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
-from PIL import Image
+from conftest import TINY_LAYERS, smooth_image, write_image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.losses import self_similarity_loss
@@ -136,7 +135,8 @@ def test_self_similarity_content_loss_against_numpy():
 @pytest.mark.parametrize("style_loss", ["sliced_wasserstein", "gram_histogram"])
 def test_runs_are_deterministic_lower_the_loss_and_resume_bit_for_bit(tiny_weights, style_loss):
     content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
-    options = StyleOptions(size=32, iterations=12, progress_every=4, style_loss=style_loss)
+    options = StyleOptions(size=32, iterations=12, progress_every=4, style_loss=style_loss,
+                           **TINY_LAYERS)
     full = stylize(content, [style], tiny_weights, options)
     again = stylize(content, [style], tiny_weights, options)
     np.testing.assert_array_equal(full.image, again.image)
@@ -153,8 +153,7 @@ def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(t
     from jaxstyle.driver import redrawn_args
     from jaxstyle.losses import Targets, content_targets, objective, style_targets
 
-    options = StyleOptions(style_loss="sliced_wasserstein", redraw_every=5,
-                           style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_1",))
+    options = StyleOptions(style_loss="sliced_wasserstein", redraw_every=5, **TINY_LAYERS)
     config = options.loss_config()
     x = jnp.asarray(smooth_image(16, 16, 0))
     targets = Targets(content_targets(tiny_weights.params, x, config),
@@ -174,8 +173,7 @@ def test_how_often_progress_is_reported_never_changes_a_result(tiny_weights, pre
     # It once also set sliced Wasserstein's redraw period (outputs differed by up to 0.146).
     content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
     options = StyleOptions(preset=preset, size=32, iterations=24, redraw_every=6,
-                           style_loss="sliced_wasserstein", style_strength=30.0,
-                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+                           style_loss="sliced_wasserstein", style_strength=30.0, **TINY_LAYERS)
     runs = [stylize(content, [style], tiny_weights, options.replace(progress_every=every))
             for every in (2, 5, 24)]
     for other in runs[1:]:
@@ -187,8 +185,7 @@ def test_quality_reads_against_the_photo(tiny_weights):
     from jaxstyle.quality import measure
 
     content, style = smooth_image(32, 40, 0), smooth_image(30, 30, 1)
-    options = StyleOptions(size=40, content_layers=("relu2_1",),
-                           style_layers=("relu1_1", "relu2_1"))
+    options = StyleOptions(size=40, **TINY_LAYERS)
     photo = measure(tiny_weights, np.asarray(content), content, [style], options)
     assert photo.style_gram_ratio == pytest.approx(1.0)  # the photo against itself
     assert photo.style_sliced_wasserstein_ratio == pytest.approx(1.0)
@@ -206,7 +203,7 @@ def test_quality_reads_against_the_photo(tiny_weights):
 def test_each_loss_works_with_masks_scales_and_tiles(tiny_weights, style_loss, control):
     content, a, b = smooth_image(48, 64, 0), smooth_image(40, 40, 1), smooth_image(40, 40, 2)
     options = StyleOptions(size=64, iterations=4, progress_every=2, style_loss=style_loss,
-                           content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
+                           **TINY_LAYERS)
     styles, kwargs = [a], {}
     if control == "masks":
         left = np.zeros((48, 64), np.float32)
@@ -301,7 +298,7 @@ def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_pat
     # computed?), so the guard's reading of the pool is checked too: that part cannot pass by luck.
     content, style = tmp_path / "c.png", tmp_path / "s.png"
     for path, seed in ((content, 0), (style, 1)):
-        Image.fromarray((smooth_image(30, 40, seed) * 255).astype(np.uint8)).save(path)
+        write_image(path, smooth_image(30, 40, seed))
     env = {**os.environ, "PJRT_NPROC": "1", "JAXSTYLE_NO_COMPILATION_CACHE": "1"}
     try:
         done = subprocess.run(
