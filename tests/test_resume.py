@@ -10,7 +10,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYERS, smooth_image, write_image
 from PIL import Image
 
 from jaxstyle import StyleOptions, load_image, stylize
@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_resumed_run_equals_uninterrupted_in_process(tiny_weights, optimizer):
     content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
-    options = StyleOptions(size=32, iterations=12, progress_every=4, optimizer=optimizer)
+    options = StyleOptions(size=32, iterations=12, progress_every=4, optimizer=optimizer,
+                           **TINY_LAYERS)
     full = stylize(content, [style], tiny_weights, options)
     saved = []
     stylize(content, [style], tiny_weights, options.replace(iterations=8),
@@ -36,8 +37,8 @@ def test_resumed_run_equals_uninterrupted_in_process(tiny_weights, optimizer):
 @pytest.fixture
 def run_files(tmp_path, tiny_weights_file):
     content, style = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray((smooth_image(40, 48, 0) * 255).astype(np.uint8)).save(content)
-    Image.fromarray((smooth_image(40, 40, 1) * 255).astype(np.uint8)).save(style)
+    write_image(content, smooth_image(40, 48, 0))
+    write_image(style, smooth_image(40, 40, 1))
     return content, style, tiny_weights_file
 
 
@@ -138,7 +139,7 @@ def test_resume_refuses_changed_inputs_and_options(tmp_path, run_files, capsys):
     err = capsys.readouterr().err
     assert "option style_weight: checkpoint has 100.0, now 50.0" in err
 
-    Image.fromarray((smooth_image(40, 40, 7) * 255).astype(np.uint8)).save(style)
+    write_image(style, smooth_image(40, 40, 7))
     assert main(["resume", str(checkpoint), "-q"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "style image 1" in err and "has changed" in err
