@@ -95,40 +95,55 @@ def soak(client: httpx2.Client, pid: int, folder: Path, runs: int, sizes: list[i
     sweep_after = collections.Counter(max(1, runs * (k + 1) // (SWEEPS + 1))
                                       for k in range(SWEEPS))
     started, stopped = time.perf_counter(), None
-    for i in range(runs):
-        size, style = sizes[i % len(sizes)], STYLES[(i // len(sizes)) % len(STYLES)]
-        strength = STRENGTHS[(i // (len(sizes) * len(STYLES))) % len(STRENGTHS)]
-        request = {"content": "chelsea", "styles": [style],
-                   "options": {"size": size, "iterations": iterations,
-                               "style_strength": strength}}
-        if i % 10 == 4 and stopped is not None:  # the newest run, a sweep or not between
-            kind = "continued"
-            job = submit(client, f"/api/jobs/{stopped}/continue", {"iterations": iterations})
-            last = follow(client, job)
-        elif i % 10 == 3:
-            request["options"]["iterations"] = 50 * iterations  # stopped long before its end
-            job = submit(client, "/api/runs", request)
-            last = follow(client, job, stop_after_picture=True)
-            kind, stopped = "stopped", job
-        else:
-            job = submit(client, "/api/runs", request)
-            last = follow(client, job)
-            kind = "run"
-        if last["status"] not in ("done", "stopped"):
-            raise SystemExit(f"run {i + 1} ({kind}) {last['status']}: {last['message']}")
-        samples.append({"run": i + 1, "what": kind, "job": job, "size": size,
-                        "seconds": time.perf_counter() - started, **sample(pid, folder)})
-        for _ in range(sweep_after[i + 1]):
-            job = submit(client, "/api/sweeps", {**request, "vary": [
-                f"style_strength={STRENGTHS[1]:g},{STRENGTHS[2]:g}"]})
-            last = follow(client, job)
-            if last["status"] != "done":
-                raise SystemExit(f"sweep after run {i + 1}: {last['status']}: {last['message']}")
-            samples.append({"run": i + 1, "what": "sweep", "job": job, "size": size,
-                            "seconds": time.perf_counter() - started, **sample(pid, folder)})
-        if (i + 1) % EVERY == 0 or i + 1 == runs:
+    try:
+        for i in range(runs):
+            stopped = one_run(client, pid, folder, i, runs, sizes, iterations, samples, stopped,
+                              sweep_after, started)
+            if (i + 1) % EVERY == 0 or i + 1 == runs:
+                log(row(samples[-1]))
+    except KeyboardInterrupt:  # Ctrl-C: the figures so far, and the verdict on them
+        if samples:
             log(row(samples[-1]))
+        log(f"interrupted during run {len(samples) and samples[-1]['run'] + 1}")
     return samples
+
+
+def one_run(client: httpx2.Client, pid: int, folder: Path, i: int, runs: int,
+            sizes: list[int], iterations: int, samples: list[dict], stopped: int | None,
+            sweep_after: collections.Counter, started: float) -> int | None:
+    """Run `i` (and the sweeps after it), each sampled into `samples`; returns the job that
+    the next continue continues."""
+    size, style = sizes[i % len(sizes)], STYLES[(i // len(sizes)) % len(STYLES)]
+    strength = STRENGTHS[(i // (len(sizes) * len(STYLES))) % len(STRENGTHS)]
+    request = {"content": "chelsea", "styles": [style],
+               "options": {"size": size, "iterations": iterations,
+                           "style_strength": strength}}
+    if i % 10 == 4 and stopped is not None:  # the newest run, a sweep or not between
+        kind = "continued"
+        job = submit(client, f"/api/jobs/{stopped}/continue", {"iterations": iterations})
+        last = follow(client, job)
+    elif i % 10 == 3:
+        request["options"]["iterations"] = 50 * iterations  # stopped long before its end
+        job = submit(client, "/api/runs", request)
+        last = follow(client, job, stop_after_picture=True)
+        kind, stopped = "stopped", job
+    else:
+        job = submit(client, "/api/runs", request)
+        last = follow(client, job)
+        kind = "run"
+    if last["status"] not in ("done", "stopped"):
+        raise SystemExit(f"run {i + 1} ({kind}) {last['status']}: {last['message']}")
+    samples.append({"run": i + 1, "what": kind, "job": job, "size": size,
+                    "seconds": time.perf_counter() - started, **sample(pid, folder)})
+    for _ in range(sweep_after[i + 1]):
+        job = submit(client, "/api/sweeps", {**request, "vary": [
+            f"style_strength={STRENGTHS[1]:g},{STRENGTHS[2]:g}"]})
+        last = follow(client, job)
+        if last["status"] != "done":
+            raise SystemExit(f"sweep after run {i + 1}: {last['status']}: {last['message']}")
+        samples.append({"run": i + 1, "what": "sweep", "job": job, "size": size,
+                        "seconds": time.perf_counter() - started, **sample(pid, folder)})
+    return stopped
 
 
 HEADER = (f"{'runs':>5} | {'minutes':>7} | {'RSS MB':>7} | {'open files':>10} | "
