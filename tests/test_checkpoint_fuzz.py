@@ -6,8 +6,9 @@ memory is bounded (`checkpoint_fuzzer`).
 
 Every checkpoint must load or be refused with a `JaxstyleError` of one line; nothing else may
 escape, the child may not die, and its peak resident memory may grow by at most `PEAK_BOUND`
-(the checkpoints are a few kB). The default budget takes about 10 s on a 2-core machine; a
-longer one, or another seed:
+(the checkpoints are a few kB). The default budget, 2,000 cases (the slow-marked `full` case;
+the quick suite's `quick` case runs 300), takes about 10 s on a 2-core machine; a longer one, or
+another seed:
 
     JAXSTYLE_FUZZ_CASES=20000 JAXSTYLE_FUZZ_SEED=7 python -m pytest tests/test_checkpoint_fuzz.py -s
 
@@ -22,19 +23,23 @@ import pytest
 from checkpoint_fuzzer import run_child, seed_files
 
 CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "2000"))
+QUICK_CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "300"))
+"""The quick suite's budget (its every check holds at 300 for seeds 0 to 2); CI runs both."""
 SEED = int(os.environ.get("JAXSTYLE_FUZZ_SEED", "0"))
 PEAK_BOUND = 256 << 20
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the child bounds its memory through /proc and RLIMIT_AS (Linux)")
-def test_mutated_checkpoints_load_or_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("cases", [pytest.param(QUICK_CASES, id="quick"),
+                                   pytest.param(CASES, id="full", marks=pytest.mark.slow)])
+def test_mutated_checkpoints_load_or_are_refused_in_one_line(tmp_path, cases):
     seed_files(tmp_path / "seeds")
     work = tmp_path / "work"
-    report = run_child(str(tmp_path / "seeds"), str(CASES), str(SEED), str(work),
-                       timeout=60 + CASES / 20)
+    report = run_child(str(tmp_path / "seeds"), str(cases), str(SEED), str(work),
+                       timeout=60 + cases / 20)
     assert "died" not in report, f"{report['died']}\nit was reading {work}/case.ckpt"
-    assert report["cases"] == CASES
+    assert report["cases"] == cases
     assert report["failure_count"] == 0, report["kinds"]
     assert report["peak_growth"] < PEAK_BOUND, report
     # The mutants reach past the checksum: some load and pass every check, others are refused

@@ -2,11 +2,12 @@
 (bit flips, truncation, header fields, huge dimensions), read by `load_image` and `load_mask` in
 a child process whose memory is bounded (`image_fuzzer`).
 
-Every file must load as a float32 picture in [0, 1] within the pixel limit, or be refused with
-a `JaxstyleError` of one line naming the file; nothing else may escape, no warning may leak,
-the child may not die, and its peak resident memory may grow by at most `PEAK_BOUND` (the files
-are read with `image_fuzzer.MAX_PIXELS`, 1,000,000, as the limit: 12 MB decoded). The default
-budget takes about 10 s on a 2-core machine; a longer one, or another seed:
+Every file must load as a float32 picture in [0, 1] within the pixel limit, or be refused with a
+`JaxstyleError` of one line naming the file; nothing else may escape, no warning may leak, the
+child may not die, and its peak resident memory may grow by at most `PEAK_BOUND` (the files are
+read with `image_fuzzer.MAX_PIXELS`, 1,000,000, as the limit: 12 MB decoded). The default
+budget, 3,000 cases (the slow-marked `full` case; the quick suite's `quick` case runs 300),
+takes about 10 s on a 2-core machine; a longer one, or another seed:
 
     JAXSTYLE_FUZZ_CASES=20000 JAXSTYLE_FUZZ_SEED=7 python -m pytest tests/test_image_fuzz.py -s
 
@@ -23,19 +24,23 @@ from image_fuzzer import run_child, seed_files
 from jaxstyle.images import IMAGE_FORMATS
 
 CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "3000"))
+QUICK_CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "300"))
+"""The quick suite's budget (its every check holds at 300 for seeds 0 to 2); CI runs both."""
 SEED = int(os.environ.get("JAXSTYLE_FUZZ_SEED", "0"))
 PEAK_BOUND = 256 << 20
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the child bounds its memory through /proc and RLIMIT_AS (Linux)")
-def test_mutated_images_load_or_are_refused_in_one_line(tmp_path):
+@pytest.mark.parametrize("cases", [pytest.param(QUICK_CASES, id="quick"),
+                                   pytest.param(CASES, id="full", marks=pytest.mark.slow)])
+def test_mutated_images_load_or_are_refused_in_one_line(tmp_path, cases):
     seed_files(tmp_path / "seeds")
     work = tmp_path / "work"
-    report = run_child(str(tmp_path / "seeds"), str(CASES), str(SEED), str(work),
-                       timeout=60 + CASES / 20)
+    report = run_child(str(tmp_path / "seeds"), str(cases), str(SEED), str(work),
+                       timeout=60 + cases / 20)
     assert "died" not in report, f"{report['died']}\nit was reading {work}/case.*"
-    assert report["cases"] == CASES
+    assert report["cases"] == cases
     assert report["failure_count"] == 0, (report["kinds"], report["failures"])
     assert report["peak_growth"] < PEAK_BOUND, report
     # Every format's mutants both load and are refused: they reach past the readers' first check.

@@ -5,8 +5,9 @@ through Starlette's test client in a child process whose memory is bounded (`stu
 No request may get a 5xx or raise out of the app, every 4xx carries its message, the server
 answers /api/state afterwards, the child may not die, and its peak resident memory may grow by
 at most `PEAK_BOUND`. No job runs (the worker refuses as if busy), so requests that pass every
-check end in a 409. The default budget takes about 10 s on a 2-core machine; a longer one, or
-another seed:
+check end in a 409. The default budget, 3,000 cases (the slow-marked `full` case; the quick
+suite's `quick` case runs 300), takes about 10 s on a 2-core machine; a longer one, or another
+seed:
 
     JAXSTYLE_FUZZ_CASES=20000 JAXSTYLE_FUZZ_SEED=7 python -m pytest tests/test_studio_fuzz.py -s
 
@@ -22,17 +23,21 @@ pytest.importorskip("starlette", reason="the studio extra is not installed")
 from studio_fuzzer import POSTS, run_child
 
 CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "3000"))
+QUICK_CASES = int(os.environ.get("JAXSTYLE_FUZZ_CASES", "300"))
+"""The quick suite's budget (its every check holds at 300 for seeds 0 to 2); CI runs both."""
 SEED = int(os.environ.get("JAXSTYLE_FUZZ_SEED", "0"))
 PEAK_BOUND = 256 << 20
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"),
                     reason="the child bounds its memory through /proc and RLIMIT_AS (Linux)")
-def test_random_and_extreme_requests_never_get_a_server_error(tmp_path, tiny_weights_file):
-    report = run_child(str(tiny_weights_file), str(CASES), str(SEED), str(tmp_path / "studio"),
-                       timeout=60 + CASES / 20)
+@pytest.mark.parametrize("cases", [pytest.param(QUICK_CASES, id="quick"),
+                                   pytest.param(CASES, id="full", marks=pytest.mark.slow)])
+def test_random_and_extreme_requests_never_get_a_server_error(tmp_path, tiny_weights_file, cases):
+    report = run_child(str(tiny_weights_file), str(cases), str(SEED), str(tmp_path / "studio"),
+                       timeout=60 + cases / 20)
     assert "died" not in report, report["died"]
-    assert report["cases"] == CASES
+    assert report["cases"] == cases
     assert report["failure_count"] == 0, (report["kinds"], report["failures"])
     assert report["state_after"] == 200
     assert report["peak_growth"] < PEAK_BOUND, report
