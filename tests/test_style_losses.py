@@ -168,7 +168,9 @@ def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(t
     assert redrawn_args((tiny_weights.params, targets), StyleOptions(), jax.random.key(0)) is None
 
 
-@pytest.mark.parametrize("preset", ["balanced", "neural-style"])
+# The default preset in the quick suite; neural-style's (unit steps, no line search) in CI's.
+@pytest.mark.parametrize("preset", ["balanced", pytest.param("neural-style",
+                                                             marks=pytest.mark.slow)])
 def test_how_often_progress_is_reported_never_changes_a_result(tiny_weights, preset):
     # It once also set sliced Wasserstein's redraw period (outputs differed by up to 0.146).
     content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
