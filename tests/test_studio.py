@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import smooth_image
+from conftest import TINY_LAYERS, smooth_image
 from PIL import Image
 
 pytest.importorskip("starlette", reason="the studio extra is not installed")
@@ -34,8 +34,9 @@ from jaxstyle.studio.store import RunFolder
 ROOT = Path(__file__).resolve().parents[1]
 PORT = 8765
 BASE = f"http://127.0.0.1:{PORT}"
-# Small and quick: the tiny VGG19 at 32 px, a chunk every 2 iterations.
-SMALL = {"preset": "neural-style", "size": 32, "progress_every": 2}
+# Small and quick: the tiny VGG19's shallow layers at 32 px, a chunk every 2 iterations.
+SMALL = {"preset": "neural-style", "size": 32, "progress_every": 2,
+         **{name: list(layers) for name, layers in TINY_LAYERS.items()}}
 
 
 def png(image: np.ndarray) -> bytes:
@@ -118,8 +119,8 @@ def test_bad_options_name_their_field(client):
     assert wrong.status_code == 400 and wrong.json()["field"] == "style_loss"
     assert client.post("/api/check", json={"options": {"size": 64}}).json()["error"] is None
     # A run whose inputs the CLI would refuse is refused before it is queued.
-    request = {**inputs(client), "options": {**SMALL, "size": 8, "iterations": 2}}
-    too_small = client.post("/api/runs", json=request)
+    request = {**inputs(client), "options": {**SMALL, "size": 1, "iterations": 2}}
+    too_small = client.post("/api/runs", json=request)  # relu2_1 needs 2 px a side
     assert too_small.status_code == 400 and "too small" in too_small.json()["error"]
 
 
