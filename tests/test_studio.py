@@ -836,3 +836,21 @@ def test_jax_caches_are_cleared_past_the_geometries_kept(client, monkeypatch):
                                                                   "size": size}})
         assert follow(client, job)[-1]["status"] == "done"
         assert len(cleared) == clears, (size, cleared)
+
+
+def test_a_run_seen_finished_does_not_block_the_next(client, monkeypatch):
+    """Once a job's stream says it finished, a new job is accepted at once, even while the
+    worker is still recording the old one (slowed here in its disk-budget step)."""
+    from jaxstyle.studio.store import RunFolder as Folder
+
+    evict = Folder.evict
+    monkeypatch.setattr(Folder, "evict", lambda self, keep: (time.sleep(1.0), evict(self, keep))[1])
+    request = {**inputs(client), "options": {**SMALL, "iterations": 2}}
+    first = start(client, "/api/runs", request)
+    assert follow(client, first)[-1]["status"] == "done"
+    second = start(client, "/api/runs", request)  # 409 while the worker still held the first
+    assert client.get("/api/state").json()["job"]["job"] == second
+    assert follow(client, second)[-1]["status"] == "done"
+    assert [r["id"] for r in client.get("/api/state").json()["history"]] == [second, first]
+    more = start(client, f"/api/jobs/{second}/continue", {"iterations": 2})  # its state is kept
+    assert follow(client, more)[-1]["status"] == "done"

@@ -217,8 +217,10 @@ class Worker:
         if self.network_error:
             raise JaxstyleError(self.network_error)
         with self._lock:
-            running = self._current or self._pending
-            if running is not None:
+            # A job the page has seen finish no longer blocks, though the worker may still be
+            # recording it (its history entry, the disk budget): the next job waits for that.
+            running = self._pending or self._current
+            if running is not None and not running.snapshot.finished:
                 s = running.snapshot
                 raise Busy(f"{s.kind} {s.job} is still running ({s.iteration}/{s.total}): "
                            "stop it or wait for it to finish, then try again")
@@ -237,7 +239,7 @@ class Worker:
 
     def current(self) -> Job | None:
         with self._lock:
-            return self._current or self._pending
+            return self._pending or self._current
 
     def stop(self) -> Job | None:
         """Asks the running job to stop after its chunk; returns it (None: nothing runs)."""
@@ -300,11 +302,10 @@ class Worker:
             try:
                 self._run(job)
             except JaxstyleError as exc:
-                self._finish(job, job.update(status="failed", message=str(exc)), None)
+                self._finish(job, None, status="failed", message=str(exc))
             except Exception as exc:  # noqa: BLE001 -- a bug must not take the server down
                 self.log(f"job {job.id} failed: {type(exc).__name__}: {exc}")
-                self._finish(job, job.update(status="failed",
-                                             message=f"{type(exc).__name__}: {exc}"), None)
+                self._finish(job, None, status="failed", message=f"{type(exc).__name__}: {exc}")
             finally:
                 with self._lock:
                     self._current = None
@@ -327,9 +328,8 @@ class Worker:
         record = self._record(job, outcome)
         message = (f"stopped at {outcome.iteration}" if outcome.status == "stopped"
                    else "finished") + (f"; {record['summary']}" if record.get("summary") else "")
-        self._finish(job, job.update(status=outcome.status, iteration=outcome.iteration,
-                                     message=message, frame=job.frame()[0], eta=0.0,
-                                     record=record), outcome.state)
+        self._finish(job, outcome.state, status=outcome.status, iteration=outcome.iteration,
+                     message=message, frame=job.frame()[0], eta=0.0, record=record)
 
     def _start_run(self, job: Job, content: np.ndarray, styles: list[np.ndarray], inputs: dict,
                    folder: Path) -> runner.Outcome:
@@ -386,7 +386,10 @@ class Worker:
                                 folder, on_cell=on_cell, should_stop=job.stop.is_set,
                                 inputs=inputs)
 
-    def _finish(self, job: Job, snapshot: Snapshot, state: RunState | None) -> None:
+    def _finish(self, job: Job, state: RunState | None, **changes) -> None:
+        """Keeps a job's history entry and state, then shows it finished with `changes` (so a
+        page that sees it finished finds both, and can start the next job)."""
+        snapshot = job.snapshot._replace(**changes)
         with self._lock:
             if state is not None:
                 self._states = {job.id: (job.request, state)}  # the newest run's only: its size
@@ -402,6 +405,7 @@ class Worker:
             for run_id in removed:
                 self._records.pop(run_id, None)
                 self._jobs.pop(run_id, None)
+        job.update(**changes)
 
     def _record(self, job: Job, outcome: runner.Outcome) -> dict:
         """The history entry of a finished job (what the page lists and reloads)."""
