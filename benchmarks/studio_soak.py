@@ -203,9 +203,9 @@ def main() -> None:
             print(HEADER)
             samples = soak(client, process.pid, folder, args.runs, sizes, args.iterations)
             kinds = [s["what"] for s in samples]
-            print(f"jobs: {args.runs} runs ({kinds.count('stopped')} stopped at their first "
-                  f"picture, {kinds.count('continued')} continued), {kinds.count('sweep')} "
-                  f"sweeps of 2 cells")
+            print(f"jobs: {len(kinds) - kinds.count('sweep')} runs ({kinds.count('stopped')} "
+                  f"stopped at their first picture, {kinds.count('continued')} continued), "
+                  f"{kinds.count('sweep')} sweeps of 2 cells")
             ok, text = verdict(samples)
             print(text)
         finally:
