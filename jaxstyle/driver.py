@@ -421,7 +421,7 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
     """The driver: walks `stages` for the content images (one, or a batch in lockstep);
     `previous` holds each image's temporal targets (video), or is None; `compiled`: seconds
     spent compiling before the walk (the memory check)."""
-    options, weights = walk.options, walk.weights
+    options = walk.options
     share_style = not (options.match_style_colors or options.original_colors == "luminance")
     begin = 0 if resume is None else resume.stage
     if not 0 <= begin < len(stages) or resume is not None and not (
