@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import nhwc
+from conftest import he_params, nhwc
 
 from jaxstyle import LAYERS, init_params, layer_names, vgg_features
 from jaxstyle.vgg import (
@@ -138,8 +138,9 @@ def test_unknown_layer_lists_the_loaded_networks_names(tiny16_weights, tiny_weig
 
 @pytest.mark.parametrize("network", sorted(ARCHITECTURES))
 def test_every_family_member_runs_from_its_parameters(network):
-    params = init_params(jax.random.key(0), widths=(4, 4, 8, 8, 8),
-                         depths=ARCHITECTURES[network])
+    # init_params' layout for each member (traced, not compiled: test_widths_come_from_parameters
+    # runs init_params itself).
+    params = he_params(widths=(4, 4, 8, 8, 8), depths=ARCHITECTURES[network])
     assert depths_of(params) == ARCHITECTURES[network]
     assert network_name(depths_of(params)) == network.upper()
     last = layer_names(ARCHITECTURES[network])[-2]  # the last ReLU: relu5_2 (VGG13) ...

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import loss_config
+from conftest import he_params, loss_config
 
 from jaxstyle import vgg, vgg_features, winograd
 from jaxstyle.vgg import _conv, _winograd_tile, conv3x3
@@ -115,21 +115,10 @@ def test_vmap_and_validation(tiny_weights):
         loss_config(convolution="fft")
 
 
-def _he_params(widths, depths):
-    """`vgg.init_params`' layout filled by NumPy (He's scale, zero biases): `init_params` itself
-    compiles a forward pass, 17 s for these widths on 2 cores."""
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(lambda key: vgg.init_params(key, widths, depths), jax.random.key(0))
-    return {name: {"kernel": jnp.asarray(rng.normal(size=layer["kernel"].shape) * np.sqrt(
-                       2 / np.prod(layer["kernel"].shape[:3])), jnp.float32),
-                   "bias": jnp.zeros(layer["bias"].shape, jnp.float32)}
-            for name, layer in shapes.items()}
-
-
 def test_kernels_transformed_once_give_the_same_features_and_gradients():
     # What the optimizer's loop runs (`transform_kernels`, done once per stage) against the
     # kernels transformed inside every call: the same numbers, value and image gradient.
-    params = _he_params(widths=(8, 16, 128, 256, 256), depths=(2, 2, 3, 3, 3))
+    params = he_params(widths=(8, 16, 128, 256, 256), depths=(2, 2, 3, 3, 3))
     image = jax.random.uniform(jax.random.key(1), (128, 160, 3))
     layers = ("relu1_1", "relu3_1", "relu4_2", "relu5_1")
 
