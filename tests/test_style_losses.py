@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_LAYERS, smooth_image, write_image
+from conftest import TINY_LAYER_FLAGS, TINY_LAYERS, smooth_image, write_image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.losses import self_similarity_loss
@@ -306,7 +306,7 @@ def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_pat
         done = subprocess.run(
             [sys.executable, "-c", ONE_THREAD_CLI, "stylize", str(content), str(style), "-o",
              str(tmp_path / "out.png"), "--weights", str(tiny_weights_file), "--size", "40",
-             "--iterations", "2"],
+             "--iterations", "2", *TINY_LAYER_FLAGS],
             env=env, capture_output=True, text=True, timeout=180)
     except subprocess.TimeoutExpired:
         pytest.fail("the command line with a one-thread CPU pool hung")
