@@ -84,7 +84,7 @@ def write_image(path: Path, image: np.ndarray) -> Path:
 def he_params(widths, depths, seed: int = 0) -> dict:
     """`jaxstyle.init_params`' layout (traced by jax.eval_shape, not compiled) filled by NumPy:
     He-scaled kernels, zero biases. init_params compiles a forward pass of the whole network to
-    initialise it (on an idle 2-core machine, about 5 s at test_winograd's widths up to 256)."""
+    initialise it (about 5 s at test_winograd's widths up to 256, 2 cores, lightly loaded)."""
     import jax
     import jax.numpy as jnp
 
