@@ -13,6 +13,16 @@ DATA = Path(__file__).parent / "data"
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
+def pytest_configure(config):
+    """Turns on jaxstyle's persistent compilation cache for the whole test process, where every
+    ``jaxstyle`` command keeps it (`default_cache_dir`), from the first test: before, the first
+    test to run the command line in process turned it on, so the tests before it (and any run of
+    a selection without such a test) compiled everything at every run."""
+    from jaxstyle.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_compiled_code():
     """Drops JAX's compiled executables after each test module.
