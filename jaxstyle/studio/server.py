@@ -178,28 +178,26 @@ def create_app(config: StudioConfig) -> Guard:
             "limits": {"max_bytes": config.max_bytes, "max_pixels": config.max_pixels},
         })
 
-    async def upload(request: Request) -> Response:
-        name = display_name(unquote(request.headers.get("x-filename", "upload")))
+    async def received(request: Request, default: str, keep) -> tuple[object, Response | None]:
+        # An upload's body within the byte limit, checked and kept by `keep` off the event loop:
+        # (entry, None), or (None, the error response naming the upload).
+        name = display_name(unquote(request.headers.get("x-filename", default)))
         try:
             data = await read_body(request, config.max_bytes)
-            entry = await run_in_threadpool(folder.add_upload, data, name)
+            return await run_in_threadpool(keep, data, name), None
         except TooLarge as exc:
-            return error(f"{name}: {exc} (the upload limit)", 413)
+            return None, error(f"{name}: {exc} (the upload limit)", 413)
         except ImageError as exc:
-            return error(str(exc))
-        return JSONResponse({"image": entry.public()})
+            return None, error(str(exc))
+
+    async def upload(request: Request) -> Response:
+        entry, refused = await received(request, "upload", folder.add_upload)
+        return refused or JSONResponse({"image": entry.public()})
 
     async def upload_mask(request: Request) -> Response:
-        name = display_name(unquote(request.headers.get("x-filename", "mask")))
-        try:
-            data = await read_body(request, config.max_bytes)
-            entry = await run_in_threadpool(folder.add_mask, data, name)
-        except TooLarge as exc:
-            return error(f"{name}: {exc} (the upload limit)", 413)
-        except ImageError as exc:
-            return error(str(exc))
-        return JSONResponse({"mask": {"id": entry.id, "width": entry.width,
-                                      "height": entry.height}})
+        entry, refused = await received(request, "mask", folder.add_mask)
+        return refused or JSONResponse({"mask": {"id": entry.id, "width": entry.width,
+                                                 "height": entry.height}})
 
     async def mask_image(request: Request) -> Response:
         try:

@@ -195,11 +195,7 @@ class RunFolder:
         Raises:
           ImageError: no such image (the id is not looked up as a path).
         """
-        with self._lock:
-            entry = self._images.get(image_id) if isinstance(image_id, str) else None
-        if entry is None:
-            raise ImageError(f"no image {str(image_id)[:64]!r} on this server: upload it again")
-        return entry
+        return self._look_up(self._images, image_id, "image", "upload it again")
 
     def add_upload(self, data: bytes, filename: str) -> ImageEntry:
         """Checks and keeps an uploaded image.
@@ -237,10 +233,14 @@ class RunFolder:
         Raises:
           ImageError: no such mask (the id is not looked up as a path).
         """
+        return self._look_up(self._masks, mask_id, "mask", "paint it again")
+
+    def _look_up(self, table: dict, key: str, what: str, advice: str):
+        # An entry by the id the page sent: only ever a key of `table`, never a path.
         with self._lock:
-            entry = self._masks.get(mask_id) if isinstance(mask_id, str) else None
+            entry = table.get(key) if isinstance(key, str) else None
         if entry is None:
-            raise ImageError(f"no mask {str(mask_id)[:64]!r} on this server: paint it again")
+            raise ImageError(f"no {what} {str(key)[:64]!r} on this server: {advice}")
         return entry
 
     def load_mask(self, mask_id: str) -> np.ndarray:
