@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2
@@ -37,10 +38,14 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def start_server(cache: Path, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(cache: Path, folder: Path, extra: Sequence[str] = ()
+                 ) -> tuple[subprocess.Popen, str]:
+    """``jaxstyle studio`` (with `extra` flags) on a free port, its XLA compilation cache in
+    `cache`, its files in `folder`; the process and its address."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0",
-                                "--dir", str(folder)], stderr=subprocess.PIPE, text=True, env=env)
+                                "--dir", str(folder), *extra], stderr=subprocess.PIPE,
+                               text=True, env=env)
     first = process.stderr.readline()
     if not first.startswith("jaxstyle studio: "):
         raise SystemExit(f"the studio did not start: {first}{process.stderr.read()}")

@@ -20,14 +20,13 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx2
+from studio import start_server  # benchmarks/studio.py, beside this script
 
 from jaxstyle.options import BALANCED_STYLE_STRENGTH
 
@@ -38,20 +37,6 @@ STRENGTHS = (BALANCED_STYLE_STRENGTH, BALANCED_STYLE_STRENGTH / 2, BALANCED_STYL
 SWEEPS = 5
 EVERY = 20  # runs between rows of the table, and the baseline's run
 TOLERANCE = 0.10  # the verdict: the end within 10 % of the level after the first `EVERY` runs
-
-
-def start_server(cache: Path, folder: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    """``jaxstyle studio`` on a free port with an empty XLA compilation cache; its address."""
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0",
-                                "--dir", str(folder), *extra], stderr=subprocess.PIPE,
-                               text=True, env=env)
-    first = process.stderr.readline()
-    if not first.startswith("jaxstyle studio: "):
-        raise SystemExit(f"the studio did not start: {first}{process.stderr.read()}")
-    threading.Thread(target=lambda: [print("  server:", line.rstrip(), file=sys.stderr)
-                                     for line in process.stderr], daemon=True).start()
-    return process, first.split(": ", 1)[1].strip()
 
 
 def sample(pid: int, folder: Path) -> dict:
