@@ -36,7 +36,7 @@ def main() -> None:
     import jax.numpy as jnp
 
     from jaxstyle import StyleOptions, color, driver, load_image, load_weights, quality, stylize
-    from jaxstyle.images import resize
+    from jaxstyle.resampling import resize
     from jaxstyle.stages import output_shape, scale_sizes
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

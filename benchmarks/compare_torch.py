@@ -73,11 +73,11 @@ def make_inputs(folder: Path, sizes: list[int]) -> None:
                           jaxstyle.StyleOptions(preset="neural-style", size=size))
         pre = weights.preprocessing
         shape = problem.x0.shape[:2]
-        style_hw = jaxstyle.images.fit_longest_side(style.shape, size)
+        style_hw = jaxstyle.resampling.fit_longest_side(style.shape, size)
         np.savez(
             folder / f"inputs_{size}.npz",
             content=np.asarray(problem.x0),
-            style=np.asarray(pre.to_model(jaxstyle.images.resize(style, *style_hw))),
+            style=np.asarray(pre.to_model(jaxstyle.resampling.resize(style, *style_hw))),
             shape=np.asarray(shape),
         )
 

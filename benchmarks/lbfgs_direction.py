@@ -36,7 +36,7 @@ import numpy as np
 from jaxopt._src.lbfgs import inv_hessian_product  # jaxopt's two-loop, the reference
 
 from jaxstyle import StyleOptions, load_image, losses, optimize
-from jaxstyle.images import fit_longest_side, resize
+from jaxstyle.resampling import fit_longest_side, resize
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SOLVERS = {"two-loop": jaxopt.LBFGS, "compact": optimize._CompactLBFGS}

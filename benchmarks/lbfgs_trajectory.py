@@ -37,7 +37,7 @@ def make_inputs(folder: Path, size: int, content: str, style: str) -> None:
     import jax.numpy as jnp
 
     from jaxstyle import load_image, load_weights
-    from jaxstyle.images import fit_longest_side, resize
+    from jaxstyle.resampling import fit_longest_side, resize
     from jaxstyle.weights import find_weights
 
     weights = load_weights(find_weights())

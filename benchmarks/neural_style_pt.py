@@ -186,7 +186,7 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     import jax.numpy as jnp
 
     from jaxstyle import StyleOptions, load_image, load_weights, losses
-    from jaxstyle.images import fit_longest_side, resize
+    from jaxstyle.resampling import fit_longest_side, resize
 
     weights = load_weights(weights_path)
     pre, params = weights.preprocessing, weights.params

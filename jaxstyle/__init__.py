@@ -39,7 +39,7 @@ _WHERE = {
     "StylizeResult": "jaxstyle.driver",
     "TORCHVISION": "jaxstyle.preprocessing",
     "Targets": "jaxstyle.losses",
-    "VGGWeights": "jaxstyle.weights",
+    "VGGWeights": "jaxstyle.vgg",
     "WeightsError": "jaxstyle.errors",
     "content_mse": "jaxstyle.losses",
     "content_targets": "jaxstyle.losses",
@@ -76,9 +76,9 @@ _WHERE = {
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
               "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
-              "options", "preprocessing", "problem", "pth", "quality", "runner", "session",
-              "stages", "style_losses", "sweeps", "temporal", "tiling", "vgg", "video",
-              "weights", "winograd")
+              "options", "preprocessing", "problem", "pth", "quality", "resampling", "run_state",
+              "runner", "session", "stages", "style_losses", "sweeps", "temporal", "tiling",
+              "vgg", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

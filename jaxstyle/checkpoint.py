@@ -21,38 +21,13 @@ import numpy as np
 from flax import serialization
 
 from jaxstyle.choices import RESUMABLE_OPTIONS
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import CheckpointError
 from jaxstyle.files import atomic_write, read_tagged_msgpack
 from jaxstyle.options import StyleOptions
+from jaxstyle.run_state import RunState
 
 FORMAT_NAME = "jaxstyle-checkpoint"
 FORMAT_VERSION = 3
-
-
-class CheckpointError(JaxstyleError):
-    """A checkpoint is corrupt, from another version, or does not match the run resumed."""
-
-
-@dataclass
-class RunState:
-    """Where a run stands: enough to continue it exactly.
-
-    Attributes:
-      iteration: iterations of the whole run done (through all stages of its plan).
-      x: the current stage's variable (model-space image [h, w, 3], or luminance [h, w, 1]).
-      state: the optimizer's state (a pytree).
-      history: the loss after each iteration so far, by component.
-      stage: which stage of the plan (`jaxstyle.stages.Stage.index`) is running.
-      canvas: float32 [H, W, 3] RGB, the stage's scale's picture when the stage started (None:
-        rebuild it, only valid for the first stage).
-    """
-
-    iteration: int
-    x: np.ndarray
-    state: object
-    history: dict[str, list[float]]
-    stage: int = 0
-    canvas: np.ndarray | None = None
 
 
 @dataclass
@@ -61,7 +36,7 @@ class Checkpoint:
 
     Attributes:
       run: the run's state; ``run.state`` holds the optimizer state's leaves as a list until
-        `restore_state` gives them their structure back.
+        `jaxstyle.run_state.restore_state` gives them their structure back.
       options: the run's options.
       inputs: ``{"content": {"path", "sha256"}, "styles": [...], "init_image": ... | None,
         "weights": {"source", "sha256"}}``.
@@ -230,21 +205,6 @@ def _check_replaceable(files) -> dict[str, str]:
            _mapping(files, "replaceable").items()):
         raise _Malformed("replaceable: expected paths and checksums")
     return files
-
-
-def restore_state(leaves: list, like) -> object:
-    """Gives saved optimizer-state leaves the structure of `like` (e.g. a freshly built state).
-
-    Raises:
-      CheckpointError: the leaves do not fit (another optimizer, history size or image size).
-    """
-    like_leaves, treedef = jax.tree_util.tree_flatten(like)
-    if len(like_leaves) != len(leaves) or any(
-        np.shape(a) != np.shape(b) or np.asarray(b).dtype != a.dtype
-        for a, b in zip(like_leaves, leaves)
-    ):
-        raise CheckpointError("the checkpoint's optimizer state does not fit this run")
-    return jax.tree_util.tree_unflatten(treedef, [np.asarray(b) for b in leaves])
 
 
 def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[str]:

@@ -24,7 +24,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstyle import losses
-from jaxstyle.checkpoint import RunState, restore_state
 from jaxstyle.choices import NEURAL_NEIGHBOUR
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.optimize import COMPILED, Progress, StopRule, estimate_memory, minimize, state_like
@@ -44,9 +43,10 @@ from jaxstyle.problem import (
     stage_problem,
     start_canvas,
 )
+from jaxstyle.run_state import RunState, restore_state
 from jaxstyle.stages import Stage, total_iterations
 from jaxstyle.tiling import paste
-from jaxstyle.weights import VGGWeights
+from jaxstyle.vgg import VGGWeights
 
 
 @dataclass

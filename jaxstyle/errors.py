@@ -26,6 +26,10 @@ class OptimizationError(JaxstyleError):
         self.last_good = last_good
 
 
+class CheckpointError(JaxstyleError):
+    """A checkpoint is corrupt, from another version, or does not match the run resumed."""
+
+
 class OutOfMemoryError(JaxstyleError):
     """A run's estimated peak memory exceeds what is available; nothing was allocated."""
 

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
@@ -327,23 +326,3 @@ def save_image(
     except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: could not write the image ({exc.strerror or exc})") from None
     return path
-
-
-def resize(image: jax.Array, height: int, width: int) -> jax.Array:
-    """Antialiased bicubic resize of float [H, W, C] to [height, width, C], clipped to [0, 1]."""
-    if image.shape[:2] == (height, width):
-        return jnp.asarray(image)
-    return _resize(jnp.asarray(image), height, width)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _resize(image: jax.Array, height: int, width: int) -> jax.Array:
-    resized = jax.image.resize(image, (height, width, image.shape[2]), "cubic")
-    return jnp.clip(resized, 0.0, 1.0)
-
-
-def fit_longest_side(shape: tuple[int, ...], size: int) -> tuple[int, int]:
-    """(H, W) scaled so that the longest side is `size`, keeping the aspect ratio."""
-    h, w = shape[:2]
-    scale = size / max(h, w)
-    return max(1, round(h * scale)), max(1, round(w * scale))

@@ -20,13 +20,19 @@ import numpy as np
 from jaxstyle import color, losses, neighbours, pyramid
 from jaxstyle.choices import MAX_SIDE, NEURAL_NEIGHBOUR
 from jaxstyle.errors import JaxstyleError, count
-from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.preprocessing import Preprocessing
+from jaxstyle.resampling import fit_longest_side, resize
 from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.tiling import tiled_style_target_list
-from jaxstyle.vgg import depths_of, min_image_side, pools_before, transform_kernels, validate_layers
-from jaxstyle.weights import VGGWeights
+from jaxstyle.vgg import (
+    VGGWeights,
+    depths_of,
+    min_image_side,
+    pools_before,
+    transform_kernels,
+    validate_layers,
+)
 
 
 def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:

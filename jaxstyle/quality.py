@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.images import resize
 from jaxstyle.losses import LossConfig, content_targets, style_targets
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import style_sizes
+from jaxstyle.resampling import resize
 from jaxstyle.style_losses import (
     StyleLoss,
     flat_features,
@@ -32,8 +32,7 @@ from jaxstyle.style_losses import (
     sorted_matching_distance,
     weighted_quantiles,
 )
-from jaxstyle.vgg import vgg_features
-from jaxstyle.weights import VGGWeights
+from jaxstyle.vgg import VGGWeights, vgg_features
 
 SCORING_SEED = 0
 """The directions of the sliced Wasserstein score are fixed, so scores of different runs compare."""

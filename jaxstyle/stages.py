@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from jaxstyle.images import fit_longest_side
 from jaxstyle.options import StyleOptions
+from jaxstyle.resampling import fit_longest_side
 
 
 class Stage(NamedTuple):

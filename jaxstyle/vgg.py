@@ -3,7 +3,9 @@
 A network is ``features`` of torchvision's VGG11/13/16/19: five blocks of 3x3 convolutions (zero
 padding 1), each followed by a ReLU, and a 2x2 stride-2 pooling after each block. Which network
 runs, and its channel widths, are read from the parameters: the real VGG19 or VGG16 and narrower
-test fixtures run the same code.
+test fixtures run the same code. `VGGWeights` holds a network's parameters with the
+preprocessing they were trained with and where they came from; reading and converting weight
+files is `jaxstyle.weights`' work.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxstyle import winograd
 from jaxstyle.choices import CONVOLUTIONS, POOLINGS
+from jaxstyle.preprocessing import Preprocessing
 
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
     "vgg11": (1, 1, 2, 2, 2),
@@ -494,3 +499,44 @@ def init_params(
     """
     model = VGG(depths=tuple(depths), widths=tuple(widths), layers=("pool5",))
     return jax.jit(model.init)(key, jnp.zeros((1, 32, 32, 3)))["params"]
+
+
+@dataclass(frozen=True)
+class VGGWeights:
+    """Converted VGG conv parameters together with where they came from.
+
+    Attributes:
+      params: ``{"conv1_1": {"kernel": float32 [3, 3, in, out], "bias": float32 [out]}, ...}``;
+        which VGG it is follows from the layers present (`network`).
+      preprocessing: how images are mapped into the network's input space.
+      source: a human-readable name of the source ("caffe", "vgg16-keras", "random (seed 0)", ...).
+      source_sha256: SHA-256 of the source file, "" for random weights.
+      licence: the licence of the weights, "" where unknown.
+      origin: where the source file came from (an address, a package), "" where unknown.
+    """
+
+    params: dict
+    preprocessing: Preprocessing
+    source: str
+    source_sha256: str = ""
+    licence: str = ""
+    origin: str = ""
+
+    @property
+    def is_random(self) -> bool:
+        return self.source.startswith("random")
+
+    @property
+    def network(self) -> str:
+        """"VGG19", "VGG16", ... as read from the parameters."""
+        return network_name(depths_of(self.params))
+
+    def num_parameters(self) -> int:
+        return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(self.params))
+
+    def label(self) -> str:
+        """One line naming the network and its source, for logs and output metadata."""
+        if self.is_random:
+            return f"{self.network}, {self.source}, NOT pretrained"
+        text = f"{self.network} from {self.source}, sha256 {self.source_sha256}"
+        return f"{text}; {self.licence}" if self.licence else text

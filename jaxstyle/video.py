@@ -553,6 +553,6 @@ def _pass_targets(index: int, neighbour: int, count_frames: int, contents: Path,
 
 
 def _resized(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from jaxstyle.images import resize
+    from jaxstyle.resampling import resize
 
     return np.asarray(resize(jnp.asarray(frame), *shape))

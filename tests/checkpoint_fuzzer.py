@@ -200,8 +200,9 @@ def mutants(seeds: dict[str, dict], rng: random.Random):
 def _fuzz(seed_dir: str, cases: int, seed: int, keep: str) -> dict:
     from flax import serialization
 
-    from jaxstyle.checkpoint import differences, load_checkpoint, restore_state
+    from jaxstyle.checkpoint import differences, load_checkpoint
     from jaxstyle.errors import JaxstyleError
+    from jaxstyle.run_state import restore_state
     from jaxstyle.session import resume_request
 
     originals = {p.name: load_checkpoint(p) for p in sorted(Path(seed_dir).glob("*.ckpt"))}

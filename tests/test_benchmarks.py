@@ -62,7 +62,7 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
     import neural_style_pt as race
 
     from jaxstyle import StyleOptions, load_image, load_weights, losses, save_image
-    from jaxstyle.images import fit_longest_side, resize
+    from jaxstyle.resampling import fit_longest_side, resize
 
     content, style = str(ROOT / "examples" / "coffee.jpg"), str(ROOT / "examples" / "mosaic.jpg")
     score, gflop, seconds = race.neural_style_scorer(content, style, tiny_weights_file, 48)

@@ -142,7 +142,7 @@ def test_multiscale_starts_each_scale_from_the_previous_result(tiny_weights):
     both = stylize(content, [style], tiny_weights,
                    StyleOptions(scales=(20, 40), scale_iterations=(5, 0), **layers))
     assert both.image.shape == (30, 40, 3) and len(both.history["total"]) == 5
-    from jaxstyle.images import resize
+    from jaxstyle.resampling import resize
 
     # The coarse result upsampled, with the photo's detail finer than 20 px added back.
     photo = resize(content, 30, 40)

@@ -11,7 +11,7 @@ from PIL import Image
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jaxstyle.driver import stylize_batch
-from jaxstyle.images import resize
+from jaxstyle.resampling import resize
 from jaxstyle.stages import coarse_to_fine, continued, plan, scale_sizes, total_iterations
 
 

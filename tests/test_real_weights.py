@@ -18,8 +18,8 @@ from jaxstyle import (
     stylize,
     vgg_features,
 )
-from jaxstyle.images import fit_longest_side, resize
 from jaxstyle.quality import measure
+from jaxstyle.resampling import fit_longest_side, resize
 from jaxstyle.weights import convert
 
 pytestmark = pytest.mark.real

@@ -391,7 +391,7 @@ def test_the_real_download_computes_what_torchvisions_vgg16_does():
     activation)."""
     torch = pytest.importorskip("torch")
     from jaxstyle import load_image
-    from jaxstyle.images import resize
+    from jaxstyle.resampling import resize
 
     path = next((p for folder in (weights_module.repo_weights_dir(),
                                   weights_module.cache_weights_dir())
