@@ -1,14 +1,14 @@
 """The names options can take, and the command line's fixed limits, written once.
 
-Importable without JAX: ``jaxstyle --help`` is built from these and `jaxstyle.options` alone, so it
-answers at once. The modules that implement each choice import its names from here.
+Importable without JAX: the command line's help is built from these and `jaxstyle.options`
+alone, so it answers at once. The modules that implement each choice import its names from here.
 """
 
 POOLINGS = ("max", "avg")
 CONVOLUTIONS = ("direct", "winograd")
 CONVOLUTION_OPTIONS = (*CONVOLUTIONS, "auto")
 AUTO_WINOGRAD_SIZE = 384
-"""--convolution auto's smallest output (longest side) for Winograd: below it, the ~20 s it adds
+"""``convolution="auto"``'s smallest output (longest side) for Winograd: below it, the ~20 s it adds
 to compiling on a 2-core CPU outweighs what a fast run saves."""
 PRECISIONS = ("float32", "bfloat16")
 WEIGHT_NORMALIZATIONS = ("neural-style", "resolution", "relative")
@@ -33,11 +33,11 @@ SOURCE_ORDER = ("caffe", "torchvision", "keras", "vgg16-caffe", "vgg16-keras-h5"
 """Known weight sources, in the order converted files are looked for: every VGG19 before any
 VGG16, and among the VGG16s the Oxford (Caffe-trained) weights before torchvision's own training,
 so that a torchvision VGG16 downloaded beside ``vgg16-keras`` (what the defaults were tuned on)
-does not change what a run without ``--weights`` does."""
+does not change which weights a run that names none uses."""
 
 AUTO_CHECKPOINT_SECONDS = 120.0
-"""With ``--checkpoint-every auto``: a checkpoint is written after this much running since the
-last one."""
+"""A run that checkpoints automatically (`jaxstyle.runner`) writes a checkpoint after this much
+running since the last one."""
 
 NETWORK_TIMEOUT = 10.0
 """Seconds a download waits on the network before giving up."""
@@ -68,7 +68,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 """Input images larger than this are refused (decompression bombs)."""
 
 MAX_PIXELS_LIMIT = MAX_SIDE * MAX_SIDE
-"""The most ``--max-pixels`` can allow."""
+"""The most pixels a command may be told to accept in one input image: `MAX_SIDE` squared."""
 
 SWEEP_SIZE = 192
 """``jaxstyle sweep``'s longest side of each cell: a 3x3 grid then takes minutes on a CPU."""

@@ -28,7 +28,8 @@ from jaxstyle.choices import (
 )
 from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.options import GROUPS, as_typed, flags, from_flags
+from jaxstyle.messages import as_flags
+from jaxstyle.options import GROUPS, flags, from_flags
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
 from jaxstyle.studio import DISK_BUDGET_MB as STUDIO_DISK_BUDGET_MB
 from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_compilation_cache()
         return args.func(args)
     except JaxstyleError as exc:
-        print(f"jaxstyle: error: {as_typed(str(exc))}", file=sys.stderr)
+        print(f"jaxstyle: error: {as_flags(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)

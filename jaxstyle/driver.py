@@ -539,7 +539,7 @@ def stylize(
       weights: VGG weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
       options: hyper-parameters; `StyleOptions()` by default.
       key: where randomness enters (the noise start, sliced Wasserstein's redraws); default
-        ``jax.random.key(options.seed)``, which is what the CLI's ``--seed`` makes.
+        ``jax.random.key(options.seed)``, which is what the command line makes of its seed.
       init_image: start from this image instead of ``options.init``.
       style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this
         style applies there), to paint different styles in different regions.

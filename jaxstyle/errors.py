@@ -1,8 +1,27 @@
 """Errors that describe bad user input; the CLI prints them as one line and exits with code 2."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class JaxstyleError(ValueError):
-    """Base class for errors caused by the user's input rather than by a bug."""
+    """Base class for errors caused by the user's input rather than by a bug.
+
+    A message names an option by its `jaxstyle.StyleOptions` field, never by a command-line
+    flag: ``size: the output ...`` or ``use tile_size=48 or more``.
+
+    Attributes:
+      options: the fields the message names that way beyond its leading ``field:``, so that a
+        front end can word them its own way (the command line writes its flags,
+        `jaxstyle.messages`); empty when it names none.
+    """
+
+    options: tuple[str, ...] = ()
+
+    def __init__(self, *args, options: Sequence[str] = ()):
+        super().__init__(*args)
+        self.options = tuple(options)
 
 
 class ImageError(JaxstyleError):

@@ -133,15 +133,17 @@ def check_arguments(weights, options) -> StyleOptions:
     return options
 
 
-def _check_size(shape: tuple[int, ...], layers: Sequence[str], what: str,
+def _check_size(shape: tuple[int, ...], layers: Sequence[str], option: str, what: str,
                 fix: Callable[[int], str] = lambda need: "") -> None:
+    """Refuses `shape` (`what`, which `option` sets) when it is thinner than `layers` need;
+    `fix` words the advice for the size needed, naming `option` as ``option`` or
+    ``option=value`` (`JaxstyleError.options`)."""
     need = min_image_side(layers)
     if min(shape[:2]) < need:
         raise JaxstyleError(
-            f"{what} of {shape[1]}x{shape[0]} px is too small for the network: its deepest "
-            f"layer used ({max(layers, key=pools_before)}) needs at least {need} px on each side"
-            f"{fix(need)}"
-        )
+            f"{option}: {what} of {shape[1]}x{shape[0]} px is too small for the network: its "
+            f"deepest layer used ({max(layers, key=pools_before)}) needs at least {need} px on "
+            f"each side{fix(need)}", options=(option,))
 
 
 def _smallest_size(content_shape: tuple[int, ...], need: int) -> int:
@@ -195,7 +197,8 @@ def check_inputs(
 
     Raises:
       JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
-        or a style image) too small for the deepest layer used.
+        or a style image) too small for the deepest layer used; the last names the option that
+        sets the size, and what to set it to, as ``size=21`` (`JaxstyleError.options`).
     """
     if not style_shapes:
         raise JaxstyleError("at least one style image is needed")
@@ -207,17 +210,17 @@ def check_inputs(
         )
     config = options.loss_config()
     stages = plan(content_shape, options)
-    flag = "--scales" if options.scales else "--size"
+    sizing = "scales" if options.scales else "size"
     for stage in stages:
-        _check_size(stage.size, config.layers, f"{flag}: the output",
-                    lambda need: f"; use {flag} {size} or more"
+        _check_size(stage.size, config.layers, sizing, "the output",
+                    lambda need: f"; use {sizing}={size} or more"
                     if (size := _smallest_size(content_shape, need)) <= MAX_SIDE
-                    else f"; at {flag} {MAX_SIDE}, the largest, it is still too thin: crop it")
-        _check_size(stage.window[2:], config.layers, f"--tile-size: tile {stage.tile + 1}",
-                    lambda need: f"; use --tile-size {max(32, need)} or more")
+                    else f"; at {sizing}={MAX_SIDE}, the largest, it is still too thin: crop it")
+        _check_size(stage.window[2:], config.layers, "tile_size", f"tile {stage.tile + 1}",
+                    lambda need: f"; use tile_size={max(32, need)} or more")
         for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
-            _check_size(hw, config.style_layers, f"--style-scale: style image {i + 1}",
-                        lambda need: "; use a larger --style-scale")
+            _check_size(hw, config.style_layers, "style_scale", f"style image {i + 1}",
+                        lambda need: "; use a larger style_scale")
     return stages
 
 
