@@ -159,17 +159,24 @@ class LossConfig:
     jit-static). How much each term weighs is not here but in `LossWeights`, a traced
     argument, so that a new weight recompiles nothing.
 
-    The defaults live in `jaxstyle.StyleOptions`: make one with ``StyleOptions(...).loss_config()``
-    and change what it cannot express (your own `StyleLoss`) with `replace`.
+    ``LossConfig()`` is the balanced preset's objective (``StyleOptions().loss_config()``, with
+    the direct convolution and a model range of 1); change a field with `replace`, e.g.
+    ``LossConfig().replace(style_loss=my_loss)``. A run makes its own from its options
+    (``StyleOptions(...).loss_config()``), which decide 'auto' convolutions and read the model
+    range from the weights.
 
     Attributes:
-      content_layers: layers whose activations are matched to the content image's.
-      style_layers: layers whose Gram matrices are matched to the style images'.
-      pooling: "max" or "avg".
-      style_loss: a `StyleLoss`: `GRAM` (neural-style's), `MEAN_COVARIANCE`,
+      content_layers: layers whose activations are matched to the content image's; default
+        neural-style's ``("relu4_2",)``.
+      style_layers: layers whose Gram matrices are matched to the style images'; default
+        neural-style's ``relu1_1`` to ``relu5_1``.
+      pooling: "max" (the default) or "avg".
+      style_loss: a `StyleLoss`: `GRAM` (neural-style's, the default), `MEAN_COVARIANCE`,
         `jaxstyle.style_losses.sliced_wasserstein(seed)`, `gram_histogram(weight)`, or your own.
-      content_loss: "mse" (neural-style's) or "self_similarity" (STROTSS's), `CONTENT_LOSSES`.
-      weight_normalization: "neural-style" keeps its formulas exactly; "resolution" divides the
+      content_loss: "mse" (neural-style's, the default) or "self_similarity" (STROTSS's),
+        `CONTENT_LOSSES`.
+      weight_normalization: "relative" (the default, the balanced preset's, below);
+        "neural-style" keeps its formulas exactly; "resolution" divides the
         TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
         image side), so the same weights behave alike at 256 px and 1024 px; content and Gram
         losses are means and need no change. Identical to "neural-style" at 512 px.
@@ -179,22 +186,25 @@ class LossConfig:
         units (`model_range`), so a weight means the same for any network, layer, image pair
         and size (`objective`).
       model_range: model-space units per [0, 1] pixel range of the network's preprocessing
-        (`jaxstyle.Preprocessing.model_range`); used by the "relative" normalisation only.
-      precision: "float32", or "bfloat16" to run the network's convolutions in bfloat16 while
-        Gram matrices and losses stay float32 (so they cannot overflow as fp16 runs do).
-      convolution: "direct" (XLA's convolution; on CPUs tiny wide maps as one matrix product)
-        or "winograd" (Winograd's algorithm for the wide float32 layers on CPUs); see
-        `jaxstyle.vgg.CONVOLUTIONS`.
+        (`jaxstyle.Preprocessing.model_range`; default 1, pass your weights' own); used by the
+        "relative" normalisation only.
+      precision: "float32" (the default), or "bfloat16" to run the network's convolutions in
+        bfloat16 while Gram matrices and losses stay float32 (so they cannot overflow as fp16
+        runs do).
+      convolution: "direct" (the default: XLA's convolution; on CPUs tiny wide maps as one
+        matrix product) or "winograd" (Winograd's algorithm for the wide float32 layers on
+        CPUs); see `jaxstyle.vgg.CONVOLUTIONS`. (The balanced preset's "auto" is the run's
+        choice between them, `jaxstyle.StyleOptions.network_convolution`.)
     """
 
-    content_layers: tuple[str, ...]
-    style_layers: tuple[str, ...]
-    pooling: str
-    style_loss: StyleLoss
-    content_loss: str
-    weight_normalization: str
-    precision: str
-    convolution: str
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    pooling: str = "max"
+    style_loss: StyleLoss = GRAM
+    content_loss: str = "mse"
+    weight_normalization: str = "relative"
+    precision: str = "float32"
+    convolution: str = "direct"
     model_range: float = 1.0
 
     def __post_init__(self):
@@ -256,18 +266,23 @@ class LossWeights(NamedTuple):
     temporal: np.ndarray
 
     @classmethod
-    def create(cls, config: LossConfig, *, content_weight: float, style_weight: float,
-               tv_weight: float, style_layer_weights: Sequence[float] | None = None,
-               temporal_weight: float = 0.0) -> LossWeights:
+    def create(cls, config: LossConfig, *, content_weight: float = 1.0,
+               style_weight: float = 20.0, tv_weight: float = 0.3,
+               style_layer_weights: Sequence[float] | None = None,
+               temporal_weight: float = 30.0) -> LossWeights:
         """Checked weights for an objective of `config` (whose style layers they must match).
+        The defaults are the balanced preset's (``StyleOptions().loss_weights()``), made for
+        the "relative" normalisation of ``LossConfig()``.
 
         Args:
           config: the objective's configuration.
-          content_weight: w_c, a finite number >= 0 (as are the other weights).
-          style_weight: w_s.
-          tv_weight: w_tv.
+          content_weight: w_c, a finite number >= 0 (as are the other weights); default 1.
+          style_weight: w_s; default 20, the balanced preset's style weight (1) times its style
+            strength (`jaxstyle.options.BALANCED_STYLE_STRENGTH`).
+          tv_weight: w_tv; default 0.3.
           style_layer_weights: one multiplier >= 0 per style layer of `config`; default 1 each.
-          temporal_weight: the temporal term's weight.
+          temporal_weight: the temporal term's weight; default 30. It weighs only targets that
+            carry earlier frames (`Targets.previous`, video).
 
         Returns:
           NumPy float32 arrays (so that making them starts no JAX backend).

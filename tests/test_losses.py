@@ -109,6 +109,24 @@ def test_validation():
         style_targets({}, [jnp.zeros((8, 8, 3))], loss_config(), [1.0, 2.0])
 
 
+def test_loss_config_and_weights_default_to_the_balanced_preset():
+    """``LossConfig()`` and ``LossWeights.create(LossConfig())`` need no options: they are the
+    balanced preset's (the direct convolution standing for its 'auto', a model range of 1),
+    field by field, and the two stay equal when either changes."""
+    from jaxstyle import LossConfig, LossWeights, StyleOptions
+    from jaxstyle.style_losses import GRAM
+
+    options = StyleOptions()
+    assert options.preset == "balanced"
+    config = LossConfig()
+    assert config == options.loss_config(convolution="direct")
+    assert (config.style_loss, config.weight_normalization, config.model_range) == (
+        GRAM, "relative", 1.0)
+    for made, preset in zip(LossWeights.create(config), options.loss_weights()):
+        np.testing.assert_array_equal(made, preset)
+    assert float(LossWeights.create(config).style) == 20.0  # weight 1 x strength 20
+
+
 def _scaled_network(params: dict, k: float) -> dict:
     """The same network with every activation multiplied by k: the first convolution's kernel
     and every bias times k (ReLU and pooling commute with a positive factor)."""
