@@ -18,15 +18,20 @@ README_MAX_WORDS = 1600
 TODO = "FIGURE-TODO"
 
 
+RESEARCH = DOCS / "guide" / "research.md"
+"""The page whose blocks build on each other (`test_the_research_page_runs_in_order`)."""
+
+
 def markdown_files() -> list[Path]:
     """README.md and every page of the site."""
     return [README, *sorted(DOCS.rglob("*.md"))]
 
 
-def python_blocks() -> list[tuple[str, str]]:
-    """(where, code) of every ```python block of the README and the site's pages."""
+def python_blocks(pages: list[Path] | None = None) -> list[tuple[str, str]]:
+    """(where, code) of every ```python block of `pages` (default: the README and the site's
+    pages but `RESEARCH`, whose blocks run in order in one session)."""
     found = []
-    for path in markdown_files():
+    for path in pages or [p for p in markdown_files() if p != RESEARCH]:
         text = path.read_text()
         for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
             line = text.count("\n", 0, match.start()) + 1
@@ -68,6 +73,35 @@ def test_every_python_block_runs(where, code, real_vgg16, tmp_path, monkeypatch)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+
+
+def _run_in_order(page: Path, folder: Path, monkeypatch) -> None:
+    """Runs `page`'s python blocks in order in one namespace, as one Python session would,
+    from a folder where `examples/` is the repository's."""
+    blocks = python_blocks([page])
+    assert len(blocks) >= 5, f"{page.name} has {len(blocks)} python blocks"
+    (folder / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(folder)
+    namespace = {"__name__": "__docs__"}
+    for where, code in blocks:
+        exec(compile(code, where, "exec"), namespace)
+
+
+@pytest.mark.slow
+def test_the_research_page_runs_in_order_on_the_tiny_network(tiny_weights_file, tmp_path,
+                                                              monkeypatch):
+    """docs/guide/research.md as its readers run it, with ``JAXSTYLE_WEIGHTS`` naming the
+    tiny-width VGG19 fixture, as the page says (about a minute on 2 cores: its blocks compile
+    the whole network's objective and gradient for each of jit, Adam, L-BFGS and vmap)."""
+    monkeypatch.setenv("JAXSTYLE_WEIGHTS", str(tiny_weights_file))
+    _run_in_order(RESEARCH, tmp_path, monkeypatch)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_research_page_runs_in_order_on_the_real_network(real_vgg16, tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
+    _run_in_order(RESEARCH, tmp_path, monkeypatch)
 
 
 def test_no_figure_is_left_to_fill():
