@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,8 +69,10 @@ def cases(weights: str, images: Path, work: Path) -> dict[str, list[list[str]]]:
                    ["resume", f"{out}/resume.png.ckpt", "-q"]],
         "batch": [["batch", content, style2, "-s", style, "-o", f"{out}/batch", "--size", "64",
                    "--iterations", "6", *TINY, *common]],
-        "sweep": [["sweep", content, style, "-o", f"{out}/sweep.png", "--size", "48",
-                   "--iterations", "4", "--vary", "style_strength=5,20", *TINY, *common]],
+        # Its contact sheet prints each cell's wall time: its log's quality lines stand in.
+        "sweep": [["sweep", content, style, "-o", f"{work}/sweep.png", "--size", "48",
+                   "--iterations", "4", "--vary", "style_strength=5,20", *TINY,
+                   *[flag for flag in common if flag != "-q"]]],
         "video": [["video", str(frames), style, "-o", f"{out}/video", "--size", "48",
                    "--iterations", "4", "--first-frame-iterations", "6", *TINY, *common]],
     }
@@ -147,6 +150,10 @@ def main() -> int:
                 done = subprocess.run([*cli, *command], cwd=args.checkout, env=environment,
                                       capture_output=True, text=True)
                 returncode, error = done.returncode, done.stderr
+                if name == "sweep":
+                    cells = [re.sub(r" \(\d+ s\)$", "", line) for line in error.splitlines()
+                             if re.match(r"\[\d+/\d+\]", line)]
+                    (work / "out" / "sweep_cells.txt").write_text("\n".join(cells) + "\n")
             if returncode != 0:
                 failed.append(name)
                 print(f"{name}: exit {returncode}: {error.strip()[-300:]}")
