@@ -76,9 +76,9 @@ _WHERE = {
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
               "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
-              "options", "preprocessing", "problem", "pth", "quality", "runner", "session",
-              "stages", "style_losses", "sweeps", "temporal", "tiling", "vgg", "video",
-              "weights", "winograd")
+              "options", "pickled_arrays", "preprocessing", "problem", "pth", "quality",
+              "runner", "session", "stages", "style_losses", "sweeps", "temporal", "tiling",
+              "unpickler", "vgg", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

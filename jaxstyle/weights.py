@@ -27,8 +27,9 @@ from flax import serialization
 from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import atomic_write, md5_of, read_tagged_msgpack, sha256_of
+from jaxstyle.pickled_arrays import read_pickled_arrays
 from jaxstyle.preprocessing import CAFFE, PRESETS, TORCHVISION, Preprocessing
-from jaxstyle.pth import is_legacy_torch, is_zip_archive, read_pickled_arrays, read_state_dict
+from jaxstyle.pth import is_legacy_torch, is_zip_archive, read_state_dict
 from jaxstyle.vgg import (
     ARCHITECTURES,
     conv_layer_names,

