@@ -75,11 +75,11 @@ _WHERE = {
 }
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
-              "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
-              "options", "pickled_arrays", "preprocessing", "problem", "pth", "quality",
-              "runner", "session", "sources", "stages", "style_losses", "sweeps", "temporal",
-              "terms", "tiling", "unpickler", "vgg", "vgg_formats", "video", "weights",
-              "winograd")
+              "driver", "errors", "files", "frames", "images", "info", "losses", "onnx_vgg",
+              "optimize", "options", "pickled_arrays", "preprocessing", "problem", "pth",
+              "quality", "runner", "session", "sources", "stages", "style_losses", "sweeps",
+              "temporal", "terms", "tiling", "unpickler", "vgg", "vgg_formats", "video",
+              "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

@@ -541,7 +541,7 @@ def _growing_video(path: Path) -> Path:
 def test_video_max_pixels_holds_for_every_frame(tmp_path, tiny_weights_file, capsys):
     import tracemalloc
 
-    from jaxstyle.video import VideoError, open_source, read_frames
+    from jaxstyle.frames import VideoError, open_source, read_frames
 
     clip = _growing_video(tmp_path / "grow.mkv")
     code, err = _video(capsys, clip, tmp_path / "out.mp4", tmp_path, tiny_weights_file,
