@@ -46,10 +46,11 @@ from jaxstyle.options import RANGES, OptionsError, Range
 from jaxstyle.problem import check_inputs, check_masks
 from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
+from jaxstyle.studio.jobs import Request as JobRequest
+from jaxstyle.studio.jobs import Snapshot
 from jaxstyle.studio.limits import TooLarge
 from jaxstyle.studio.store import RunFolder, display_name, mask_png, preview_png
-from jaxstyle.studio.worker import Busy, Snapshot, Worker
-from jaxstyle.studio.worker import Request as JobRequest
+from jaxstyle.studio.worker import Busy, Worker
 from jaxstyle.sweeps import grid, parse_axis
 from jaxstyle.weights import find_weights, load_weights
 
