@@ -73,8 +73,8 @@ def clip_frames(clip: Path, shape: tuple[int, int]) -> list[np.ndarray]:
     """The clip's frames at the output's size, float32 [H, W, 3] in [0, 1]."""
     import jax.numpy as jnp
 
+    from jaxstyle.frames import open_source, read_frames
     from jaxstyle.resampling import resize
-    from jaxstyle.video import open_source, read_frames
 
     return [np.asarray(resize(jnp.asarray(f), *shape)) for f in read_frames(open_source(str(clip)))]
 

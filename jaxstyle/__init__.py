@@ -41,7 +41,7 @@ _WHERE = {
     "Targets": "jaxstyle.losses",
     "VGGWeights": "jaxstyle.vgg",
     "WeightsError": "jaxstyle.errors",
-    "content_mse": "jaxstyle.losses",
+    "content_mse": "jaxstyle.terms",
     "content_targets": "jaxstyle.losses",
     "convert": "jaxstyle.weights",
     "find_weights": "jaxstyle.weights",
@@ -62,23 +62,24 @@ _WHERE = {
     "region_targets": "jaxstyle.losses",
     "resolve_weights": "jaxstyle.weights",
     "save_image": "jaxstyle.images",
-    "self_similarity_loss": "jaxstyle.losses",
+    "self_similarity_loss": "jaxstyle.terms",
     "sliced_wasserstein": "jaxstyle.style_losses",
     "style_targets": "jaxstyle.losses",
     "stylize": "jaxstyle.driver",
     "stylize_batch": "jaxstyle.driver",
     "stylize_video": "jaxstyle.video",
     "sweep": "jaxstyle.sweeps",
-    "temporal_loss": "jaxstyle.losses",
-    "tv_loss": "jaxstyle.losses",
+    "temporal_loss": "jaxstyle.terms",
+    "tv_loss": "jaxstyle.terms",
     "vgg_features": "jaxstyle.vgg",
 }
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
-              "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
-              "options", "preprocessing", "problem", "pth", "quality", "resampling", "run_state",
-              "runner", "session", "stages", "style_losses", "sweeps", "temporal", "tiling",
-              "vgg", "video", "weights", "winograd")
+              "driver", "errors", "files", "frames", "images", "info", "losses", "onnx_vgg",
+              "optimize", "options", "pickled_arrays", "preprocessing", "problem", "pth",
+              "quality", "resampling", "run_state", "runner", "session", "sources", "stages",
+              "style_losses", "sweeps", "temporal", "terms", "tiling", "unpickler", "vgg",
+              "vgg_formats", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

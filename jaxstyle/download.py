@@ -33,15 +33,8 @@ from tqdm import tqdm
 from jaxstyle.choices import NETWORK_TIMEOUT
 from jaxstyle.errors import WeightsError
 from jaxstyle.files import md5_of, sha256_of
-from jaxstyle.weights import (
-    SOURCES,
-    PackageSource,
-    VGGWeights,
-    convert,
-    default_weights_dir,
-    load_weights,
-    save_converted,
-)
+from jaxstyle.sources import SOURCES, PackageSource, default_weights_dir
+from jaxstyle.weights import VGGWeights, convert, load_weights, save_converted
 
 _CHUNK = 1 << 20
 _ATTEMPTS = 4  # one try plus three resumptions after dropped connections
@@ -113,7 +106,7 @@ def download_source(
     timeout: float = NETWORK_TIMEOUT,
     index_url: str | None = None,
 ) -> Path:
-    """Downloads, verifies and converts known weights (`jaxstyle.weights.SOURCES`).
+    """Downloads, verifies and converts known weights (`jaxstyle.sources.SOURCES`).
 
     Args:
       name: a key of `SOURCES`: "caffe", "torchvision", "keras" (VGG19), "vgg16-caffe",

@@ -33,7 +33,8 @@ def describe_machine(weights_spec: str | None = None) -> list[tuple[str, str]]:
     from jaxstyle.choices import SOURCE_ORDER
     from jaxstyle.compilation_cache import enable_compilation_cache
     from jaxstyle.cpu_pool import ENV, pool_threads
-    from jaxstyle.weights import converted_files, describe, find_weights
+    from jaxstyle.sources import converted_files
+    from jaxstyle.weights import describe, find_weights
 
     rows = [("jaxstyle", __version__)]
     rows += [(package, _version(package)) for package in PACKAGES]

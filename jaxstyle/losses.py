@@ -1,4 +1,4 @@
-"""The objective: content, style and total-variation losses, and their targets.
+"""The objective: content, style and total-variation losses weighed and summed, and their targets.
 
 Every function here is pure and works on one image; batch with `jax.vmap`. Two normalisations
 of the same terms: neural-style's ("neural-style", the neural-style and fast presets), whose
@@ -28,29 +28,26 @@ from jaxstyle.style_losses import (
     GRAM,
     MEAN_COVARIANCE,
     StyleLoss,
-    check_hwc,
     gram_distance,
     gram_statistics,
     masked,
     mean_covariance_statistics,
     wasserstein_distance,
 )
+from jaxstyle.terms import CONTENT_LOSSES, temporal_loss, tv_loss
 from jaxstyle.vgg import CONVOLUTIONS, validate_layers, vgg_features
 
 # The style losses live in jaxstyle.style_losses; their names stay importable from here.
 __all__ = [
-    "CONTENT_LOSSES",
     "GRAM",
     "MEAN_COVARIANCE",
     "PRECISIONS",
-    "SELF_SIMILARITY_SAMPLES",
     "WEIGHT_NORMALIZATIONS",
     "LossConfig",
     "LossWeights",
     "StyleLoss",
     "Targets",
     "blend_shares",
-    "content_mse",
     "content_targets",
     "gram_distance",
     "gram_statistics",
@@ -59,98 +56,15 @@ __all__ = [
     "objective",
     "redraw_targets",
     "region_targets",
-    "self_similarity_loss",
     "style_target_list",
     "style_targets",
-    "temporal_loss",
-    "tv_loss",
     "wasserstein_distance",
     "weighted_statistics",
 ]
 
-
-def content_mse(
-    features: jax.Array, target: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
-    """neural-style's content loss: the mean squared difference of activations [H, W, C], over
-    the region `mask` [H, W] if given."""
-    check_hwc(features, "features")
-    if features.shape != target.shape:
-        raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    diff, area = masked(features.astype(jnp.float32) - target.astype(jnp.float32), mask)
-    return jnp.sum(jnp.square(diff)) / (area * features.shape[-1])
-
-
-SELF_SIMILARITY_SAMPLES = 32
-"""Positions per side of the grid on which `self_similarity_loss` compares features: STROTSS
-(Kolkin et al. 2019) samples 1024 positions too, which keeps the N x N matrices small."""
-
-
-def _self_similarity(flat: jax.Array) -> jax.Array:
-    unit = flat / jnp.maximum(jnp.linalg.norm(flat, axis=-1, keepdims=True), 1e-8)
-    distance = 1.0 - unit @ unit.T
-    return distance / jnp.maximum(jnp.sum(distance, axis=0, keepdims=True), 1e-8)
-
-
-def self_similarity_loss(
-    features: jax.Array, target: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
-    """STROTSS's content loss (Kolkin, Salavon & Shakhnarovich 2019): compare self-similarities.
-
-    At up to `SELF_SIMILARITY_SAMPLES`^2 grid positions, the pairwise cosine distances of the
-    feature vectors, each column normalised to sum 1, are compared with the content's by mean
-    absolute difference. Layout is kept while colours and textures are free to change. Departure
-    from STROTSS: a fixed grid instead of random positions (L-BFGS needs a fixed objective), and
-    the mean is multiplied by the number of positions N so that it does not shrink as 1/N.
-
-    Args:
-      features: float [H, W, C], the image's activations.
-      target: float [H, W, C], the content's activations.
-      mask: float [H, W] or None (pairs weighted by both positions' mask values).
-
-    Returns:
-      float32 scalar.
-    """
-    check_hwc(features, "features")
-    if features.shape != target.shape:
-        raise ValueError(f"target: shape {target.shape} differs from features {features.shape}")
-    h, w, c = features.shape
-    sy, sx = max(1, -(-h // SELF_SIMILARITY_SAMPLES)), max(1, -(-w // SELF_SIMILARITY_SAMPLES))
-    pick = lambda a: a[sy // 2::sy, sx // 2::sx]
-    f = pick(features).reshape(-1, c).astype(jnp.float32)
-    t = pick(target).reshape(-1, c).astype(jnp.float32)
-    difference = jnp.abs(_self_similarity(f) - _self_similarity(t))
-    n = f.shape[0]
-    if mask is None:
-        return jnp.mean(difference) * n
-    m = pick(mask).reshape(-1)
-    pairs = m[:, None] * m[None, :]
-    return jnp.sum(difference * pairs) / jnp.maximum(jnp.sum(pairs), 1e-6) * n
-
-
-CONTENT_LOSSES = dict(zip(choices.CONTENT_LOSSES, (content_mse, self_similarity_loss)))
-"""Content losses by name: neural-style's mean squared error, or STROTSS's self-similarity."""
-
-
 PRECISIONS = dict(zip(choices.PRECISIONS, (jnp.float32, jnp.bfloat16)))
 _REFERENCE_SIDE = 512  # "resolution" normalisation equals neural-style's at this output size
 _REFERENCE_FLOOR = 1e-3  # the relative style term's divisor is at least this times the energy
-
-
-def temporal_loss(image: jax.Array, warped: jax.Array, weights: jax.Array) -> jax.Array:
-    """Ruder et al.'s short-term temporal loss: ``sum(c * (x - w)^2) / D`` over the image
-    float [H, W, C], the warped previous frame [H, W, C] and the consistency weights c [H, W],
-    with D = H * W * C. The weights act per pixel (a mask applied to an already summed loss
-    would not)."""
-    check_hwc(image, "image")
-    diff = image.astype(jnp.float32) - warped.astype(jnp.float32)
-    return jnp.sum(weights[..., None] * jnp.square(diff)) / float(image.size)  # past int32
-
-
-def tv_loss(image: jax.Array) -> jax.Array:
-    """Anisotropic total variation: sum of absolute neighbour differences of float [H, W, C]."""
-    check_hwc(image, "image")
-    return jnp.sum(jnp.abs(image[1:] - image[:-1])) + jnp.sum(jnp.abs(image[:, 1:] - image[:, :-1]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,7 +88,7 @@ class LossConfig:
       style_loss: a `StyleLoss`: `GRAM` (neural-style's, the default), `MEAN_COVARIANCE`,
         `jaxstyle.style_losses.sliced_wasserstein(seed)`, `gram_histogram(weight)`, or your own.
       content_loss: "mse" (neural-style's, the default) or "self_similarity" (STROTSS's),
-        `CONTENT_LOSSES`.
+        `jaxstyle.terms.CONTENT_LOSSES`.
       weight_normalization: "relative" (the default, the balanced preset's, below);
         "neural-style" keeps its formulas exactly; "resolution" divides the
         TV term by ``max(H, W) / 512`` (a sum of neighbour differences grows linearly with the
@@ -502,9 +416,14 @@ def region_targets(
     )
     if config.weight_normalization != "relative":
         return targets
-    # The photo's own distance to each style region at each layer: the relative objective's
-    # style term is the output's distance as a fraction of its layer-weighted sum (the quality
-    # figures' style ratio).
+    return _with_style_reference(targets, feats, config)
+
+
+def _with_style_reference(targets: Targets, feats: dict, config: LossConfig) -> Targets:
+    """`targets` with `Targets.style_reference`: the photo's own distance to each style region
+    at each layer, the content features `feats` being the photo's. The relative objective's
+    style term is the output's distance as a fraction of its layer-weighted sum (the quality
+    figures' style ratio)."""
     masks = targets.style_masks or [None] * len(targets.style)
     return targets._replace(style_reference=jnp.stack([
         _style_distance(config, feats, target, mask)
@@ -573,6 +492,23 @@ def objective(
       ValueError: targets without weights, or with a number of style layer weights other than
         the config's style layers.
     """
+    w = _checked_weights(targets, config)
+    feats = _features(params, image, config.layers, config)
+    content = _content_term(feats, targets, config)
+    components = _style_components(feats, targets, config)
+    style = sum(components[f"style/{name}"] for name in config.style_layers)
+    tv = _tv_term(image, w.tv, config)
+    components.update(content=content, style=style, tv=tv)
+    total = content + style + tv
+    if targets.previous:
+        temporal = _temporal_term(image, targets, config)
+        components["temporal"] = temporal
+        total = total + temporal
+    return total, components
+
+
+def _checked_weights(targets: Targets, config: LossConfig) -> LossWeights:
+    """`targets`' weights, once they are known to be there and to match the style layers."""
     w = targets.weights
     if w is None:
         raise ValueError("targets: no weights; give Targets(..., weights=LossWeights.create("
@@ -580,7 +516,13 @@ def objective(
     if jnp.shape(w.style_layers) != (len(config.style_layers),):
         raise ValueError(f"targets: weights.style_layers has shape {jnp.shape(w.style_layers)} "
                          f"for {len(config.style_layers)} style layers")
-    feats = _features(params, image, config.layers, config)
+    return w
+
+
+def _content_term(feats: dict, targets: Targets, config: LossConfig) -> jax.Array:
+    """The weighted content term: summed over the content layers, or with "relative" the mean
+    of each layer's term divided by the photo's own energy there."""
+    w = targets.weights
     relative = config.weight_normalization == "relative"
     content_mask = targets.content_mask
     distance_to_content = CONTENT_LOSSES[config.content_loss]
@@ -593,42 +535,60 @@ def objective(
         content = content + w.content * term
     if relative:
         content = content / len(config.content_layers)
+    return content
+
+
+def _style_components(feats: dict, targets: Targets, config: LossConfig) -> dict:
+    """``{"style/<layer>": float32 []}``: each style layer's weighted term, summed over the style
+    regions (each divided by its reference with "relative")."""
+    w = targets.weights
     styles = targets.style
     masks = targets.style_masks or [None] * len(styles)
     weights = jnp.ones(len(styles)) if targets.style_weights is None else targets.style_weights
     style_loss = config.style_loss
     references = [1.0] * len(styles)
-    if relative:
-        energies = [_style_energy(config, feats, target, w.style_layers) for target in styles]
-        given = targets.style_reference
-        # Floored: a photo that already has the style's statistics is not divided by ~0.
-        references = [jnp.maximum(energy if given is None
-                                  else _layer_weighted(w.style_layers, given[i]),
-                                  _REFERENCE_FLOOR * energy)
-                      for i, energy in enumerate(energies)]
+    if config.weight_normalization == "relative":
+        references = _style_references(feats, targets, config)
     components = {}
     for j, name in enumerate(config.style_layers):
         per_style = [weights[i] * style_loss.distance(feats[name], target[name],
                                                       masks[i] and masks[i][name])
                      / references[i] for i, target in enumerate(styles)]
         components[f"style/{name}"] = w.style * w.style_layers[j] * sum(per_style)
-    style = sum(components[f"style/{name}"] for name in config.style_layers)
-    tv = w.tv * tv_loss(image)
+    return components
+
+
+def _style_references(feats: dict, targets: Targets, config: LossConfig) -> list:
+    """The relative style term's divisor R per style region: the photo's layer-weighted distance
+    to it (`Targets.style_reference`), else the targets' energy."""
+    layer_weights = targets.weights.style_layers
+    energies = [_style_energy(config, feats, target, layer_weights) for target in targets.style]
+    given = targets.style_reference
+    # Floored: a photo that already has the style's statistics is not divided by ~0.
+    return [jnp.maximum(energy if given is None else _layer_weighted(layer_weights, given[i]),
+                        _REFERENCE_FLOOR * energy)
+            for i, energy in enumerate(energies)]
+
+
+def _tv_term(image: jax.Array, weight: jax.Array, config: LossConfig) -> jax.Array:
+    """The weighted total variation of the model-space image [H, W, 3], normalised."""
+    tv = weight * tv_loss(image)
     if config.weight_normalization == "resolution":
         # A sum of neighbour differences of the same picture grows linearly with its side.
         tv = tv * _REFERENCE_SIDE / max(image.shape[:2])
-    elif relative:  # the mean absolute neighbour difference, in pixel units
+    elif config.weight_normalization == "relative":
+        # The mean absolute neighbour difference, in pixel units.
         tv = tv / (float(image.size) * config.model_range)
-    components.update(content=content, style=style, tv=tv)
-    total = content + style + tv
-    if targets.previous:
-        temporal = w.temporal * sum(
-            temporal_loss(image, warped, weights) for warped, weights in targets.previous)
-        if relative:
-            temporal = temporal / config.model_range**2
-        components["temporal"] = temporal
-        total = total + temporal
-    return total, components
+    return tv
+
+
+def _temporal_term(image: jax.Array, targets: Targets, config: LossConfig) -> jax.Array:
+    """The weighted temporal term over `Targets.previous` (in pixel units with "relative")."""
+    temporal = targets.weights.temporal * sum(
+        temporal_loss(image, warped, weights) for warped, weights in targets.previous)
+    if config.weight_normalization == "relative":
+        temporal = temporal / config.model_range**2
+    return temporal
 
 
 def _energy(target: jax.Array, mask: jax.Array | None) -> jax.Array:

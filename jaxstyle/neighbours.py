@@ -35,8 +35,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxstyle.losses import CONTENT_LOSSES, PRECISIONS, LossConfig, LossWeights, tv_loss
+from jaxstyle.losses import PRECISIONS, LossConfig, LossWeights
 from jaxstyle.style_losses import masked
+from jaxstyle.terms import CONTENT_LOSSES, tv_loss
 from jaxstyle.vgg import depths_of, vgg_features
 
 STYLE_SAMPLES = 4096

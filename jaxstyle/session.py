@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from jaxstyle.checkpoint import (
     Checkpoint,
@@ -214,18 +214,12 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
     stages = check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], options)
     network = open_network(request.weights, options.seed, log)
     described = describe_inputs(request, network.weights, network.path)
-    if saved is not None:
-        found = differences(saved, options, described)
-        if found:
-            raise CheckpointError(f"cannot resume {request.resume}: " + "; ".join(found))
+    _check_resumable(request, saved, options, described)
     ckpt = checkpoint_path(output)
     policy = Checkpointing(request.checkpoint_every)
     # What is at the output now was checked (or named by -o): the run may replace it.
     replaceable = _current([output, partial_path(output)])
-    # Resumed to another output (-o): the checkpoint goes with it (a copy of it resumed onto its
-    # own output stays where the user keeps it).
-    moved_from = request.resume if saved is not None and \
-        output.absolute() != recorded_output(request.resume, saved) else None
+    moved_from = _moved_from(request, saved, output)
 
     def write_checkpoint(run_state, partial: Path | None = None) -> Path:
         replaceable.update(_current([partial] if partial else []))
@@ -263,29 +257,69 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
                              report_at=report_at, resume=saved.run if saved else None)
         except Interrupted as interrupt:
             display.close()
-            # Said even when quiet: the user must learn where the work went.
-            why = f"interrupted by {signal.Signals(interrupt.signum).name}"
-            print(_keep_partial(latest[0], why, output, write_checkpoint, network, inputs.paths),
-                  file=sys.stderr, flush=True)
-            return 128 + interrupt.signum
+            return _interrupted(interrupt, latest[0], output, write_checkpoint, network,
+                                inputs.paths)
         except OptimizationError as exc:
             display.close()
-            if exc.last_good is not None and exc.last_good.iteration > 0:
-                raise OptimizationError(_keep_partial(
-                    exc.last_good, str(exc), output, write_checkpoint, network, inputs.paths,
-                    smaller_step(options))) from None
-            raise
+            _raise_keeping(exc, output, write_checkpoint, network, inputs.paths, options)
+    _finish(request, options, saved, result, inputs, network, output, log)
+    ckpt.unlink(missing_ok=True)
+    partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
+    _leave(moved_from, saved, ckpt)
+    return 0
+
+
+def _interrupted(interrupt: Interrupted, latest, output: Path, write_checkpoint: Callable,
+                 network: Network, paths: Sequence[str]) -> int:
+    """Keeps an interrupted run's newest image and checkpoint (`_keep_partial`), says where
+    they went, and returns the exit status: 128 + the signal's number."""
+    # Said even when quiet: the user must learn where the work went.
+    why = f"interrupted by {signal.Signals(interrupt.signum).name}"
+    print(_keep_partial(latest, why, output, write_checkpoint, network, paths),
+          file=sys.stderr, flush=True)
+    return 128 + interrupt.signum
+
+
+def _raise_keeping(exc: OptimizationError, output: Path, write_checkpoint: Callable,
+                   network: Network, paths: Sequence[str], options: StyleOptions) -> NoReturn:
+    """Raises `exc` again, its message saying where its last good iterate was kept (image and
+    checkpoint, `_keep_partial`) when there is one past the start."""
+    if exc.last_good is not None and exc.last_good.iteration > 0:
+        raise OptimizationError(_keep_partial(
+            exc.last_good, str(exc), output, write_checkpoint, network, paths,
+            smaller_step(options))) from None
+    raise exc
+
+
+def _check_resumable(request: Request, saved: Checkpoint | None, options: StyleOptions,
+                     described: dict) -> None:
+    """Raises `CheckpointError` if `saved` (None: not resuming) was made from other inputs or
+    options than these, naming every difference."""
+    if saved is not None:
+        found = differences(saved, options, described)
+        if found:
+            raise CheckpointError(f"cannot resume {request.resume}: " + "; ".join(found))
+
+
+def _moved_from(request: Request, saved: Checkpoint | None, output: Path) -> str | None:
+    """The checkpoint resumed from when the run goes to another output (-o): the checkpoint
+    goes with it (a copy of it resumed onto its own output stays where the user keeps it)."""
+    if saved is not None and output.absolute() != recorded_output(request.resume, saved):
+        return request.resume
+    return None
+
+
+def _finish(request: Request, options: StyleOptions, saved: Checkpoint | None, result,
+            inputs, network: Network, output: Path, log: Callable[[str], None]) -> None:
+    """Writes the finished image, its summary and report (`finish_image`)."""
     earlier = len(saved.run.history.get("total", ())) if saved else 0
+    start = saved.run.iteration if saved else 0
     finish_image(output, result, inputs.content, inputs.styles, options, network, inputs.paths,
                  log, ran=len(result.history.get("total", ())) - earlier, report=request.report,
                  report_fields={
                      **{k: v for k, v in request._asdict().items() if k in (
                          "content", "styles", "init_image", "style_masks", "content_mask")},
                      "resumed_from_iteration": start if saved else None})
-    ckpt.unlink(missing_ok=True)
-    partial_path(output).unlink(missing_ok=True)  # an interrupted run's image, now superseded
-    _leave(moved_from, saved, ckpt)
-    return 0
 
 
 def _leave(resumed: str | None, saved: Checkpoint | None, ckpt: Path) -> None:

@@ -137,7 +137,7 @@ def real_vgg16():
     """The real VGG16 as `jaxstyle weights download vgg16-keras` leaves it; the test is skipped
     without it, or fails under JAXSTYLE_REQUIRE_REAL_WEIGHTS=1 (as `.ci/run` sets)."""
     from jaxstyle.download import existing_download
-    from jaxstyle.weights import cache_weights_dir, repo_weights_dir
+    from jaxstyle.sources import cache_weights_dir, repo_weights_dir
 
     for folder in (repo_weights_dir(), cache_weights_dir()):
         path = folder and existing_download("vgg16-keras", folder)

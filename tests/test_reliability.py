@@ -541,7 +541,7 @@ def _growing_video(path: Path) -> Path:
 def test_video_max_pixels_holds_for_every_frame(tmp_path, tiny_weights_file, capsys):
     import tracemalloc
 
-    from jaxstyle.video import VideoError, open_source, read_frames
+    from jaxstyle.frames import VideoError, open_source, read_frames
 
     clip = _growing_video(tmp_path / "grow.mkv")
     code, err = _video(capsys, clip, tmp_path / "out.mp4", tmp_path, tiny_weights_file,
@@ -572,8 +572,8 @@ def test_sizes_past_int32_are_checked_never_a_traceback(tmp_path, files, capsys,
 
 
 def test_counts_past_int32_are_floats_in_the_losses():
-    from jaxstyle.losses import content_mse, temporal_loss
     from jaxstyle.style_losses import gram_statistics
+    from jaxstyle.terms import content_mse, temporal_loss
 
     features = jax.ShapeDtypeStruct((32768, 32768, 4), jnp.float32)  # 2**32 numbers
     weights = jax.ShapeDtypeStruct((32768, 32768), jnp.float32)

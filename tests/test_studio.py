@@ -618,7 +618,7 @@ def test_state_answers_while_a_large_request_is_being_checked(client, monkeypatc
     # has answered (or 10 s), so a check run on the event loop would keep /api/state waiting.
     import threading
 
-    from jaxstyle.studio import limits, server
+    from jaxstyle.studio import limits, requests
 
     answered = threading.Event()
     checking = threading.Event()
@@ -628,7 +628,7 @@ def test_state_answers_while_a_large_request_is_being_checked(client, monkeypatc
             checking.set()
             answered.wait(10)
 
-    monkeypatch.setattr(server, "check_inputs", slow_check)
+    monkeypatch.setattr(requests, "check_inputs", slow_check)
     request = {**inputs(client), "options": {**SMALL, "iterations": 2},
                "vary": [f"seed={','.join(str(v) for v in range(limits.MAX_AXIS_VALUES))}"]}
     result = {}

@@ -11,7 +11,6 @@ import pytest
 from conftest import TINY_LAYER_FLAGS, TINY_LAYERS, smooth_image, write_image
 
 from jaxstyle import StyleOptions, stylize
-from jaxstyle.losses import self_similarity_loss
 from jaxstyle.style_losses import (
     QUANTILES,
     gram_histogram,
@@ -22,6 +21,7 @@ from jaxstyle.style_losses import (
     sorted_matching_distance,
     weighted_quantiles,
 )
+from jaxstyle.terms import self_similarity_loss
 
 RNG = np.random.default_rng(0)
 

