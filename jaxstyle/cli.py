@@ -28,7 +28,7 @@ from jaxstyle.choices import (
 )
 from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.options import GROUPS, as_typed, flags, from_flags
+from jaxstyle.options import HEADINGS, as_typed, flags, from_flags
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
 from jaxstyle.studio import DISK_BUDGET_MB as STUDIO_DISK_BUDGET_MB
 from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB
@@ -48,9 +48,9 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
                      defaults: dict | None = None, video: bool = False) -> dict:
     """Adds `jaxstyle.options.flags` under their headings; returns the headings' groups (for
     the command's own flags)."""
-    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    groups = {name: parser.add_argument_group(name) for name in HEADINGS}
     for spec in flags(skip, defaults, video):
-        groups[spec.group].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
+        groups[spec.heading].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
     return groups
 
 
