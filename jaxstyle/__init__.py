@@ -80,9 +80,9 @@ _WHERE = {
 }
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
-              "driver", "errors", "files", "images", "info", "losses", "onnx_vgg", "optimize",
-              "options", "preprocessing", "problem", "pth", "quality", "runner", "session",
-              "stages", "style_losses", "sweeps", "temporal", "tiling", "vgg", "video",
+              "driver", "errors", "files", "flags", "images", "info", "losses", "onnx_vgg",
+              "optimize", "options", "preprocessing", "problem", "pth", "quality", "runner",
+              "session", "stages", "style_losses", "sweeps", "temporal", "tiling", "vgg", "video",
               "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 

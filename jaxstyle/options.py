@@ -59,7 +59,10 @@ HEADINGS = (
     "run control",
     "video",
 )
-"""The headings ``--help`` sorts the options under (each field's ``heading``)."""
+"""The headings the command line's help sorts the options under (each field's ``heading``).
+
+Help texts and messages name other options in backquotes (`` `iterations` ``), which the app
+layer writes as flags (`jaxstyle.flags.as_flags`)."""
 
 
 class OptionsError(JaxstyleError):
@@ -83,7 +86,7 @@ NEIGHBOUR_TV_WEIGHT = 0.02
 """The neural-neighbour preset's TV weight (NNST has none; its Laplacian-pyramid variable
 smooths instead): enough to calm single-pixel noise, small beside the style term."""
 CONTENT_ALPHA = 0.75
-"""The neural-neighbour preset's default content share, NNST's own default (its ``--alpha``)."""
+"""The neural-neighbour preset's default content share, NNST's own default (its alpha)."""
 
 _NEURAL_STYLE = {
     "objective": {"content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3,
@@ -185,6 +188,12 @@ _SIMPLE_TYPES = {
 }
 
 
+def parser_of(name: str):
+    """The function that reads option `name` from text (``parse_ints``, `float`, ...)."""
+    f = OPTION_FIELDS[name]
+    return f.metadata.get("parse") or _SIMPLE_TYPES[f.type]
+
+
 def parse_value(name: str, text: str):
     """The value of option `name` written as `text` on a command line ("100", "gram", "true").
 
@@ -196,9 +205,8 @@ def parse_value(name: str, text: str):
         raise OptionsError(f"unknown option {name!r}; options are "
                            f"{', '.join(sorted(OPTION_FIELDS))}")
     meta = OPTION_FIELDS[name].metadata
-    parse = meta.get("parse") or _SIMPLE_TYPES[OPTION_FIELDS[name].type]
     try:
-        value = parse(text)
+        value = parser_of(name)(text)
     except ValueError as exc:
         raise OptionsError(f"{name}: {text!r} is not a valid value ({exc})") from None
     if meta.get("choices") and value not in meta["choices"]:
@@ -380,20 +388,20 @@ class ObjectiveOptions(_Group):
     redraw_every: int = _option(
         10,
         "content and style",
-        "with --style-loss sliced_wasserstein: iterations between redraws of its random "
+        "with `style_loss` sliced_wasserstein: iterations between redraws of its random "
         "directions (L-BFGS needs the objective fixed in between)",
     )
     content_alpha: float = _option(
         CONTENT_ALPHA,
         "content and style",
-        "with --preset neural-neighbour: the content's share, from 0 to 1, of the hypercolumns "
+        "with `preset` neural-neighbour: the content's share, from 0 to 1, of the hypercolumns "
         "each output position's nearest style hypercolumn is searched for (the rest is the "
         "output's own): 1 keeps the most content, 0 gives the most style (NNST's alpha)",
     )
     histogram_weight: float = _option(
         1.0,
         "content and style",
-        "with --style-loss gram_histogram: the histogram term's weight relative to Gram's",
+        "with `style_loss` gram_histogram: the histogram term's weight relative to Gram's",
     )
     content_loss: str = _option(
         "mse",
@@ -415,7 +423,7 @@ class ObjectiveOptions(_Group):
     style_scales: tuple[float, ...] | None = _option(
         None,
         "content and style",
-        "comma-separated scale per style image (overrides --style-scale)",
+        "comma-separated scale per style image (overrides `style_scale`)",
         parse=parse_floats,
         metavar="S,S,...",
     )
@@ -478,7 +486,7 @@ class OptimizationOptions(_Group):
         None,
         "optimizer",
         "stop a scale early once the loss fell by less than this fraction per iteration over "
-        "the last 10 (0: always run --iterations, which is then the most a scale runs)",
+        "the last 10 (0: always run `iterations`, which is then the most a scale runs)",
     )
     stop_change: float | None = _option(
         None,
@@ -520,32 +528,32 @@ class PlanOptions(_Group):
         None,
         "scales and tiles",
         "coarse-to-fine sizes, e.g. 256,512,1024; each starts from the previous result "
-        "upsampled (overrides --size)",
+        "upsampled (overrides `size`)",
         parse=parse_ints,
         metavar="SIZE,SIZE,...",
     )
     scale_iterations: tuple[int, ...] | None = _option(
         None,
         "scales and tiles",
-        "iterations at each of --scales (one number for all; default: --iterations each)",
+        "iterations at each of `scales` (one number for all; default: `iterations` each)",
         parse=parse_ints,
         metavar="N,N,...",
     )
     coarsest: int | None = _option(
         None,
         "scales and tiles",
-        "coarse to fine without --scales: the run starts at the smallest halving of --size "
-        "that is at least this (at half of --size, down to 64 px, for smaller outputs) and "
-        "doubles up to --size, each scale starting from the one before with the photo's finer "
-        "detail added (0: one scale at --size)",
+        "coarse to fine without `scales`: the run starts at the smallest halving of `size` "
+        "that is at least this (at half of `size`, down to 64 px, for smaller outputs) and "
+        "doubles up to `size`, each scale starting from the one before with the photo's finer "
+        "detail added (0: one scale at `size`)",
         metavar="PIXELS",
     )
     finest_iterations: int | None = _option(
         None,
         "scales and tiles",
-        "coarse to fine without --scales: the most iterations at --size itself; each coarser "
-        "scale may run twice as many as the next finer, and every scale at most --iterations "
-        "(0: --iterations at every scale)",
+        "coarse to fine without `scales`: the most iterations at `size` itself; each coarser "
+        "scale may run twice as many as the next finer, and every scale at most `iterations` "
+        "(0: `iterations` at every scale)",
     )
     tile_size: int | None = _option(
         None,
@@ -562,11 +570,11 @@ class PlanOptions(_Group):
         scales, counts = self.scales or (), self.scale_iterations
         _require(self, {
             "tile_overlap": (self.tile_size is None or 2 * self.tile_overlap < self.tile_size,
-                             "under half of --tile-size"),
+                             "under half of `tile_size`"),
             "scales": (self.scales is None or len(scales) > 0, "sizes, e.g. 256,512"),
             "scale_iterations": (counts is None or len(counts) in (1, len(scales)),
                                  f"one count, or one per scale ({len(scales)})" if scales
-                                 else "one count when --scales is not given"),
+                                 else "one count when `scales` is not given"),
         })
 
 
@@ -590,7 +598,7 @@ class PerformanceOptions(_Group):
         "performance",
         "'bfloat16' runs the convolutions in bfloat16 (Gram matrices and losses stay "
         "float32); a large gain on GPUs and TPUs, none on CPUs (XLA:CPU convolves in float32) "
-        "unless with --convolution winograd on a CPU with bfloat16 instructions",
+        "unless with `convolution` winograd on a CPU with bfloat16 instructions",
         choices=PRECISIONS,
     )
     convolution: str | None = _option(
@@ -600,7 +608,7 @@ class PerformanceOptions(_Group):
         "about a quarter less time per evaluation at 384 and 512 px, float32-level "
         "differences, but slower compilation the first time at each size (15-19 s in all "
         "for a fast run at 384-512 px on 2 cores, 3 s from the cache after); "
-        "with --precision bfloat16 its products run in bfloat16 (benchmarks/bfloat16.py "
+        "with `precision` bfloat16 its products run in bfloat16 (benchmarks/bfloat16.py "
         "measures whether that pays on a CPU); "
         f"'auto': Winograd on a CPU in float32 for outputs of {AUTO_WINOGRAD_SIZE} px or more "
         "(or the content's size), direct elsewhere",
@@ -637,7 +645,7 @@ class VideoOptions(_Group):
         None,
         "video",
         "iterations for the first frame, which starts from scratch (default: twice "
-        "--iterations); later frames start from the previous one warped",
+        "`iterations`); later frames start from the previous one warped",
     )
     passes: int = _option(
         1,
@@ -646,7 +654,7 @@ class VideoOptions(_Group):
         "frames in alternating directions, each frame held to its neighbour from the pass "
         "before, so a pass's frames run as batches sharded over all devices",
     )
-    pass_batch: int = _option(8, "video", "with --passes N >= 2: frames per batch")
+    pass_batch: int = _option(8, "video", "with `passes` N >= 2: frames per batch")
 
     def _check(self) -> None:
         _require(self, {
@@ -694,13 +702,13 @@ class StyleOptions:
         "balanced",
         "optimizer",
         "'balanced': an objective whose terms are relative to their targets, so that "
-        "--style-strength means the same for any pair, size and network, a line search, and a "
+        "`style_strength` means the same for any pair, size and network, a line search, and a "
         "stop once the picture stops changing; 'neural-style' reproduces neural-style's runs "
-        "(its objective and weights, L-BFGS with unit steps for --iterations); 'fast' is "
+        "(its objective and weights, L-BFGS with unit steps for `iterations`); 'fast' is "
         "neural-style's objective with a line search and a stop once the loss stalls; "
         "'neural-neighbour' replaces each output hypercolumn by its nearest style hypercolumn "
         "and pulls the picture towards those (Neural Neighbor Style Transfer, Kolkin et al. "
-        "2022; its knob is --content-alpha). "
+        "2022; its knob is `content_alpha`). "
         "Options named below as set by the preset can still be given",
         choices=PRESETS,
     )
@@ -785,7 +793,8 @@ class StyleOptions:
         Raises:
           ValueError: an invalid layer name (the message names the option).
         """
-        # Imported here, not at the top: reading the options (for ``--help``) must not load JAX.
+        # Imported here, not at the top: reading the options (for the CLI's help) must not load
+        # JAX.
         from jaxstyle.losses import LossConfig
         from jaxstyle.style_losses import style_loss_named
 
@@ -977,75 +986,3 @@ def _python_numbers(value):
 _WORDS = {"int": "a whole number", "float": "a finite number", "str": "text",
           "bool": "true or false"}
 _PLURALS = {"int": "whole numbers", "float": "finite numbers", "str": "names"}
-
-_METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT",
-             "str | None": "TEXT"}
-
-
-class Flag(NamedTuple):
-    """How the command line offers one option (see `flags`)."""
-
-    heading: str
-    flag: str
-    dest: str
-    kwargs: dict
-
-
-def flags(skip: tuple[str, ...] = (), defaults: dict | None = None,
-          video: bool = False) -> list[Flag]:
-    """One ``--flag`` per option (`OPTION_FIELDS`), heading by heading (`HEADINGS`): its heading
-    and the `argparse.ArgumentParser.add_argument` keywords (type, choices, default, help with
-    the default shown once). `defaults` overrides some defaults for one command; the "video"
-    options are only offered with `video`."""
-    found = []
-    for f in sorted(OPTION_FIELDS.values(), key=lambda f: HEADINGS.index(f.metadata["heading"])):
-        if f.name in skip or f.metadata["heading"] == "video" and not video:
-            continue
-        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            kwargs = {"action": "store_true", "help": meta["help"]}
-        else:
-            # A help text that explains its default, or a None default, is not repeated.
-            plain = "default" in meta["help"] or default is None
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            if (by_preset := preset_values(f.name)) and default is None:
-                listed = ", ".join(f"{value:g} for {name}" if isinstance(value, float)
-                                   else f"{value} for {name}" for name, value in by_preset.items())
-                plain, meta = True, {**meta, "help": meta["help"] + (
-                    f" (default: set by --preset: {listed})")}
-            kwargs = {
-                "type": _flag_type(meta.get("parse") or _SIMPLE_TYPES[f.type]),
-                "default": default, "choices": meta.get("choices"),
-                "metavar": meta.get("metavar") or (None if meta.get("choices")
-                                                   else _METAVARS[f.type]),
-                "help": meta["help"] + ("" if plain else f" (default: {shown})"),
-            }
-        found.append(Flag(meta["heading"], flag, f.name, kwargs))
-    return found
-
-
-def _flag_type(parse):
-    """`parse` with its ValueError turned into argparse's error (named like `parse`)."""
-    import argparse
-
-    def wrapped(text: str):
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
-def from_flags(values: dict) -> StyleOptions:
-    """The options among parsed command-line values (other keys are ignored)."""
-    return StyleOptions(**{k: v for k, v in values.items() if k in OPTION_FIELDS})
-
-
-def as_typed(message: str) -> str:
-    """'style_weight: ...' -> '--style-weight: ...': the library names an option by its field,
-    the user typed its flag."""
-    name, sep, rest = message.partition(":")
-    return f"--{name.replace('_', '-')}:{rest}" if sep and name in OPTION_FIELDS else message

@@ -173,7 +173,8 @@ def test_module_entry_point_help():
 
 
 def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
-    from jaxstyle.options import HEADINGS, flags
+    from jaxstyle.flags import option_flags
+    from jaxstyle.options import HEADINGS
 
     code = ("import sys; from jaxstyle.cli import build_parser; "
             "text = build_parser()._subparsers._group_actions[0].choices['stylize'].format_help();"
@@ -182,7 +183,7 @@ def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
     assert result.returncode == 0 and result.stdout.strip().endswith("no jax"), result.stderr
     headings = [line[:-1] for line in result.stdout.splitlines() if line.endswith(":")]
     assert [h for h in headings if h in HEADINGS] == [g for g in HEADINGS if g != "video"]
-    for spec in flags():
+    for spec in option_flags():
         assert spec.kwargs["help"].count("(default:") <= 1, spec.flag
     assert "(default: auto)" not in result.stdout
 

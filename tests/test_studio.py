@@ -23,6 +23,7 @@ pytest.importorskip("starlette", reason="the studio extra is not installed")
 from starlette.testclient import TestClient
 
 from jaxstyle import StyleOptions, load_image, stylize
+from jaxstyle.flags import as_flags
 from jaxstyle.images import load_mask, to_uint8
 from jaxstyle.optimize import COMPILED
 from jaxstyle.options import OPTION_FIELDS, RANGES
@@ -98,7 +99,7 @@ def test_form_is_read_from_style_options(client):
         field = fields[shown["name"]]
         default = list(field.default) if isinstance(field.default, tuple) else field.default
         assert shown["default"] == default
-        assert shown["help"] == field.metadata["help"]
+        assert shown["help"] == as_flags(field.metadata["help"])
         assert shown["choices"] == list(field.metadata["choices"] or ())
         bounds = RANGES.get(shown["name"])  # the form's min and max are the options' own
         assert (shown["min"], shown["max"]) == ((bounds.low, bounds.high) if bounds

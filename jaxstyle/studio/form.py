@@ -12,14 +12,8 @@ import shlex
 from collections.abc import Sequence
 
 from jaxstyle.choices import SWEEP_ITERATIONS, SWEEP_SIZE
-from jaxstyle.options import (
-    OPTION_FIELDS,
-    RANGES,
-    StyleOptions,
-    flags,
-    parse_value,
-    preset_values,
-)
+from jaxstyle.flags import as_flags, flag_of, option_flags
+from jaxstyle.options import OPTION_FIELDS, RANGES, StyleOptions, parse_value, preset_values
 
 FORM_OPTIONS = ("preset", "size", "iterations", "style_strength", "style_weight",
                 "content_weight", "style_loss", "original_colors")
@@ -58,9 +52,9 @@ def field_schema(name: str) -> dict:
     meta = field.metadata
     by_preset = {preset: _plain(value) for preset, value in preset_values(name).items()}
     bounds = RANGES.get(name)
-    return {"name": name, "flag": "--" + name.replace("_", "-"), "kind": _kind(field),
+    return {"name": name, "flag": flag_of(name), "kind": _kind(field),
             "default": _plain(field.default), "optional": field.type.endswith("| None"),
-            "by_preset": by_preset, "help": meta["help"],
+            "by_preset": by_preset, "help": as_flags(meta["help"]),
             "choices": list(meta["choices"] or ()), "group": meta["heading"],
             "min": None if bounds is None else bounds.low,
             "max": None if bounds is None else bounds.high,
@@ -119,7 +113,7 @@ def command_line(options: StyleOptions, content: str, styles: Sequence[str], out
     too."""
     chosen = settings(options)
     words = ["jaxstyle", command, content, *styles, "-o", output]
-    for spec in flags(video=True):
+    for spec in option_flags(video=True):
         if spec.dest not in chosen or spec.dest == "preset" and options.preset == OPTION_FIELDS[
                 "preset"].default:
             continue
