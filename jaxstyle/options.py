@@ -894,9 +894,10 @@ class StyleOptions:
     def to_dict(self) -> dict:
         """``preset``, ``seed`` and each group as a dict of its options: what checkpoints and
         reports store (`from_dict` reads it back)."""
+        groups = {name: getattr(self, name) for name in _GROUP_TYPES}
         return {"preset": self.preset, "seed": self.seed,
                 **{name: {f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
-                   for name in _GROUP_TYPES if (group := getattr(self, name))}}
+                   for name, group in groups.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> StyleOptions:
@@ -905,15 +906,18 @@ class StyleOptions:
         Raises:
           OptionsError: a key missing or unknown (named), or an invalid value.
         """
-        expected = StyleOptions().to_dict()
-        for name, value in expected.items():
-            if name not in d or isinstance(value, dict) != isinstance(d[name], Mapping):
-                raise OptionsError(f"no {name!r}" if name not in d else f"{name}: not a group")
-            for key in value if isinstance(value, dict) else ():
-                if key not in d[name]:
-                    raise OptionsError(f"no {key!r} in {name}")
-        unknown = [k for k in d if k not in expected] + [
-            f"{name}.{k}" for name in _GROUP_TYPES for k in d[name] if k not in expected[name]]
+        groups = {name: [f.name for f in dataclasses.fields(kind)]
+                  for name, kind in _GROUP_TYPES.items()}
+        for name in [*(f.name for f in _TOP_FIELDS), *groups]:
+            if name not in d:
+                raise OptionsError(f"no {name!r}")
+        unknown = [k for k in d if k not in groups and k not in ("preset", "seed")]
+        for name, keys in groups.items():
+            if not isinstance(d[name], Mapping):
+                raise OptionsError(f"{name}: expected a group of options, got {d[name]!r}")
+            if missing := [k for k in keys if k not in d[name]]:
+                raise OptionsError(f"no {missing[0]!r} in {name}")
+            unknown += [f"{name}.{k}" for k in d[name] if k not in keys]
         if unknown:
             raise OptionsError(f"unknown option {unknown[0]!r}")
 
