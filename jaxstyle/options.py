@@ -2,8 +2,9 @@
 seed beside five small frozen groups (`ObjectiveOptions`, `OptimizationOptions`, `PlanOptions`,
 `PerformanceOptions`, `VideoOptions`).
 
-The command line is generated from the groups' fields (flag, type, default and help text), so the
-two cannot drift. Defaults follow jcjohnson/neural-style where it has an equivalent.
+Each field carries its help text, heading, parser and choices; `jaxstyle.flags` makes the command
+line's flags from them, so the two cannot drift. Defaults follow jcjohnson/neural-style where it
+has an equivalent.
 """
 
 from __future__ import annotations
