@@ -101,7 +101,7 @@ def main() -> None:
     from jaxstyle import StyleOptions
     from jaxstyle.temporal import flicker
 
-    default_weight = StyleOptions().temporal_weight
+    default_weight = StyleOptions().video.temporal_weight
     weights = ([float(w) for w in args.temporal_weights.split(",")] if args.temporal_weights
                else [default_weight])
     print(f"{args.frames} frames panning {SHIFT} px/frame, {args.iterations} iterations a frame "

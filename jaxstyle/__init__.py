@@ -24,10 +24,14 @@ _WHERE = {
     "LossConfig": "jaxstyle.losses",
     "LossWeights": "jaxstyle.losses",
     "MEAN_COVARIANCE": "jaxstyle.style_losses",
+    "ObjectiveOptions": "jaxstyle.options",
+    "OptimizationOptions": "jaxstyle.options",
     "OptimizationError": "jaxstyle.errors",
     "OptimizerConfig": "jaxstyle.optimize",
     "OptionsError": "jaxstyle.options",
     "OutOfMemoryError": "jaxstyle.errors",
+    "PerformanceOptions": "jaxstyle.options",
+    "PlanOptions": "jaxstyle.options",
     "Preprocessing": "jaxstyle.preprocessing",
     "Problem": "jaxstyle.problem",
     "Quality": "jaxstyle.quality",
@@ -40,6 +44,7 @@ _WHERE = {
     "TORCHVISION": "jaxstyle.preprocessing",
     "Targets": "jaxstyle.losses",
     "VGGWeights": "jaxstyle.vgg",
+    "VideoOptions": "jaxstyle.options",
     "WeightsError": "jaxstyle.errors",
     "content_mse": "jaxstyle.terms",
     "content_targets": "jaxstyle.losses",
@@ -75,11 +80,11 @@ _WHERE = {
 }
 
 SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
-              "driver", "errors", "files", "frames", "images", "info", "losses", "onnx_vgg",
-              "optimize", "options", "pickled_arrays", "preprocessing", "problem", "pth",
-              "quality", "resampling", "run_state", "runner", "session", "sources", "stages",
-              "style_losses", "sweeps", "temporal", "terms", "tiling", "unpickler", "vgg",
-              "vgg_formats", "video", "weights", "winograd")
+              "driver", "errors", "files", "flags", "frames", "images", "info", "losses",
+              "onnx_vgg", "optimize", "options", "pickled_arrays", "preprocessing", "problem",
+              "pth", "quality", "resampling", "run_state", "runner", "session", "sources",
+              "stages", "style_losses", "sweeps", "temporal", "terms", "tiling", "unpickler",
+              "vgg", "vgg_formats", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

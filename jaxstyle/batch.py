@@ -25,8 +25,8 @@ from jaxstyle.choices import COORDINATOR_TIMEOUT, DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize_batch
 from jaxstyle.errors import ImageError, JaxstyleError, count
 from jaxstyle.files import atomic_write, sha256_of
+from jaxstyle.flags import error_line
 from jaxstyle.images import IMAGE_SUFFIXES, load_image
-from jaxstyle.messages import as_flags
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
@@ -156,7 +156,7 @@ def _run(paths: list[Path], outputs: list[Path], inputs, styles: Sequence[str], 
         except (OSError, JaxstyleError) as exc:
             reason = exc if isinstance(exc, JaxstyleError) else ImageError(f"{path}: {exc}")
             # Said even when quiet: the user must learn what was not done.
-            print(f"jaxstyle: skipped {path}: {as_flags(reason)}", file=sys.stderr, flush=True)
+            print(f"jaxstyle: skipped {path}: {error_line(reason)}", file=sys.stderr, flush=True)
             failed += 1
             continue
         if output.exists():

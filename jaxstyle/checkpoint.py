@@ -9,7 +9,6 @@ refused on resume when an input or an option differs (`RESUMABLE_OPTIONS` may ch
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -23,11 +22,11 @@ from flax import serialization
 from jaxstyle.choices import RESUMABLE_OPTIONS
 from jaxstyle.errors import CheckpointError
 from jaxstyle.files import atomic_write, read_tagged_msgpack
-from jaxstyle.options import StyleOptions
+from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.run_state import RunState
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: the options in groups (`StyleOptions.to_dict`)
 
 
 @dataclass
@@ -55,16 +54,17 @@ class Checkpoint:
 
 
 def options_from_dict(d: dict) -> StyleOptions:
-    """The options a checkpoint's JSON holds (lists back to tuples).
+    """The options a checkpoint's JSON holds (`StyleOptions.to_dict`'s form).
 
     Raises:
-      CheckpointError: an option is missing (a checkpoint holds every one).
+      CheckpointError: an option is missing or unknown (a checkpoint holds every one), or
+        invalid.
     """
-    missing = [f.name for f in dataclasses.fields(StyleOptions) if f.name not in d]
-    if missing:
-        raise CheckpointError(f"options: no {missing[0]!r} (written by another jaxstyle); finish "
-                              "the run with the version that wrote it")
-    return StyleOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    try:
+        return StyleOptions.from_dict(d)
+    except OptionsError as exc:
+        raise CheckpointError(f"options: {exc} (written by another jaxstyle); finish the run "
+                              "with the version that wrote it") from None
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
@@ -211,7 +211,7 @@ def differences(saved: Checkpoint, options: StyleOptions, inputs: dict) -> list[
     """What differs between a checkpoint and a run about to resume it (empty: nothing);
     `RESUMABLE_OPTIONS` may differ."""
     found = []
-    theirs, ours = saved.options.to_dict(), options.to_dict()
+    theirs, ours = saved.options.by_name(), options.by_name()
     for key in ours:
         if key not in RESUMABLE_OPTIONS and theirs.get(key) != ours[key]:
             found.append(f"option {key}: checkpoint has {theirs.get(key)!r}, now {ours[key]!r}")

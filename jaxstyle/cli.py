@@ -28,8 +28,8 @@ from jaxstyle.choices import (
 )
 from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.messages import as_flags
-from jaxstyle.options import GROUPS, flags, from_flags
+from jaxstyle.flags import error_line, from_flags, option_flags
+from jaxstyle.options import HEADINGS
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
 from jaxstyle.studio import DISK_BUDGET_MB as STUDIO_DISK_BUDGET_MB
 from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB
@@ -47,11 +47,11 @@ class _Parser(argparse.ArgumentParser):
 
 def add_option_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
                      defaults: dict | None = None, video: bool = False) -> dict:
-    """Adds `jaxstyle.options.flags` under their headings; returns the headings' groups (for
+    """Adds `jaxstyle.flags.option_flags` under their headings; returns the headings' groups (for
     the command's own flags)."""
-    groups = {name: parser.add_argument_group(name) for name in GROUPS}
-    for spec in flags(skip, defaults, video):
-        groups[spec.group].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
+    groups = {name: parser.add_argument_group(name) for name in HEADINGS}
+    for spec in option_flags(skip, defaults, video):
+        groups[spec.heading].add_argument(spec.flag, dest=spec.dest, **spec.kwargs)
     return groups
 
 
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log")
     step = again.add_argument_group("the step (may change on resume: after a NaN, a smaller or "
                                     "searched step goes on where the run stopped)")
-    for spec in flags():
+    for spec in option_flags():
         if spec.dest in RESUMABLE_OPTIONS:
             # The checkpoint's value unless given: not the preset's, as stylize's help says.
             text = spec.kwargs["help"].split(" (default: set by --preset")[0]
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_compilation_cache()
         return args.func(args)
     except JaxstyleError as exc:
-        print(f"jaxstyle: error: {as_flags(exc)}", file=sys.stderr)
+        print(f"jaxstyle: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)

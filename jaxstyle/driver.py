@@ -150,16 +150,17 @@ class StylizeResult:
 
 
 def memory_limit_bytes(options: StyleOptions) -> int | None:
-    """``options.memory_limit_gb`` in bytes (None: what the device has free; 0: no check)."""
-    if options.memory_limit_gb is None:
+    """``options.performance.memory_limit_gb`` in bytes (None: what the device has free; 0: no
+    check)."""
+    if options.performance.memory_limit_gb is None:
         return None
-    return int(options.memory_limit_gb * 2**30)
+    return int(options.performance.memory_limit_gb * 2**30)
 
 
 def _pick_output(state, x, options: StyleOptions) -> jax.Array:
-    if options.keep_best:
+    if options.optimization.keep_best:
         return state.best_x
-    if options.ema_decay:
+    if options.optimization.ema_decay:
         return state.ema
     return x
 
@@ -168,14 +169,16 @@ def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
                  place: Callable = lambda t: t) -> Callable[[int], tuple] | None:
     """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
     arguments for the chunk starting at an iteration, with the `Targets` among them (the one at
-    index 1) redrawn every ``options.redraw_every`` iterations from `key` and that period, so
-    an interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
+    index 1) redrawn every ``options.objective.redraw_every`` iterations from `key` and that
+    period, so an interrupted and resumed run draws what the uninterrupted one drew. None
+    otherwise."""
     config = options.loss_config()
     if not config.style_loss.redraws:
         return None
     redraw = jax.jit(functools.partial(losses.redraw_targets, config=config))
     return lambda iteration: (args[0], place(redraw(
-        args[1], key=jax.random.fold_in(key, iteration // options.redraw_every))), *args[2:])
+        args[1], key=jax.random.fold_in(key, iteration // options.objective.redraw_every))),
+        *args[2:])
 
 
 def batched_objective(x, params, shared: losses.Targets, per_image: losses.Targets, static):
@@ -262,7 +265,8 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
     if resume is not None:
         if np.shape(resume.x) != x0.shape:
             raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
-        like = state_like(loss_fn, loss_static, x0, args, config, options.progress_every)
+        like = state_like(loss_fn, loss_static, x0, args, config,
+                          options.performance.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
         # This stage's iterations so far end the saved history (a batch's holds none).
@@ -271,23 +275,25 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
     chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
 
     def report(p: Progress) -> None:
-        walk.callback(_progress(p, stage, stages, history, canvas, first, options.tile_overlap))
+        walk.callback(_progress(p, stage, stages, history, canvas, first,
+                                options.plan.tile_overlap))
 
     def stops(i: int) -> bool:  # a chunk must end here: a report asked for, or a redraw
-        redraw = chunk_args is not None and i % options.redraw_every == 0
+        redraw = chunk_args is not None and i % options.objective.redraw_every == 0
         return redraw or walk.report_at is not None and walk.report_at(stage.offset + i)
 
     try:
         result = minimize(
             loss_fn, loss_static, x0, args, config, stage.iterations,
-            chunk=options.progress_every, batch_axes=batch_axes, stops=stops,
+            chunk=options.performance.progress_every, batch_axes=batch_axes, stops=stops,
             callback=report if walk.callback else None, state=state, start_iteration=start,
             memory_limit=memory_limit_bytes(options), chunk_args=chunk_args,
-            stop=StopRule(options.stop_tolerance, options.stop_change), recent=recent,
+            stop=StopRule(options.optimization.stop_tolerance, options.optimization.stop_change),
+            recent=recent,
         )
     except OptimizationError as exc:
         last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,
-                                           options.tile_overlap)
+                                           options.plan.tile_overlap)
         raise OptimizationError(str(exc), last_good=last) from None
     chosen = _pick_output(result.state, result.x, options)
     opt = result.state.opt
@@ -306,7 +312,7 @@ def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.nda
     scale: the checkpoint's canvas in the stage a run resumes in; within a scale, the canvas so
     far (earlier tiles pasted); at a later scale's first tile, the previous scale's result
     upsampled with the photo's finer detail (`carried_canvas`); at the very start,
-    `init_images`, noise or the content (``options.init``)."""
+    `init_images`, noise or the content (``options.optimization.init``)."""
     if resume is not None and resume.canvas is not None:
         return [np.asarray(resume.canvas, np.float32)]
     if resume is not None and stage.index > 0:
@@ -411,7 +417,7 @@ def _compile_stage(options: StyleOptions, weights: VGGWeights, problem: Problem,
     """Compiles (into `COMPILED`) the init and chunk `_run_stage` will run for `problem`."""
     config = options.optimizer_config(weights.preprocessing.model_range(), problem.pixel_units)
     estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
-                    (params, problem.targets), config, options.progress_every)
+                    (params, problem.targets), config, options.performance.progress_every)
 
 
 def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
@@ -422,7 +428,8 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
     `previous` holds each image's temporal targets (video), or is None; `compiled`: seconds
     spent compiling before the walk (the memory check)."""
     options = walk.options
-    share_style = not (options.match_style_colors or options.original_colors == "luminance")
+    share_style = not (options.objective.match_style_colors
+                       or options.objective.original_colors == "luminance")
     begin = 0 if resume is None else resume.stage
     if not 0 <= begin < len(stages) or resume is not None and not (
             0 <= resume.iteration - stages[begin].offset <= stages[begin].iterations):
@@ -484,7 +491,7 @@ def _walk_stages(walk, contents, styles, stages, init_images, style_masks, conte
             here, problems, stage, stages, canvases[0],
             histories[0] if walk.devices is None else None, resuming, share_style, params)
         canvases = [image if stage.tiles == 1 else paste(c, image, stage.window,
-                                                         options.tile_overlap)
+                                                         options.plan.tile_overlap)
                     for c, image in zip(canvases, images)]
         per_stage.append(finals)
         for i in range(count):
@@ -533,19 +540,20 @@ def stylize(
     Scales, tiles, masks, colour modes and resuming all combine (`jaxstyle.stages`).
 
     Args:
-      content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.size``.
-      styles: one or more float [H_i, W_i, 3] RGB in [0, 1], resized to ``options.style_scale``
-        (or their own ``options.style_scales``) times the output's longest side.
+      content: float [H, W, 3] RGB in [0, 1]; resized so its longest side is ``options.plan.size``.
+      styles: one or more float [H_i, W_i, 3] RGB in [0, 1], resized to
+        ``options.objective.style_scale`` (or their own ``options.objective.style_scales``) times
+        the output's longest side.
       weights: VGG weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
       options: hyper-parameters; `StyleOptions()` by default.
       key: where randomness enters (the noise start, sliced Wasserstein's redraws); default
         ``jax.random.key(options.seed)``, which is what the command line makes of its seed.
-      init_image: start from this image instead of ``options.init``.
+      init_image: start from this image instead of ``options.optimization.init``.
       style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this
         style applies there), to paint different styles in different regions.
       content_mask: a mask image; the content loss counts only where it is white.
-      callback: called with a `StylizeProgress` every ``options.progress_every`` iterations
-        and at the end of every stage.
+      callback: called with a `StylizeProgress` every ``options.performance.progress_every``
+        iterations and at the end of every stage.
       report_at: iterations of the whole run at which a chunk must also end and `callback` be
         called.
       resume: continue a run from this state (from `StylizeProgress.run_state` or a
@@ -554,7 +562,7 @@ def stylize(
       previous: for video (`jaxstyle.video`): ``(warped, weights)`` pairs, earlier stylized
         frames warped to this one (float [H, W, 3] RGB in [0, 1], resized to the output) and
         their per-pixel consistency weights float [H, W] in [0, 1]; adds the temporal loss
-        weighted by ``options.temporal_weight``.
+        weighted by ``options.video.temporal_weight``.
       style_cache: a dict kept between calls with the same styles and options (the frames of a
         video): the style targets are computed once and reused from it.
 
@@ -616,7 +624,7 @@ def stylize_batch(
         with copies of its last image to a multiple of their number.
       callback: called with a `StylizeProgress` (its ``value`` summed over the batch, its
         ``history`` empty) after each chunk.
-      init_images: a start image per content image (None entries: ``options.init``).
+      init_images: a start image per content image (None entries: ``options.optimization.init``).
       previous: per content image, its temporal targets as `stylize` takes them (video's
         multi-pass mode); all images or none have them.
       style_cache: as for `stylize`.

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -163,7 +162,7 @@ def check_network(weights: VGGWeights, options: StyleOptions) -> None:
     """
     for name in ("content_layers", "style_layers"):
         try:
-            validate_layers(getattr(options, name), name, depths_of(weights.params))
+            validate_layers(getattr(options.objective, name), name, depths_of(weights.params))
         except ValueError as exc:
             raise OptionsError(str(exc)) from None
 
@@ -172,7 +171,7 @@ def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ..
                 options: StyleOptions) -> list[tuple[int, int]]:
     """(H, W) each style image is resized to for an output of `output_hw`: longest side
     ``style_scale`` (or its own ``style_scales`` entry) times the output's."""
-    scales = options.style_scales or (options.style_scale,) * len(style_shapes)
+    scales = options.objective.style_scales or (options.objective.style_scale,) * len(style_shapes)
     if len(scales) != len(style_shapes):
         raise JaxstyleError(
             f"style_scales: {count(len(scales), 'scale')} for "
@@ -202,7 +201,7 @@ def check_inputs(
     """
     if not style_shapes:
         raise JaxstyleError("at least one style image is needed")
-    blend = options.style_blend_weights
+    blend = options.objective.style_blend_weights
     if blend is not None and len(blend) != len(style_shapes):
         raise JaxstyleError(
             f"style_blend_weights: {count(len(blend), 'weight')} for "
@@ -210,7 +209,7 @@ def check_inputs(
         )
     config = options.loss_config()
     stages = plan(content_shape, options)
-    sizing = "scales" if options.scales else "size"
+    sizing = "scales" if options.plan.scales else "size"
     for stage in stages:
         _check_size(stage.size, config.layers, sizing, "the output",
                     lambda need: f"; use {sizing}={size} or more"
@@ -316,10 +315,10 @@ def prepare_scale(
     content_rgb = resize(content, *stage.size)
     style_rgbs = [resize(s, *hw) for s, hw in
                   zip(styles, style_sizes(stage.size, [s.shape for s in styles], options))]
-    if options.match_style_colors:
+    if options.objective.match_style_colors:
         style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
     content_in = content_rgb
-    if options.original_colors == "luminance":
+    if options.objective.original_colors == "luminance":
         content_y = color.luminance(content_rgb)
         content_in = color.gray_rgb(content_y)
         style_rgbs = [color.gray_rgb(color.match_luminance(color.luminance(s), content_y))
@@ -335,18 +334,18 @@ def prepare_scale(
                                               neighbour_config(options, weights), key)
     elif style is None and stage.tiles > 1:
         style = tiled_style_target_list(weights.params, model_styles, config,
-                                        options.style_blend_weights, regions, options.tile_size,
-                                        options.tile_overlap)
+                                        options.objective.style_blend_weights, regions,
+                                        options.plan.tile_size, options.plan.tile_overlap)
     elif style is None:
         style = losses.style_target_list(weights.params, model_styles, config,
-                                         options.style_blend_weights, regions)
+                                         options.objective.style_blend_weights, regions)
     masks = None if style_masks is None else [
         None if m is None else _resized_mask(m, stage.size) for m in style_masks]
     cmask = None if content_mask is None else _resized_mask(content_mask, stage.size)
     scaled = []
     for frame, weights in previous or ():
         frame = resize(jnp.asarray(frame, jnp.float32), *stage.size)
-        if options.original_colors == "luminance":  # compared with the grey image optimized
+        if options.objective.original_colors == "luminance":  # compared with the grey optimized
             frame = color.gray_rgb(color.luminance(frame))
         weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *stage.size)[..., 0]
         scaled.append((pre.to_model(frame), jnp.clip(weights, 0.0, 1.0)))
@@ -386,21 +385,22 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
         static = neighbour_config(options, weights)
         targets = neighbours.neighbour_targets(
             weights.params, pre.to_model(scale.content_in[window]), scale.style, static,
-            options.content_alpha, options.loss_weights())
+            options.objective.content_alpha, options.loss_weights())
         problem = Problem(neighbours.objective, static, pre.to_model(start), targets,
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False,
                           image_shape=tuple(start.shape))
-        return in_bands(problem) if options.parametrization == "pyramid" else problem
+        return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
     try:
         targets = losses.region_targets(
             weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
-            cmask, options.style_blend_weights, scale.style, weights=options.loss_weights())
+            cmask, options.objective.style_blend_weights, scale.style,
+            weights=options.loss_weights())
     except ValueError as exc:
         raise JaxstyleError(str(exc)) from None
     if scale.previous:
         targets = targets._replace(previous=tuple((w[window], c[window])
                                                   for w, c in scale.previous))
-    if options.original_colors == "luminance":
+    if options.objective.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
         def with_content_chroma(y):
@@ -413,7 +413,7 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
         problem = Problem(losses.objective, config, pre.to_model(start), targets,
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
     problem = problem._replace(image_shape=tuple(problem.x0.shape))
-    return in_bands(problem) if options.parametrization == "pyramid" else problem
+    return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
 
 
 def banded(loss_fn: Callable, loss_static, image_shape: Sequence[int]) -> tuple:
@@ -453,10 +453,11 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
                       style_shapes: Sequence[tuple[int, ...]], weights: VGGWeights,
                       options: StyleOptions, masks: bool = False, content_mask: bool = False,
                       previous: int = 0, compile: bool = True) -> None:
-    """Refuses a run whose largest stage would not fit in memory (``options.memory_limit_gb``,
-    default what the device has free), before any target is computed: the stage's problem is
-    built from shapes alone (`jax.eval_shape`) and its compiled chunk's memory analysed; the
-    compiled code is kept for the run (`jaxstyle.optimize.COMPILED`).
+    """Refuses a run whose largest stage would not fit in memory
+    (``options.performance.memory_limit_gb``, default what the device has free), before any
+    target is computed: the stage's problem is built from shapes alone (`jax.eval_shape`) and
+    its compiled chunk's memory analysed; the compiled code is kept for the run
+    (`jaxstyle.optimize.COMPILED`).
 
     Args:
       masks, content_mask: whether the run has style masks (one per style) and a content mask.
@@ -470,12 +471,13 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     """
     from jaxstyle.optimize import check_memory
 
-    limit = None if options.memory_limit_gb is None else int(options.memory_limit_gb * 2**30)
+    gb = options.performance.memory_limit_gb
+    limit = None if gb is None else int(gb * 2**30)
     if limit == 0:
         return
     stage = max(stages, key=lambda s: s.window[2] * s.window[3])
 
-    pixels = dataclasses.replace(options, parametrization="pixels")  # bands: see below
+    pixels = options.replace(parametrization="pixels")  # bands: see below
 
     def build(content, styles, style_masks, cmask, frames):
         scale = prepare_scale(content, styles, weights, options, stage._replace(tiles=1),
@@ -494,18 +496,18 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
         [(like(size), like(stage.size))] * previous or None)
     pre = weights.preprocessing
     config = options.loss_config(model_range=pre.model_range())
-    luminance = options.original_colors == "luminance"
+    luminance = options.objective.original_colors == "luminance"
     loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
                             else (losses.objective, config))
     if options.preset == NEURAL_NEIGHBOUR:
         loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
     params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
-    if options.parametrization == "pyramid":
+    if options.optimization.parametrization == "pyramid":
         loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
         x0 = jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
     check_memory(loss_fn, loss_static, x0, (params, targets),
-                 options.optimizer_config(pre.model_range(), luminance), options.progress_every,
-                 limit, compile=compile)
+                 options.optimizer_config(pre.model_range(), luminance),
+                 options.performance.progress_every, limit, compile=compile)
 
 
 def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,
@@ -524,11 +526,11 @@ def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
 def start_canvas(content_rgb: jax.Array, options: StyleOptions, key: jax.Array,
                  init_image: jax.Array | None = None) -> np.ndarray:
     """The first scale's starting picture float32 [H, W, 3]: `init_image` resized, seeded noise
-    or the content itself (``options.init``)."""
+    or the content itself (``options.optimization.init``)."""
     shape = content_rgb.shape[:2]
     if init_image is not None:
         return np.asarray(resize(check_image(init_image, "init_image"), *shape))
-    if options.init == "noise":
+    if options.optimization.init == "noise":
         # Uniform RGB noise; neural-style's N(0, 1e-3) in Caffe space is a flat grey image and
         # gives L-BFGS nothing to work from on random weights.
         return np.asarray(jax.random.uniform(key, (*shape, 3)))
@@ -551,11 +553,11 @@ def carried_canvas(canvas: np.ndarray, content_rgb: jax.Array) -> np.ndarray:
 
 def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarray:
     """The output from the last scale's canvas: with the content's chroma when
-    ``options.original_colors`` is 'swap' (neural-style's -original_colors), or with the
+    ``options.objective.original_colors`` is 'swap' (neural-style's -original_colors), or with the
     content's chroma in the style's palette when it is 'oklab' (`jaxstyle.color.oklab_colors`)."""
-    if options.original_colors == "swap":
+    if options.objective.original_colors == "swap":
         return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
-    if options.original_colors == "oklab":
+    if options.objective.original_colors == "oklab":
         return np.asarray(color.oklab_colors(jnp.asarray(canvas), scale.content_rgb,
                                              list(scale.style_rgbs)), np.float32)
     return np.asarray(canvas, np.float32)

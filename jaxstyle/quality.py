@@ -141,7 +141,7 @@ def measure(
       weights: the network to measure with (the run's own).
       image: the output, float [H, W, 3] RGB in [0, 1].
       content: the content image, any size (resized to the output's).
-      styles: the style images, resized as the run resized them (``options.style_scale``).
+      styles: the style images, resized as the run resized them (``options.objective.style_scale``).
       options: the run's options: layers, pooling, blend weights and style scales.
 
     Returns:
@@ -157,7 +157,8 @@ def measure(
                                            convolution="direct")
     styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
                     for s, hw in zip(styles, style_hws)]
-    targets = style_targets(weights.params, styles_model, config, options.style_blend_weights)
+    targets = style_targets(weights.params, styles_model, config,
+                            options.objective.style_blend_weights)
     photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
     content_features = content_targets(weights.params, photo, config)
     out = _distances(weights.params, pre.to_model(image), targets, content_features, config)

@@ -169,7 +169,8 @@ def _keep_partial(progress, why: str, output: Path, write_checkpoint: Callable,
 def smaller_step(options: StyleOptions) -> str:
     """What to resume a run whose loss became NaN with: a searched step where it took fixed
     ones, else a quarter of its step (resuming as it was would meet the same NaN)."""
-    if options.optimizer == "lbfgs" and options.lbfgs_linesearch == "none":
+    optimization = options.optimization
+    if optimization.optimizer == "lbfgs" and optimization.lbfgs_linesearch == "none":
         return " --lbfgs-linesearch zoom (a searched step; the same step would fail again)"
     config = options.optimizer_config(1.0, pixel_units=True)
     return (f" --learning-rate {config.learning_rate / 4:g} (a smaller step; the same step "

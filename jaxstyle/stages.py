@@ -57,12 +57,12 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 def windows(shape: tuple[int, int], options: StyleOptions) -> list[tuple[int, int, int, int]]:
     """The tiles of an output of `shape` as (top, left, height, width), in raster order; the
-    whole output when it fits in ``options.tile_size`` (or tiling is off)."""
-    tile = options.tile_size
+    whole output when it fits in ``options.plan.tile_size`` (or tiling is off)."""
+    tile = options.plan.tile_size
     if not tile or max(shape) <= tile:
         return [(0, 0, shape[0], shape[1])]
-    rows = tile_starts(shape[0], tile, options.tile_overlap)
-    cols = tile_starts(shape[1], tile, options.tile_overlap)
+    rows = tile_starts(shape[0], tile, options.plan.tile_overlap)
+    cols = tile_starts(shape[1], tile, options.plan.tile_overlap)
     return [(top, left, min(tile, shape[0]), min(tile, shape[1])) for top in rows for left in cols]
 
 
@@ -92,23 +92,25 @@ def scale_sizes(content_shape: tuple[int, ...], options: StyleOptions
                 ) -> list[tuple[int | None, int]]:
     """(longest side, iterations) of each scale.
 
-    ``options.scales`` with ``scale_iterations`` (one count for all, or one each; default
+    ``options.plan.scales`` with ``scale_iterations`` (one count for all, or one each; default
     ``iterations`` each) when given; else the automatic schedule (`coarse_to_fine`) from
-    ``options.coarsest`` up to the output's size, whose finest scale runs at most
+    ``options.plan.coarsest`` up to the output's size, whose finest scale runs at most
     ``finest_iterations`` and each coarser one at most twice the next finer's (all at most
     ``iterations``; one ``scale_iterations`` count replaces them all).
     """
-    if options.scales:
-        counts = options.scale_iterations or (options.iterations,)
-        counts = counts * len(options.scales) if len(counts) == 1 else counts
-        return list(zip(options.scales, counts))
-    sizes = coarse_to_fine(output_shape(content_shape, options.size), options.coarsest or 0)
+    if options.plan.scales:
+        counts = options.plan.scale_iterations or (options.optimization.iterations,)
+        counts = counts * len(options.plan.scales) if len(counts) == 1 else counts
+        return list(zip(options.plan.scales, counts))
+    sizes = coarse_to_fine(output_shape(content_shape, options.plan.size),
+                           options.plan.coarsest or 0)
     if len(sizes) == 1:
-        return [(options.size, (options.scale_iterations or (options.iterations,))[0])]
-    if options.scale_iterations:
-        return [(size, options.scale_iterations[0]) for size in sizes]
-    finest = options.finest_iterations or options.iterations
-    return [(size, min(options.iterations, finest * 2 ** (len(sizes) - 1 - i)))
+        return [(options.plan.size,
+                 (options.plan.scale_iterations or (options.optimization.iterations,))[0])]
+    if options.plan.scale_iterations:
+        return [(size, options.plan.scale_iterations[0]) for size in sizes]
+    finest = options.plan.finest_iterations or options.optimization.iterations
+    return [(size, min(options.optimization.iterations, finest * 2 ** (len(sizes) - 1 - i)))
             for i, size in enumerate(sizes)]
 
 
@@ -154,4 +156,4 @@ def continued(options: StyleOptions, content_shape: tuple[int, ...], stage_index
     counts[stage.scale] = iteration - stage.offset + more
     return options.replace(scales=tuple(size for size, _ in sizes),
                            scale_iterations=tuple(counts),
-                           iterations=max(options.iterations, *counts))
+                           iterations=max(options.optimization.iterations, *counts))

@@ -21,7 +21,7 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
 from jaxstyle.errors import count
 from jaxstyle.images import save_image
-from jaxstyle.options import OptionsError, StyleOptions, parse_value
+from jaxstyle.options import OptionsError, StyleOptions, VideoOptions, parse_value
 from jaxstyle.problem import check_inputs
 from jaxstyle.quality import Quality, measure
 from jaxstyle.runner import ProgressDisplay, check_outputs, load_inputs, open_network
@@ -49,8 +49,7 @@ class Cell(NamedTuple):
     seconds: float
 
 
-_VIDEO_OPTIONS = frozenset(f.name for f in dataclasses.fields(StyleOptions)
-                           if f.metadata["group"] == "video")
+_VIDEO_OPTIONS = frozenset(f.name for f in dataclasses.fields(VideoOptions))
 
 
 def parse_axis(text: str) -> tuple[str, tuple]:
@@ -124,7 +123,7 @@ def sweep(
     for index, run in enumerate(runs):
         start = time.perf_counter()
         result = stylize(content, styles, weights, run)
-        cell = Cell({name: getattr(run, name) for name, _ in axes}, result.image,
+        cell = Cell({name: run.by_name()[name] for name, _ in axes}, result.image,
                     measure(weights, result.image, content, styles, run), result.losses,
                     time.perf_counter() - start)
         cells.append(cell)
@@ -187,8 +186,8 @@ def sweep_files(content: str, styles: Sequence[str], output: str, options: Style
     for run in runs:
         check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], run)
     network = open_network(weights, options.seed, log)
-    log(f"{count(len(runs), 'run')} of at most {count(options.iterations, 'iteration')} at "
-        f"{options.size} px")
+    log(f"{count(len(runs), 'run')} of at most "
+        f"{count(options.optimization.iterations, 'iteration')} at {options.plan.size} px")
     with ProgressDisplay(len(runs), unit="run", enabled=progress_bar) as display:
         above = display.log(log)
 

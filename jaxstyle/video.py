@@ -118,16 +118,16 @@ def fingerprint(source: FrameSource, styles: list[str], options: StyleOptions, w
 def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: dict,
                     options: StyleOptions) -> tuple[list, np.ndarray | None]:
     """The temporal targets of frame `index` and its start image: for each earlier frame j in
-    ``options.temporal_frames`` (nearest first), its stylized frame warped to this one along the
-    backward flow, with Ruder et al.'s consistency weights (long-term: each keeps only what
+    ``options.video.temporal_frames`` (nearest first), its stylized frame warped to this one along
+    the backward flow, with Ruder et al.'s consistency weights (long-term: each keeps only what
     nearer frames do not cover); the start is the nearest warp, with the content frame shifted
     by its stylized neighbourhood where that warp is not trusted (`temporal.start_image`)."""
     pairs, weights = [], []
-    for step in options.temporal_frames:
+    for step in options.video.temporal_frames:
         if index - step < 0:
             break
         warped, c = temporal.warp_to(content, contents[index - step], stylized[index - step],
-                                     options.flow)
+                                     options.video.flow)
         pairs.append(warped)
         weights.append(c)
     if not pairs:
@@ -194,13 +194,13 @@ def _run(source: FrameSource, input_path: str, styles: list[str], output: Path, 
         record.write_text(json.dumps(stamp))
     except OSError as exc:
         raise VideoError(f"{work}: cannot write there ({exc.strerror or exc})") from None
-    shape = output_shape(source.size, options.size)
+    shape = output_shape(source.size, options.plan.size)
     run = _Run(source, work, shape, inputs.styles, network.weights, options, network.label,
                inputs.paths, on_frame, {})
-    total = (source.frames or None) if options.passes == 1 else None
+    total = (source.frames or None) if options.video.passes == 1 else None
     with ProgressDisplay(total, unit="frame", enabled=progress_bar) as display, \
             stop_requests(log) as stop:
-        walk = _single_pass if options.passes == 1 else _multi_pass
+        walk = _single_pass if options.video.passes == 1 else _multi_pass
         stopped, done = walk(run, display, stop)
     if stopped:
         print(f"interrupted; the finished frames are in {work}; run the same command again to "
@@ -240,8 +240,8 @@ def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[
     """Frame after frame, each from the previous stylized frames (the paper's single pass).
     Returns (the signal that stopped it or 0, frames stylized)."""
     options = run.options
-    first_iterations = options.first_frame_iterations or 2 * options.iterations
-    keep = max(options.temporal_frames)
+    first_iterations = options.video.first_frame_iterations or 2 * options.optimization.iterations
+    keep = max(options.video.temporal_frames)
     contents, stylized, done = {}, {}, 0
     for index, frame in enumerate(read_frames(run.source)):
         content = contents[index] = _content(run, frame)
@@ -249,12 +249,12 @@ def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[
         if path.is_file():  # finished by an earlier, interrupted run
             stylized[index] = load_image(path)
         else:
-            previous, start = ([], None) if not options.temporal_weight or index == 0 else \
+            previous, start = ([], None) if not options.video.temporal_weight or index == 0 else \
                 previous_frames(index, content, contents, stylized, options)
             # A frame that starts from the previous one warped starts from a picture already
             # at the full size: a coarse-to-fine schedule would throw it away.
             settings = options.replace(
-                iterations=first_iterations if index == 0 else options.iterations,
+                iterations=first_iterations if index == 0 else options.optimization.iterations,
                 **({} if start is None else {"coarsest": 0}))
             frame_started = time.perf_counter()
             result = stylize(content, run.styles, run.weights, settings, init_image=start,
@@ -277,8 +277,8 @@ MULTI_PASS_BLEND = 0.5
 
 
 def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[int, int]:
-    """``options.passes`` passes over all frames, alternating direction; within a pass every
-    frame depends only on the pass before, so ``options.pass_batch`` frames at a time run as
+    """``options.video.passes`` passes over all frames, alternating direction; within a pass every
+    frame depends only on the pass before, so ``options.video.pass_batch`` frames at a time run as
     one batch sharded over all local devices. Pass 1 stylizes the frames independently; pass
     p starts each frame from a blend of its own previous-pass result and its neighbour's
     (the previous frame on forward passes, the next on backward ones) warped to it, and holds
@@ -293,14 +293,14 @@ def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[i
         if not frame_path(folder, index).is_file():
             save_image(frame_path(folder, index), _content(run, frame), run.inputs)
     done = 0
-    for number in range(options.passes):
+    for number in range(options.video.passes):
         here = work / f"pass_{number + 1}"
         here.mkdir(exist_ok=True)
         before = work / f"pass_{number}"
         step = -1 if number % 2 else 1  # the neighbour: previous frame, then the next, ...
-        display.step(0, f"pass {number + 1}/{options.passes}")
-        for first in range(0, count_frames, options.pass_batch):
-            indices = range(first, min(count_frames, first + options.pass_batch))
+        display.step(0, f"pass {number + 1}/{options.video.passes}")
+        for first in range(0, count_frames, options.video.pass_batch):
+            indices = range(first, min(count_frames, first + options.video.pass_batch))
             if all(frame_path(here, i).is_file() for i in indices):
                 display.step(len(indices))
                 continue
@@ -326,7 +326,7 @@ def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[i
                 return stop[0], done
     for index in range(count_frames):
         shutil.copyfile(frame_path(here, index), frame_path(work, index))
-    for number in range(options.passes):
+    for number in range(options.video.passes):
         shutil.rmtree(work / f"pass_{number + 1}")
     shutil.rmtree(folder)
     return 0, done
@@ -336,11 +336,11 @@ def _pass_targets(index: int, neighbour: int, count_frames: int, contents: Path,
                   options: StyleOptions) -> tuple[np.ndarray, list]:
     """A multi-pass frame's start image and temporal targets from the pass before."""
     own = load_image(frame_path(before, index))
-    if not 0 <= neighbour < count_frames or not options.temporal_weight:
+    if not 0 <= neighbour < count_frames or not options.video.temporal_weight:
         return own, [(own, np.zeros(own.shape[:2], np.float32))]  # nothing to hold it to
     warped, c = temporal.warp_to(load_image(frame_path(contents, index)),
                                  load_image(frame_path(contents, neighbour)),
-                                 load_image(frame_path(before, neighbour)), options.flow)
+                                 load_image(frame_path(before, neighbour)), options.video.flow)
     warped, c = np.asarray(warped), np.asarray(c)
     blend = MULTI_PASS_BLEND * c[..., None]
     return blend * warped + (1 - blend) * own, [(warped, c)]

@@ -100,7 +100,7 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
 
     def is_result(r):
         return (r.image.shape == image_shape and 0 <= r.image.min() and r.image.max() <= 1
-                and len(r.history["total"]) == options.iterations
+                and len(r.history["total"]) == options.optimization.iterations
                 and not np.allclose(r.image, content, atol=1e-3))
 
     def reads_back(path, image):

@@ -36,11 +36,12 @@ def test_stylize_writes_image_and_report(tmp_path, images, tiny_weights_file, ca
     assert Image.open(out).size == (32, 24)
     assert (tmp_path / "out_00002.png").is_file()
     data = json.loads(report.read_text())
-    assert data["options"]["pooling"] == "avg" and data["options"]["iterations"] == 4
+    assert data["options"]["objective"]["pooling"] == "avg"
+    assert data["options"]["optimization"]["iterations"] == 4
     assert len(data["history"]["total"]) == 4 and data["evaluations"] == 5
     assert set(data["final_losses"]) >= {"total", "content", "style", "tv"}
     assert data["timings_seconds"]["per_iteration"] > 0
-    assert set(data["quality"]["style_gram"]) == set(data["options"]["style_layers"])
+    assert set(data["quality"]["style_gram"]) == set(data["options"]["objective"]["style_layers"])
     assert data["quality"]["style_gram_ratio"] > 0 and "relu4_2" in data["quality"]["content"]
     assert "wrote" in err
     assert err.strip().splitlines()[-1].startswith("quality: style distance ")
@@ -172,7 +173,8 @@ def test_module_entry_point_help():
 
 
 def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
-    from jaxstyle.options import GROUPS, flags
+    from jaxstyle.flags import option_flags
+    from jaxstyle.options import HEADINGS
 
     code = ("import sys; from jaxstyle.cli import build_parser; "
             "text = build_parser()._subparsers._group_actions[0].choices['stylize'].format_help();"
@@ -180,8 +182,8 @@ def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip().endswith("no jax"), result.stderr
     headings = [line[:-1] for line in result.stdout.splitlines() if line.endswith(":")]
-    assert [h for h in headings if h in GROUPS] == [g for g in GROUPS if g != "video"]
-    for spec in flags():
+    assert [h for h in headings if h in HEADINGS] == [g for g in HEADINGS if g != "video"]
+    for spec in option_flags():
         assert spec.kwargs["help"].count("(default:") <= 1, spec.flag
     assert "(default: auto)" not in result.stdout
 

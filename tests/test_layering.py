@@ -64,7 +64,7 @@ LAYERS = {
     "jaxstyle.frames": APP,
     "jaxstyle.video": APP,
     "jaxstyle.info": APP,
-    "jaxstyle.messages": APP,
+    "jaxstyle.flags": APP,
     "jaxstyle.cli": APP,
     "jaxstyle.__main__": APP,
     "jaxstyle.studio": APP,
@@ -234,10 +234,10 @@ def test_the_development_docs_module_map_matches_the_layers():
 ])
 def test_the_command_line_words_the_options_an_error_names_as_flags(message, options, typed):
     from jaxstyle.errors import JaxstyleError
-    from jaxstyle.messages import as_flags
+    from jaxstyle.flags import error_line
 
     error = JaxstyleError(message, options=options)
-    assert as_flags(error) == typed
+    assert error_line(error) == typed
     assert str(error) == message  # the library's own message names no flag
 
 
@@ -246,7 +246,7 @@ def test_a_library_error_names_the_option_and_the_command_line_its_flag():
     message names the Python option."""
     from jaxstyle import StyleOptions
     from jaxstyle.errors import JaxstyleError
-    from jaxstyle.messages import as_flags
+    from jaxstyle.flags import error_line
     from jaxstyle.problem import check_inputs
 
     with pytest.raises(JaxstyleError) as caught:
@@ -254,5 +254,5 @@ def test_a_library_error_names_the_option_and_the_command_line_its_flag():
     assert caught.value.options == ("size",)
     assert str(caught.value).startswith("size: the output of 8x6 px is too small")
     assert str(caught.value).endswith("; use size=21 or more")
-    assert as_flags(caught.value).startswith("--size: the output of 8x6 px is too small")
-    assert as_flags(caught.value).endswith("; use --size 21 or more")
+    assert error_line(caught.value).startswith("--size: the output of 8x6 px is too small")
+    assert error_line(caught.value).endswith("; use --size 21 or more")

@@ -51,10 +51,10 @@ def test_a_continued_schedule_keeps_every_earlier_stage_in_place():
     stages = plan((300, 400, 3), options)
     middle = stages[1]
     more = continued(options, (300, 400, 3), 1, middle.offset + 30, 25)
-    assert more.scales == (128, 256, 512) and more.scale_iterations == (200, 55, 50)
+    assert more.plan.scales == (128, 256, 512) and more.plan.scale_iterations == (200, 55, 50)
     assert [s.offset for s in plan((300, 400, 3), more)][:2] == [s.offset for s in stages][:2]
     single = StyleOptions(size=512, preset="fast")
-    assert continued(single, (300, 400, 3), 0, 120, 30).iterations == 150
+    assert continued(single, (300, 400, 3), 0, 120, 30).optimization.iterations == 150
 
 
 def _masks():

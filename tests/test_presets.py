@@ -1,5 +1,6 @@
 """Presets: what each sets, what the user keeps, and the fast preset's early stop."""
 
+import json
 import subprocess
 import sys
 
@@ -24,22 +25,33 @@ LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))
 def test_a_preset_fills_only_what_the_user_left_unset():
     assert StyleOptions().preset == "balanced"
     balanced = StyleOptions()
-    assert {k: getattr(balanced, k) for k in PRESET_VALUES["balanced"]} == PRESET_VALUES["balanced"]
-    assert balanced.weight_normalization == "relative" and balanced.stop_change > 0
+    assert filled(balanced) == PRESET_VALUES["balanced"]
+    assert balanced.objective.weight_normalization == "relative"
+    assert balanced.optimization.stop_change > 0
     plain = StyleOptions(preset="neural-style")
-    assert plain.lbfgs_linesearch == "none" and plain.stop_tolerance == 0.0
+    assert plain.optimization.lbfgs_linesearch == "none"
+    assert plain.optimization.stop_tolerance == 0.0
     fast = StyleOptions(preset="fast")
-    assert {k: getattr(fast, k) for k in PRESET_VALUES["fast"]} == PRESET_VALUES["fast"]
-    assert fast.lbfgs_linesearch == "zoom" and fast.stop_tolerance > 0
+    assert filled(fast) == PRESET_VALUES["fast"]
+    assert fast.optimization.lbfgs_linesearch == "zoom" and fast.optimization.stop_tolerance > 0
     mine = StyleOptions(preset="fast", lbfgs_linesearch="none")
-    assert mine.lbfgs_linesearch == "none" and mine.stop_tolerance == fast.stop_tolerance
+    assert mine.optimization.lbfgs_linesearch == "none"
+    assert mine.optimization.stop_tolerance == fast.optimization.stop_tolerance
     # Switching presets replaces what the old one filled in, not what was given.
     back = mine.replace(preset="neural-style")
-    assert back.lbfgs_linesearch == "none" and back.stop_tolerance == 0.0
+    assert back.optimization.lbfgs_linesearch == "none" and back.optimization.stop_tolerance == 0.0
     assert fast.replace(preset="neural-style") == plain
-    assert fast.replace(size=64).stop_tolerance == fast.stop_tolerance
-    # Resolved options round-trip (reports and checkpoints store them).
-    assert StyleOptions(**fast.to_dict()) == fast
+    assert fast.replace(size=64).optimization.stop_tolerance == fast.optimization.stop_tolerance
+    # What a preset filled in and was not changed stays the preset's through a replace.
+    assert fast.replace(size=64).replace(preset="neural-style") == plain.replace(size=64)
+    # Resolved options round-trip, through JSON too (reports and checkpoints store them).
+    assert StyleOptions.from_dict(json.loads(json.dumps(fast.to_dict()))) == fast
+
+
+def filled(options: StyleOptions) -> dict:
+    """What `options` hold of what presets set, group by group, as `PRESET_VALUES` lists it."""
+    return {group: {k: getattr(getattr(options, group), k) for k in values}
+            for group, values in PRESET_VALUES[options.preset].items()}
 
 
 def test_bad_preset_values_are_named():
@@ -69,7 +81,8 @@ def test_neural_style_preset_keeps_its_objective_and_weights():
     options = StyleOptions(preset="neural-style")
     config, weights = options.loss_config(model_range=255.0), options.loss_weights()
     assert (weights.content, weights.style, weights.tv) == (5.0, 100.0, np.float32(1e-3))
-    assert config.weight_normalization == "neural-style" and options.lbfgs_linesearch == "none"
+    assert config.weight_normalization == "neural-style"
+    assert options.optimization.lbfgs_linesearch == "none"
     assert options.optimizer_config(255.0).first_step == 0.0
     # The strength multiplies the style weight in any preset.
     assert options.replace(style_strength=0.5).loss_weights().style == 50.0

@@ -162,14 +162,15 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, capsys):
         assert message in capsys.readouterr().err
     from flax import serialization
 
-    for version in (1, 2, 9):  # 1 and 2 (never released): no checksum, no L-BFGS direction
+    # 1 and 2 (never released): no checksum, no L-BFGS direction; 3: the options not in groups.
+    for version in (1, 2, 3, 9):
         path = tmp_path / f"v{version}.ckpt"
         path.write_bytes(serialization.msgpack_serialize(
             {"format": "jaxstyle-checkpoint", "version": version, "iteration": 3}))
         with pytest.raises(CheckpointError) as refused:
             load_checkpoint(path)
         assert str(refused.value) == (f"{path}: checkpoint format version {version} is not this "
-                                      "jaxstyle's (3); finish the run with the version that "
+                                      "jaxstyle's (4); finish the run with the version that "
                                       "wrote it")
     assert main(["resume", str(tmp_path / "v2.ckpt")]) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,6 @@
 """The studio's API, in process (Starlette's test client): the form from StyleOptions, runs that
 stop and continue exactly, sweeps, bad uploads, and the guards at the door."""
 
-import dataclasses
 import io
 import json
 import os
@@ -24,9 +23,10 @@ pytest.importorskip("starlette", reason="the studio extra is not installed")
 from starlette.testclient import TestClient
 
 from jaxstyle import StyleOptions, load_image, stylize
+from jaxstyle.flags import as_flags
 from jaxstyle.images import load_mask, to_uint8
 from jaxstyle.optimize import COMPILED
-from jaxstyle.options import RANGES
+from jaxstyle.options import OPTION_FIELDS, RANGES
 from jaxstyle.studio import form
 from jaxstyle.studio.server import StudioConfig, create_app
 from jaxstyle.studio.store import RunFolder
@@ -93,13 +93,13 @@ def start(client, path: str, request: dict) -> int:
 
 def test_form_is_read_from_style_options(client):
     schema = client.get("/api/state").json()["form"]
-    fields = {f.name: f for f in dataclasses.fields(StyleOptions)}
+    fields = OPTION_FIELDS
     assert [f["name"] for f in schema["fields"]] == [n for n in form.FORM_OPTIONS if n in fields]
     for shown in [*schema["fields"], schema["blend"]]:
         field = fields[shown["name"]]
         default = list(field.default) if isinstance(field.default, tuple) else field.default
         assert shown["default"] == default
-        assert shown["help"] == field.metadata["help"]
+        assert shown["help"] == as_flags(field.metadata["help"])
         assert shown["choices"] == list(field.metadata["choices"] or ())
         bounds = RANGES.get(shown["name"])  # the form's min and max are the options' own
         assert (shown["min"], shown["max"]) == ((bounds.low, bounds.high) if bounds

@@ -1,19 +1,19 @@
 """The page's form, made from `StyleOptions`, and a request's values back into options.
 
 Which options the page offers is chosen here; everything about each of them (its kind, default,
-help, choices, heading) is read from the `StyleOptions` field, so the page restates nothing.
+help, choices, heading) is read from the option's field, so the page restates nothing.
 Values come back as JSON gives them and are parsed by `jaxstyle.options.parse_value`, the
 parser the command line uses, so a value the CLI refuses is refused here with the same message.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 from collections.abc import Sequence
 
 from jaxstyle.choices import SWEEP_ITERATIONS, SWEEP_SIZE
-from jaxstyle.options import PRESET_VALUES, RANGES, StyleOptions, flags, parse_value
+from jaxstyle.flags import as_flags, flag_of, option_flags
+from jaxstyle.options import OPTION_FIELDS, RANGES, StyleOptions, parse_value, preset_values
 
 FORM_OPTIONS = ("preset", "size", "iterations", "style_strength", "style_weight",
                 "content_weight", "style_loss", "original_colors")
@@ -25,15 +25,13 @@ BLEND_OPTION = "style_blend_weights"
 SWEEP_FIXED = ("size", "iterations")
 """A sweep sets these for its cells (``jaxstyle sweep``'s defaults), so they are not swept."""
 
-_FIELDS = {f.name: f for f in dataclasses.fields(StyleOptions)}
-
 
 def field_names() -> frozenset[str]:
     """Every option's name."""
-    return frozenset(_FIELDS)
+    return frozenset(OPTION_FIELDS)
 
 
-def _kind(field: dataclasses.Field) -> str:
+def _kind(field) -> str:
     """How the page edits a field: 'choice', 'bool', 'int', 'float', 'floats' or 'text'."""
     if field.metadata.get("choices"):
         return "choice"
@@ -49,16 +47,15 @@ def _plain(value):
 
 def field_schema(name: str) -> dict:
     """What the page needs to offer option `name`: kind, default (and, for an option a preset
-    fills in, each preset's value), help, choices and heading, all read from `StyleOptions`."""
-    field = _FIELDS[name]
+    fills in, each preset's value), help, choices and heading, all read from its field."""
+    field = OPTION_FIELDS[name]
     meta = field.metadata
-    by_preset = {preset: _plain(filled[name]) for preset, filled in PRESET_VALUES.items()
-                 if name in filled}
+    by_preset = {preset: _plain(value) for preset, value in preset_values(name).items()}
     bounds = RANGES.get(name)
-    return {"name": name, "flag": "--" + name.replace("_", "-"), "kind": _kind(field),
+    return {"name": name, "flag": flag_of(name), "kind": _kind(field),
             "default": _plain(field.default), "optional": field.type.endswith("| None"),
-            "by_preset": by_preset, "help": meta["help"],
-            "choices": list(meta["choices"] or ()), "group": meta["group"],
+            "by_preset": by_preset, "help": as_flags(meta["help"]),
+            "choices": list(meta["choices"] or ()), "group": meta["heading"],
             "min": None if bounds is None else bounds.low,
             "max": None if bounds is None else bounds.high,
             "range": None if bounds is None else bounds.describe()}
@@ -66,7 +63,7 @@ def field_schema(name: str) -> dict:
 
 def form_schema() -> dict:
     """The whole form: its fields in order, the per-style weight, and what a sweep fixes."""
-    shown = [name for name in FORM_OPTIONS if name in _FIELDS]
+    shown = [name for name in FORM_OPTIONS if name in OPTION_FIELDS]
     return {
         "fields": [field_schema(name) for name in shown],
         "blend": field_schema(BLEND_OPTION),
@@ -97,14 +94,14 @@ def options_from_values(values: dict) -> StyleOptions:
 
 def settings(options: StyleOptions) -> dict:
     """The options a person set: those that differ from what their preset alone gives."""
-    base = StyleOptions(preset=options.preset).to_dict()
-    chosen = {k: _plain(v) for k, v in options.to_dict().items() if v != base[k]}
+    base = StyleOptions(preset=options.preset).by_name()
+    chosen = {k: _plain(v) for k, v in options.by_name().items() if v != base[k]}
     return {"preset": options.preset, **chosen}
 
 
 def values(options: StyleOptions) -> dict:
     """Every option as JSON writes it (to fill the form again: 'load these settings')."""
-    return {k: _plain(v) for k, v in options.to_dict().items()}
+    return {k: _plain(v) for k, v in options.by_name().items()}
 
 
 def command_line(options: StyleOptions, content: str, styles: Sequence[str], output: str,
@@ -116,8 +113,8 @@ def command_line(options: StyleOptions, content: str, styles: Sequence[str], out
     too."""
     chosen = settings(options)
     words = ["jaxstyle", command, content, *styles, "-o", output]
-    for spec in flags(video=True):
-        if spec.dest not in chosen or spec.dest == "preset" and options.preset == _FIELDS[
+    for spec in option_flags(video=True):
+        if spec.dest not in chosen or spec.dest == "preset" and options.preset == OPTION_FIELDS[
                 "preset"].default:
             continue
         value = chosen[spec.dest]

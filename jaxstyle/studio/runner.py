@@ -114,7 +114,8 @@ def run(
       on_progress: sees every chunk's `StylizeProgress` (chunks end as `PreviewPace` says).
       should_stop: asked after each chunk; True ends the run there.
       inputs: what the report says the inputs were (names, checksums, the command line).
-      resume: continue from this state (with ``options.iterations`` raised to run further).
+      resume: continue from this state (with ``options.optimization.iterations`` raised to run
+        further).
       style_cache: `stylize`'s cache of style targets, kept by the caller between runs.
       style_masks: one mask float32 [H, W] per style (`stylize`'s), or None.
       content_mask: float32 [H, W] (`stylize`'s), or None.
@@ -128,7 +129,7 @@ def run(
     latest: list[StylizeProgress] = []  # only the newest: each holds a whole optimizer state
     first = resume.iteration if resume is not None else 0
     started = time.perf_counter()
-    pace = PreviewPace(options.progress_every)
+    pace = PreviewPace(options.performance.progress_every)
 
     def callback(p: StylizeProgress) -> None:
         latest[:] = [p]

@@ -201,7 +201,7 @@ class Worker:
             raise JaxstyleError(self.network_error or "no network")
         content = self.folder.load(request.content)
         styles = [self.folder.load(i) for i in request.styles]
-        self._bound_jit_caches((request.options.size, request.options.style_scale,
+        self._bound_jit_caches((request.options.plan.size, request.options.objective.style_scale,
                                 content.shape, *(s.shape for s in styles)))
         entries = [self.folder.image(i) for i in (request.content, *request.styles)]
         inputs = {"content": self._describe(entries[0]),
@@ -235,7 +235,7 @@ class Worker:
             content_mask=content_file and f"{where}/{content_file}")
         job.mask_files = {"style": list(style_files), "content": content_file}
         resume = request.resume[1] if request.resume else None
-        job.update(status="running", total=options.iterations,
+        job.update(status="running", total=options.optimization.iterations,
                    message="starting: the targets, and compiling the first time at a size")
         if resume is not None:
             # The job keeps which run it continues, not that run's state (hundreds of MB).
