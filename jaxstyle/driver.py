@@ -10,10 +10,12 @@ lockstep, and a resumed run starts at the stage its checkpoint recorded.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -352,7 +354,8 @@ class _Ahead:
 
     def __init__(self, jobs: list[tuple[tuple[int, int], Callable[[], tuple]]]):
         self._futures = {size: concurrent.futures.Future() for size, _ in jobs}
-        # A daemon thread: a process that ends (Ctrl-C, an error) does not wait for a compile.
+        # A daemon thread, so that a run that ends early (Ctrl-C, an error) is not held by it;
+        # the process's exit waits for it (`_finish_preparing`).
         self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True,
                                         name="jaxstyle-next-scales")
 
@@ -360,7 +363,14 @@ class _Ahead:
         """Starts the work (once the current scale's own compilation, which the run waits
         for, is done: the two would share the CPU)."""
         if not self._thread.is_alive() and self._thread.ident is None:
+            _PREPARING.add(self)
             self._thread.start()
+
+    def join(self) -> None:
+        """Drops what has not started and waits for what has."""
+        self.cancel()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def _work(self, jobs) -> None:
         for size, job in jobs:
@@ -381,6 +391,21 @@ class _Ahead:
         """Drops what has not started (what has runs to its end, unused)."""
         for future in self._futures.values():
             future.cancel()
+
+
+_PREPARING: weakref.WeakSet[_Ahead] = weakref.WeakSet()
+"""Every `_Ahead` started in this process and not yet collected."""
+
+
+@atexit.register
+def _finish_preparing() -> None:
+    """Waits, as the process exits, for a background preparation still at work. Left running,
+    a daemon thread inside XLA is torn down mid-call at the interpreter's end, and the process
+    aborts ("FATAL: exception not rethrown", exit 134) instead of exiting with its own code,
+    as an interrupted run did when a later scale was still being prepared. The wait is at
+    most what that one job has left (its scale's compilation, seconds)."""
+    for ahead in list(_PREPARING):
+        ahead.join()
 
 
 def _prepares_ahead(stages: Sequence[Stage], devices) -> bool:

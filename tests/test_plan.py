@@ -210,3 +210,37 @@ def test_progress_counts_work_in_pixel_iterations_across_scales():
     now = after_chunk(before, progress(coarse, 20), elapsed=2.0, frame=2, stopping=False)
     assert now["per_iteration"] == 0.1
     assert now["eta"] == 0.1 * 10 * 4
+
+
+EXIT_WHILE_PREPARING = """
+import sys, time
+import jax, jax.numpy as jnp
+from jaxstyle.driver import _Ahead
+
+def job():  # XLA at work in the background thread for a few seconds
+    step = jax.jit(lambda x: jnp.tanh(x @ x) * 0.5)
+    x = jnp.ones((384, 384))
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        x = step(x).block_until_ready()
+    return x
+
+_Ahead([((1, 1), job)]).start()
+time.sleep(0.5)
+sys.exit(130)
+"""
+
+
+def test_a_process_that_exits_while_a_later_scale_is_prepared_keeps_its_exit_code(tmp_path):
+    """An interrupted run exits 130 after its checkpoint; with a later scale still being
+    prepared in the background, the process aborted instead (exit 134, "FATAL: exception not
+    rethrown"): the daemon thread was torn down inside XLA."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_WHILE_PREPARING)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, JAXSTYLE_NO_COMPILATION_CACHE="1"))
+    assert done.returncode == 130, done.stderr[-500:]
+    assert "FATAL" not in done.stderr
