@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,8 +55,8 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory, tiny_weights_file):
-    """``jaxstyle studio`` on 127.0.0.1 and a free port; yields its address."""
+def studio_server(tmp_path_factory, tiny_weights_file):
+    """``jaxstyle studio`` on 127.0.0.1 and a free port; yields its address and run folder."""
     folder = tmp_path_factory.mktemp("studio")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "studio", "--port", "0", "--weights",
@@ -67,11 +68,17 @@ def studio(tmp_path_factory, tiny_weights_file):
     drain.start()
     try:
         assert first.startswith("jaxstyle studio: http://127.0.0.1:"), first
-        yield first.split(": ", 1)[1].strip()
+        yield first.split(": ", 1)[1].strip(), folder / "run"
     finally:
         process.terminate()
         process.wait(30)
     assert not any("Traceback" in line for line in log), "".join(log)
+
+
+@pytest.fixture(scope="module")
+def studio(studio_server):
+    """The studio's address."""
+    return studio_server[0]
 
 
 @pytest.fixture
@@ -159,7 +166,7 @@ def test_upload_run_watch_stop_continue_download(page, pictures):
     result.load()
     assert result.size == (32, 24) and result.mode == "RGB"
 
-    page.click("#history-list li:last-child button")  # load the first run's settings
+    page.click("#history-list li:last-child button.load")  # load the first run's settings
     assert page.input_value("#opt-iterations") == "1000000"
 
 
@@ -249,7 +256,7 @@ def test_painted_region_reaches_the_run_and_loads_again(page, studio, pictures, 
 
     page.click("#clear-region")
     assert paint_alpha(page).max() == 0
-    page.click(f"#history-list li[data-id='{masked['id']}'] button")  # Load these settings
+    page.click(f"#history-list li[data-id='{masked['id']}'] button.load")  # Load these settings
     wait_until(page, "document.getElementById('run-message').textContent.includes('loaded')")
     assert "regions" not in page.text_content("#run-message")
     np.testing.assert_allclose(paint_alpha(page), painted, atol=2)
@@ -353,3 +360,106 @@ def test_stop_is_answered_within_about_one_iteration(page, pictures):
     # allowed.
     assert all(s <= a + 1.0 for s, a in zip(on_screen, allowed)), (on_screen, allowed)
     assert all(s <= a + 5.0 for s, a in zip(offered, allowed)), (offered, allowed)
+
+
+def test_copy_command_runs_the_same_picture_from_a_terminal(browser, studio_server, pictures,
+                                                            tmp_path):
+    """The history's Copy command puts the run's command line on the clipboard; that text, run
+    from the run folder, writes the same picture bit for bit."""
+    address, folder = studio_server
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(address)
+    wait_until(page, "document.getElementById('network').textContent.includes('VGG')")
+    content, style = pictures
+    page.set_input_files("#content-file", str(content))
+    wait_until(page, "document.getElementById('content-example').value !== ''")
+    page.set_input_files("#style-file", str(style))
+    page.wait_for_selector("#styles-chosen li")
+    page.select_option("#opt-preset", "neural-style")
+    page.fill("#opt-size", "32")
+    page.fill("#opt-iterations", "5")
+    page.fill("#opt-style_strength", "35")
+    jobs = len(page.evaluate("fetch('/api/state').then(r => r.json())")["history"])
+    finish_run(page, jobs + 1)
+    record = page.evaluate("fetch('/api/state').then(r => r.json())")["history"][0]
+    page.click(f"#history-list li[data-id='{record['id']}'] button.copy")
+    wait_until(page, "document.getElementById('run-message').textContent.startsWith('copied')")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    context.close()
+    assert copied == record["command"]
+    assert "--style-strength 35" in copied and "--iterations 5" in copied, copied
+
+    # Run verbatim in a copy of the run folder (its paths are relative to it).
+    again = tmp_path / "again"
+    shutil.copytree(folder, again)
+    made = again / f"runs/{record['id']:04d}/result.png"
+    made.unlink()
+    words = shlex.split(copied)
+    assert words[0] == "jaxstyle"
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), *words[1:]], cwd=again,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    studio_made = folder / f"runs/{record['id']:04d}/result.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(made)),
+                                  np.asarray(Image.open(studio_made)))
+
+
+AXE = ROOT / "tests" / "data" / "axe-core" / "axe.min.js"  # 4.14.1, MPL-2.0: see its README
+CONTROLS = """() => [...document.querySelectorAll(
+    'input, select, button, textarea, summary, a[href], [tabindex]')]
+    .filter((e) => !e.disabled && e.getClientRects().length)
+    .map((e) => {
+        // A group of radio buttons is one Tab stop (the arrows choose within it).
+        const name = e.type === 'radio' ? `radios ${e.name}` : e.id || e.outerHTML.slice(0, 80);
+        e.dataset.control = name;
+        return name;
+    })"""
+
+
+def test_every_control_by_keyboard_and_an_accessibility_pass(browser, studio, pictures):
+    """With inputs chosen (the regions shown), a run in the history and the sweep open: Tab
+    reaches every control, Ctrl+Enter runs and Escape stops, and axe-core finds no serious or
+    critical violation (labels, names, contrast, roles)."""
+    context = browser.new_context(bypass_csp=True)  # to inject axe; the page's CSP forbids it
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(studio)
+    wait_until(page, "document.getElementById('network').textContent.includes('VGG')")
+    content, style = pictures
+    page.set_input_files("#content-file", str(content))
+    wait_until(page, "document.getElementById('content-example').value !== ''")
+    page.set_input_files("#style-file", str(style))
+    page.wait_for_selector("#styles-chosen li")
+    page.select_option("#opt-preset", "neural-style")  # no stop rule: it runs until Stop
+    page.fill("#opt-size", "32")
+    page.fill("#opt-iterations", "1000000")
+
+    assert "Ctrl+Enter" in page.get_attribute("#run", "title")
+    assert "Escape" in page.get_attribute("#stop", "title")
+    page.focus("#opt-iterations")
+    page.keyboard.press("Control+Enter")
+    wait_until(page, "document.getElementById('status').dataset.state === 'running'")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#status[data-state='stopped']")
+    page.wait_for_selector("#history-list li .thumb")
+    page.evaluate("document.getElementById('sweep').open = true")
+
+    controls = page.evaluate(CONTROLS)
+    assert len(controls) > 30, controls
+    page.focus("#content-example")
+    reached = set()
+    for _ in range(3 * len(controls)):
+        reached.add(page.evaluate("document.activeElement.dataset.control"))
+        page.keyboard.press("Tab")
+    missed = set(controls) - reached
+    assert not missed, missed
+    assert {"content-file", "style-file"} < reached  # out of sight, but in the Tab order
+
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("axe.run().then((r) => r.violations)")
+    context.close()
+    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]]) for v in found
+               if v["impact"] in ("serious", "critical")]
+    assert not serious, serious
