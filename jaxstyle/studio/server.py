@@ -45,6 +45,7 @@ from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.options import RANGES, OptionsError, Range
 from jaxstyle.problem import check_inputs, check_masks
 from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
+from jaxstyle.studio.allocator import limit_arenas
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
 from jaxstyle.studio.limits import TooLarge
 from jaxstyle.studio.store import RunFolder, display_name, mask_png, preview_png
@@ -476,6 +477,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, weights: str | None
                             f"(got {disk_budget_mb})")
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
+    limit_arenas()  # before the worker and XLA's threads allocate: see jaxstyle.studio.allocator
     if weights not in (None, "random"):
         # An explicit file fails here, not later on the page: the default search may still
         # find nothing, which the page says (so a first user learns it in the browser).
