@@ -6,7 +6,7 @@ threads allocate and free image-sized buffers run after run, each arena keeping 
 water mark, so resident memory crept up for 40-60 runs before it levelled off: 2285 -> 2523 MB
 (+10.4 %) from run 20 to run 40 of `benchmarks/studio_soak.py`'s session, with no compiled
 geometry new (the mappings flat). Under ``MALLOC_ARENA_MAX=2`` the same runs read 1823 -> 1861
-MB (+2.1 %), about 500 MB lower throughout; `limit_arenas` sets that from inside the process.
+MB (+2.1 %), and with `limit_arenas` (the same, set from inside the process) 1962 -> 1940 MB.
 """
 
 from __future__ import annotations
