@@ -64,7 +64,9 @@ PREVIEW_SECONDS = 1.0
 ANSWER_SECONDS = 0.2
 """About the longest a chunk lasts, so that a stop is answered within one iteration, or this
 long where iterations are shorter. Each chunk end costs a few milliseconds (3-8 ms measured on
-a loaded 2-core machine with the tiny VGG19 at 32-128 px), under 4 % of a chunk this long."""
+a loaded 2-core machine with the tiny VGG19 at 32-128 px), at most 4 % of a chunk this long.
+At a new scale the first chunk may hold iterations measured at the coarser one (a few times
+faster): one chunk, then the pace is the new scale's."""
 
 
 class PreviewPace:
@@ -128,8 +130,8 @@ def run(
       folder: where the files go (it exists).
       on_progress: sees the `StylizeProgress` of each chunk whose picture is due (`PreviewPace`),
         of the last one, and of the one a stop ends the run at.
-      should_stop: asked after each chunk (a fifth of a second, or one iteration, at most);
-        True ends the run there.
+      should_stop: asked after each chunk (one iteration, or about a fifth of a second where
+        iterations are shorter); True ends the run there.
       inputs: what the report says the inputs were (names, checksums, the command line).
       resume: continue from this state (with ``options.iterations`` raised to run further).
       style_cache: `stylize`'s cache of style targets, kept by the caller between runs.
