@@ -73,6 +73,7 @@ LAYERS = {
     "jaxstyle.studio.limits": APP,
     "jaxstyle.studio.store": APP,
     "jaxstyle.studio.jobs": APP,
+    "jaxstyle.studio.allocator": APP,
     "jaxstyle.studio.requests": APP,
     "jaxstyle.studio.runner": APP,
     "jaxstyle.studio.worker": APP,

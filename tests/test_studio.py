@@ -854,3 +854,38 @@ def test_a_run_seen_finished_does_not_block_the_next(client, monkeypatch):
     assert [r["id"] for r in client.get("/api/state").json()["history"]] == [second, first]
     more = start(client, f"/api/jobs/{second}/continue", {"iterations": 2})  # its state is kept
     assert follow(client, more)[-1]["status"] == "done"
+
+
+ARENAS = """
+import ctypes, sys, threading
+from jaxstyle.studio.allocator import limit_arenas
+print(limit_arenas(2) if sys.argv[1] == "limit" else None)
+together = threading.Barrier(8)
+def work():  # eight threads allocating at once: glibc gives each an arena of its own
+    together.wait()
+    for _ in range(50):
+        kept = [bytearray(300_000) for _ in range(4)]
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()  # to stderr: a line 'Arena N:' for each arena
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
+def test_the_studio_limits_malloc_arenas(monkeypatch):
+    from jaxstyle.studio.allocator import limit_arenas
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    arenas = {}
+    for how in ("default", "limit"):
+        done = subprocess.run([sys.executable, "-c", ARENAS, how], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        arenas[how] = (done.stdout.strip(),
+                       sum(line.startswith("Arena ") for line in done.stderr.splitlines()))
+    assert arenas["limit"] == ("True", 2) and arenas["default"][1] > 2, arenas
+    with pytest.raises(ValueError, match="arenas: must be >= 1"):
+        limit_arenas(0)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # glibc read it at start: it decides
+    assert limit_arenas() is False

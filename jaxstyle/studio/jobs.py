@@ -64,7 +64,9 @@ class Snapshot(NamedTuple):
         per_work: seconds per pixel-iteration, a moving average over the chunks since the first.
       frame: sequence number of the newest picture (0: none yet).
       first_frame: seconds from submission to the first picture.
-      elapsed: seconds since submission; chunk_at: at the last chunk's end.
+      elapsed: seconds since submission; chunk_at: at the last chunk's end (a stopped run's:
+        the chunk the stop waited for).
+      stop_asked: seconds from submission to Stop (None: not asked).
       plot: ``(iteration, loss)`` after each chunk, thinned to a few hundred points.
       record: the history entry, once the job has ended.
     """
@@ -84,6 +86,7 @@ class Snapshot(NamedTuple):
     first_frame: float | None = None
     elapsed: float = 0.0
     chunk_at: float = 0.0
+    stop_asked: float | None = None
     plot: tuple = ()
     record: dict | None = None
 

@@ -44,6 +44,7 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.options import RANGES, OptionsError, Range
 from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
+from jaxstyle.studio.allocator import limit_arenas
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
 from jaxstyle.studio.jobs import Request as JobRequest
 from jaxstyle.studio.jobs import Snapshot
@@ -454,6 +455,7 @@ def _check_arguments(host: str, weights: str | None, folder: str | None, max_upl
                             f"(got {disk_budget_mb})")
     if not 0 < max_upload_mb < math.inf:
         raise JaxstyleError(f"--max-upload-mb: must be a number > 0 (got {max_upload_mb})")
+    limit_arenas()  # before the worker and XLA's threads allocate: see jaxstyle.studio.allocator
     if weights not in (None, "random"):
         # An explicit file fails here, not later on the page: the default search may still
         # find nothing, which the page says (so a first user learns it in the browser).

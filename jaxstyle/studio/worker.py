@@ -132,7 +132,9 @@ class Worker:
         if job is not None:
             job.stop.set()
             if not job.snapshot.finished:
-                job.update(status="stopping", message="stopping after this chunk")
+                job.update(status="stopping", message="stopping after this chunk",
+                           stop_asked=job.snapshot.stop_asked
+                           or time.perf_counter() - job.submitted)
         return job
 
     def records(self) -> list[dict]:

@@ -103,6 +103,8 @@ function renderForm(schema) {
     input.addEventListener("change", checkOptions);
     const help = document.createElement("small");
     help.className = "help";
+    help.id = `help-${field.name}`;
+    input.setAttribute("aria-describedby", help.id);  // read in full; shown in full on focus
     help.textContent = field.range ? `${field.help}; ${field.range}` : field.help;
     help.title = "click to read all";
     help.addEventListener("click", () => help.classList.toggle("open"));
@@ -350,6 +352,8 @@ function showRecord(record) {
   }
   $("command").textContent = record.command || "";
   $("command").title = "the same run from the command line (paths relative to the run folder)";
+  $("copy-command").hidden = !record.command;
+  $("copy-command").onclick = () => copyCommand(record);
   $("download-png").setAttribute("download", "");
   $("download-json").setAttribute("download", "");
   $("continue").disabled = !(page.lastRun && page.lastRun.can_continue);
@@ -386,6 +390,23 @@ async function startRun() {
     return;
   }
   await start("/api/runs", { ...inputsRequest(), options: formValues(), ...masks });
+}
+
+async function stopRun() {
+  try { await api("/api/stop", { method: "POST" }); } catch (problem) { say("run-message", problem.message); }
+}
+
+// Ctrl+Enter (Cmd+Enter on a Mac) runs, Escape stops: neither is a browser's own shortcut in a
+// page, and both say so in the buttons' titles and aria-keyshortcuts.
+function shortcut(event) {
+  if (event.defaultPrevented || event.repeat) return;
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !$("run").disabled) {
+    event.preventDefault();
+    startRun();
+  } else if (event.key === "Escape" && !$("stop").disabled) {
+    event.preventDefault();
+    stopRun();
+  }
 }
 
 // ---------------------------------------------------------------- the loss plot
@@ -441,8 +462,13 @@ function renderHistory() {
       const thumb = new Image();
       thumb.src = `/api/jobs/${record.id}/thumb.png`;
       thumb.alt = `${record.kind} ${record.id}`;
-      thumb.addEventListener("click", () => showResult(record));
-      item.append(thumb);
+      const show = document.createElement("button");
+      show.type = "button";
+      show.className = "thumb";
+      show.title = `show the picture of ${record.kind} ${record.id}`;
+      show.addEventListener("click", () => showResult(record));
+      show.append(thumb);
+      item.append(show);
     }
     const text = document.createElement("div");
     const head = document.createElement("strong");
@@ -466,9 +492,19 @@ function renderHistory() {
     buttons.className = "buttons";
     const load = document.createElement("button");
     load.type = "button";
+    load.className = "load";
     load.textContent = "Load these settings";
     load.addEventListener("click", () => loadSettings(record));
     buttons.append(load);
+    if (record.command) {
+      const copy = document.createElement("button");
+      copy.type = "button";
+      copy.className = "copy";
+      copy.textContent = "Copy command";
+      copy.title = record.command;
+      copy.addEventListener("click", () => copyCommand(record));
+      buttons.append(copy);
+    }
     if (record.status !== "failed") {
       for (const [path, text] of [["image.png?download=1", "PNG"], ["report.json", "JSON"]]) {
         const link = document.createElement("a");
@@ -514,6 +550,26 @@ function maskLinks(record) {
     }
   }
   return [row];
+}
+
+// The run's command line on the clipboard; where the page may not write there, the command is
+// shown selected, for Ctrl+C.
+async function copyCommand(record) {
+  const what = `${record.kind} ${record.id}`;
+  try {
+    await navigator.clipboard.writeText(record.command);
+    say("run-message", `copied the command of ${what}`, "info");
+    return;
+  } catch {
+    // No clipboard (a page not served from this machine, or permission refused): select it.
+  }
+  const shown = $("command");
+  shown.textContent = record.command;
+  const range = document.createRange();
+  range.selectNodeContents(shown);
+  window.getSelection().removeAllRanges();
+  window.getSelection().addRange(range);
+  say("run-message", `the command of ${what} is selected: press Ctrl+C to copy it`, "info");
 }
 
 function showResult(record) {
@@ -610,9 +666,8 @@ async function init() {
     renderInputs();
   });
   $("run").addEventListener("click", startRun);
-  $("stop").addEventListener("click", async () => {
-    try { await api("/api/stop", { method: "POST" }); } catch (problem) { say("run-message", problem.message); }
-  });
+  $("stop").addEventListener("click", stopRun);
+  document.addEventListener("keydown", shortcut);
   $("continue").addEventListener("click", () => {
     if (!page.lastRun) return;
     start(`/api/jobs/${page.lastRun.id}/continue`, { iterations: Number($("more").value) });
