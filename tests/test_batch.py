@@ -110,16 +110,17 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
                                                                      tiny_weights_file, capsys):
     from jaxstyle import StyleOptions, stylize
     from jaxstyle.cli import main
+    from jaxstyle.compiled import estimate_memory
     from jaxstyle.errors import OutOfMemoryError
-    from jaxstyle.optimize import estimate_memory
     from jaxstyle.problem import prepare
+    from jaxstyle.steps import Loss
 
     def estimate(size, history):
         options = StyleOptions(size=size, lbfgs_history=history, **TINY_LAYERS)
         problem = prepare(smooth_image(size, size, 0), [smooth_image(32, 32, 1)], tiny_weights,
                           options)
-        return estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
-                               (tiny_weights.params, problem.targets),
+        return estimate_memory(Loss(problem.loss_fn, problem.loss_static,
+                                    (tiny_weights.params, problem.targets)), problem.x0,
                                options.optimizer_config(tiny_weights.preprocessing.model_range()),
                                10)
 

@@ -36,6 +36,10 @@ LAYERS = {
     "jaxstyle.color": CORE,
     "jaxstyle.pyramid": CORE,
     "jaxstyle.temporal": CORE,
+    "jaxstyle.linesearch": CORE,
+    "jaxstyle.lbfgs": CORE,
+    "jaxstyle.steps": CORE,
+    "jaxstyle.compiled": CORE,
     "jaxstyle.optimize": CORE,
     # run: a stylization planned and driven, from arrays to arrays.
     "jaxstyle.options": RUN,
@@ -82,9 +86,9 @@ LAYERS = {
 those below it, never one above."""
 
 FLAGS_NOT_YET_OUT = {
-    # Issue 37: these modules' flag wording moves out with their own restructuring (optimize.py
-    # split into modules; StyleOptions' help texts); remove each entry when it lands.
-    "jaxstyle.optimize",
+    # Issue 37: these modules' flag wording moves out with their own restructuring (the memory
+    # check's advice; StyleOptions' help texts); remove each entry when it lands.
+    "jaxstyle.compiled",
     "jaxstyle.options",
 }
 """Core and run modules still allowed to mention a flag in a string."""
