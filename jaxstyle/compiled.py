@@ -141,9 +141,13 @@ def estimate_memory(loss: Loss, x0: jax.Array, config: OptimizerConfig, chunk: i
     return MemoryEstimate(int(total), int(state_bytes), int(analysis.temp_size_in_bytes))
 
 
-ADVICE = ("use a smaller --size, --scales to finish large sizes with fewer iterations, a "
-          "shorter --lbfgs-history, or --optimizer adam (no history)")
-"""What an `OutOfMemoryError` suggests."""
+ADVICE = ("use a smaller size, scales to finish large sizes with fewer iterations, a shorter "
+          "lbfgs_history, or optimizer=adam (no history)")
+"""What an `OutOfMemoryError` suggests, naming `jaxstyle.StyleOptions` fields (`ADVISED`)."""
+
+ADVISED = ("size", "scales", "lbfgs_history", "optimizer")
+"""The options `ADVICE` names: the error carries them (`jaxstyle.errors.JaxstyleError.options`)
+for the command line to write as flags."""
 
 
 def check_memory(loss: Loss, x0: jax.Array, config: OptimizerConfig, chunk: int,
@@ -169,7 +173,8 @@ def check_memory(loss: Loss, x0: jax.Array, config: OptimizerConfig, chunk: int,
                 for leaf in jax.tree_util.tree_leaves(state_like(loss, x0, config, chunk)))
     if state > limit:
         raise OutOfMemoryError(f"this run needs more than {_size(state)} (its optimizer state "
-                               f"alone) but {_size(limit)} is available: {ADVICE}")
+                               f"alone) but {_size(limit)} is available: {ADVICE}",
+                               options=ADVISED)
     if not compile:
         return
     need = estimate_memory(loss, x0, config, chunk, cache)
@@ -178,7 +183,7 @@ def check_memory(loss: Loss, x0: jax.Array, config: OptimizerConfig, chunk: int,
         raise OutOfMemoryError(
             f"this run needs about {_size(need.total)} (optimizer state {_size(need.state)}, "
             f"network activations {_size(need.temporaries)}, network, targets and image "
-            f"{_size(rest)}) but {_size(limit)} is available: {ADVICE}")
+            f"{_size(rest)}) but {_size(limit)} is available: {ADVICE}", options=ADVISED)
 
 
 def _size(n: int) -> str:
