@@ -195,7 +195,8 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
 
     import jaxstyle
     from jaxstyle import losses
-    from jaxstyle.optimize import OptimizerConfig, minimize
+    from jaxstyle.optimize import Continuation, minimize
+    from jaxstyle.steps import Loss, OptimizerConfig
 
     weights = jaxstyle.load_weights(folder / "vgg19-random.msgpack")
     data = np.load(folder / f"inputs_{size}.npz")
@@ -245,10 +246,10 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
     # As `stylize` runs it: Winograd's kernels transformed once, not at every evaluation.
     params = jaxstyle.network_params(weights.params, style_options(convolution), content.shape)
     # A one-iteration run compiles the chunk (cached per shape); then time only the iterations.
-    minimize(losses.objective, config, content, (params, targets), lbfgs, 1, chunk=5)
+    loss = Loss(losses.objective, config, (params, targets))
+    minimize(loss, content, lbfgs, 1, chunk=5)
     start[0] = time.perf_counter()
-    result = minimize(losses.objective, config, content, (params, targets), lbfgs,
-                      iterations, chunk=5, callback=callback)
+    result = minimize(loss, content, lbfgs, iterations, chunk=5, callback=callback)
     run_seconds = marks[-1][1]
     losses_at_n = [float(result.history["total"][0])] + result.history["total"]
 
@@ -268,9 +269,9 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
     # When jaxstyle trails torch's loss after N iterations, keep going (up to 2N) to time the
     # catch-up rather than report nothing.
     while target is not None and reach is None and marks[-1][0] < 2 * iterations:
-        result = minimize(losses.objective, config, result.x, (params, targets), lbfgs,
-                          marks[-1][0] + 5, chunk=5, callback=callback, state=result.state,
-                          start_iteration=marks[-1][0], history=result.history, memory_limit=0)
+        result = minimize(loss, result.x, lbfgs, marks[-1][0] + 5, chunk=5, callback=callback,
+                          resume=Continuation(result.state, marks[-1][0], result.history),
+                          memory_limit=0)
         reach, reach_iteration = reached()
     return {"per_eval": per_eval_direct, "per_eval_winograd": per_eval_winograd,
             "run_seconds": run_seconds, "losses": losses_at_n, "reach_seconds": reach,

@@ -32,7 +32,7 @@ import jax  # noqa: E402
 
 from jaxstyle import StyleOptions, load_image, load_weights, stylize  # noqa: E402
 from jaxstyle.compilation_cache import enable_compilation_cache  # noqa: E402
-from jaxstyle.optimize import COMPILED  # noqa: E402
+from jaxstyle.compiled import COMPILED  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "images"
 

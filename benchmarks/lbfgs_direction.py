@@ -5,7 +5,8 @@ two-loop recursion, and how closely the two directions agree in float32.
         [--real-iterations 2] [--real-repeats 4] [--accuracy-iterations 120] [--no-real]
 
 Timing: the same run (history 100, the default line search) is compiled twice, with jaxstyle's
-solver (`optimize._CompactLBFGS`) and with jaxopt's own `LBFGS` (its two-loop direction), and
+solver (`jaxstyle.lbfgs.CompactLBFGS`) and with jaxopt's own `LBFGS` (its two-loop direction,
+with torch's pair rule around it: `TwoLoopLBFGS`), and
 the two then advance chunk by chunk in turn (ABBA order), so that the load of a shared machine
 falls on both alike; the figures are medians over the chunks of seconds per iteration.
 Objectives: a trivial one (the chained Rosenbrock function: a few elementwise passes, so the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import shlex
 import statistics
 import sys
@@ -35,11 +37,41 @@ import jaxopt
 import numpy as np
 from jaxopt._src.lbfgs import inv_hessian_product  # jaxopt's two-loop, the reference
 
-from jaxstyle import StyleOptions, load_image, losses, optimize
+from jaxstyle import StyleOptions, compiled, lbfgs, load_image, losses, steps
 from jaxstyle.resampling import fit_longest_side, resize
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SOLVERS = {"two-loop": jaxopt.LBFGS, "compact": optimize._CompactLBFGS}
+
+
+@dataclasses.dataclass(eq=False)
+class TwoLoopLBFGS(jaxopt.LBFGS):
+    """jaxopt's own L-BFGS (its two-loop direction and its update) with torch's first step and
+    pair rule applied around it, as jaxstyle ran before the compact direction."""
+
+    first_step: float = 0.0
+
+    def init_state(self, x, *args):
+        state = super().init_state(x, *args)
+        if self.stepsize > 0:
+            return state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
+        if self.first_step:
+            steepest = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1e-30)
+            return state._replace(gamma=self.first_step / steepest)
+        return state
+
+    def update(self, x, state, *args):
+        new_x, new_state = super().update(x, state, *args)
+        skip = jnp.vdot(new_x - x, new_state.grad - state.grad) <= lbfgs.CURVATURE_EPS
+        slot = state.iter_num % self.history_size
+        first = state.gamma if self.first_step else jnp.ones_like(state.gamma)
+        return jaxopt.OptStep(new_x, new_state._replace(
+            rho_history=jnp.where(skip, new_state.rho_history.at[slot].set(0.0),
+                                  new_state.rho_history),
+            gamma=jnp.where(skip, jnp.where(state.iter_num == 0, first, state.gamma),
+                            new_state.gamma)))
+
+
+SOLVERS = {"two-loop": TwoLoopLBFGS, "compact": lbfgs.CompactLBFGS}
 
 
 def trivial(x, target, _static):
@@ -52,15 +84,15 @@ def trivial(x, target, _static):
 
 @contextlib.contextmanager
 def solver(kind: str):
-    """`jaxstyle.optimize` building its L-BFGS from `SOLVERS[kind]`."""
-    saved = optimize._CompactLBFGS
-    optimize.COMPILED.clear()  # the compiled functions hold the solver they were built with
-    optimize._CompactLBFGS = SOLVERS[kind]
+    """`jaxstyle.steps` building its L-BFGS from `SOLVERS[kind]`."""
+    saved = steps.CompactLBFGS
+    compiled.COMPILED.clear()  # the compiled functions hold the solver they were built with
+    steps.CompactLBFGS = SOLVERS[kind]
     try:
         yield
     finally:
-        optimize._CompactLBFGS = saved
-        optimize.COMPILED.clear()
+        steps.CompactLBFGS = saved
+        compiled.COMPILED.clear()
 
 
 class Run:
@@ -68,7 +100,7 @@ class Run:
 
     def __init__(self, kind, loss_fn, loss_static, config, x0, args, chunk):
         with solver(kind):
-            init, run_chunk = optimize._compiled(loss_fn, loss_static, config, chunk)
+            init, run_chunk = steps.chunk_functions(loss_fn, loss_static, config, chunk)
             self.state = jax.block_until_ready(init(x0, *args))
             self.x = jnp.array(x0, copy=True)
             self.step = run_chunk.lower(self.x, self.state, jnp.asarray(chunk), *args).compile()
@@ -132,7 +164,7 @@ def accuracy(name, state):
                       np.asarray(state.grad, np.float64).ravel(), int(state.iter_num))
     old = jax.jit(inv_hessian_product)(-state.grad, state.s_history, state.y_history,
                                        state.rho_history, state.gamma, state.iter_num % m)
-    new = jax.jit(optimize._compact_direction)(state)[0]
+    new = jax.jit(lbfgs.compact_direction)(state)[0]
     error = lambda d: (np.linalg.norm(np.asarray(d, np.float64).ravel() - want)  # noqa: E731
                        / np.linalg.norm(want))
     rho = np.asarray(state.rho_history, np.float64)
@@ -147,7 +179,7 @@ def accuracy(name, state):
 
 
 def random_state(rng, m, n, pairs, skipped):
-    """A float32 `_CompactState` of `pairs` pairs from a random SPD curvature whose
+    """A float32 `LBFGSState` of `pairs` pairs from a random SPD curvature whose
     eigenvalues span 1e-3..1e3, the pairs numbered in `skipped` with rho 0."""
     scales = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), n))
     s = np.zeros((m, n), np.float32)
@@ -159,7 +191,7 @@ def random_state(rng, m, n, pairs, skipped):
         rho[k % m] = 0.0 if k in skipped else 1.0 / np.dot(s[k % m], y[k % m])
     s64, y64 = s.astype(np.float64), y.astype(np.float64)
     zero = jnp.float32(0)
-    return optimize._CompactState(
+    return lbfgs.LBFGSState(
         jnp.asarray(pairs), zero, jnp.asarray(rng.normal(size=n), jnp.float32), zero, zero,
         jnp.asarray(s), jnp.asarray(y), jnp.asarray(rho), jnp.float32(0.5), {},
         jnp.asarray(False), 0, 0, 0, jnp.asarray(s64 @ y64.T, jnp.float32),

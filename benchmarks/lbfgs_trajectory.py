@@ -103,13 +103,14 @@ def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
     jax.config.update("jax_enable_x64", dtype == "float64")
     import jax.numpy as jnp
 
-    from jaxstyle import StyleOptions, losses, optimize, vgg_features
-    from jaxstyle.optimize import OptimizerConfig, minimize
+    from jaxstyle import StyleOptions, losses, steps, vgg_features
+    from jaxstyle.optimize import minimize
+    from jaxstyle.steps import Loss, OptimizerConfig
 
     if two_loop:  # this process only
-        import jaxopt
+        from lbfgs_direction import TwoLoopLBFGS
 
-        optimize._CompactLBFGS = jaxopt.LBFGS
+        steps.CompactLBFGS = TwoLoopLBFGS
 
     data = np.load(folder / "inputs.npz")
     cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
@@ -140,7 +141,7 @@ def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
         fun, static = plain_objective, None
     start = content * (1 + jnp.finfo(dtype).eps) if nudge else content
     first = float(fun(start, params, targets, static)[0])
-    result = minimize(fun, static, start, (params, targets), config, iterations,
+    result = minimize(Loss(fun, static, (params, targets)), start, config, iterations,
                       chunk=iterations, memory_limit=0)
     return [first, *result.history["total"]]
 

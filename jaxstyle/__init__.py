@@ -17,17 +17,20 @@ __version__ = "0.1.0"
 # do not start JAX; ``from jaxstyle import stylize`` works as usual.
 _WHERE = {
     "CAFFE": "jaxstyle.preprocessing",
+    "CompactLBFGS": "jaxstyle.lbfgs",
+    "Continuation": "jaxstyle.optimize",
     "GRAM": "jaxstyle.style_losses",
     "ImageError": "jaxstyle.errors",
     "JaxstyleError": "jaxstyle.errors",
     "LAYERS": "jaxstyle.vgg",
+    "Loss": "jaxstyle.steps",
     "LossConfig": "jaxstyle.losses",
     "LossWeights": "jaxstyle.losses",
     "MEAN_COVARIANCE": "jaxstyle.style_losses",
     "ObjectiveOptions": "jaxstyle.options",
     "OptimizationOptions": "jaxstyle.options",
     "OptimizationError": "jaxstyle.errors",
-    "OptimizerConfig": "jaxstyle.optimize",
+    "OptimizerConfig": "jaxstyle.steps",
     "OptionsError": "jaxstyle.options",
     "OutOfMemoryError": "jaxstyle.errors",
     "PerformanceOptions": "jaxstyle.options",
@@ -79,12 +82,13 @@ _WHERE = {
     "vgg_features": "jaxstyle.vgg",
 }
 
-SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "download",
-              "driver", "errors", "files", "flags", "frames", "images", "info", "losses",
-              "onnx_vgg", "optimize", "options", "pickled_arrays", "preprocessing", "problem",
-              "pth", "quality", "resampling", "run_state", "runner", "session", "sources",
-              "stages", "style_losses", "sweeps", "temporal", "terms", "tiling", "unpickler",
-              "vgg", "vgg_formats", "video", "weights", "winograd")
+SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "compiled",
+              "download", "driver", "errors", "files", "flags", "frames", "images", "info",
+              "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "options",
+              "pickled_arrays", "preprocessing", "problem", "pth", "quality", "resampling",
+              "run_state", "runner", "session", "sources", "stages", "steps", "style_losses",
+              "sweeps", "temporal", "terms", "tiling", "unpickler", "vgg", "vgg_formats", "video",
+              "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

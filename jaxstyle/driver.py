@@ -27,8 +27,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxstyle import losses
 from jaxstyle.choices import NEURAL_NEIGHBOUR
+from jaxstyle.compiled import COMPILED, estimate_memory, state_like
 from jaxstyle.errors import JaxstyleError, OptimizationError
-from jaxstyle.optimize import COMPILED, Progress, StopRule, estimate_memory, minimize, state_like
+from jaxstyle.optimize import Continuation, Progress, StopRule, minimize
 from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.problem import (
     Problem,
@@ -47,6 +48,7 @@ from jaxstyle.problem import (
 )
 from jaxstyle.run_state import RunState, restore_state
 from jaxstyle.stages import Stage, total_iterations
+from jaxstyle.steps import Loss
 from jaxstyle.tiling import paste
 from jaxstyle.vgg import VGGWeights
 
@@ -263,18 +265,19 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
                 jax.device_put(per_image, by_image))
         batch_axes = (None, None, 0)
         place = functools.partial(jax.device_put, device=everywhere)
-    state, start, recent = None, 0, None
+    # Per-image style targets of a batch (colour-matched styles) keep their first draw.
+    chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
+    loss = Loss(loss_fn, loss_static, args, batch_axes, chunk_args)
+    continuation = None
     if resume is not None:
         if np.shape(resume.x) != x0.shape:
             raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
-        like = state_like(loss_fn, loss_static, x0, args, config,
-                          options.performance.progress_every)
+        like = state_like(loss, x0, config, options.performance.progress_every)
         state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
         x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
         # This stage's iterations so far end the saved history (a batch's holds none).
         recent = {k: v[len(v) - start:] for k, v in resume.history.items()}
-    # Per-image style targets of a batch (colour-matched styles) keep their first draw.
-    chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
+        continuation = Continuation(state, start, recent=recent)
 
     def report(p: Progress) -> None:
         walk.callback(_progress(p, stage, stages, history, canvas, first,
@@ -286,12 +289,11 @@ def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple
 
     try:
         result = minimize(
-            loss_fn, loss_static, x0, args, config, stage.iterations,
-            chunk=options.performance.progress_every, batch_axes=batch_axes, stops=stops,
-            callback=report if walk.callback else None, state=state, start_iteration=start,
-            memory_limit=memory_limit_bytes(options), chunk_args=chunk_args,
+            loss, x0, config, stage.iterations,
             stop=StopRule(options.optimization.stop_tolerance, options.optimization.stop_change),
-            recent=recent,
+            callback=report if walk.callback else None,
+            chunk=options.performance.progress_every, chunk_ends=stops, resume=continuation,
+            memory_limit=memory_limit_bytes(options),
         )
     except OptimizationError as exc:
         last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,
@@ -441,8 +443,8 @@ def _compile_stage(options: StyleOptions, weights: VGGWeights, problem: Problem,
                    params: dict) -> None:
     """Compiles (into `COMPILED`) the init and chunk `_run_stage` will run for `problem`."""
     config = options.optimizer_config(weights.preprocessing.model_range(), problem.pixel_units)
-    estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
-                    (params, problem.targets), config, options.performance.progress_every)
+    estimate_memory(Loss(problem.loss_fn, problem.loss_static, (params, problem.targets)),
+                    problem.x0, config, options.performance.progress_every)
 
 
 def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],

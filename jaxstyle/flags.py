@@ -101,9 +101,14 @@ def as_typed(message: str) -> str:
 def error_line(error: BaseException) -> str:
     """`error`'s message as the command line prints it: a leading ``field:``, the backquoted
     option names and, anywhere, the fields in `JaxstyleError.options` written as flags
-    (``size=21`` becomes ``--size 21``, ``tile_size`` ``--tile-size``)."""
+    (``size=21`` becomes ``--size 21``, ``tile_size`` ``--tile-size``). An option the message
+    names with a value is written as a flag in that form only: elsewhere the same word is prose
+    (``optimizer state ... or optimizer=adam``)."""
     text = str(error)
     for name in getattr(error, "options", ()):
-        text = re.sub(rf"(?<![\w-]){re.escape(name)}=", flag_of(name) + " ", text)
-        text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag_of(name), text)
+        with_value = rf"(?<![\w-]){re.escape(name)}="
+        if re.search(with_value, text):
+            text = re.sub(with_value, flag_of(name) + " ", text)
+        else:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag_of(name), text)
     return as_typed(text)

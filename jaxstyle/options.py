@@ -42,7 +42,7 @@ from jaxstyle.errors import JaxstyleError
 
 if TYPE_CHECKING:
     from jaxstyle.losses import LossConfig, LossWeights
-    from jaxstyle.optimize import OptimizerConfig
+    from jaxstyle.steps import OptimizerConfig
 
 LBFGS_STEP = 1.0  # neural-style's unit step
 ADAM_LEARNING_RATE = 0.02  # in [0, 1] pixel units
@@ -849,7 +849,7 @@ class StyleOptions:
         """The optimizer's settings, with Adam's rate converted from pixel units to the
         variable's (`model_range`: model-space units per pixel range, from
         `jaxstyle.Preprocessing.model_range`; `pixel_units`: the variable is in pixels)."""
-        from jaxstyle.optimize import OptimizerConfig
+        from jaxstyle.steps import OptimizerConfig
 
         if self.optimization.optimizer == "adam":
             rate = self.optimization.learning_rate or ADAM_LEARNING_RATE

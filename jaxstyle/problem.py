@@ -18,11 +18,13 @@ import numpy as np
 
 from jaxstyle import color, losses, neighbours, pyramid
 from jaxstyle.choices import MAX_SIDE, NEURAL_NEIGHBOUR
+from jaxstyle.compiled import check_memory
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.options import OptionsError, StyleOptions
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.resampling import fit_longest_side, resize
 from jaxstyle.stages import Stage, output_shape, plan
+from jaxstyle.steps import Loss
 from jaxstyle.tiling import tiled_style_target_list
 from jaxstyle.vgg import (
     VGGWeights,
@@ -457,7 +459,7 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     (``options.performance.memory_limit_gb``, default what the device has free), before any
     target is computed: the stage's problem is built from shapes alone (`jax.eval_shape`) and
     its compiled chunk's memory analysed; the compiled code is kept for the run
-    (`jaxstyle.optimize.COMPILED`).
+    (`jaxstyle.compiled.COMPILED`).
 
     Args:
       masks, content_mask: whether the run has style masks (one per style) and a content mask.
@@ -469,8 +471,6 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     Raises:
       OutOfMemoryError: the estimate, its parts and what to change.
     """
-    from jaxstyle.optimize import check_memory
-
     gb = options.performance.memory_limit_gb
     limit = None if gb is None else int(gb * 2**30)
     if limit == 0:
@@ -505,7 +505,7 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     if options.optimization.parametrization == "pyramid":
         loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
         x0 = jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
-    check_memory(loss_fn, loss_static, x0, (params, targets),
+    check_memory(Loss(loss_fn, loss_static, (params, targets)), x0,
                  options.optimizer_config(pre.model_range(), luminance),
                  options.performance.progress_every, limit, compile=compile)
 

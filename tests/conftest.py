@@ -36,7 +36,7 @@ def _release_compiled_code():
 
     import jax
 
-    from jaxstyle.optimize import COMPILED
+    from jaxstyle.compiled import COMPILED
 
     COMPILED.clear()
     jax.clear_caches()

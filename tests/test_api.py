@@ -144,8 +144,9 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
                     and np.isclose(r.style_gram_ratio, 1.0) and set(r.style_gram) == {
                         "relu1_1", "relu2_1"}),
         "minimize": (lambda: jaxstyle.minimize(
-            problem.loss_fn, problem.loss_static, problem.x0, (weights.params, problem.targets),
-            options.optimizer_config(weights.preprocessing.model_range()), 2, memory_limit=0),
+            jaxstyle.Loss(problem.loss_fn, problem.loss_static, (weights.params, problem.targets)),
+            problem.x0, options.optimizer_config(weights.preprocessing.model_range()), 2,
+            memory_limit=0),
                      lambda r: r.x.shape == problem.x0.shape and len(r.history["total"]) == 2
                      and r.history["total"][-1] < r.history["total"][0]
                      and not np.array_equal(r.x, problem.x0)),

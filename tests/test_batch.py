@@ -110,16 +110,17 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
                                                                      tiny_weights_file, capsys):
     from jaxstyle import StyleOptions, stylize
     from jaxstyle.cli import main
+    from jaxstyle.compiled import estimate_memory
     from jaxstyle.errors import OutOfMemoryError
-    from jaxstyle.optimize import estimate_memory
     from jaxstyle.problem import prepare
+    from jaxstyle.steps import Loss
 
     def estimate(size, history):
         options = StyleOptions(size=size, lbfgs_history=history, **TINY_LAYERS)
         problem = prepare(smooth_image(size, size, 0), [smooth_image(32, 32, 1)], tiny_weights,
                           options)
-        return estimate_memory(problem.loss_fn, problem.loss_static, problem.x0,
-                               (tiny_weights.params, problem.targets),
+        return estimate_memory(Loss(problem.loss_fn, problem.loss_static,
+                                    (tiny_weights.params, problem.targets)), problem.x0,
                                options.optimizer_config(tiny_weights.preprocessing.model_range()),
                                10)
 
@@ -132,7 +133,8 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     assert small.total > small.state
     options = StyleOptions(size=32, iterations=2, **TINY_LAYERS,
                            memory_limit_gb=(small.state + small.total) / 2 / 2**30)
-    with pytest.raises(OutOfMemoryError, match=r"needs about .* MiB .* --lbfgs-history"):
+    # The library names the options to change as it knows them, the command line as flags.
+    with pytest.raises(OutOfMemoryError, match=r"needs about .* MiB .* a shorter lbfgs_history"):
         stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights, options)
     fits = stylize(smooth_image(32, 32, 0), [smooth_image(32, 32, 1)], tiny_weights,
                    options.replace(memory_limit_gb=small.total / 2**30 * 1.5))
@@ -146,6 +148,9 @@ def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weight
     err = capsys.readouterr().err.strip()
     errors = [line for line in err.splitlines() if line.startswith("jaxstyle: error:")]
     assert code == 2 and len(errors) == 1 and "MiB is available" in errors[0]
+    assert errors[0].endswith(": use a smaller --size, --scales to finish large sizes with fewer "
+                              "iterations, a shorter --lbfgs-history, or --optimizer adam (no "
+                              "history)"), errors[0]
     assert "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
 

@@ -29,6 +29,7 @@ from jaxstyle.losses import (
     wasserstein_distance,
 )
 from jaxstyle.optimize import minimize
+from jaxstyle.steps import Loss
 from jaxstyle.terms import tv_loss
 
 SMALL = dict(size=32, iterations=6, progress_every=3, **TINY_LAYERS)
@@ -211,7 +212,7 @@ def _quadratic(x, _static):
 def test_ema_and_best_iterate_tracking():
     seen = []
     config = optimizer_config(name="adam", learning_rate=0.9, ema_decay=0.8)
-    result = minimize(_quadratic, None, jnp.zeros(2), (), config, 12, chunk=1,
+    result = minimize(Loss(_quadratic, None, ()), jnp.zeros(2), config, 12, chunk=1,
                       callback=lambda p: seen.append(np.asarray(p.x)))
     ema = np.zeros(2)
     for x in seen:

@@ -36,6 +36,10 @@ LAYERS = {
     "jaxstyle.color": CORE,
     "jaxstyle.pyramid": CORE,
     "jaxstyle.temporal": CORE,
+    "jaxstyle.linesearch": CORE,
+    "jaxstyle.lbfgs": CORE,
+    "jaxstyle.steps": CORE,
+    "jaxstyle.compiled": CORE,
     "jaxstyle.optimize": CORE,
     # run: a stylization planned and driven, from arrays to arrays.
     "jaxstyle.options": RUN,
@@ -83,9 +87,8 @@ LAYERS = {
 those below it, never one above."""
 
 FLAGS_NOT_YET_OUT = {
-    # Issue 37: these modules' flag wording moves out with their own restructuring (optimize.py
-    # split into modules; StyleOptions' help texts); remove each entry when it lands.
-    "jaxstyle.optimize",
+    # Issue 37: these modules' flag wording moves out with their own restructuring
+    # (StyleOptions' help texts); remove each entry when it lands.
     "jaxstyle.options",
 }
 """Core and run modules still allowed to mention a flag in a string."""
@@ -232,6 +235,9 @@ def test_the_development_docs_module_map_matches_the_layers():
      "--style-weight: must be in [0, 1e+12] (got -1.0)"),
     ("scales: at scales=32768, the largest, a style_scales entry", ("scales",),
      "--scales: at --scales 32768, the largest, a style_scales entry"),
+    ("needs 2 GiB (optimizer state 1 GiB): a shorter lbfgs_history, or optimizer=adam",
+     ("lbfgs_history", "optimizer"),
+     "needs 2 GiB (optimizer state 1 GiB): a shorter --lbfgs-history, or --optimizer adam"),
 ])
 def test_the_command_line_words_the_options_an_error_names_as_flags(message, options, typed):
     from jaxstyle.errors import JaxstyleError

@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 
 import jax
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 from conftest import optimizer_config, smooth_image
 
-from jaxstyle import OptimizationError, StyleOptions, optimize, stylize
-from jaxstyle.optimize import minimize
+from jaxstyle import OptimizationError, StyleOptions, compiled, lbfgs, optimize, steps, stylize
+from jaxstyle.linesearch import ZoomLineSearch
+from jaxstyle.optimize import Continuation, minimize
+from jaxstyle.steps import Loss
 
 A = jnp.asarray(np.random.default_rng(0).normal(size=(6, 6)), jnp.float32)
 H = A @ A.T + 6 * jnp.eye(6)  # a well-conditioned SPD matrix
@@ -38,7 +41,7 @@ def test_lbfgs_matches_scipy_on_quadratic(linesearch):
     ).x
     np.testing.assert_allclose(want, np.linalg.solve(h, b), atol=1e-6)
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=10, linesearch=linesearch)
-    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 40, chunk=7)
+    result = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 40, chunk=7)
     np.testing.assert_allclose(result.x, want, atol=1e-4)
     np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-4)
     assert len(result.history["total"]) == 40
@@ -55,9 +58,9 @@ def test_lbfgs_after_a_skipped_first_pair_steps_like_torch():
     # L-BFGS then steps along -g with its initial scale 1 (not the first step's 1/|g|_1).
     a = jnp.asarray([3.0, -1.0, 2.0, 0.5])
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="none")
-    first = minimize(linear, None, jnp.zeros(4), (a,), config, 1, memory_limit=0)
+    first = minimize(Loss(linear, None, (a,)), jnp.zeros(4), config, 1, memory_limit=0)
     np.testing.assert_allclose(first.x, -a / jnp.sum(jnp.abs(a)), rtol=1e-6)
-    second = minimize(linear, None, jnp.zeros(4), (a,), config, 2, memory_limit=0)
+    second = minimize(Loss(linear, None, (a,)), jnp.zeros(4), config, 2, memory_limit=0)
     np.testing.assert_allclose(second.x, first.x - a, rtol=1e-6)
 
 
@@ -70,10 +73,10 @@ def test_zoom_never_steps_uphill_where_unit_steps_do():
     # Far from its minimum the loss is nearly linear: secant steps overshoot by far.
     start = jnp.full(6, 10.0)
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="none")
-    unit = minimize(pseudo_huber, None, start, (B,), config, 10, memory_limit=0)
+    unit = minimize(Loss(pseudo_huber, None, (B,)), start, config, 10, memory_limit=0)
     assert max(unit.history["total"]) > 1e3 * float(pseudo_huber(start, B, None)[0])
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="zoom")
-    safe = minimize(pseudo_huber, None, start, (B,), config, 10, memory_limit=0)
+    safe = minimize(Loss(pseudo_huber, None, (B,)), start, config, 10, memory_limit=0)
     assert np.all(np.diff(safe.history["total"]) <= 0)
     np.testing.assert_allclose(safe.x, B, atol=1e-3)
     # The loss components come from the accepted step, not from a recomputation.
@@ -82,7 +85,7 @@ def test_zoom_never_steps_uphill_where_unit_steps_do():
 
 def test_zoom_costs_one_evaluation_when_the_quasi_newton_step_is_accepted():
     config = optimizer_config(name="lbfgs", learning_rate=1.0, history=5, linesearch="zoom")
-    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 10, memory_limit=0)
+    result = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 10, memory_limit=0)
     assert result.evaluations <= 10 + 1 + 3  # init, one per step, a few longer searches
 
 
@@ -103,7 +106,7 @@ def wavy(x, _static):
 def test_zoom_search_is_jaxopts_with_the_loss_compiled_once(start, direction, first, maxiter,
                                                             fails):
     fun = functools.partial(wavy, _static=None)
-    search = optimize._Zoom(fun=fun, has_aux=True, maxiter=maxiter, max_stepsize=100.0)
+    search = ZoomLineSearch(fun=fun, has_aux=True, maxiter=maxiter, max_stepsize=100.0)
     x = jnp.full(3, start, jnp.float32).at[1].add(0.5)
     (value, _), grad = jax.value_and_grad(fun, has_aux=True)(x)
     d = direction * -grad / jnp.linalg.norm(grad)
@@ -124,17 +127,18 @@ def test_zoom_search_is_jaxopts_with_the_loss_compiled_once(start, direction, fi
 @pytest.mark.parametrize("rule", [optimize.StopRule(loss=1e-4), optimize.StopRule(change=1e-3)])
 def test_stop_rules_stop_when_met_and_only_then(rule):
     config = optimizer_config(name="lbfgs", history=5, linesearch="zoom")
-    full = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=10)
-    stopped = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=10, stop=rule)
+    full = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 200, chunk=10)
+    stopped = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 200, chunk=10,
+                       stop=rule)
     totals = stopped.history["total"]
     assert 10 < len(totals) < 200 and len(totals) % optimize.STALL_WINDOW == 0
     assert rule.met(stopped.history)
     assert not rule.met({k: v[:-10] for k, v in stopped.history.items()})
     np.testing.assert_array_equal(totals, full.history["total"][: len(totals)])
     # Continuing from the middle with the earlier history stops at the same iteration.
-    half = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 15, chunk=10)
-    rest = minimize(quadratic, None, half.x, (H, B), config, 200, chunk=10, state=half.state,
-                    start_iteration=15, stop=rule, recent=half.history)
+    half = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 15, chunk=10)
+    rest = minimize(Loss(quadratic, None, (H, B)), half.x, config, 200, chunk=10, stop=rule,
+                    resume=Continuation(half.state, 15, recent=half.history))
     assert 15 + len(rest.history["total"]) == len(totals)
 
 
@@ -142,8 +146,9 @@ def test_stop_rules_stop_when_met_and_only_then(rule):
 def test_where_a_run_stops_does_not_depend_on_its_chunk_length(chunk):
     config = optimizer_config(name="lbfgs", history=5, linesearch="zoom")
     rule = optimize.StopRule(change=1e-3)
-    reference = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=10, stop=rule)
-    other = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 200, chunk=chunk, stop=rule)
+    loss = Loss(quadratic, None, (H, B))
+    reference = minimize(loss, jnp.zeros(6), config, 200, chunk=10, stop=rule)
+    other = minimize(loss, jnp.zeros(6), config, 200, chunk=chunk, stop=rule)
     assert other.history == reference.history
     np.testing.assert_array_equal(other.x, reference.x)
 
@@ -151,7 +156,7 @@ def test_where_a_run_stops_does_not_depend_on_its_chunk_length(chunk):
 def test_change_history_is_the_mean_absolute_step_in_grey_levels():
     config = optimizer_config(name="lbfgs", history=5, linesearch="zoom", grey_level=0.5)
     xs = []
-    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 3, chunk=1,
+    result = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 3, chunk=1,
                       callback=lambda p: xs.append(np.asarray(p.x)))
     steps = np.diff(np.stack([np.zeros(6), *xs]), axis=0)
     np.testing.assert_allclose(result.history["change"], np.abs(steps).mean(-1) / 0.5,
@@ -175,15 +180,15 @@ def test_stalled_ignores_a_rising_loss():
 
 def test_adam_converges_on_quadratic():
     config = optimizer_config(name="adam", learning_rate=0.05)
-    result = minimize(quadratic, None, jnp.zeros(6), (H, B), config, 600, chunk=100)
+    result = minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 600, chunk=100)
     np.testing.assert_allclose(result.x, jnp.linalg.solve(H, B), atol=1e-3)
 
 
 def test_chunks_report_progress_and_stop_at_requested_iterations():
     seen = []
     config = optimizer_config(name="lbfgs", history=5)
-    minimize(quadratic, None, jnp.zeros(6), (H, B), config, 25, chunk=10,
-             stops=lambda i: i % 4 == 0, callback=lambda p: seen.append(p.iteration))
+    minimize(Loss(quadratic, None, (H, B)), jnp.zeros(6), config, 25, chunk=10,
+             chunk_ends=lambda i: i % 4 == 0, callback=lambda p: seen.append(p.iteration))
     assert seen == [4, 8, 12, 16, 20, 24, 25]
 
 
@@ -191,7 +196,7 @@ def test_nan_stops_with_clear_error_naming_the_loss():
     config = optimizer_config(name="adam", learning_rate=0.5)
     seen = []
     with pytest.raises(OptimizationError, match=r"NaN or infinite at iteration \d+ \(bad: tv\)"):
-        minimize(nan_beyond, None, jnp.zeros(3), (1.0,), config, 50, chunk=10,
+        minimize(Loss(nan_beyond, None, (1.0,)), jnp.zeros(3), config, 50, chunk=10,
                  callback=lambda p: seen.append(p))
     assert all(np.isfinite(p.value) and p.x[0] <= 1.0 for p in seen)
 
@@ -230,19 +235,17 @@ def test_stylize_rejects_too_small_output(tiny_weights):
 def test_callers_arrays_survive_buffer_donation():
     x0 = jnp.zeros(6)
     config = optimizer_config(name="lbfgs", history=5)
-    first = minimize(quadratic, None, x0, (H, B), config, 3, chunk=2)
-    again = minimize(quadratic, None, x0, (H, B), config, 5, chunk=2, state=first.state,
-                     start_iteration=3)
+    first = minimize(Loss(quadratic, None, (H, B)), x0, config, 3, chunk=2)
+    again = minimize(Loss(quadratic, None, (H, B)), x0, config, 5, chunk=2,
+                     resume=Continuation(first.state, 3))
     np.testing.assert_array_equal(x0, jnp.zeros(6))
     assert np.isfinite(np.asarray(first.state.opt.value)) and len(again.history["total"]) == 2
 
 
 def test_compiled_executables_are_bounded_and_least_recently_used_go_first():
-    from jaxstyle import optimize
-
     jitted = jax.jit(lambda x: x * 2)
     first = jnp.zeros(1)
-    cache = optimize.CompileCache(size=4)
+    cache = compiled.CompileCache(size=4)
     cache.compile(jitted, first)
     for n in range(2, cache.size + 4):
         cache.compile(jitted, first)  # keeps the first shape recently used
@@ -285,9 +288,9 @@ def random_history(rng, m, n, pairs, skipped):
 
 
 def compact_state(s, y, rho, gamma, grad, iter_num, dtype):
-    """A `_CompactState` whose inner products are exact, NaN wherever they must not be read:
+    """A `LBFGSState` whose inner products are exact, NaN wherever they must not be read:
     stale entries (s newer than y), pairs with rho 0 and the newest pair's column, which
-    `_compact_direction` adds itself."""
+    `compact_direction` adds itself."""
     m = len(rho)
     age = (np.arange(m) - iter_num) % m  # 0: oldest
     readable = (age[:, None] <= age[None, :]) & (rho != 0)[:, None] & (rho != 0)[None, :]
@@ -295,7 +298,7 @@ def compact_state(s, y, rho, gamma, grad, iter_num, dtype):
     yy_readable = readable | readable.T
     c = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     zero = c(0.0)
-    return optimize._CompactState(
+    return lbfgs.LBFGSState(
         jnp.asarray(iter_num), zero, c(grad), zero, zero, c(s), c(y), c(rho), c(gamma), {},
         jnp.asarray(False), 0, 0, 0, c(np.where(readable, s @ y.T, np.nan)),
         c(np.where(yy_readable, y @ y.T, np.nan)))
@@ -316,13 +319,13 @@ def test_compact_direction_is_the_two_loop_direction(m, pairs, skipped):
     want = two_loop(s, y, rho, gamma, grad, pairs)
     with jax.enable_x64():
         state = compact_state(s, y, rho, gamma, grad, pairs, jnp.float64)
-        got, s_dot_y, y_dot_y = jax.jit(optimize._compact_direction)(state)
+        got, s_dot_y, y_dot_y = jax.jit(lbfgs.compact_direction)(state)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
         newest = (pairs - 1) % m
         np.testing.assert_allclose(s_dot_y[:, newest], s @ y[newest], rtol=1e-12)
         np.testing.assert_allclose(y_dot_y[newest], y @ y[newest], rtol=1e-12)
     # float32, on these well-conditioned histories: within 1e-5 of the float64 direction.
-    got32, _, _ = jax.jit(optimize._compact_direction)(
+    got32, _, _ = jax.jit(lbfgs.compact_direction)(
         compact_state(s, y, rho, gamma, grad, pairs, jnp.float32))
     np.testing.assert_allclose(got32, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
@@ -333,17 +336,45 @@ def cauchy(x, b, _static):
     return value, {"value": value}
 
 
+@dataclasses.dataclass(eq=False)
+class TwoLoopLBFGS(jaxopt.LBFGS):
+    """jaxopt's own L-BFGS (its two-loop direction and its update) with torch's first step and
+    pair rule applied around it, as jaxstyle ran before the compact direction."""
+
+    first_step: float = 0.0
+
+    def init_state(self, x, *args):
+        state = super().init_state(x, *args)
+        if self.stepsize > 0:
+            return state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
+        if self.first_step:
+            steepest = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1e-30)
+            return state._replace(gamma=self.first_step / steepest)
+        return state
+
+    def update(self, x, state, *args):
+        new_x, new_state = super().update(x, state, *args)
+        skip = jnp.vdot(new_x - x, new_state.grad - state.grad) <= lbfgs.CURVATURE_EPS
+        slot = state.iter_num % self.history_size
+        first = state.gamma if self.first_step else jnp.ones_like(state.gamma)
+        return jaxopt.OptStep(new_x, new_state._replace(
+            rho_history=jnp.where(skip, new_state.rho_history.at[slot].set(0.0),
+                                  new_state.rho_history),
+            gamma=jnp.where(skip, jnp.where(state.iter_num == 0, first, state.gamma),
+                            new_state.gamma)))
+
+
 @pytest.fixture
 def two_loop_solver(monkeypatch):
-    """Call it to make `minimize` run jaxopt's own L-BFGS (its two-loop direction), as before
-    the compact direction; what was compiled with it is dropped afterwards."""
+    """Call it to make `minimize` run `TwoLoopLBFGS`; what was compiled with it is dropped
+    afterwards."""
 
     def use():
-        optimize.COMPILED.clear()  # the compiled functions hold the solver they were built with
-        monkeypatch.setattr(optimize, "_CompactLBFGS", jaxopt.LBFGS)
+        compiled.COMPILED.clear()  # the compiled functions hold the solver they were built with
+        monkeypatch.setattr(steps, "CompactLBFGS", TwoLoopLBFGS)
 
     yield use
-    optimize.COMPILED.clear()
+    compiled.COMPILED.clear()
 
 
 @pytest.mark.parametrize("linesearch", ["none", "zoom"])
@@ -358,13 +389,13 @@ def test_compact_lbfgs_takes_jaxopts_iterates(linesearch, two_loop_solver):
 
     with jax.enable_x64():
         start, b = jnp.full((2, 4, 3), 4.0, jnp.float64), b.astype(jnp.float64)
-        new = minimize(cauchy, None, start, (b,), config, 25, chunk=1, memory_limit=0,
+        new = minimize(Loss(cauchy, None, (b,)), start, config, 25, chunk=1, memory_limit=0,
                        callback=record)
         two_loop_solver()
-        old = minimize(cauchy, None, start, (b,), config, 25, chunk=1, memory_limit=0)
+        old = minimize(Loss(cauchy, None, (b,)), start, config, 25, chunk=1, memory_limit=0)
     if linesearch == "none":  # unit steps: the skip rule drops the first pairs
         assert 0.0 in newest_rho[:3] and 0.0 not in newest_rho[5:10]
-    assert not isinstance(old.state.opt, optimize._CompactState)
+    assert not isinstance(old.state.opt, lbfgs.LBFGSState)
     np.testing.assert_allclose(new.history["total"], old.history["total"], rtol=1e-10)
     np.testing.assert_allclose(new.x, old.x, rtol=1e-9, atol=1e-9)
     assert new.evaluations == old.evaluations
@@ -375,10 +406,10 @@ def test_compact_lbfgs_batch_is_each_image_alone():
     with jax.enable_x64():
         b = jnp.linspace(-3.0, 3.0, 48, dtype=jnp.float64).reshape(2, 2, 4, 3)
         start = jnp.stack([jnp.full((2, 4, 3), 4.0), jnp.full((2, 4, 3), -1.0)])
-        both = minimize(cauchy, None, start, (b,), config, 12, chunk=5, memory_limit=0,
-                        batch_axes=(0,))
+        both = minimize(Loss(cauchy, None, (b,), batch_axes=(0,)), start, config, 12, chunk=5,
+                        memory_limit=0)
         for i in range(2):
-            alone = minimize(cauchy, None, start[i], (b[i],), config, 12, chunk=5,
+            alone = minimize(Loss(cauchy, None, (b[i],)), start[i], config, 12, chunk=5,
                              memory_limit=0)
             np.testing.assert_allclose(both.x[i], alone.x, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(np.asarray(both.history["total"])[:, i],

@@ -173,7 +173,7 @@ def test_the_default_at_512_px_ends_within_the_bounds_at_a_tiny_width(tiny_weigh
 def test_later_scales_are_prepared_in_the_background_without_changing_the_result(
         tiny_weights, monkeypatch):
     from jaxstyle import driver
-    from jaxstyle.optimize import COMPILED
+    from jaxstyle.compiled import COMPILED
 
     content, style = smooth_image(48, 64, seed=1), smooth_image(40, 40, seed=2)
     options = StyleOptions(scales=(32, 64), scale_iterations=(3, 2), seed=3, **TINY_LAYERS)

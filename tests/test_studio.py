@@ -23,9 +23,9 @@ pytest.importorskip("starlette", reason="the studio extra is not installed")
 from starlette.testclient import TestClient
 
 from jaxstyle import StyleOptions, load_image, stylize
+from jaxstyle.compiled import COMPILED
 from jaxstyle.flags import as_flags
 from jaxstyle.images import load_mask, to_uint8
-from jaxstyle.optimize import COMPILED
 from jaxstyle.options import OPTION_FIELDS, RANGES
 from jaxstyle.studio import form
 from jaxstyle.studio.server import StudioConfig, create_app

@@ -37,7 +37,7 @@ _GEOMETRIES = 16
 """Distinct input geometries (the size option and the inputs' shapes) whose compiled code
 jax's own jit caches keep (the style targets, the quality measures, resizing: each XLA:CPU
 executable holds memory and memory mappings). A job bringing one more clears those caches
-first; the run's own executables are bounded apart (`jaxstyle.optimize.COMPILED`, 16)."""
+first; the run's own executables are bounded apart (`jaxstyle.compiled.COMPILED`, 16)."""
 
 
 class Busy(JaxstyleError):
