@@ -86,11 +86,7 @@ LAYERS = {
 """Each module of the package and its layer: a module may import its own layer's modules and
 those below it, never one above."""
 
-FLAGS_NOT_YET_OUT = {
-    # Issue 37: these modules' flag wording moves out with their own restructuring
-    # (StyleOptions' help texts); remove each entry when it lands.
-    "jaxstyle.options",
-}
+FLAGS_NOT_YET_OUT: set[str] = set()
 """Core and run modules still allowed to mention a flag in a string."""
 
 FLAG = re.compile(r"(?<![\w-])--[a-z]")
