@@ -9,6 +9,11 @@ import pytest
 
 from jaxstyle.weights import load_weights
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One test process per core (README command 2): on a GPU, each would otherwise take 75% of
+    # its memory at the first array.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 DATA = Path(__file__).parent / "data"
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 

@@ -191,7 +191,7 @@ def test_previews_change_no_pixel(client, tiny_weights, tmp_path):
     # network's picture reaches well within 300) and chunks of 3, the run still stops where and
     # as the library's own does.
     values = {"size": 32, "iterations": 300, "progress_every": 3, "preset": "balanced",
-              "stop_change": 1.0}
+              "stop_change": 1.0, **{name: list(layers) for name, layers in TINY_LAYERS.items()}}
     job = start(client, "/api/runs", {**inputs(client), "options": values})
     snapshots = follow(client, job)
     content_file, style_file = tmp_path / "c.png", tmp_path / "s.png"

@@ -200,8 +200,17 @@ def test_quality_reads_against_the_photo(tiny_weights):
     assert "x the photo's (Gram)" in quality.summary()
 
 
-@pytest.mark.parametrize("style_loss", ["sliced_wasserstein", "gram_histogram"])
-@pytest.mark.parametrize("control", ["masks", "scales", "tiles", "self_similarity"])
+QUICK_PAIRS = {("masks", "sliced_wasserstein"), ("scales", "gram_histogram"),
+               ("tiles", "gram_histogram"), ("self_similarity", "sliced_wasserstein")}
+"""The quick suite's cases: each control with one of the two losses, each loss with two
+controls; CI's slow run takes the whole grid (each case compiles its own programs)."""
+
+
+@pytest.mark.parametrize("control, style_loss", [
+    pytest.param(control, loss, id=f"{control}-{loss}",
+                 marks=() if (control, loss) in QUICK_PAIRS else pytest.mark.slow)
+    for control in ("masks", "scales", "tiles", "self_similarity")
+    for loss in ("sliced_wasserstein", "gram_histogram")])
 def test_each_loss_works_with_masks_scales_and_tiles(tiny_weights, style_loss, control):
     content, a, b = smooth_image(48, 64, 0), smooth_image(40, 40, 1), smooth_image(40, 40, 2)
     options = StyleOptions(size=64, iterations=4, progress_every=2, style_loss=style_loss,

@@ -37,8 +37,11 @@ def test_computes_only_up_to_deepest_layer(tiny_weights, reference):
 
 
 def test_widths_come_from_parameters():
-    params = init_params(jax.random.key(0), widths=(4, 8, 8, 16, 16))
-    out = vgg_features(params, jnp.zeros((32, 32, 3)), ["relu5_4", "pool5"])
+    # Shapes alone: traced, never compiled (eagerly, every layer's ops compiled one by one).
+    params = jax.eval_shape(lambda key: init_params(key, widths=(4, 8, 8, 16, 16)),
+                            jax.random.key(0))
+    out = jax.eval_shape(lambda p: vgg_features(p, jnp.zeros((32, 32, 3)), ["relu5_4", "pool5"]),
+                         params)
     assert out["relu5_4"].shape == (2, 2, 16)
     assert out["pool5"].shape == (1, 1, 16)
 

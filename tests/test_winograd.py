@@ -131,6 +131,8 @@ def test_kernels_transformed_once_give_the_same_features_and_gradients():
     expected = {jnp.float32: {"conv3_2": 36, "conv3_3": 36, "conv4_1": 16, "conv4_2": 16,
                               "conv4_3": 16, "conv5_1": 16},
                 jnp.bfloat16: {"conv4_2": 16, "conv4_3": 16, "conv5_1": 16}}
+    # One compiled program per dtype and layout, for the image's gradient and the kernels'.
+    value_and_grad = jax.jit(jax.value_and_grad(loss, (0, 1)), static_argnums=2)
     for dtype, want in expected.items():
         transformed = vgg.transform_kernels(params, image.shape, layers, "winograd", dtype)
         if jax.default_backend() != "cpu":
@@ -138,10 +140,8 @@ def test_kernels_transformed_once_give_the_same_features_and_gradients():
             continue
         assert {name: p["winograd_forward"].shape[0] for name, p in transformed.items()
                 if "winograd_forward" in p} == want
-        value, grad = jax.jit(jax.value_and_grad(loss, 1), static_argnums=2)(
-            params, image, dtype)
-        value_t, grad_t = jax.jit(jax.value_and_grad(loss, 1), static_argnums=2)(
-            transformed, image, dtype)
+        value, (wrt_params, grad) = value_and_grad(params, image, dtype)
+        value_t, (wrt_transformed, grad_t) = value_and_grad(transformed, image, dtype)
         np.testing.assert_allclose(value_t, value, rtol=1e-6)
         np.testing.assert_allclose(grad_t, grad, rtol=1e-6, atol=1e-6 * float(
             jnp.abs(grad).max()))
@@ -152,18 +152,15 @@ def test_kernels_transformed_once_give_the_same_features_and_gradients():
         assert "_winograd_kernel" not in jaxpr
         broken = {**transformed, "conv4_2": {**transformed["conv4_2"], "winograd_forward":
                                              jnp.zeros_like(transformed["conv4_2"]["winograd_forward"])}}
-        assert float(loss(broken, image, dtype)) != float(value)
+        assert float(value_and_grad(broken, image, dtype)[0]) != float(value)
+        # The kernels' own gradient is unchanged; none reaches the transformed copies.
+        np.testing.assert_allclose(wrt_transformed["conv4_2"]["kernel"],
+                                   wrt_params["conv4_2"]["kernel"], rtol=1e-5, atol=1e-6)
+        assert not np.any(wrt_transformed["conv4_2"]["winograd_forward"])
     # Transformed for another size (other tiles): the inline transform takes over.
     elsewhere = vgg.transform_kernels(params, (40, 48, 3), layers)
     np.testing.assert_allclose(loss(elsewhere, image, jnp.float32),
                                loss(params, image, jnp.float32), rtol=1e-6)
-    # The kernels' own gradient is unchanged; none reaches the transformed copies.
-    transformed = vgg.transform_kernels(params, image.shape, layers)
-    wrt_params = jax.grad(loss)(transformed, image, jnp.float32)
-    np.testing.assert_allclose(wrt_params["conv4_2"]["kernel"],
-                               jax.grad(loss)(params, image, jnp.float32)["conv4_2"]["kernel"],
-                               rtol=1e-5, atol=1e-6)
-    assert not np.any(wrt_params["conv4_2"]["winograd_forward"])
     # For XLA's convolution, each input gradient's kernel flipped once: the same values,
     # exactly, and the flipped copy is what the gradient uses.
     flipped = vgg.transform_kernels(params, image.shape, layers, "direct")
