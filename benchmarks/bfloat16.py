@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jaxstyle  # noqa: E402
-from jaxstyle import vgg  # noqa: E402
+from jaxstyle import vgg, vgg_layers  # noqa: E402
 
 
 def timed(variants: dict, repeats: int) -> dict[str, float]:
@@ -59,7 +59,7 @@ def timed(variants: dict, repeats: int) -> dict[str, float]:
 
 def conv_inputs(params: dict, image: jax.Array) -> dict[str, jax.Array]:
     """The input of every convolution of 256+ channels, from the network's own activations."""
-    names = [name for name in vgg.conv_layer_names() if name in params]  # VGG19's order
+    names = [name for name in vgg_layers.conv_layer_names() if name in params]  # VGG19's order
     feats = jaxstyle.vgg_features(params, image, [f"relu{n[4:]}" for n in names])
     inputs = {}
     for prev, name in zip(names, names[1:]):

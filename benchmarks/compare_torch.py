@@ -197,6 +197,7 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
     from jaxstyle import losses
     from jaxstyle.optimize import Continuation, minimize
     from jaxstyle.steps import Loss, OptimizerConfig
+    from jaxstyle.targets import content_targets, style_targets
 
     weights = jaxstyle.load_weights(folder / "vgg19-random.msgpack")
     data = np.load(folder / f"inputs_{size}.npz")
@@ -230,8 +231,8 @@ def run_jax(folder: Path, size: int, iterations: int, target: float | None,
         return (time.perf_counter() - start) / EVAL_REPEATS
 
     config = loss_config(convolution)  # for the L-BFGS run
-    targets = losses.Targets(losses.content_targets(weights.params, content, config),
-                             (losses.style_targets(weights.params, [style], config),),
+    targets = losses.Targets(content_targets(weights.params, content, config),
+                             (style_targets(weights.params, [style], config),),
                              weights=style_options(convolution).loss_weights())
     per_eval_direct, per_eval_winograd = (per_eval(loss_config("direct")),
                                           per_eval(loss_config("winograd")))

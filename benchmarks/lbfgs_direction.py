@@ -39,6 +39,7 @@ from jaxopt._src.lbfgs import inv_hessian_product  # jaxopt's two-loop, the refe
 
 from jaxstyle import StyleOptions, compiled, lbfgs, load_image, losses, steps
 from jaxstyle.resampling import fit_longest_side, resize
+from jaxstyle.targets import content_targets, style_targets
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -211,8 +212,8 @@ def real_problem(size):
         img.shape, size)))
     content = model(load_image(EXAMPLES / "chelsea.jpg"))
     style = model(load_image(EXAMPLES / "marbled.jpg"))
-    targets = losses.Targets(losses.content_targets(weights.params, content, config),
-                             (losses.style_targets(weights.params, [style], config),),
+    targets = losses.Targets(content_targets(weights.params, content, config),
+                             (style_targets(weights.params, [style], config),),
                              weights=options.loss_weights())
     return (losses.objective, config, options.optimizer_config(pre.model_range()), content,
             (weights.params, targets))

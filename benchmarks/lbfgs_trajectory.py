@@ -106,6 +106,7 @@ def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
     from jaxstyle import StyleOptions, losses, steps, vgg_features
     from jaxstyle.optimize import minimize
     from jaxstyle.steps import Loss, OptimizerConfig
+    from jaxstyle.targets import content_targets, style_targets
 
     if two_loop:  # this process only
         from lbfgs_direction import TwoLoopLBFGS
@@ -126,8 +127,8 @@ def run_jax(folder: Path, iterations: int, dtype: str, two_loop: bool = False,
                                style_weight=WEIGHTS[1], tv_weight=WEIGHTS[2])
         loss_config = options.loss_config()
         targets = losses.Targets(
-            losses.content_targets(params, content, loss_config),
-            (losses.style_targets(params, [cast(data["style"])], loss_config),),
+            content_targets(params, content, loss_config),
+            (style_targets(params, [cast(data["style"])], loss_config),),
             weights=options.loss_weights())
         fun, static = losses.objective, loss_config
     else:

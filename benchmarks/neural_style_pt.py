@@ -187,6 +187,7 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
 
     from jaxstyle import StyleOptions, load_image, load_weights, losses
     from jaxstyle.resampling import fit_longest_side, resize
+    from jaxstyle.targets import content_targets, style_targets
 
     weights = load_weights(weights_path)
     pre, params = weights.preprocessing, weights.params
@@ -198,10 +199,10 @@ def neural_style_scorer(content: str, style: str, weights_path: Path, size: int,
     shape = fit_longest_side(c.shape, size)
     s = load_image(style)
     to_model = lambda rgb, hw: pre.to_model(resize(jnp.asarray(rgb), *hw))  # noqa: E731
-    style_targets = (
-        losses.style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
+    style_target = (
+        style_targets(params, [to_model(s, fit_longest_side(s.shape, size))], config),)
     targets_at = functools.cache(lambda hw: losses.Targets(
-        losses.content_targets(params, to_model(c, hw), config), style_targets,
+        content_targets(params, to_model(c, hw), config), style_target,
         weights=loss_weights))
     shape_targets = targets_at(shape)  # made outside the trace below: the cache holds no tracers
     value_and_grad = jax.jit(jax.value_and_grad(

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx2
 
-from jaxstyle.options import BALANCED_STYLE_STRENGTH
+from jaxstyle.presets import BALANCED_STYLE_STRENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx2
 from studio import start_server  # benchmarks/studio.py, beside this script
 
-from jaxstyle.options import BALANCED_STYLE_STRENGTH
+from jaxstyle.presets import BALANCED_STYLE_STRENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,8 @@ from flax import serialization
 from jaxstyle.choices import RESUMABLE_OPTIONS
 from jaxstyle.errors import CheckpointError
 from jaxstyle.files import atomic_write, read_tagged_msgpack
-from jaxstyle.options import OptionsError, StyleOptions
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.options import StyleOptions
 from jaxstyle.run_state import RunState
 
 FORMAT_NAME = "jaxstyle-checkpoint"

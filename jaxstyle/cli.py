@@ -29,7 +29,7 @@ from jaxstyle.choices import (
 from jaxstyle.cpu_pool import ensure_two_threads
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.flags import error_line, from_flags, option_flags
-from jaxstyle.options import HEADINGS
+from jaxstyle.option_fields import HEADINGS
 from jaxstyle.studio import DEFAULT_PORT as STUDIO_PORT
 from jaxstyle.studio import DISK_BUDGET_MB as STUDIO_DISK_BUDGET_MB
 from jaxstyle.studio import MAX_UPLOAD_MB as STUDIO_MAX_UPLOAD_MB

@@ -30,7 +30,8 @@ from jaxstyle.choices import NEURAL_NEIGHBOUR
 from jaxstyle.compiled import COMPILED, estimate_memory, state_like
 from jaxstyle.errors import JaxstyleError, OptimizationError
 from jaxstyle.optimize import Continuation, Progress, StopRule, minimize
-from jaxstyle.options import OptionsError, StyleOptions
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.options import StyleOptions
 from jaxstyle.problem import (
     Problem,
     Scale,
@@ -49,6 +50,7 @@ from jaxstyle.problem import (
 from jaxstyle.run_state import RunState, restore_state
 from jaxstyle.stages import Stage, total_iterations
 from jaxstyle.steps import Loss
+from jaxstyle.targets import redraw_targets
 from jaxstyle.tiling import paste
 from jaxstyle.vgg import VGGWeights
 
@@ -179,7 +181,7 @@ def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
     config = options.loss_config()
     if not config.style_loss.redraws:
         return None
-    redraw = jax.jit(functools.partial(losses.redraw_targets, config=config))
+    redraw = jax.jit(functools.partial(redraw_targets, config=config))
     return lambda iteration: (args[0], place(redraw(
         args[1], key=jax.random.fold_in(key, iteration // options.objective.redraw_every))),
         *args[2:])

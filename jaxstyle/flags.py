@@ -11,7 +11,8 @@ import argparse
 import re
 from typing import NamedTuple
 
-from jaxstyle.options import HEADINGS, OPTION_FIELDS, StyleOptions, parser_of, preset_values
+from jaxstyle.option_fields import HEADINGS
+from jaxstyle.options import OPTION_FIELDS, StyleOptions, parser_of, preset_values
 
 _METAVARS = {"int": "N", "int | None": "N", "float": "X", "float | None": "X", "str": "TEXT",
              "str | None": "TEXT"}
@@ -41,7 +42,7 @@ def as_flags(text: str) -> str:
 def option_flags(skip: tuple[str, ...] = (), defaults: dict | None = None,
                  video: bool = False) -> list[Flag]:
     """One ``--flag`` per option (`jaxstyle.options.OPTION_FIELDS`), heading by heading
-    (`jaxstyle.options.HEADINGS`): its heading and the `argparse.ArgumentParser.add_argument`
+    (`jaxstyle.option_fields.HEADINGS`): its heading and the `argparse.ArgumentParser.add_argument`
     keywords (type, choices, default, help with the default shown once). `defaults` overrides
     some defaults for one command; the "video" options are only offered with `video`."""
     found = []

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 from jaxstyle.losses import PRECISIONS, LossConfig, LossWeights
 from jaxstyle.style_losses import masked
 from jaxstyle.terms import CONTENT_LOSSES, tv_loss
-from jaxstyle.vgg import depths_of, vgg_features
+from jaxstyle.vgg import vgg_features
+from jaxstyle.vgg_layers import depths_of
 
 STYLE_SAMPLES = 4096
 """The most style hypercolumns searched: a 256 x 256 style's whole grid (64 x 64); larger styles

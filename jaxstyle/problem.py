@@ -20,20 +20,16 @@ from jaxstyle import color, losses, neighbours, pyramid
 from jaxstyle.choices import MAX_SIDE, NEURAL_NEIGHBOUR
 from jaxstyle.compiled import check_memory
 from jaxstyle.errors import JaxstyleError, count
-from jaxstyle.options import OptionsError, StyleOptions
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.options import StyleOptions
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.resampling import fit_longest_side, resize
 from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.steps import Loss
+from jaxstyle.targets import region_targets, style_target_list
 from jaxstyle.tiling import tiled_style_target_list
-from jaxstyle.vgg import (
-    VGGWeights,
-    depths_of,
-    min_image_side,
-    pools_before,
-    transform_kernels,
-    validate_layers,
-)
+from jaxstyle.vgg import VGGWeights, transform_kernels
+from jaxstyle.vgg_layers import depths_of, min_image_side, pools_before, validate_layers
 
 
 def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:
@@ -339,7 +335,7 @@ def prepare_scale(
                                         options.objective.style_blend_weights, regions,
                                         options.plan.tile_size, options.plan.tile_overlap)
     elif style is None:
-        style = losses.style_target_list(weights.params, model_styles, config,
+        style = style_target_list(weights.params, model_styles, config,
                                          options.objective.style_blend_weights, regions)
     masks = None if style_masks is None else [
         None if m is None else _resized_mask(m, stage.size) for m in style_masks]
@@ -393,7 +389,7 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                           image_shape=tuple(start.shape))
         return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
     try:
-        targets = losses.region_targets(
+        targets = region_targets(
             weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
             cmask, options.objective.style_blend_weights, scale.style,
             weights=options.loss_weights())

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.losses import LossConfig, content_targets, style_targets
+from jaxstyle.losses import LossConfig
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import style_sizes
 from jaxstyle.resampling import resize
@@ -32,6 +32,7 @@ from jaxstyle.style_losses import (
     sorted_matching_distance,
     weighted_quantiles,
 )
+from jaxstyle.targets import content_targets, style_targets
 from jaxstyle.vgg import VGGWeights, vgg_features
 
 SCORING_SEED = 0

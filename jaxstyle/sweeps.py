@@ -21,7 +21,9 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
 from jaxstyle.errors import count
 from jaxstyle.images import save_image
-from jaxstyle.options import OptionsError, StyleOptions, VideoOptions, parse_value
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.option_groups import VideoOptions
+from jaxstyle.options import StyleOptions, parse_value
 from jaxstyle.problem import check_inputs
 from jaxstyle.quality import Quality, measure
 from jaxstyle.runner import ProgressDisplay, check_outputs, load_inputs, open_network

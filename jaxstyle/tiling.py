@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import losses
 from jaxstyle.losses import LossConfig
+from jaxstyle.targets import blend_shares, weighted_statistics
 
 
 def _ramp(n: int, overlap: int, rising: bool) -> np.ndarray:
@@ -62,7 +62,7 @@ def tiled_statistics(params: dict, image: jax.Array, weight: float, config: Loss
             mask[top - y0:min(height, top + step_y) - y0,
                  left - x0:min(width, left + step_x) - x0] = 1.0
             fraction = mask.sum() / (height * width)
-            part = losses.weighted_statistics(params, image[y0:y1, x0:x1], weight * fraction,
+            part = weighted_statistics(params, image[y0:y1, x0:x1], weight * fraction,
                                               config, jnp.asarray(mask))
             total = part if total is None else jax.tree_util.tree_map(jnp.add, total, part)
     return total
@@ -77,11 +77,11 @@ def tiled_style_target_list(
     tile: int,
     overlap: int,
 ) -> tuple[dict, ...]:
-    """`jaxstyle.losses.style_target_list` computed tile by tile (`tiled_statistics`), for
+    """`jaxstyle.targets.style_target_list` computed tile by tile (`tiled_statistics`), for
     style images too large to run whole; tiles of `tile` px with ``min(overlap, tile // 4)``
     pixels of context."""
     margin = min(overlap, tile // 4)
-    shares = losses.blend_shares(len(styles), blend_weights)
+    shares = blend_shares(len(styles), blend_weights)
     if regions:
         parts = [tiled_statistics(params, s, 1.0, config, tile, margin) for s in styles]
     else:

@@ -16,7 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from jaxstyle.errors import WeightsError
-from jaxstyle.vgg import ARCHITECTURES, conv_layer_names, depths_of, network_name
+from jaxstyle.vgg_layers import ARCHITECTURES, conv_layer_names, depths_of, network_name
 
 
 def pack_params(kernels: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:

@@ -33,15 +33,7 @@ from jaxstyle.sources import (
     default_weights_dir,
     known_source,
 )
-from jaxstyle.vgg import (
-    ARCHITECTURES,
-    VGGWeights,
-    conv_layer_names,
-    depths_of,
-    init_params,
-    network_name,
-    widths_of,
-)
+from jaxstyle.vgg import VGGWeights, init_params, widths_of
 from jaxstyle.vgg_formats import (
     file_head,
     is_hdf5,
@@ -53,6 +45,7 @@ from jaxstyle.vgg_formats import (
     params_from_onnx,
     params_from_state_dict,
 )
+from jaxstyle.vgg_layers import ARCHITECTURES, conv_layer_names, depths_of, network_name
 
 FORMAT_NAME = "jaxstyle-vgg"
 FORMAT_VERSION = 2

@@ -63,6 +63,7 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
 
     from jaxstyle import StyleOptions, load_image, load_weights, losses, save_image
     from jaxstyle.resampling import fit_longest_side, resize
+    from jaxstyle.targets import content_targets, style_targets
 
     content, style = str(ROOT / "examples" / "coffee.jpg"), str(ROOT / "examples" / "mosaic.jpg")
     score, gflop, seconds = race.neural_style_scorer(content, style, tiny_weights_file, 48)
@@ -72,7 +73,7 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
     pre, config = weights.preprocessing, options.loss_config()
     style_image = load_image(style)
     style_rgb = resize(style_image, *fit_longest_side(style_image.shape, 48))
-    styles = (losses.style_targets(weights.params, [pre.to_model(style_rgb)], config),)
+    styles = (style_targets(weights.params, [pre.to_model(style_rgb)], config),)
     photo = load_image(content)
     h, w = fit_longest_side(photo.shape, 48)
     for rows in (h, h - 1):
@@ -80,7 +81,7 @@ def test_race_scores_each_output_at_its_own_size(tiny_weights_file, tmp_path):
         save_image(png, np.asarray(resize(photo, rows, w)) ** 2)
         x = pre.to_model(load_image(png))
         targets = losses.Targets(
-            losses.content_targets(weights.params, pre.to_model(resize(photo, rows, w)), config),
+            content_targets(weights.params, pre.to_model(resize(photo, rows, w)), config),
             styles, weights=options.loss_weights())
         want = float(losses.objective(x, weights.params, targets, config)[0])
         assert score(png) == pytest.approx(want, rel=1e-5)

@@ -167,14 +167,14 @@ def test_module_entry_point_help():
                             capture_output=True, text=True)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    from jaxstyle.options import BALANCED_STYLE_STRENGTH
+    from jaxstyle.presets import BALANCED_STYLE_STRENGTH
 
     assert "--style-strength" in text and f"{BALANCED_STYLE_STRENGTH:g} for balanced" in text
 
 
 def test_help_is_grouped_shows_each_default_once_and_loads_no_jax():
     from jaxstyle.flags import option_flags
-    from jaxstyle.options import HEADINGS
+    from jaxstyle.option_fields import HEADINGS
 
     code = ("import sys; from jaxstyle.cli import build_parser; "
             "text = build_parser()._subparsers._group_actions[0].choices['stylize'].format_help();"

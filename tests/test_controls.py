@@ -25,11 +25,11 @@ from jaxstyle.losses import (
     gram_statistics,
     mean_covariance_statistics,
     objective,
-    region_targets,
     wasserstein_distance,
 )
 from jaxstyle.optimize import minimize
 from jaxstyle.steps import Loss
+from jaxstyle.targets import region_targets
 from jaxstyle.terms import tv_loss
 
 SMALL = dict(size=32, iterations=6, progress_every=3, **TINY_LAYERS)

@@ -19,7 +19,7 @@ from jaxstyle.neighbours import (
     objective,
     style_hypercolumns,
 )
-from jaxstyle.options import OptionsError
+from jaxstyle.option_fields import OptionsError
 from jaxstyle.problem import neighbour_config
 from jaxstyle.vgg import vgg_features
 

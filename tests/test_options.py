@@ -14,7 +14,9 @@ from jaxstyle import (
     VideoOptions,
 )
 from jaxstyle.flags import as_flags, as_typed, option_flags
-from jaxstyle.options import OPTION_FIELDS, PRESET_VALUES, OptionsError
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.options import OPTION_FIELDS
+from jaxstyle.presets import PRESET_VALUES
 
 GROUPS = {"objective": ObjectiveOptions, "optimization": OptimizationOptions,
           "plan": PlanOptions, "performance": PerformanceOptions, "video": VideoOptions}

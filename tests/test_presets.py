@@ -16,7 +16,8 @@ from jaxstyle.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from jaxstyle.options import PRESET_VALUES, OptionsError
+from jaxstyle.option_fields import OptionsError
+from jaxstyle.presets import PRESET_VALUES
 from jaxstyle.stages import plan, total_iterations
 
 LAYERS = dict(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1"))

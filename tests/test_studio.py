@@ -26,7 +26,8 @@ from jaxstyle import StyleOptions, load_image, stylize
 from jaxstyle.compiled import COMPILED
 from jaxstyle.flags import as_flags
 from jaxstyle.images import load_mask, to_uint8
-from jaxstyle.options import OPTION_FIELDS, RANGES
+from jaxstyle.option_fields import RANGES
+from jaxstyle.options import OPTION_FIELDS
 from jaxstyle.studio import form
 from jaxstyle.studio.server import StudioConfig, create_app
 from jaxstyle.studio.store import RunFolder

@@ -8,8 +8,8 @@ from PIL import Image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.cli import main
-from jaxstyle.losses import style_targets
 from jaxstyle.stages import tile_starts
+from jaxstyle.targets import style_targets
 from jaxstyle.tiling import paste, tiled_style_target_list
 
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import he_params, nhwc
 
 from jaxstyle import LAYERS, init_params, layer_names, vgg_features
-from jaxstyle.vgg import (
+from jaxstyle.vgg_layers import (
     ARCHITECTURES,
     depths_of,
     min_image_side,

@@ -34,7 +34,7 @@ from jaxstyle.preprocessing import TORCHVISION
 from jaxstyle.pth import read_state_dict
 from jaxstyle.sources import PackageSource
 from jaxstyle.unpickler import MAX_ELEMENTS
-from jaxstyle.vgg import ARCHITECTURES, conv_layer_names
+from jaxstyle.vgg_layers import ARCHITECTURES, conv_layer_names
 from jaxstyle.weights import convert, find_weights, save_converted
 
 VGG16_LAYERS = conv_layer_names(ARCHITECTURES["vgg16"])

@@ -16,7 +16,7 @@ from jaxstyle import LAYERS, WeightsError, layer_names, load_weights, vgg_featur
 from jaxstyle.cli import main
 from jaxstyle.preprocessing import CAFFE, TORCHVISION
 from jaxstyle.pth import read_state_dict
-from jaxstyle.vgg import ARCHITECTURES, CONV_LAYERS, conv_layer_names
+from jaxstyle.vgg_layers import ARCHITECTURES, CONV_LAYERS, conv_layer_names
 from jaxstyle.weights import convert, find_weights, save_converted
 
 TORCHVISION_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from jaxstyle.choices import SWEEP_ITERATIONS, SWEEP_SIZE
 from jaxstyle.flags import as_flags, flag_of, option_flags
-from jaxstyle.options import OPTION_FIELDS, RANGES, StyleOptions, parse_value, preset_values
+from jaxstyle.option_fields import RANGES
+from jaxstyle.options import OPTION_FIELDS, StyleOptions, parse_value, preset_values
 
 FORM_OPTIONS = ("preset", "size", "iterations", "style_strength", "style_weight",
                 "content_weight", "style_loss", "original_colors")

@@ -14,7 +14,7 @@ import math
 import re
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.options import Range
+from jaxstyle.option_fields import Range
 
 MAX_JSON_BYTES = 16 * 1024
 """The largest JSON body: a run with every style and option the page offers is under 2 KiB."""

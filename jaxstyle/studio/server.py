@@ -42,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
-from jaxstyle.options import RANGES, OptionsError, Range
+from jaxstyle.option_fields import RANGES, OptionsError, Range
 from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
 from jaxstyle.studio.allocator import limit_arenas
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
