@@ -82,13 +82,13 @@ _WHERE = {
     "vgg_features": "jaxstyle.vgg",
 }
 
-SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "compiled",
-              "download", "driver", "errors", "files", "flags", "frames", "images", "info",
-              "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "options",
+SUBMODULES = ("ahead", "batch", "checkpoint", "checks", "choices", "color", "compilation_cache",
+              "compiled", "download", "driver", "errors", "files", "flags", "frames", "images",
+              "info", "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "options",
               "pickled_arrays", "preprocessing", "problem", "pth", "quality", "resampling",
-              "run_state", "runner", "session", "sources", "stages", "steps", "style_losses",
-              "sweeps", "temporal", "terms", "tiling", "unpickler", "vgg", "vgg_formats", "video",
-              "weights", "winograd")
+              "run_state", "runner", "session", "sources", "stage_run", "stages", "steps",
+              "style_losses", "sweeps", "temporal", "terms", "tiling", "unpickler", "vgg",
+              "vgg_formats", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)
