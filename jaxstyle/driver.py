@@ -156,7 +156,6 @@ def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dic
                            picture, stages)
 
 
-
 def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.ndarray],
                     scales: list[Scale], options: StyleOptions, key: jax.Array,
                     init_images: list) -> list[np.ndarray]:
@@ -176,7 +175,6 @@ def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.nda
         return [carried_canvas(c, s.content_rgb) for c, s in zip(canvases, scales)]
     return [start_canvas(s.content_rgb, options, key, init)
             for s, init in zip(scales, init_images)]
-
 
 
 def _walk_plan(walk: Walk, contents: list[jax.Array], styles: list[jax.Array],
@@ -207,7 +205,6 @@ def _walk_plan(walk: Walk, contents: list[jax.Array], styles: list[jax.Array],
     finally:
         if ahead is not None:
             ahead.cancel()
-
 
 
 def _walk_stages(walk, contents, styles, stages, init_images, style_masks, content_mask, resume,
