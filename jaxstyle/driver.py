@@ -355,9 +355,8 @@ def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
       JaxstyleError: invalid inputs or a `resume` state that does not fit;
         `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
     """
-    options = check_arguments(weights, options)
-    content, styles, init_image, style_masks, content_mask = _checked_images(
-        content, styles, init_image, style_masks, content_mask)
+    options, content, styles, init_image, style_masks, content_mask = _checked_arguments(
+        weights, options, content, styles, init_image, style_masks, content_mask)
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
     started = time.perf_counter()  # the memory check compiles the run: count it as compiling
     _check_memory(stages, content, styles, weights, options, style_masks, content_mask,
@@ -369,13 +368,16 @@ def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
                       COMPILED.seconds_since(started))[0]
 
 
-def _checked_images(content, styles, init_image, style_masks, content_mask) -> tuple:
-    """`stylize`'s images and masks checked (`jaxstyle.checks`), in the forms the run uses."""
+def _checked_arguments(weights, options, content, styles, init_image, style_masks,
+                       content_mask) -> tuple:
+    """`stylize`'s options, images and masks checked (`jaxstyle.checks`), in the forms the run
+    uses."""
+    options = check_arguments(weights, options)
     content = check_image(content, "content")
     styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
     init_image = None if init_image is None else check_image(init_image, "init_image")
     style_masks, content_mask = check_masks(style_masks, content_mask, len(styles))
-    return content, styles, init_image, style_masks, content_mask
+    return options, content, styles, init_image, style_masks, content_mask
 
 
 def _check_memory(stages: tuple[Stage, ...], content: jax.Array, styles: list[jax.Array],
