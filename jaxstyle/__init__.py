@@ -82,14 +82,14 @@ _WHERE = {
     "vgg_features": "jaxstyle.vgg",
 }
 
-SUBMODULES = ("batch", "checkpoint", "choices", "color", "compilation_cache", "compiled",
-              "download", "driver", "errors", "files", "flags", "frames", "images", "info",
-              "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "option_fields",
+SUBMODULES = ("ahead", "batch", "checkpoint", "checks", "choices", "color", "compilation_cache",
+              "compiled", "download", "driver", "errors", "files", "flags", "frames", "images",
+              "info", "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "option_fields",
               "option_groups", "options", "pickled_arrays", "preprocessing", "presets", "problem",
               "pth", "quality", "resampling", "run_state", "runner", "session", "sources",
-              "stages", "steps", "style_losses", "sweeps", "targets", "temporal", "terms",
-              "tiling", "unpickler", "vgg", "vgg_formats", "vgg_layers", "video", "weights",
-              "winograd")
+              "stage_run", "stages", "steps", "style_losses", "sweeps", "targets", "temporal",
+              "terms", "tiling", "unpickler", "vgg", "vgg_formats", "vgg_layers", "video",
+              "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

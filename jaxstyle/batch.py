@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 
+from jaxstyle.checks import check_inputs
 from jaxstyle.choices import COORDINATOR_TIMEOUT, DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize_batch
 from jaxstyle.errors import ImageError, JaxstyleError, count
@@ -28,7 +29,6 @@ from jaxstyle.files import atomic_write, sha256_of
 from jaxstyle.flags import error_line
 from jaxstyle.images import IMAGE_SUFFIXES, load_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
     Interrupted,
     ProgressDisplay,

@@ -10,47 +10,35 @@ lockstep, and a resumed run starts at the stage its checkpoint recorded.
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures
 import functools
-import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxstyle import losses
+from jaxstyle.ahead import Ahead, prepare_later_scales, prepare_scales, prepares_ahead
+from jaxstyle.checks import check_arguments, check_image, check_inputs, check_masks
 from jaxstyle.choices import NEURAL_NEIGHBOUR
-from jaxstyle.compiled import COMPILED, estimate_memory, state_like
+from jaxstyle.compiled import COMPILED
 from jaxstyle.errors import JaxstyleError, OptimizationError
-from jaxstyle.optimize import Continuation, Progress, StopRule, minimize
+from jaxstyle.optimize import Progress
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.options import StyleOptions
 from jaxstyle.problem import (
     Problem,
     Scale,
     carried_canvas,
-    check_arguments,
-    check_image,
-    check_inputs,
-    check_masks,
     check_plan_memory,
     finish,
     network_params,
-    prepare_scale,
     stage_problem,
     start_canvas,
 )
-from jaxstyle.run_state import RunState, restore_state
+from jaxstyle.run_state import RunState
+from jaxstyle.stage_run import Walk, compile_stage, run_stage
 from jaxstyle.stages import Stage, total_iterations
-from jaxstyle.steps import Loss
-from jaxstyle.targets import redraw_targets
 from jaxstyle.tiling import paste
 from jaxstyle.vgg import VGGWeights
 
@@ -155,63 +143,6 @@ class StylizeResult:
     scales: tuple[tuple[tuple[int, int], int, float], ...] = ()
 
 
-def memory_limit_bytes(options: StyleOptions) -> int | None:
-    """``options.performance.memory_limit_gb`` in bytes (None: what the device has free; 0: no
-    check)."""
-    if options.performance.memory_limit_gb is None:
-        return None
-    return int(options.performance.memory_limit_gb * 2**30)
-
-
-def _pick_output(state, x, options: StyleOptions) -> jax.Array:
-    if options.optimization.keep_best:
-        return state.best_x
-    if options.optimization.ema_decay:
-        return state.ema
-    return x
-
-
-def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
-                 place: Callable = lambda t: t) -> Callable[[int], tuple] | None:
-    """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
-    arguments for the chunk starting at an iteration, with the `Targets` among them (the one at
-    index 1) redrawn every ``options.objective.redraw_every`` iterations from `key` and that
-    period, so an interrupted and resumed run draws what the uninterrupted one drew. None
-    otherwise."""
-    config = options.loss_config()
-    if not config.style_loss.redraws:
-        return None
-    redraw = jax.jit(functools.partial(redraw_targets, config=config))
-    return lambda iteration: (args[0], place(redraw(
-        args[1], key=jax.random.fold_in(key, iteration // options.objective.redraw_every))),
-        *args[2:])
-
-
-def batched_objective(x, params, shared: losses.Targets, per_image: losses.Targets, static):
-    """One image's loss with its targets split into a shared part and a per-image part (the
-    fields that are not None); ``static`` is ``(loss_fn, loss_static)`` of the single-image
-    problem. `jax.vmap` maps x and `per_image` over the batch."""
-    loss_fn, loss_static = static
-    targets = losses.Targets(*[s if p is None else p for s, p in zip(shared, per_image)])
-    return loss_fn(x, params, targets, loss_static)
-
-
-def _stack(trees: Sequence) -> object:
-    return jax.tree_util.tree_map(lambda *t: jnp.stack(t), *trees)
-
-
-class _Walk(NamedTuple):
-    """What the driver needs besides the images: fixed for the whole run."""
-
-    weights: VGGWeights
-    options: StyleOptions
-    key: jax.Array
-    callback: Callable | None
-    report_at: Callable[[int], bool] | None
-    devices: Sequence[jax.Device] | None  # None: one image, not batched
-    style_cache: dict | None = None  # stage size -> Targets.style, kept between calls (video)
-
-
 def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dict | None,
               canvas: np.ndarray, problem: Problem, overlap: int) -> StylizeProgress:
     """`minimize`'s progress as the whole run's (history None: a batch, whose per-image
@@ -224,91 +155,6 @@ def _progress(p: Progress, stage: Stage, stages: tuple[Stage, ...], history: dic
     return StylizeProgress(stage.offset + p.iteration, total_iterations(stages), stage, p.value,
                            p.components, p.evaluations, p.elapsed, p.x, p.state, whole, canvas,
                            picture, stages)
-
-
-def _run_stage(walk: _Walk, problems: list[Problem], stage: Stage, stages: tuple[Stage, ...],
-               canvas: np.ndarray, history: dict | None, resume: RunState | None,
-               share_style: bool, params: dict | None = None):
-    """Minimizes one stage's problems: one image (`walk.devices` None), or a batch sharded over
-    `walk.devices` whose style targets are shared or (colour-matched styles) per image.
-
-    Returns ``(images, finals, result)``: each image's stage result as RGB float32 [h, w, 3],
-    its final loss components, and `minimize`'s result.
-    """
-    options, weights = walk.options, walk.weights
-    first = problems[0]
-    config = options.optimizer_config(weights.preprocessing.model_range(), first.pixel_units)
-    redraw_key = jax.random.fold_in(jax.random.fold_in(walk.key, 1), stage.index)
-    batched = walk.devices is not None
-    if params is None:
-        params = network_params(weights.params, options, first.image_shape)
-    if not batched:
-        loss_fn, loss_static, x0 = first.loss_fn, first.loss_static, first.x0
-        args, batch_axes, place = (params, first.targets), None, (lambda t: t)
-    else:
-        mesh = Mesh(np.array(walk.devices), ("batch",))
-        by_image = NamedSharding(mesh, PartitionSpec("batch"))
-        everywhere = NamedSharding(mesh, PartitionSpec())
-        padded = problems + [problems[-1]] * (-len(problems) % len(walk.devices))
-        shared = first.targets._replace(content=None, previous=None, style_reference=None,
-                                        style=first.targets.style if share_style else None)
-        per_style = None if share_style else _stack([p.targets.style for p in padded])
-
-        def each(field):  # a per-image field, stacked (None where the run has none)
-            values = [getattr(p.targets, field) for p in padded]
-            return _stack(values) if values[0] is not None else None
-
-        per_image = losses.Targets(_stack([p.targets.content for p in padded]), per_style,
-                                   previous=each("previous"),
-                                   style_reference=each("style_reference"))
-        loss_fn, loss_static = batched_objective, (first.loss_fn, first.loss_static)
-        x0 = jax.device_put(jnp.stack([p.x0 for p in padded]), by_image)
-        args = (jax.device_put(params, everywhere), jax.device_put(shared, everywhere),
-                jax.device_put(per_image, by_image))
-        batch_axes = (None, None, 0)
-        place = functools.partial(jax.device_put, device=everywhere)
-    # Per-image style targets of a batch (colour-matched styles) keep their first draw.
-    chunk_args = redrawn_args(args, options, redraw_key, place) if share_style else None
-    loss = Loss(loss_fn, loss_static, args, batch_axes, chunk_args)
-    continuation = None
-    if resume is not None:
-        if np.shape(resume.x) != x0.shape:
-            raise JaxstyleError(f"resume: image of shape {np.shape(resume.x)}, run has {x0.shape}")
-        like = state_like(loss, x0, config, options.performance.progress_every)
-        state = restore_state(jax.tree_util.tree_leaves(resume.state), like)
-        x0, start = jnp.asarray(resume.x), resume.iteration - stage.offset
-        # This stage's iterations so far end the saved history (a batch's holds none).
-        recent = {k: v[len(v) - start:] for k, v in resume.history.items()}
-        continuation = Continuation(state, start, recent=recent)
-
-    def report(p: Progress) -> None:
-        walk.callback(_progress(p, stage, stages, history, canvas, first,
-                                options.plan.tile_overlap))
-
-    def stops(i: int) -> bool:  # a chunk must end here: a report asked for, or a redraw
-        redraw = chunk_args is not None and i % options.objective.redraw_every == 0
-        return redraw or walk.report_at is not None and walk.report_at(stage.offset + i)
-
-    try:
-        result = minimize(
-            loss, x0, config, stage.iterations,
-            stop=StopRule(options.optimization.stop_tolerance, options.optimization.stop_change),
-            callback=report if walk.callback else None,
-            chunk=options.performance.progress_every, chunk_ends=stops, resume=continuation,
-            memory_limit=memory_limit_bytes(options),
-        )
-    except OptimizationError as exc:
-        last = exc.last_good and _progress(exc.last_good, stage, stages, history, canvas, first,
-                                           options.plan.tile_overlap)
-        raise OptimizationError(str(exc), last_good=last) from None
-    chosen = _pick_output(result.state, result.x, options)
-    opt = result.state.opt
-    if not batched:
-        return ([first.to_rgb(chosen)],
-                [{"total": float(opt.value), **{k: float(v) for k, v in opt.aux.items()}}], result)
-    return ([p.to_rgb(chosen[i]) for i, p in enumerate(problems)],
-            [{"total": float(opt.value[i]), **{k: float(v[i]) for k, v in opt.aux.items()}}
-             for i in range(len(problems))], result)
 
 
 def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.ndarray],
@@ -332,124 +178,7 @@ def _start_canvases(stage: Stage, resume: RunState | None, canvases: list[np.nda
             for s, init in zip(scales, init_images)]
 
 
-def _prepare_scales(walk: _Walk, stage: Stage, contents: list[jax.Array],
-                    styles: list[jax.Array], style_masks, content_mask,
-                    previous: list | None, share_style: bool) -> list[Scale]:
-    """Each image's inputs at the stage's scale (`jaxstyle.problem.prepare_scale`), the style
-    targets computed once for all of them (and kept in ``walk.style_cache`` across calls)."""
-    cache = walk.style_cache if share_style and walk.style_cache is not None else {}
-    style = cache.get(stage.size)
-    scales = []
-    for content, earlier in zip(contents, previous or [None] * len(contents)):
-        scales.append(prepare_scale(content, styles, walk.weights, walk.options, stage,
-                                    style_masks, content_mask, style if share_style else None,
-                                    earlier))
-        style = cache[stage.size] = scales[-1].style
-    return scales
-
-
-class _Ahead:
-    """A run's later scales prepared in a background thread while the current scale runs: their
-    inputs and targets (`_prepare_scales`), network parameters, and compiled init and chunk (in
-    `COMPILED`, where `minimize` finds them). A new shape costs seconds of compilation per scale
-    (tens at 512 px and more from an empty cache) that would otherwise come between two scales;
-    the coarse scales, small and overhead-bound, leave a core for it. Every value is computed
-    as the main thread would compute it, so results do not change."""
-
-    def __init__(self, jobs: list[tuple[tuple[int, int], Callable[[], tuple]]]):
-        self._futures = {size: concurrent.futures.Future() for size, _ in jobs}
-        # A daemon thread, so that a run that ends early (Ctrl-C, an error) is not held by it;
-        # the process's exit waits for it (`_finish_preparing`).
-        self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True,
-                                        name="jaxstyle-next-scales")
-
-    def start(self) -> None:
-        """Starts the work (once the current scale's own compilation, which the run waits
-        for, is done: the two would share the CPU)."""
-        if not self._thread.is_alive() and self._thread.ident is None:
-            _PREPARING.add(self)
-            self._thread.start()
-
-    def join(self) -> None:
-        """Drops what has not started and waits for what has."""
-        self.cancel()
-        if self._thread.ident is not None:
-            self._thread.join()
-
-    def _work(self, jobs) -> None:
-        for size, job in jobs:
-            future = self._futures[size]
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:  # handed to whoever takes the scale
-                future.set_exception(exc)
-
-    def take(self, size: tuple[int, int]) -> tuple | None:
-        """``(scales, params)`` of the scale of `size`, waiting for it (None: not prepared)."""
-        future = self._futures.pop(size, None)
-        return None if future is None else future.result()
-
-    def cancel(self) -> None:
-        """Drops what has not started (what has runs to its end, unused)."""
-        for future in self._futures.values():
-            future.cancel()
-
-
-_PREPARING: weakref.WeakSet[_Ahead] = weakref.WeakSet()
-"""Every `_Ahead` started in this process and not yet collected."""
-
-
-@atexit.register
-def _finish_preparing() -> None:
-    """Waits, as the process exits, for a background preparation still at work. Left running,
-    a daemon thread inside XLA is torn down mid-call at the interpreter's end, and the process
-    aborts ("FATAL: exception not rethrown", exit 134) instead of exiting with its own code,
-    as an interrupted run did when a later scale was still being prepared. The wait is at
-    most what that one job has left (its scale's compilation, seconds)."""
-    for ahead in list(_PREPARING):
-        ahead.join()
-
-
-def _prepares_ahead(stages: Sequence[Stage], devices) -> bool:
-    """Whether `_ahead` prepares later scales of `stages` (one image, untiled scales)."""
-    return (devices is None and all(s.tiles == 1 for s in stages)
-            and len({s.size for s in stages}) > 1)
-
-
-def _ahead(walk: _Walk, stages: tuple[Stage, ...], contents, styles, style_masks, content_mask,
-           previous, share_style: bool) -> _Ahead | None:
-    """Starts preparing the scales after the first of `stages` (the ones the walk runs), for
-    one image whose scales are untiled; None when there is nothing to prepare."""
-    if not _prepares_ahead(stages, walk.devices):
-        return None
-    later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size]
-    options, weights = walk.options, walk.weights
-
-    def prepare(stage: Stage) -> tuple:
-        here = walk._replace(options=options.at_scale(max(stage.size)))
-        scales = _prepare_scales(here, stage, contents, styles, style_masks, content_mask,
-                                 previous, share_style)
-        # The problem as the stage will pose it, from any start of the right shape.
-        problem = stage_problem(scales[0], np.asarray(scales[0].content_rgb), stage, weights,
-                                here.options)
-        params = network_params(weights.params, here.options, problem.image_shape)
-        _compile_stage(here.options, weights, problem, params)
-        return scales, params
-
-    return _Ahead([(s.size, functools.partial(prepare, s)) for s in later])
-
-
-def _compile_stage(options: StyleOptions, weights: VGGWeights, problem: Problem,
-                   params: dict) -> None:
-    """Compiles (into `COMPILED`) the init and chunk `_run_stage` will run for `problem`."""
-    config = options.optimizer_config(weights.preprocessing.model_range(), problem.pixel_units)
-    estimate_memory(Loss(problem.loss_fn, problem.loss_static, (params, problem.targets)),
-                    problem.x0, config, options.performance.progress_every)
-
-
-def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
+def _walk_plan(walk: Walk, contents: list[jax.Array], styles: list[jax.Array],
                stages: tuple[Stage, ...], init_images: list, style_masks, content_mask,
                resume: RunState | None, previous: list | None = None,
                compiled: float = 0.0) -> list[StylizeResult]:
@@ -468,8 +197,8 @@ def _walk_plan(walk: _Walk, contents: list[jax.Array], styles: list[jax.Array],
     histories = ([{} for _ in contents] if resume is None
                  else [{k: list(v) for k, v in resume.history.items()}])
     totals = {"targets": 0.0, "compile": compiled, "optimize": 0.0, "total": compiled}
-    ahead = _ahead(walk, stages[begin:], contents, styles, style_masks, content_mask, previous,
-                   share_style)
+    ahead = prepare_later_scales(walk, stages[begin:], contents, styles, style_masks,
+                                 content_mask, previous, share_style)
     try:
         return _walk_stages(walk, contents, styles, stages, init_images, style_masks,
                             content_mask, resume, previous, begin, share_style, histories,
@@ -484,11 +213,10 @@ def _walk_stages(walk, contents, styles, stages, init_images, style_masks, conte
     """`_walk_plan`'s loop over the stages from `begin`, with `ahead` (or None) preparing the
     later scales."""
     options, weights = walk.options, walk.weights
-    count = len(contents)
     canvases: list[np.ndarray] = []
     scales: list[Scale] = []
     per_stage: list[list[dict]] = []  # the current scale's final losses, stage by stage
-    evaluations = [0] * count
+    evaluations = [0] * len(contents)
     ran: dict[tuple[int, int], list] = {}  # each scale's size: [iterations, seconds]
     for stage in stages[begin:]:
         started = time.perf_counter()
@@ -496,12 +224,8 @@ def _walk_stages(walk, contents, styles, stages, init_images, style_masks, conte
         here = walk._replace(options=options.at_scale(max(stage.size)))
         params = None
         if stage.tile == 0 or resuming is not None:
-            prepared = ahead and stage.tile == 0 and ahead.take(stage.size)
-            if prepared:
-                scales, params = prepared
-            else:
-                scales = _prepare_scales(here, stage, contents, styles, style_masks,
-                                         content_mask, previous, share_style)
+            scales, params = _stage_scales(here, stage, ahead, contents, styles, style_masks,
+                                           content_mask, previous, share_style)
             per_stage = [] if stage.tile == 0 else per_stage
         canvases = _start_canvases(stage, resuming, canvases, scales, options, walk.key,
                                    init_images)
@@ -510,59 +234,88 @@ def _walk_stages(walk, contents, styles, stages, init_images, style_masks, conte
         jax.block_until_ready([p.targets for p in problems])
         totals["targets"] += time.perf_counter() - started
         if ahead is not None:  # this scale compiled first, then the later ones behind it
-            compiling = time.perf_counter()
-            if params is None:
-                params = network_params(weights.params, here.options, problems[0].image_shape)
-            _compile_stage(here.options, weights, problems[0], params)
-            totals["compile"] += COMPILED.seconds_since(compiling)
+            params = _compile_first(here, problems[0], params, totals)
             ahead.start()
-        images, finals, result = _run_stage(
-            here, problems, stage, stages, canvases[0],
-            histories[0] if walk.devices is None else None, resuming, share_style, params)
+        as_run = functools.partial(
+            _progress, stage=stage, stages=stages, canvas=canvases[0], problem=problems[0],
+            history=histories[0] if walk.devices is None else None,
+            overlap=here.options.plan.tile_overlap)
+        images, finals, result = run_stage(here, problems, stage, resuming, share_style, params,
+                                           as_run)
         canvases = [image if stage.tiles == 1 else paste(c, image, stage.window,
                                                          options.plan.tile_overlap)
                     for c, image in zip(canvases, images)]
         per_stage.append(finals)
-        for i in range(count):
-            for key, values in result.history.items():
-                steps = values if walk.devices is None else [step[i] for step in values]
-                histories[i].setdefault(key, []).extend(steps)
-            evaluations[i] += (result.evaluations if walk.devices is None
-                               else int(result.state.opt.num_fun_eval[i]))
-        totals["compile"] += result.compile_seconds
-        totals["optimize"] += result.run_seconds
-        totals["total"] += time.perf_counter() - started
+        _record(walk, result, histories, evaluations, totals, started)
         scale = ran.setdefault(stage.size, [0, 0.0])
         scale[0] += len(result.history.get("total", ()))
         scale[1] += time.perf_counter() - started
-    return [StylizeResult(
-        image=finish(canvases[i], scales[i], options),
-        history=histories[i],
-        losses={k: float(np.mean([f[i][k] for f in per_stage])) for k in per_stage[-1][i]},
-        evaluations=evaluations[i],
+    return [_result(walk, canvases[i], scales[i], histories[i], [f[i] for f in per_stage],
+                    evaluations[i], totals, ran) for i in range(len(contents))]
+
+
+def _stage_scales(here: Walk, stage: Stage, ahead: Ahead | None, contents, styles, style_masks,
+                  content_mask, previous, share_style: bool) -> tuple[list[Scale], dict | None]:
+    """``(scales, params)`` of the scale `stage` starts: taken from `ahead` when it prepared
+    them, else prepared here (params None: not yet made)."""
+    prepared = ahead and stage.tile == 0 and ahead.take(stage.size)
+    if prepared:
+        return prepared
+    return prepare_scales(here, stage, contents, styles, style_masks, content_mask, previous,
+                          share_style), None
+
+
+def _compile_first(here: Walk, problem: Problem, params: dict | None, totals: dict) -> dict:
+    """Compiles the stage's problem before the later scales are prepared behind it (the time
+    counted in ``totals["compile"]``); returns its network parameters."""
+    compiling = time.perf_counter()
+    if params is None:
+        params = network_params(here.weights.params, here.options, problem.image_shape)
+    compile_stage(here.options, here.weights, problem, params)
+    totals["compile"] += COMPILED.seconds_since(compiling)
+    return params
+
+
+def _record(walk: Walk, result, histories: list[dict], evaluations: list[int], totals: dict,
+            started: float) -> None:
+    """Adds a stage's `minimize` result to each image's history and evaluation count, and its
+    seconds to the run's timings."""
+    for i in range(len(evaluations)):
+        for key, values in result.history.items():
+            steps = values if walk.devices is None else [step[i] for step in values]
+            histories[i].setdefault(key, []).extend(steps)
+        evaluations[i] += (result.evaluations if walk.devices is None
+                           else int(result.state.opt.num_fun_eval[i]))
+    totals["compile"] += result.compile_seconds
+    totals["optimize"] += result.run_seconds
+    totals["total"] += time.perf_counter() - started
+
+
+def _result(walk: Walk, canvas: np.ndarray, scale: Scale, history: dict, finals: list[dict],
+            evaluations: int, totals: dict, ran: dict) -> StylizeResult:
+    """One image's `StylizeResult` from its last canvas and its final losses stage by stage
+    (the mean over the last scale's tiles)."""
+    return StylizeResult(
+        image=finish(canvas, scale, walk.options),
+        history=history,
+        losses={k: float(np.mean([f[k] for f in finals])) for k in finals[-1]},
+        evaluations=evaluations,
         timings=dict(totals),
-        weights_source=weights.source,
+        weights_source=walk.weights.source,
         devices=1 if walk.devices is None else len(walk.devices),
         scales=tuple((size, n, seconds) for size, (n, seconds) in ran.items()),
-    ) for i in range(count)]
+    )
 
 
-def stylize(
-    content: jax.Array,
-    styles: Sequence[jax.Array],
-    weights: VGGWeights,
-    options: StyleOptions | None = None,
-    *,
-    key: jax.Array | None = None,
-    init_image: jax.Array | None = None,
-    style_masks: Sequence[jax.Array | None] | None = None,
-    content_mask: jax.Array | None = None,
-    callback: Callable[[StylizeProgress], None] | None = None,
-    report_at: Callable[[int], bool] | None = None,
-    resume: RunState | None = None,
-    previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
-    style_cache: dict | None = None,
-) -> StylizeResult:
+def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,
+            options: StyleOptions | None = None, *, key: jax.Array | None = None,
+            init_image: jax.Array | None = None,
+            style_masks: Sequence[jax.Array | None] | None = None,
+            content_mask: jax.Array | None = None,
+            callback: Callable[[StylizeProgress], None] | None = None,
+            report_at: Callable[[int], bool] | None = None, resume: RunState | None = None,
+            previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
+            style_cache: dict | None = None) -> StylizeResult:
     """Repaints `content` in the style of `styles` (Gatys et al. 2015, neural-style's objective).
 
     Has no side effects: it reads its arguments and returns; files are the caller's business.
@@ -603,39 +356,50 @@ def stylize(
       JaxstyleError: invalid inputs or a `resume` state that does not fit;
         `OptimizationError` if the loss becomes NaN or infinite (it carries the last good state).
     """
-    options = check_arguments(weights, options)
-    content = check_image(content, "content")
-    styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
-    init_image = None if init_image is None else check_image(init_image, "init_image")
-    style_masks, content_mask = check_masks(style_masks, content_mask, len(styles))
+    options, content, styles, init_image, style_masks, content_mask = _checked_arguments(
+        weights, options, content, styles, init_image, style_masks, content_mask)
     stages = check_inputs(content.shape, [s.shape for s in styles], options)
     started = time.perf_counter()  # the memory check compiles the run: count it as compiling
-    # With scales prepared ahead, the largest is compiled while the smaller ones run, and
-    # checked then (by `minimize`, before it allocates anything).
-    first = 0 if resume is None else resume.stage
-    check_plan_memory(stages, content.shape, [s.shape for s in styles], weights, options,
-                      style_masks is not None, content_mask is not None, len(previous or ()),
-                      compile=not _prepares_ahead(stages[first:], None))
-    walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
-                 callback, report_at, None, style_cache)
+    _check_memory(stages, content, styles, weights, options, style_masks, content_mask,
+                  previous, resume)
+    walk = Walk(weights, options, jax.random.key(options.seed) if key is None else key,
+                callback, report_at, None, style_cache)
     return _walk_plan(walk, [content], styles, stages, [init_image], style_masks, content_mask,
                       resume, [previous] if previous else None,
                       COMPILED.seconds_since(started))[0]
 
 
-def stylize_batch(
-    contents: Sequence[jax.Array],
-    styles: Sequence[jax.Array],
-    weights: VGGWeights,
-    options: StyleOptions | None = None,
-    *,
-    key: jax.Array | None = None,
-    devices: Sequence[jax.Device] | None = None,
-    callback: Callable[[StylizeProgress], None] | None = None,
-    init_images: Sequence[jax.Array | None] | None = None,
-    previous: Sequence[Sequence[tuple[jax.Array, jax.Array]]] | None = None,
-    style_cache: dict | None = None,
-) -> list[StylizeResult]:
+def _checked_arguments(weights, options, content, styles, init_image, style_masks,
+                       content_mask) -> tuple:
+    """`stylize`'s options, images and masks checked (`jaxstyle.checks`), in the forms the run
+    uses."""
+    options = check_arguments(weights, options)
+    content = check_image(content, "content")
+    styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
+    init_image = None if init_image is None else check_image(init_image, "init_image")
+    style_masks, content_mask = check_masks(style_masks, content_mask, len(styles))
+    return options, content, styles, init_image, style_masks, content_mask
+
+
+def _check_memory(stages: tuple[Stage, ...], content: jax.Array, styles: list[jax.Array],
+                  weights: VGGWeights, options: StyleOptions, style_masks, content_mask,
+                  previous, resume: RunState | None) -> None:
+    """`check_plan_memory` for `stylize`'s run, from the stage it starts at."""
+    # With scales prepared ahead, the largest is compiled while the smaller ones run, and
+    # checked then (by `minimize`, before it allocates anything).
+    first = 0 if resume is None else resume.stage
+    check_plan_memory(stages, content.shape, [s.shape for s in styles], weights, options,
+                      style_masks is not None, content_mask is not None, len(previous or ()),
+                      compile=not prepares_ahead(stages[first:], None))
+
+
+def stylize_batch(contents: Sequence[jax.Array], styles: Sequence[jax.Array],
+                  weights: VGGWeights, options: StyleOptions | None = None, *,
+                  key: jax.Array | None = None, devices: Sequence[jax.Device] | None = None,
+                  callback: Callable[[StylizeProgress], None] | None = None,
+                  init_images: Sequence[jax.Array | None] | None = None,
+                  previous: Sequence[Sequence[tuple[jax.Array, jax.Array]]] | None = None,
+                  style_cache: dict | None = None) -> list[StylizeResult]:
     """Stylizes several content images with the same styles and options, batched and sharded.
 
     Images whose plans match (the same output size at every scale) run together: the
@@ -665,6 +429,18 @@ def stylize_batch(
     Raises:
       JaxstyleError: invalid inputs or options.
     """
+    options, contents, styles = _checked_batch(weights, options, contents, styles)
+    walk = Walk(weights, options, jax.random.key(options.seed) if key is None else key,
+                callback, None, list(devices or jax.local_devices()), style_cache)
+    init_images = list(init_images or [None] * len(contents))
+    if previous is not None and (len(previous) != len(contents)
+                                 or len({len(p or ()) for p in previous}) > 1):
+        raise JaxstyleError("previous: one list of the same length per content image")
+    return _walk_groups(walk, contents, styles, init_images, previous)
+
+
+def _checked_batch(weights, options, contents, styles) -> tuple:
+    """`stylize_batch`'s ``(options, contents, styles)`` checked (`jaxstyle.checks`)."""
     options = check_arguments(weights, options)
     if options.preset == NEURAL_NEIGHBOUR:
         raise OptionsError(f"preset: {NEURAL_NEIGHBOUR} does not run batches yet; stylize "
@@ -673,16 +449,17 @@ def stylize_batch(
         raise JaxstyleError("contents: no content images")
     contents = [check_image(c, f"contents[{i}]") for i, c in enumerate(contents)]
     styles = [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)]
-    walk = _Walk(weights, options, jax.random.key(options.seed) if key is None else key,
-                 callback, None, list(devices or jax.local_devices()), style_cache)
-    init_images = list(init_images or [None] * len(contents))
-    if previous is not None and (len(previous) != len(contents)
-                                 or len({len(p or ()) for p in previous}) > 1):
-        raise JaxstyleError("previous: one list of the same length per content image")
+    return options, contents, styles
+
+
+def _walk_groups(walk: Walk, contents: list[jax.Array], styles: list[jax.Array],
+                 init_images: list, previous) -> list[StylizeResult]:
+    """Walks the images whose plans match (the same output size at every scale) together, a
+    batch per plan; the results in the images' order."""
     groups: dict[tuple, list[int]] = {}
     plans = {}
     for index, content in enumerate(contents):
-        stages = check_inputs(content.shape, [s.shape for s in styles], options)
+        stages = check_inputs(content.shape, [s.shape for s in styles], walk.options)
         signature = tuple(stage.size for stage in stages)
         groups.setdefault(signature, []).append(index)
         plans[signature] = stages

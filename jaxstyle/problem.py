@@ -2,7 +2,7 @@
 
 `prepare_scale` does what a scale of the plan (`jaxstyle.stages`) shares between its tiles;
 `stage_problem` cuts it to one stage's window and adds the start image from the canvas.
-`check_inputs` checks counts and sizes against the whole plan before any expensive work.
+The inputs are checked first (`jaxstyle.checks`).
 """
 
 from __future__ import annotations
@@ -17,208 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import color, losses, neighbours, pyramid
-from jaxstyle.choices import MAX_SIDE, NEURAL_NEIGHBOUR
+from jaxstyle.checks import check_image, check_inputs, style_sizes
+from jaxstyle.choices import NEURAL_NEIGHBOUR
 from jaxstyle.compiled import check_memory
-from jaxstyle.errors import JaxstyleError, count
+from jaxstyle.errors import JaxstyleError
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.options import StyleOptions
 from jaxstyle.preprocessing import Preprocessing
-from jaxstyle.resampling import fit_longest_side, resize
-from jaxstyle.stages import Stage, output_shape, plan
+from jaxstyle.resampling import resize
+from jaxstyle.stages import Stage
 from jaxstyle.steps import Loss
 from jaxstyle.targets import region_targets, style_target_list
 from jaxstyle.tiling import tiled_style_target_list
 from jaxstyle.vgg import VGGWeights, transform_kernels
-from jaxstyle.vgg_layers import depths_of, min_image_side, pools_before, validate_layers
 
 
 def to_rgb(x: jax.Array, preprocessing: Preprocessing) -> np.ndarray:
     """Model-space float [H, W, 3] -> float32 RGB in [0, 1], clipped."""
     return np.clip(np.asarray(preprocessing.from_model(x), np.float32), 0.0, 1.0)
-
-
-def check_image(image, argument: str, channels: tuple[int, ...] = (3,)) -> jax.Array:
-    """`image` as float32 [H, W, C] in [0, 1], C one of `channels` (3: RGB).
-
-    uint8 images are converted (divided by 255); float images must already be in [0, 1] (a
-    float image in 0-255 would come out all white, so it is refused).
-
-    Raises:
-      JaxstyleError: naming `argument`: not an array of numbers, the wrong shape, empty,
-        not finite, or floats outside [0, 1].
-    """
-    array = np.asarray(image) if not isinstance(image, jax.Array) else image
-    kind = np.dtype(array.dtype).kind
-    if kind not in "uif" or np.dtype(array.dtype) == np.bool_:
-        raise JaxstyleError(f"{argument}: expected an image of numbers, got dtype {array.dtype}")
-    shape = tuple(array.shape)
-    wanted = " or ".join(f"[H, W, {c}]" for c in channels)
-    if len(shape) != 3 or shape[-1] not in channels:
-        raise JaxstyleError(f"{argument}: expected an image {wanted}, got shape {shape}")
-    if 0 in shape[:2]:
-        raise JaxstyleError(f"{argument}: the image is empty (shape {shape})")
-    if np.dtype(array.dtype) == np.uint8:
-        return jnp.asarray(array, jnp.float32) / 255.0
-    if kind != "f":
-        raise JaxstyleError(f"{argument}: expected float values in [0, 1] or uint8, got dtype "
-                            f"{array.dtype}")
-    image = jnp.asarray(array, jnp.float32)
-    low, high = float(jnp.min(image)), float(jnp.max(image))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise JaxstyleError(f"{argument}: the image holds NaN or infinite values")
-    if low < -1e-3 or high > 1 + 1e-3:
-        hint = "; divide by 255" if high > 1.5 else ""
-        raise JaxstyleError(f"{argument}: float values must be in [0, 1], got [{low:g}, "
-                            f"{high:g}]{hint}")
-    return jnp.clip(image, 0.0, 1.0)
-
-
-def check_mask(mask, argument: str) -> jax.Array:
-    """A mask image as float32 [H, W] in [0, 1] (white: applies), from [H, W], [H, W, 1] or
-    [H, W, 3] (the mean of the colours). A mask with transparency comes from
-    `jaxstyle.images.load_mask`, where transparent means no.
-
-    Raises:
-      JaxstyleError: naming `argument`: not such an image, or a mask with no white (or light)
-        pixel.
-    """
-    array = jnp.asarray(mask) if jnp.ndim(mask) != 2 else jnp.asarray(mask)[..., None]
-    if array.ndim == 3 and array.shape[-1] not in (1, 3):
-        raise JaxstyleError(f"{argument}: expected an image [H, W], [H, W, 1] or [H, W, 3], got "
-                            f"shape {tuple(array.shape)} (for transparency use "
-                            "jaxstyle.images.load_mask)")
-    array = check_image(array, argument, channels=(1, 3))
-    values = jnp.mean(array, axis=-1)
-    if float(jnp.max(values)) < 0.5:
-        raise JaxstyleError(f"{argument} covers nothing: it has no white (or light) pixel")
-    return values
-
-
-def check_masks(style_masks, content_mask, styles: int) -> tuple[list | None, jax.Array | None]:
-    """`check_mask` for each style mask (None entries: everywhere) and the content mask.
-
-    Raises:
-      JaxstyleError: a number of style masks other than `styles`, or a mask `check_mask`
-        refuses.
-    """
-    if style_masks is not None and len(style_masks) != styles:
-        raise JaxstyleError(f"style_masks: {count(len(style_masks), 'mask')} for "
-                            f"{count(styles, 'style image')}")
-    masks = None if style_masks is None else [
-        None if m is None else check_mask(m, f"style mask {i + 1}")
-        for i, m in enumerate(style_masks)]
-    return masks, None if content_mask is None else check_mask(content_mask, "content mask")
-
-
-def check_arguments(weights, options) -> StyleOptions:
-    """The weights and options of a run, checked: `options` None means `StyleOptions()`.
-
-    Raises:
-      JaxstyleError: weights that are not `jaxstyle.VGGWeights`, options that are not
-        `StyleOptions` (a dict says how to make one), or layers the network lacks.
-    """
-    if not isinstance(weights, VGGWeights):
-        raise JaxstyleError(f"weights: expected VGGWeights (jaxstyle.load_weights(...)), got "
-                            f"{type(weights).__name__}")
-    if isinstance(options, dict):
-        raise JaxstyleError("options: expected a StyleOptions, got a dict; use "
-                            "StyleOptions(**options)")
-    options = StyleOptions() if options is None else options
-    if not isinstance(options, StyleOptions):
-        raise JaxstyleError(f"options: expected a StyleOptions, got {type(options).__name__}")
-    check_network(weights, options)
-    return options
-
-
-def _check_size(shape: tuple[int, ...], layers: Sequence[str], option: str, what: str,
-                fix: Callable[[int], str] = lambda need: "") -> None:
-    """Refuses `shape` (`what`, which `option` sets) when it is thinner than `layers` need;
-    `fix` words the advice for the size needed, naming `option` as ``option`` or
-    ``option=value`` (`JaxstyleError.options`)."""
-    need = min_image_side(layers)
-    if min(shape[:2]) < need:
-        raise JaxstyleError(
-            f"{option}: {what} of {shape[1]}x{shape[0]} px is too small for the network: its "
-            f"deepest layer used ({max(layers, key=pools_before)}) needs at least {need} px on "
-            f"each side{fix(need)}", options=(option,))
-
-
-def _smallest_size(content_shape: tuple[int, ...], need: int) -> int:
-    """The smallest longest side at which the content's shorter side reaches `need` px."""
-    size = need
-    while min(output_shape(content_shape, size)) < need and size <= MAX_SIDE:
-        size += 1
-    return size
-
-
-def check_network(weights: VGGWeights, options: StyleOptions) -> None:
-    """Checks that the network the weights hold has every layer the options name.
-
-    Raises:
-      OptionsError: a content or style layer the network lacks (``relu5_4`` with a VGG16); the
-        message names the option and lists the network's layers.
-    """
-    for name in ("content_layers", "style_layers"):
-        try:
-            validate_layers(getattr(options.objective, name), name, depths_of(weights.params))
-        except ValueError as exc:
-            raise OptionsError(str(exc)) from None
-
-
-def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ...]],
-                options: StyleOptions) -> list[tuple[int, int]]:
-    """(H, W) each style image is resized to for an output of `output_hw`: longest side
-    ``style_scale`` (or its own ``style_scales`` entry) times the output's."""
-    scales = options.objective.style_scales or (options.objective.style_scale,) * len(style_shapes)
-    if len(scales) != len(style_shapes):
-        raise JaxstyleError(
-            f"style_scales: {count(len(scales), 'scale')} for "
-            f"{count(len(style_shapes), 'style image')}"
-        )
-    return [fit_longest_side(shape, max(1, round(scale * max(output_hw))))
-            for shape, scale in zip(style_shapes, scales)]
-
-
-def check_inputs(
-    content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]], options: StyleOptions
-) -> tuple[Stage, ...]:
-    """Checks image counts and sizes against the options before any expensive work.
-
-    Args:
-      content_shape: the content image's shape [H, W, 3].
-      style_shapes: each style image's shape.
-      options: the run's options.
-
-    Returns:
-      The run's plan (`jaxstyle.stages`).
-
-    Raises:
-      JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
-        or a style image) too small for the deepest layer used; the last names the option that
-        sets the size, and what to set it to, as ``size=21`` (`JaxstyleError.options`).
-    """
-    if not style_shapes:
-        raise JaxstyleError("at least one style image is needed")
-    blend = options.objective.style_blend_weights
-    if blend is not None and len(blend) != len(style_shapes):
-        raise JaxstyleError(
-            f"style_blend_weights: {count(len(blend), 'weight')} for "
-            f"{count(len(style_shapes), 'style image')}"
-        )
-    config = options.loss_config()
-    stages = plan(content_shape, options)
-    sizing = "scales" if options.plan.scales else "size"
-    for stage in stages:
-        _check_size(stage.size, config.layers, sizing, "the output",
-                    lambda need: f"; use {sizing}={size} or more"
-                    if (size := _smallest_size(content_shape, need)) <= MAX_SIDE
-                    else f"; at {sizing}={MAX_SIDE}, the largest, it is still too thin: crop it")
-        _check_size(stage.window[2:], config.layers, "tile_size", f"tile {stage.tile + 1}",
-                    lambda need: f"; use tile_size={max(32, need)} or more")
-        for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
-            _check_size(hw, config.style_layers, "style_scale", f"style image {i + 1}",
-                        lambda need: "; use a larger style_scale")
-    return stages
 
 
 class Problem(NamedTuple):
@@ -311,8 +127,27 @@ def prepare_scale(
     """
     config, pre = options.loss_config(), weights.preprocessing
     content_rgb = resize(content, *stage.size)
+    content_in, style_rgbs = _recoloured(content_rgb, styles, options, stage.size)
+    model_styles = [pre.to_model(s) for s in style_rgbs]
+    regions = style_masks is not None
+    if options.preset == NEURAL_NEIGHBOUR:
+        _check_neighbour_inputs(style_masks, content_mask, previous)
+    if style is None:
+        style = _style_targets(model_styles, weights, options, stage, config, regions)
+    masks = None if style_masks is None else [
+        None if m is None else _resized_mask(m, stage.size) for m in style_masks]
+    cmask = None if content_mask is None else _resized_mask(content_mask, stage.size)
+    return Scale(content_rgb, content_in, model_styles, style, masks, cmask,
+                 _resized_previous(previous, options, pre, stage.size), tuple(style_rgbs))
+
+
+def _recoloured(content_rgb: jax.Array, styles: Sequence[jax.Array], options: StyleOptions,
+                size: tuple[int, int]) -> tuple[jax.Array, list]:
+    """``(content_in, style_rgbs)``: what the network sees of the content at the scale (grey
+    for luminance-only transfer) and the style images resized for an output of `size`,
+    recoloured as the options ask (colour-matched, or grey with the content's luminance)."""
     style_rgbs = [resize(s, *hw) for s, hw in
-                  zip(styles, style_sizes(stage.size, [s.shape for s in styles], options))]
+                  zip(styles, style_sizes(size, [s.shape for s in styles], options))]
     if options.objective.match_style_colors:
         style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
     content_in = content_rgb
@@ -321,34 +156,38 @@ def prepare_scale(
         content_in = color.gray_rgb(content_y)
         style_rgbs = [color.gray_rgb(color.match_luminance(color.luminance(s), content_y))
                       for s in style_rgbs]
-    model_styles = [pre.to_model(s) for s in style_rgbs]
-    regions = style_masks is not None
+    return content_in, style_rgbs
+
+
+def _style_targets(model_styles: list, weights: VGGWeights, options: StyleOptions, stage: Stage,
+                   config, regions: bool) -> tuple:
+    """`Scale.style` of the model-space style images at `stage`'s scale: the neural-neighbour
+    objective's style samples, or the style targets (per tile of the scale when it is tiled)."""
     if options.preset == NEURAL_NEIGHBOUR:
-        _check_neighbour_inputs(style_masks, content_mask, previous)
-    if style is None and options.preset == NEURAL_NEIGHBOUR:
         # Seeded per scale: a run draws the same style samples every time.
         key = jax.random.fold_in(jax.random.key(options.seed), stage.scale)
-        style = neighbours.style_hypercolumns(weights.params, model_styles,
-                                              neighbour_config(options, weights), key)
-    elif style is None and stage.tiles > 1:
-        style = tiled_style_target_list(weights.params, model_styles, config,
-                                        options.objective.style_blend_weights, regions,
-                                        options.plan.tile_size, options.plan.tile_overlap)
-    elif style is None:
-        style = style_target_list(weights.params, model_styles, config,
-                                         options.objective.style_blend_weights, regions)
-    masks = None if style_masks is None else [
-        None if m is None else _resized_mask(m, stage.size) for m in style_masks]
-    cmask = None if content_mask is None else _resized_mask(content_mask, stage.size)
+        return neighbours.style_hypercolumns(weights.params, model_styles,
+                                             neighbour_config(options, weights), key)
+    if stage.tiles > 1:
+        return tiled_style_target_list(weights.params, model_styles, config,
+                                       options.objective.style_blend_weights, regions,
+                                       options.plan.tile_size, options.plan.tile_overlap)
+    return style_target_list(weights.params, model_styles, config,
+                             options.objective.style_blend_weights, regions)
+
+
+def _resized_previous(previous, options: StyleOptions, pre: Preprocessing,
+                      size: tuple[int, int]) -> tuple | None:
+    """`Scale.previous`: the video's ``(warped, weights)`` pairs at `size`, the frames in model
+    space (grey for luminance-only transfer), or None."""
     scaled = []
     for frame, weights in previous or ():
-        frame = resize(jnp.asarray(frame, jnp.float32), *stage.size)
+        frame = resize(jnp.asarray(frame, jnp.float32), *size)
         if options.objective.original_colors == "luminance":  # compared with the grey optimized
             frame = color.gray_rgb(color.luminance(frame))
-        weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *stage.size)[..., 0]
+        weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *size)[..., 0]
         scaled.append((pre.to_model(frame), jnp.clip(weights, 0.0, 1.0)))
-    return Scale(content_rgb, content_in, model_styles, style, masks, cmask,
-                 tuple(scaled) or None, tuple(style_rgbs))
+    return tuple(scaled) or None
 
 
 def _check_neighbour_inputs(style_masks, content_mask, previous) -> None:

@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxstyle.checks import style_sizes
 from jaxstyle.losses import LossConfig
 from jaxstyle.options import StyleOptions
-from jaxstyle.problem import style_sizes
 from jaxstyle.resampling import resize
 from jaxstyle.style_losses import (
     StyleLoss,

@@ -23,13 +23,13 @@ from jaxstyle.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from jaxstyle.checks import check_inputs
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
 from jaxstyle.errors import ImageError, OptimizationError
 from jaxstyle.files import sha256_of
 from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
     Checkpointing,
     Interrupted,

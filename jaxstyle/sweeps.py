@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxstyle.checks import check_inputs
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
 from jaxstyle.errors import count
@@ -24,7 +25,6 @@ from jaxstyle.images import save_image
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.option_groups import VideoOptions
 from jaxstyle.options import StyleOptions, parse_value
-from jaxstyle.problem import check_inputs
 from jaxstyle.quality import Quality, measure
 from jaxstyle.runner import ProgressDisplay, check_outputs, load_inputs, open_network
 from jaxstyle.weights import VGGWeights

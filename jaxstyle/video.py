@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle import temporal
+from jaxstyle.checks import check_inputs
 from jaxstyle.choices import DEFAULT_MAX_PIXELS, VIDEO_SUFFIXES
 from jaxstyle.driver import stylize, stylize_batch
 from jaxstyle.errors import count
@@ -42,7 +43,6 @@ from jaxstyle.frames import (
 )
 from jaxstyle.images import can_write_in, load_image, save_image
 from jaxstyle.options import StyleOptions
-from jaxstyle.problem import check_inputs
 from jaxstyle.runner import (
     ProgressDisplay,
     load_inputs,

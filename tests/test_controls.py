@@ -238,7 +238,7 @@ def test_keep_best_and_ema_options(tiny_weights):
 
 
 def test_per_style_scales(tiny_weights):
-    from jaxstyle.problem import check_inputs, style_sizes
+    from jaxstyle.checks import check_inputs, style_sizes
 
     options = StyleOptions(size=40, style_scales=(0.5, 2.0))
     stages = check_inputs((30, 40, 3), [(50, 50, 3), (20, 40, 3)], options)

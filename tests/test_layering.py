@@ -49,8 +49,11 @@ LAYERS = {
     "jaxstyle.option_groups": RUN,
     "jaxstyle.options": RUN,
     "jaxstyle.stages": RUN,
+    "jaxstyle.checks": RUN,
     "jaxstyle.problem": RUN,
     "jaxstyle.run_state": RUN,
+    "jaxstyle.stage_run": RUN,
+    "jaxstyle.ahead": RUN,
     "jaxstyle.driver": RUN,
     "jaxstyle.quality": RUN,
     # app: files, locks, signals, progress, reports, the command line and the studio.
@@ -253,9 +256,9 @@ def test_a_library_error_names_the_option_and_the_command_line_its_flag():
     """What `jaxstyle stylize --size 8` prints (tests/test_cli.py), from an error whose own
     message names the Python option."""
     from jaxstyle import StyleOptions
+    from jaxstyle.checks import check_inputs
     from jaxstyle.errors import JaxstyleError
     from jaxstyle.flags import error_line
-    from jaxstyle.problem import check_inputs
 
     with pytest.raises(JaxstyleError) as caught:
         check_inputs((300, 400, 3), [(300, 400, 3)], StyleOptions(size=8))

@@ -172,6 +172,7 @@ def test_the_default_at_512_px_ends_within_the_bounds_at_a_tiny_width(tiny_weigh
 
 def test_later_scales_are_prepared_in_the_background_without_changing_the_result(
         tiny_weights, monkeypatch):
+    from jaxstyle import ahead as background
     from jaxstyle import driver
     from jaxstyle.compiled import COMPILED
 
@@ -182,7 +183,11 @@ def test_later_scales_are_prepared_in_the_background_without_changing_the_result
     # The 64 px scale's init and chunk were compiled by another thread than the run's.
     compiled_by = {thread for _, _, thread in COMPILED.log}
     assert len(compiled_by) == 2
-    monkeypatch.setattr(driver, "_prepares_ahead", lambda stages, devices: False)
+    def never(stages, devices):
+        return False
+
+    monkeypatch.setattr(driver, "prepares_ahead", never)
+    monkeypatch.setattr(background, "prepares_ahead", never)
     COMPILED.clear()
     inline = stylize(content, [style], tiny_weights, options)
     assert len({thread for _, _, thread in COMPILED.log}) == 1
@@ -215,7 +220,7 @@ def test_progress_counts_work_in_pixel_iterations_across_scales():
 EXIT_WHILE_PREPARING = """
 import sys, time
 import jax, jax.numpy as jnp
-from jaxstyle.driver import _Ahead
+from jaxstyle.ahead import Ahead
 
 def job():  # XLA at work in the background thread for a few seconds
     step = jax.jit(lambda x: jnp.tanh(x @ x) * 0.5)
@@ -225,7 +230,7 @@ def job():  # XLA at work in the background thread for a few seconds
         x = step(x).block_until_ready()
     return x
 
-_Ahead([((1, 1), job)]).start()
+Ahead([((1, 1), job)]).start()
 time.sleep(0.5)
 sys.exit(130)
 """

@@ -150,8 +150,8 @@ def test_runs_are_deterministic_lower_the_loss_and_resume_bit_for_bit(tiny_weigh
 
 
 def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(tiny_weights):
-    from jaxstyle.driver import redrawn_args
     from jaxstyle.losses import Targets, objective
+    from jaxstyle.stage_run import redrawn_args
     from jaxstyle.targets import content_targets, style_targets
 
     options = StyleOptions(style_loss="sliced_wasserstein", redraw_every=5, **TINY_LAYERS)

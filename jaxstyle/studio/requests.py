@@ -8,8 +8,8 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HTTPRequest
 
+from jaxstyle.checks import check_inputs, check_masks
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.problem import check_inputs, check_masks
 from jaxstyle.studio import form, limits
 from jaxstyle.studio.jobs import Request
 from jaxstyle.studio.limits import TooLarge
