@@ -164,11 +164,7 @@ def minimize(
     check_memory(loss, x0, config, chunk, memory_limit, cache)
     x, state, compiled_chunk = _start(loss, x0, config, chunk, resume, cache)
     compile_seconds = cache.seconds_since(start)
-    done, earlier, recent = (0, {}, {}) if resume is None else (
-        resume.iteration, resume.history or {}, resume.recent or {})
-    history = {k: list(v) for k, v in earlier.items()}
-    for key in ("total", CHANGE, *state.opt.aux):
-        history.setdefault(key, [])
+    done, history, recent = _history_from(resume, state)
     while done < iterations:
         n = _chunk_length(done, min(chunk, iterations - done), stop, chunk_ends)
         args = loss.args if loss.chunk_args is None else loss.chunk_args(done)
@@ -180,12 +176,7 @@ def minimize(
             history[key].extend(np.asarray(values[:steps]).tolist())
         done += steps
         if bool(result.diverged):
-            bad = sorted(k for k, v in result.bad_aux.items() if not jnp.all(jnp.isfinite(v)))
-            raise OptimizationError(
-                f"the loss became NaN or infinite at iteration {done + 1} "
-                f"(bad: {', '.join(bad) or 'total'}); the last good image is from iteration {done}",
-                last_good=_progress(done, iterations, x, state, start, history),
-            )
+            raise _diverged(result, done, _progress(done, iterations, x, state, start, history))
         if callback is not None:
             callback(_progress(done, iterations, x, state, start, history))
         if stop and done % STALL_WINDOW == 0 and stop.met(
@@ -194,6 +185,27 @@ def minimize(
     total = time.perf_counter() - start
     return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
                           total - compile_seconds)
+
+
+def _history_from(resume: Continuation | None, state) -> tuple[int, dict, dict]:
+    """``(iterations done, history to extend, recent history before it)`` of a run that starts
+    from `resume` (None: from the beginning) with the optimizer state `state`."""
+    done, earlier, recent = (0, {}, {}) if resume is None else (
+        resume.iteration, resume.history or {}, resume.recent or {})
+    history = {k: list(v) for k, v in earlier.items()}
+    for key in ("total", CHANGE, *state.opt.aux):
+        history.setdefault(key, [])
+    return done, history, recent
+
+
+def _diverged(result, done: int, last_good: Progress) -> OptimizationError:
+    """The error of a chunk whose loss became NaN or infinite after `done` good iterations."""
+    bad = sorted(k for k, v in result.bad_aux.items() if not jnp.all(jnp.isfinite(v)))
+    return OptimizationError(
+        f"the loss became NaN or infinite at iteration {done + 1} "
+        f"(bad: {', '.join(bad) or 'total'}); the last good image is from iteration {done}",
+        last_good=last_good,
+    )
 
 
 def _start(loss: Loss, x0: jax.Array, config: OptimizerConfig, chunk: int,
