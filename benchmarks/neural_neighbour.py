@@ -5,14 +5,15 @@ jaxstyle converts it (``jaxstyle weights download vgg16-torchvision``). The refe
 published code itself (https://github.com/nkolkin13/NeuralNeighborStyleTransfer, MIT), run from
 a checkout given by ``--reference`` in CPU mode with its own defaults (alpha 0.75, rotations of
 the style, 200 Adam steps at each of 4 scales and a final full-size pass, OkLab colours), with
-three things supplied from outside because this machine cannot download them: ``torchvision``'s
-``models.vgg16`` returns the converted weights in torchvision's layout, ``imageio`` reads and
-writes through Pillow, and ``torch.cuda.synchronize`` does nothing without CUDA. Its output size
-is the one constant changed (its script fixes 512; ``--sizes`` sets it), and below 512 px its
-Laplacian pyramid's depth (8 levels, which would shrink a 256 px side to nothing) loses one level
-per halving, so its coarsest band keeps its size relative to the picture. jaxstyle runs its
-command line with ``--preset neural-neighbour --size N``, on a warm compilation cache (one run of
-the pair before the timed one; ``--cold`` skips it).
+four things supplied from outside because this machine cannot download them or has no CUDA:
+``torchvision``'s ``models.vgg16`` returns the converted weights in torchvision's layout,
+``imageio`` reads and writes through Pillow, ``torch.cuda.synchronize`` does nothing, and
+``Tensor.cuda`` keeps a tensor where it is (its colour step calls it even in CPU mode). Its
+output size is the one constant changed (its script fixes 512; ``--sizes`` sets it), and below
+512 px its Laplacian pyramid's depth (8 levels, which would shrink a 256 px side to nothing)
+loses one level per halving, so its coarsest band keeps its size relative to the picture.
+jaxstyle runs its command line with ``--preset neural-neighbour --size N``, on a warm
+compilation cache (one run of the pair before the timed one; ``--cold`` skips it).
 
 Each tool is one fresh process timed from start to exit, with its peak resident memory
 (``wait4``'s maxrss). Both outputs are scored by one function: jaxstyle's quality line
@@ -92,8 +93,9 @@ def _reference_main(spec: dict) -> None:
     imageio.imread = lambda path: np.asarray(Image.open(path))
     imageio.imwrite = lambda path, array: Image.fromarray(array).save(path)
     sys.modules.update(torchvision=torchvision, imageio=imageio)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # its CPU mode still calls these in places (zca.py)
         torch.cuda.synchronize = lambda *args: None
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
     torch.set_num_threads(os.cpu_count() or 1)
     script = Path(spec["reference"]) / "styleTransfer.py"
     source = script.read_text()
