@@ -53,12 +53,8 @@ class TwoLoopLBFGS(jaxopt.LBFGS):
 
     def init_state(self, x, *args):
         state = super().init_state(x, *args)
-        if self.stepsize > 0:
-            return state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
-        if self.first_step:
-            steepest = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1e-30)
-            return state._replace(gamma=self.first_step / steepest)
-        return state
+        gamma = lbfgs.first_gamma(state.grad, self.stepsize, self.first_step)
+        return state if gamma is None else state._replace(gamma=gamma)
 
     def update(self, x, state, *args):
         new_x, new_state = super().update(x, state, *args)

@@ -138,6 +138,17 @@ def compact_direction(state: LBFGSState) -> tuple[jax.Array, jax.Array, jax.Arra
 
 
 
+def first_gamma(grad: jax.Array, stepsize: float, first_step: float) -> jax.Array | None:
+    """The ``gamma`` that makes an L-BFGS's first step, along ``-gamma * grad`` with an empty
+    history, torch's: ``min(1, 1 / |grad|_1)`` for a fixed `stepsize`, `first_step` over the
+    steepest component with a line search that is given one; None keeps jaxopt's."""
+    if stepsize > 0:
+        return jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(grad)))
+    if first_step:
+        return first_step / jnp.maximum(jnp.max(jnp.abs(grad)), 1e-30)
+    return None
+
+
 @dataclasses.dataclass(eq=False)
 class CompactLBFGS(jaxopt.LBFGS):
     """jaxopt's L-BFGS with `compact_direction` in place of its two-loop recursion (which visits
@@ -190,14 +201,8 @@ class CompactLBFGS(jaxopt.LBFGS):
         state = super().init_state(init_params, *args, **kwargs)
         square = jnp.zeros((self.history_size,) * 2, state.rho_history.dtype)
         state = LBFGSState(**state._asdict(), s_dot_y=square, y_dot_y=square)
-        if self.stepsize > 0:
-            # With an empty history jaxopt steps along -gamma * g: seeding gamma reproduces
-            # torch's first step exactly.
-            return state._replace(gamma=jnp.minimum(1.0, 1.0 / jnp.sum(jnp.abs(state.grad))))
-        if self.first_step:
-            steepest = jnp.maximum(jnp.max(jnp.abs(state.grad)), 1e-30)
-            return state._replace(gamma=self.first_step / steepest)
-        return state
+        gamma = first_gamma(state.grad, self.stepsize, self.first_step)
+        return state if gamma is None else state._replace(gamma=gamma)
 
     def update(self, params: jax.Array, state: LBFGSState, *args,
                **kwargs) -> jaxopt.OptStep:
