@@ -27,7 +27,7 @@ from jaxstyle.options import StyleOptions
 from jaxstyle.run_state import RunState
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 4  # 4: the options in groups (`StyleOptions.to_dict`)
+FORMAT_VERSION = 5  # 4: the options in groups (`StyleOptions.to_dict`); 5: coarse scales in shape buckets
 
 
 @dataclass

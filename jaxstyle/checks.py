@@ -17,7 +17,7 @@ from jaxstyle.choices import MAX_SIDE
 from jaxstyle.errors import JaxstyleError, count
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.options import StyleOptions
-from jaxstyle.resampling import fit_longest_side
+from jaxstyle.resampling import fit_bucket, fit_longest_side
 from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.vgg import VGGWeights
 from jaxstyle.vgg_layers import depths_of, min_image_side, pools_before, validate_layers
@@ -152,16 +152,18 @@ def check_network(weights: VGGWeights, options: StyleOptions) -> None:
 
 
 def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ...]],
-                options: StyleOptions) -> list[tuple[int, int]]:
+                options: StyleOptions, coarse: bool = False) -> list[tuple[int, int]]:
     """(H, W) each style image is resized to for an output of `output_hw`: longest side
-    ``style_scale`` (or its own ``style_scales`` entry) times the output's."""
+    ``style_scale`` (or its own ``style_scales`` entry) times the output's; at a `coarse`
+    scale (`Stage.coarse`), in a shape bucket (`fit_bucket`)."""
     scales = options.objective.style_scales or (options.objective.style_scale,) * len(style_shapes)
     if len(scales) != len(style_shapes):
         raise JaxstyleError(
             f"style_scales: {count(len(scales), 'scale')} for "
             f"{count(len(style_shapes), 'style image')}"
         )
-    return [fit_longest_side(shape, max(1, round(scale * max(output_hw))))
+    fit = fit_bucket if coarse else fit_longest_side
+    return [fit(shape, max(1, round(scale * max(output_hw))))
             for shape, scale in zip(style_shapes, scales)]
 
 
@@ -201,7 +203,7 @@ def check_inputs(
                     else f"; at {sizing}={MAX_SIDE}, the largest, it is still too thin: crop it")
         _check_size(stage.window[2:], config.layers, "tile_size", f"tile {stage.tile + 1}",
                     lambda need: f"; use tile_size={max(32, need)} or more")
-        for i, hw in enumerate(style_sizes(stage.size, style_shapes, options)):
+        for i, hw in enumerate(style_sizes(stage.size, style_shapes, options, stage.coarse)):
             _check_size(hw, config.style_layers, "style_scale", f"style image {i + 1}",
                         lambda need: "; use a larger style_scale")
     return stages

@@ -127,7 +127,7 @@ def prepare_scale(
     """
     config, pre = options.loss_config(), weights.preprocessing
     content_rgb = resize(content, *stage.size)
-    content_in, style_rgbs = _recoloured(content_rgb, styles, options, stage.size)
+    content_in, style_rgbs = _recoloured(content_rgb, styles, options, stage)
     model_styles = [pre.to_model(s) for s in style_rgbs]
     regions = style_masks is not None
     if options.preset == NEURAL_NEIGHBOUR:
@@ -142,12 +142,12 @@ def prepare_scale(
 
 
 def _recoloured(content_rgb: jax.Array, styles: Sequence[jax.Array], options: StyleOptions,
-                size: tuple[int, int]) -> tuple[jax.Array, list]:
+                stage: Stage) -> tuple[jax.Array, list]:
     """``(content_in, style_rgbs)``: what the network sees of the content at the scale (grey
-    for luminance-only transfer) and the style images resized for an output of `size`,
+    for luminance-only transfer) and the style images resized for `stage`'s output,
     recoloured as the options ask (colour-matched, or grey with the content's luminance)."""
-    style_rgbs = [resize(s, *hw) for s, hw in
-                  zip(styles, style_sizes(size, [s.shape for s in styles], options))]
+    sizes = style_sizes(stage.size, [s.shape for s in styles], options, stage.coarse)
+    style_rgbs = [resize(s, *hw) for s, hw in zip(styles, sizes)]
     if options.objective.match_style_colors:
         style_rgbs = [color.match_colors(s, content_rgb) for s in style_rgbs]
     content_in = content_rgb

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from jaxstyle.options import StyleOptions
-from jaxstyle.resampling import fit_longest_side
+from jaxstyle.resampling import fit_bucket, fit_longest_side
 
 
 class Stage(NamedTuple):
@@ -26,6 +26,9 @@ class Stage(NamedTuple):
       window: (top, left, height, width) of the tile in the scale's output.
       iterations: optimizer iterations of this stage.
       offset: iterations of the whole run before this stage.
+      coarse: whether a finer scale follows: then `size` and the style images' sizes are
+        rounded to shape buckets (`jaxstyle.resampling.fit_bucket`), so that pictures of nearby
+        shapes share what is compiled for a coarse scale.
     """
 
     index: int
@@ -36,6 +39,7 @@ class Stage(NamedTuple):
     window: tuple[int, int, int, int]
     iterations: int
     offset: int
+    coarse: bool = False
 
 
 def output_shape(content_shape: tuple[int, ...], size: int | None) -> tuple[int, int]:
@@ -118,18 +122,21 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
     """The stages of a run on a content image of shape [H, W, ...].
 
     Every tile of a scale gets the scale's iteration count, so a scale of 6 tiles costs 6 times
-    its iterations; `Stage.offset` counts them through the whole run.
+    its iterations; `Stage.offset` counts them through the whole run. Every scale but the last
+    has a bucketed shape (`Stage.coarse`); the last is the output's exact shape.
 
     Returns:
       The stages in the order they run: scales coarse to fine, tiles in raster order.
     """
     stages, offset = [], 0
-    for scale, (size, iterations) in enumerate(scale_sizes(content_shape, options)):
-        shape = output_shape(content_shape, size)
+    sizes = scale_sizes(content_shape, options)
+    for scale, (size, iterations) in enumerate(sizes):
+        coarse = scale < len(sizes) - 1 and bool(size)
+        shape = fit_bucket(content_shape, size) if coarse else output_shape(content_shape, size)
         parts = windows(shape, options)
         for tile, window in enumerate(parts):
             stages.append(Stage(len(stages), scale, shape, tile, len(parts), window, iterations,
-                                offset))
+                                offset, coarse))
             offset += iterations
     return tuple(stages)
 

@@ -11,7 +11,7 @@ from PIL import Image
 from jaxstyle import StyleOptions, stylize
 from jaxstyle.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from jaxstyle.driver import stylize_batch
-from jaxstyle.resampling import resize
+from jaxstyle.resampling import bucket_step, fit_bucket, fit_longest_side, resize
 from jaxstyle.stages import coarse_to_fine, continued, plan, scale_sizes, total_iterations
 
 
@@ -20,11 +20,33 @@ def test_plan_walks_scales_then_tiles_with_running_offsets():
     stages = plan((60, 80, 3), options)
     assert [(s.scale, s.tile, s.tiles) for s in stages] == [(0, 0, 1)] + [(1, t, 4)
                                                                          for t in range(4)]
-    assert stages[0].size == (30, 40) and stages[0].window == (0, 0, 30, 40)
+    # The coarse scale's 30x40 is rounded to its shape bucket (a multiple of 8 px at 40 px).
+    assert stages[0].size == (32, 40) and stages[0].window == (0, 0, 32, 40)
+    assert [s.coarse for s in stages] == [True] + [False] * 4
     assert [s.window for s in stages[1:]] == [(0, 0, 48, 48), (0, 32, 48, 48), (12, 0, 48, 48),
                                               (12, 32, 48, 48)]
     assert [s.offset for s in stages] == [0, 3, 8, 13, 18] and total_iterations(stages) == 23
     assert len(plan((60, 80, 3), StyleOptions(size=64))) == 1
+
+
+def test_coarse_scales_of_nearby_shapes_share_a_bucket_and_the_output_keeps_its_shape():
+    options = StyleOptions(size=512)
+    shapes = {}
+    for content in [(2000, 3000, 3), (1990, 3000, 3), (683, 1024, 3), (2100, 3000, 3)]:
+        stages = plan(content, options)
+        shapes[content] = [s.size for s in stages]
+        assert stages[-1].size == fit_longest_side(content, 512) and not stages[-1].coarse
+        assert all(s.coarse for s in stages[:-1])
+    # 3:2 photos cropped a few pixels differently: one shape per coarse scale, 8 and 16 px steps.
+    assert {tuple(v[:-1]) for v in shapes.values()} == {((88, 128), (176, 256))}
+    assert {v[-1] for v in shapes.values()} == {(341, 512), (340, 512), (342, 512), (358, 512)}
+    # Portrait, square and explicit scales: only the longer side is fixed, the last scale exact.
+    assert [s.size for s in plan((3000, 2000, 3), options)] == [(128, 88), (256, 176), (512, 341)]
+    assert [s.size for s in plan((500, 500, 3), options)] == [(128, 128), (256, 256), (512, 512)]
+    assert [s.size for s in plan((100, 210, 3), StyleOptions(scales=(50, 105)))] == [
+        (24, 50), (50, 105)]
+    assert fit_bucket((1000, 1001, 3), 100) == (100, 100)
+    assert [bucket_step(n) for n in (32, 128, 256, 384, 512, 1024)] == [8, 8, 16, 24, 32, 64]
 
 
 def test_the_default_schedule_doubles_from_the_coarsest_scale_to_the_size():
@@ -115,7 +137,7 @@ def test_multi_scale_tiled_batch_equals_single_runs(tiny_weights):
     styles = [smooth_image(40, 40, 5)]
     seen = []
     batch = stylize_batch(contents, styles, tiny_weights, options, callback=seen.append)
-    assert {p.stage.size for p in seen} == {(30, 40), (60, 80), (40, 40), (80, 80)}
+    assert {p.stage.size for p in seen} == {(32, 40), (60, 80), (40, 40), (80, 80)}
     for content, result in zip(contents, batch):
         alone = stylize(content, styles, tiny_weights, options)
         assert result.image.shape == alone.image.shape
@@ -201,20 +223,21 @@ def test_progress_counts_work_in_pixel_iterations_across_scales():
 
     stages = plan((100, 200, 3), StyleOptions(scales=(100, 200), scale_iterations=(20, 10)))
     coarse, fine = stages
+    assert coarse.size == (48, 100)  # 50x100 in its shape bucket
 
     def progress(stage, iteration):
         return StylizeProgress(iteration, 30, stage, 1.0, {}, 0, 0.0, None, None, {}, None,
                                lambda: None, stages)
 
-    assert progress(coarse, 10).work() == (10 * 50 * 100, 20 * 5000 + 10 * 20000)
-    assert progress(fine, 25).work() == (20 * 5000 + 5 * 20000, 20 * 5000 + 10 * 20000)
+    assert progress(coarse, 10).work() == (10 * 4800, 20 * 4800 + 10 * 20000)
+    assert progress(fine, 25).work() == (20 * 4800 + 5 * 20000, 20 * 4800 + 10 * 20000)
     # The studio's time left: a pace taken at the coarse scale prices each later iteration at
-    # its four times the pixels.
+    # its 20000 / 4800 times the pixels.
     before = Snapshot(1, "run", "running", iteration=10, frame=1, chunk_at=1.0,
-                      work_done=10 * 5000)
+                      work_done=10 * 4800)
     now = after_chunk(before, progress(coarse, 20), elapsed=2.0, frame=2, stopping=False)
     assert now["per_iteration"] == 0.1
-    assert now["eta"] == 0.1 * 10 * 4
+    assert now["eta"] == pytest.approx(0.1 * 10 * 20000 / 4800)
 
 
 EXIT_WHILE_PREPARING = """

@@ -162,15 +162,16 @@ def test_corrupt_truncated_and_foreign_checkpoints(tmp_path, capsys):
         assert message in capsys.readouterr().err
     from flax import serialization
 
-    # 1 and 2 (never released): no checksum, no L-BFGS direction; 3: the options not in groups.
-    for version in (1, 2, 3, 9):
+    # 1 and 2 (never released): no checksum, no L-BFGS direction; 3: the options not in groups;
+    # 4: coarse scales in the output's exact aspect ratio, not in shape buckets.
+    for version in (1, 2, 3, 4, 9):
         path = tmp_path / f"v{version}.ckpt"
         path.write_bytes(serialization.msgpack_serialize(
             {"format": "jaxstyle-checkpoint", "version": version, "iteration": 3}))
         with pytest.raises(CheckpointError) as refused:
             load_checkpoint(path)
         assert str(refused.value) == (f"{path}: checkpoint format version {version} is not this "
-                                      "jaxstyle's (4); finish the run with the version that "
+                                      "jaxstyle's (5); finish the run with the version that "
                                       "wrote it")
     assert main(["resume", str(tmp_path / "v2.ckpt")]) == 2
     err = capsys.readouterr().err
