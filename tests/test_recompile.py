@@ -73,3 +73,21 @@ def test_a_batch_with_another_strength_recompiles_nothing(tiny_weights):
         again = stylize_batch(contents, styles, tiny_weights, options.replace(style_strength=3.0))
     assert lowered == []
     assert np.abs(again[0].image - first[0].image).max() > 0
+
+
+def test_a_picture_of_a_nearby_shape_compiles_only_its_last_scale(tiny_weights):
+    """Coarse scales are in shape buckets (`jaxstyle.resampling.fit_bucket`): after a 60x90
+    picture, one of 62x90 compiles the optimizer of its last scale only (its coarse scale is
+    32x48 like the first's), where one of 40x90 (24x48 at the coarse scale) compiles both."""
+    styles = [smooth_image(32, 32, 1)]
+    options = StyleOptions(**{**BASE, "size": 96, "style_blend_weights": None},
+                           scales=(48, 96), scale_iterations=(2,))
+
+    def chunks_compiled(height: int) -> int:
+        with counted_lowerings() as lowered:
+            stylize(smooth_image(height, 90, 0), styles, tiny_weights, options)
+        return sum(name == "jit(run_chunk)" for name in lowered)
+
+    stylize(smooth_image(60, 90, 0), styles, tiny_weights, options)
+    assert chunks_compiled(62) == 1
+    assert chunks_compiled(40) == 2
