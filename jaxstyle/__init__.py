@@ -38,6 +38,7 @@ _WHERE = {
     "Preprocessing": "jaxstyle.preprocessing",
     "Problem": "jaxstyle.problem",
     "Quality": "jaxstyle.quality",
+    "RunDivergedError": "jaxstyle.errors",
     "Stage": "jaxstyle.stages",
     "StopRule": "jaxstyle.optimize",
     "StyleLoss": "jaxstyle.style_losses",
@@ -84,12 +85,12 @@ _WHERE = {
 
 SUBMODULES = ("ahead", "batch", "checkpoint", "checks", "choices", "color", "compilation_cache",
               "compiled", "download", "driver", "errors", "files", "flags", "frames", "images",
-              "info", "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize", "option_fields",
-              "option_groups", "options", "pickled_arrays", "preprocessing", "presets", "problem",
-              "pth", "quality", "resampling", "run_state", "runner", "session", "sources",
-              "stage_run", "stages", "steps", "style_losses", "sweeps", "targets", "temporal",
-              "terms", "tiling", "unpickler", "vgg", "vgg_formats", "vgg_layers", "video",
-              "weights", "winograd")
+              "info", "layouts", "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize",
+              "option_fields", "option_groups", "options", "pickled_arrays", "preprocessing",
+              "presets", "problem", "pth", "quality", "resampling", "run_state", "runner",
+              "session", "sources", "stage_run", "stages", "steps", "style_losses", "sweeps",
+              "targets", "temporal", "terms", "tiling", "unpickler", "vgg", "vgg_formats",
+              "vgg_layers", "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

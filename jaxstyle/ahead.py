@@ -1,5 +1,5 @@
 """A run's scales prepared: each image's inputs at a scale (`prepare_scales`), and the later
-scales of a one-image run prepared in a background thread while the current one runs (`Ahead`).
+scales of a run prepared in a background thread while the current one runs (`Ahead`).
 
 The preparation reads the run's `jaxstyle.stage_run.Walk` as the driver (`jaxstyle.driver`)
 does, so a scale prepared ahead is the one the driver would have prepared.
@@ -17,24 +17,25 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from jaxstyle.checks import ImageInputs
 from jaxstyle.problem import Scale, network_params, prepare_scale, stage_problem
 from jaxstyle.stage_run import Walk, compile_stage
 from jaxstyle.stages import Stage
 
 
-def prepare_scales(walk: Walk, stage: Stage, contents: list[jax.Array],
-                   styles: list[jax.Array], style_masks, content_mask,
-                   previous: list | None, share_style: bool) -> list[Scale]:
+def prepare_scales(walk: Walk, stage: Stage, images: list[ImageInputs],
+                   styles: list[jax.Array], share_style: bool) -> list[Scale]:
     """Each image's inputs at the stage's scale (`jaxstyle.problem.prepare_scale`), the style
     targets computed once for all of them (and kept in ``walk.style_cache`` across calls)."""
     cache = walk.style_cache if share_style and walk.style_cache is not None else {}
-    style = cache.get(stage.size)
     scales = []
-    for content, earlier in zip(contents, previous or [None] * len(contents)):
-        scales.append(prepare_scale(content, styles, walk.weights, walk.options, stage,
-                                    style_masks, content_mask, style if share_style else None,
-                                    earlier))
-        style = cache[stage.size] = scales[-1].style
+    for image in images:
+        regions = image.style_masks is not None  # which style targets the image needs
+        style = cache.get((stage.size, regions))
+        scales.append(prepare_scale(image.content, styles, walk.weights, walk.options, stage,
+                                    image.style_masks, image.content_mask,
+                                    style if share_style else None, image.previous))
+        cache[stage.size, regions] = scales[-1].style
     return scales
 
 
@@ -102,31 +103,28 @@ def _finish_preparing() -> None:
         ahead.join()
 
 
-def prepares_ahead(stages: Sequence[Stage], devices) -> bool:
-    """Whether `prepare_later_scales` prepares later scales of `stages` (one image, untiled
-    scales)."""
-    return (devices is None and all(s.tiles == 1 for s in stages)
-            and len({s.size for s in stages}) > 1)
+def prepares_ahead(stages: Sequence[Stage]) -> bool:
+    """Whether `prepare_later_scales` prepares later scales of `stages` (untiled scales)."""
+    return all(s.tiles == 1 for s in stages) and len({s.size for s in stages}) > 1
 
 
-def prepare_later_scales(walk: Walk, stages: tuple[Stage, ...], contents, styles, style_masks,
-                         content_mask, previous, share_style: bool) -> Ahead | None:
-    """Starts preparing the scales after the first of `stages` (the ones the walk runs), for
-    one image whose scales are untiled; None when there is nothing to prepare."""
-    if not prepares_ahead(stages, walk.devices):
+def prepare_later_scales(walk: Walk, stages: tuple[Stage, ...], images: list[ImageInputs],
+                         styles: list[jax.Array], share_style: bool) -> Ahead | None:
+    """Starts preparing the scales after the first of `stages` (the ones the walk runs), when
+    the scales are untiled; None when there is nothing to prepare."""
+    if not prepares_ahead(stages):
         return None
     later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size]
     options, weights = walk.options, walk.weights
 
     def prepare(stage: Stage) -> tuple:
         here = walk._replace(options=options.at_scale(max(stage.size)))
-        scales = prepare_scales(here, stage, contents, styles, style_masks, content_mask,
-                                 previous, share_style)
+        scales = prepare_scales(here, stage, images, styles, share_style)
         # The problem as the stage will pose it, from any start of the right shape.
         problem = stage_problem(scales[0], np.asarray(scales[0].content_rgb), stage, weights,
                                 here.options)
         params = network_params(weights.params, here.options, problem.image_shape)
-        compile_stage(here.options, weights, problem, params)
+        compile_stage(here, [problem] * len(scales), share_style, params)
         return scales, params
 
     return Ahead([(s.size, functools.partial(prepare, s)) for s in later])

@@ -2,12 +2,14 @@
 every size of the plan against the deepest layer used.
 
 `check_inputs` checks counts and sizes against the whole plan (`jaxstyle.stages`); the others
-check one argument each and give it back in the form the run uses.
+check one argument each and give it back in the form the run uses, and `check_image_inputs`
+gathers one content image's (`ImageInputs`), what a batch holds one of per image.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,33 @@ from jaxstyle.resampling import fit_bucket, fit_longest_side
 from jaxstyle.stages import Stage, output_shape, plan
 from jaxstyle.vgg import VGGWeights
 from jaxstyle.vgg_layers import depths_of, min_image_side, pools_before, validate_layers
+
+
+class ImageInputs(NamedTuple):
+    """One content image's inputs besides the styles (which the images of a batch share), as
+    `jaxstyle.stylize` takes them, checked.
+
+    Attributes:
+      content: float32 [H, W, 3] RGB in [0, 1].
+      style_masks: float32 [H, W] per style (None: everywhere), or None for no regions.
+      content_mask: float32 [H, W], or None.
+      init_image: float32 [H, W, 3] to start from, or None (``options.optimization.init``).
+      previous: for video, ``((warped, weights), ...)`` (`prepare_scale`), or None.
+    """
+
+    content: jax.Array
+    style_masks: list | None = None
+    content_mask: jax.Array | None = None
+    init_image: jax.Array | None = None
+    previous: tuple | None = None
+
+    def controls(self) -> tuple:
+        """What decides the structure of this image's targets (not its sizes): which styles
+        have masks, whether there is a content mask, how many earlier frames. Images of one
+        plan with the same controls run as one batch."""
+        return (None if self.style_masks is None else tuple(m is None for m in self.style_masks),
+                self.content_mask is not None, len(self.previous or ()))
+
 
 
 def check_image(image, argument: str, channels: tuple[int, ...] = (3,)) -> jax.Array:
@@ -94,6 +123,51 @@ def check_masks(style_masks, content_mask, styles: int) -> tuple[list | None, ja
         None if m is None else check_mask(m, f"style mask {i + 1}")
         for i, m in enumerate(style_masks)]
     return masks, None if content_mask is None else check_mask(content_mask, "content mask")
+
+
+def check_image_inputs(styles: int, content, init_image=None, style_masks=None,
+                       content_mask=None, previous=None, index: int | None = None) -> ImageInputs:
+    """One content image's inputs as `jaxstyle.stylize` takes them, checked (`check_image`,
+    `check_masks`) for a run with `styles` style images; `index`: the image's place in a batch,
+    which the messages name (``contents[2]``, ``init_images[2]``).
+
+    Raises:
+      JaxstyleError: an image or mask these checks refuse.
+    """
+    def name(argument: str) -> str:
+        return argument if index is None else f"{argument}s[{index}]"
+
+    content = check_image(content, name("content"))
+    init_image = None if init_image is None else check_image(init_image, name("init_image"))
+    try:
+        style_masks, content_mask = check_masks(style_masks, content_mask, styles)
+    except JaxstyleError as exc:
+        raise JaxstyleError(str(exc) if index is None else f"contents[{index}]: {exc}") from None
+    return ImageInputs(content, style_masks, content_mask, init_image,
+                       tuple(previous) if previous else None)
+
+
+def check_batch_inputs(contents: Sequence, styles: int, init_images: Sequence | None = None,
+                       style_masks: Sequence | None = None, content_masks: Sequence | None = None,
+                       previous: Sequence | None = None) -> list[ImageInputs]:
+    """`check_image_inputs` for each of `contents` with its entries of the other arguments
+    (each None, or one entry per content image).
+
+    Raises:
+      JaxstyleError: no contents, a per-image argument whose length is not theirs, or an image
+        or mask `check_image_inputs` refuses.
+    """
+    if not contents:
+        raise JaxstyleError("contents: no content images")
+    per_image = {"init_images": init_images, "style_masks": style_masks,
+                 "content_masks": content_masks, "previous": previous}
+    for name, given in per_image.items():
+        if given is not None and len(given) != len(contents):
+            raise JaxstyleError(f"{name}: {len(given)} given for "
+                                f"{count(len(contents), 'content image')}")
+    columns = [[None] * len(contents) if given is None else given for given in per_image.values()]
+    return [check_image_inputs(styles, *inputs, index=i)
+            for i, inputs in enumerate(zip(contents, *columns))]
 
 
 def check_arguments(weights, options) -> StyleOptions:

@@ -36,13 +36,29 @@ class OptimizationError(JaxstyleError):
     """The optimization diverged (a loss became NaN or infinite).
 
     Attributes:
-      last_good: the `jaxstyle.optimize.Progress` of the last good iteration (its image and
-        optimizer state), so callers can keep what was achieved.
+      last_good: the `jaxstyle.optimize.Progress` of the `jaxstyle.minimize` call's last good
+        iteration (its image and optimizer state), so callers can keep what was achieved; None
+        when none is known.
     """
 
     def __init__(self, message: str, last_good=None):
         super().__init__(message)
         self.last_good = last_good
+
+
+class RunDivergedError(OptimizationError):
+    """A stylization's optimization diverged: what `jaxstyle.stylize` and
+    `jaxstyle.stylize_batch` raise.
+
+    Attributes:
+      last_good: as for `OptimizationError`: the diverged stage's own `Progress`.
+      run: the whole run's `jaxstyle.StylizeProgress` at that iteration: its picture
+        (``run.image()``) and the state to resume from (``run.run_state()``).
+    """
+
+    def __init__(self, message: str, last_good, run):
+        super().__init__(message, last_good)
+        self.run = run
 
 
 class CheckpointError(JaxstyleError):

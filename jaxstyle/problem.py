@@ -42,30 +42,58 @@ class Problem(NamedTuple):
 
     Attributes:
       loss_fn: ``(x, params, targets, loss_static) -> (total, components)``, module-level.
-      loss_static: its hashable last argument.
+      loss_static: its hashable last argument, of the type `loss_fn` names: a
+        `jaxstyle.losses.LossConfig` (`jaxstyle.losses.objective`), a `LuminanceStatic`
+        (`luminance_objective`), a `jaxstyle.neighbours.NeighbourConfig`, or a
+        `jaxstyle.pyramid.Banded` (any of them as a function of the pyramid's bands).
       x0: the starting variable: the model-space image [h, w, 3], or the luminance [h, w, 1] in
         [0, 1] when only luminance is optimized.
-      targets: the objective's `jaxstyle.losses.Targets`.
+      targets: the objective's targets, a NamedTuple (`jaxstyle.losses.Targets`, or
+        `jaxstyle.neighbours.NeighbourTargets`).
       to_rgb: the variable -> float32 [h, w, 3] RGB in [0, 1].
       pixel_units: whether the variable is in [0, 1] pixel units (else the network's space).
       image_shape: the image's shape [h, w, c]: x0's, unless x0 holds the bands of its
         Laplacian pyramid (``parametrization="pyramid"``, `jaxstyle.pyramid`).
+      image_targets: the fields of `targets` that are the content image's own (a batch stacks
+        them image by image, `jaxstyle.layouts`); the others are the styles', which the images
+        of a batch share.
     """
 
     loss_fn: Callable
     loss_static: object
     x0: jax.Array
-    targets: losses.Targets
+    targets: losses.Targets | neighbours.NeighbourTargets
     to_rgb: Callable[[jax.Array], np.ndarray]
     pixel_units: bool
     image_shape: tuple[int, ...] = ()
+    image_targets: tuple[str, ...] = ()
 
 
-def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets, static) -> tuple:
-    """`losses.objective` of the grey image whose luminance is y [H, W, 1] (static: (config,
-    preprocessing)): Gatys et al. 2017's luminance-only transfer."""
-    config, preprocessing = static
-    return losses.objective(preprocessing.to_model(color.gray_rgb(y)), params, targets, config)
+IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_reference")
+"""The fields of `jaxstyle.losses.Targets` that are the content image's own."""
+
+NEIGHBOUR_IMAGE_TARGETS = ("content_columns", "content")
+"""The fields of `jaxstyle.neighbours.NeighbourTargets` that are the content image's own."""
+
+
+class LuminanceStatic(NamedTuple):
+    """`luminance_objective`'s static argument.
+
+    Attributes:
+      config: the objective's `jaxstyle.losses.LossConfig`.
+      preprocessing: the network's, which maps the grey image into its input space.
+    """
+
+    config: losses.LossConfig
+    preprocessing: Preprocessing
+
+
+def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets,
+                        static: LuminanceStatic) -> tuple:
+    """`losses.objective` of the grey image whose luminance is y [H, W, 1]: Gatys et al. 2017's
+    luminance-only transfer."""
+    return losses.objective(static.preprocessing.to_model(color.gray_rgb(y)), params, targets,
+                            static.config)
 
 
 def _resized_mask(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -197,7 +225,7 @@ def _check_neighbour_inputs(style_masks, content_mask, previous) -> None:
         if given:
             what = "the temporal video term" if name == "previous" else "masks"
             raise OptionsError(f"{name}: not with preset {NEURAL_NEIGHBOUR}: {what} do not "
-                               "compose with it yet")
+                               "compose with it yet", options=("preset",))
 
 
 def neighbour_config(options: StyleOptions, weights: VGGWeights) -> neighbours.NeighbourConfig:
@@ -225,7 +253,7 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             options.objective.content_alpha, options.loss_weights())
         problem = Problem(neighbours.objective, static, pre.to_model(start), targets,
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False,
-                          image_shape=tuple(start.shape))
+                          image_shape=tuple(start.shape), image_targets=NEIGHBOUR_IMAGE_TARGETS)
         return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
     try:
         targets = region_targets(
@@ -244,12 +272,12 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
             return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
 
-        problem = Problem(luminance_objective, (config, pre), color.luminance(start), targets,
-                          with_content_chroma, pixel_units=True)
+        problem = Problem(luminance_objective, LuminanceStatic(config, pre),
+                          color.luminance(start), targets, with_content_chroma, pixel_units=True)
     else:
         problem = Problem(losses.objective, config, pre.to_model(start), targets,
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
-    problem = problem._replace(image_shape=tuple(problem.x0.shape))
+    problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=IMAGE_TARGETS)
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
 
 
@@ -257,7 +285,7 @@ def banded(loss_fn: Callable, loss_static, image_shape: Sequence[int]) -> tuple:
     """``(loss_fn, loss_static, shapes)`` of the objective of an image of `image_shape` as a
     function of its Laplacian pyramid's bands (`jaxstyle.pyramid.objective`)."""
     shapes = pyramid.band_shapes(tuple(image_shape))
-    return pyramid.objective, (loss_fn, loss_static, shapes), shapes
+    return pyramid.objective, pyramid.Banded(loss_fn, loss_static, shapes), shapes
 
 
 def in_bands(problem: Problem) -> Problem:
@@ -332,7 +360,7 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     pre = weights.preprocessing
     config = options.loss_config(model_range=pre.model_range())
     luminance = options.objective.original_colors == "luminance"
-    loss_fn, loss_static = ((luminance_objective, (config, pre)) if luminance
+    loss_fn, loss_static = ((luminance_objective, LuminanceStatic(config, pre)) if luminance
                             else (losses.objective, config))
     if options.preset == NEURAL_NEIGHBOUR:
         loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)

@@ -7,13 +7,15 @@ one flat vector (what the optimizers take), and `objective` wraps any objective 
 
     shapes = pyramid.band_shapes((170, 256, 3))
     z = pyramid.decompose(image, shapes)        # image == pyramid.synthesize(z, shapes)
-    value, aux = pyramid.objective(z, params, targets, (losses.objective, config, shapes))
+    value, aux = pyramid.objective(z, params, targets,
+                                   pyramid.Banded(losses.objective, config, shapes))
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +65,22 @@ def synthesize(z: jax.Array, shapes: Sequence[Sequence[int]]) -> jax.Array:
     return image
 
 
-def objective(z: jax.Array, params, targets, static) -> tuple:
-    """``loss_fn(synthesize(z, shapes), params, targets, loss_static)`` where static is
-    ``(loss_fn, loss_static, shapes)``: any objective of an image, of its bands."""
-    loss_fn, loss_static, shapes = static
-    return loss_fn(synthesize(z, shapes), params, targets, loss_static)
+class Banded(NamedTuple):
+    """`objective`'s static argument: the objective of an image it wraps, and the bands'
+    shapes.
+
+    Attributes:
+      loss_fn: ``(image, params, targets, loss_static) -> (total, components)``.
+      loss_static: its static last argument.
+      shapes: the bands' shapes (`band_shapes`).
+    """
+
+    loss_fn: Callable
+    loss_static: object
+    shapes: tuple[tuple[int, ...], ...]
+
+
+def objective(z: jax.Array, params, targets, static: Banded) -> tuple:
+    """``static.loss_fn(synthesize(z, static.shapes), params, targets, static.loss_static)``:
+    any objective of an image, of its bands."""
+    return static.loss_fn(synthesize(z, static.shapes), params, targets, static.loss_static)

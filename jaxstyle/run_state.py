@@ -18,6 +18,10 @@ from jaxstyle.errors import CheckpointError
 class RunState:
     """Where a run stands: enough to continue it exactly.
 
+    A batch's (`jaxstyle.stylize_batch`) holds the same with a leading axis of images, as laid
+    out (padded to its devices, `jaxstyle.layouts`), on `x`, `state`'s leaves and `canvas`,
+    and one loss per image in each `history` entry.
+
     Attributes:
       iteration: iterations of the whole run done (through all stages of its plan).
       x: the current stage's variable (model-space image [h, w, 3], or luminance [h, w, 1]).

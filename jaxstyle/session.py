@@ -26,7 +26,7 @@ from jaxstyle.checkpoint import (
 from jaxstyle.checks import check_inputs
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
-from jaxstyle.errors import ImageError, OptimizationError
+from jaxstyle.errors import ImageError, OptimizationError, RunDivergedError
 from jaxstyle.files import sha256_of
 from jaxstyle.images import save_image
 from jaxstyle.options import StyleOptions
@@ -260,7 +260,7 @@ def _run(request: Request, options: StyleOptions, log: Callable[[str], None],
             display.close()
             return _interrupted(interrupt, latest[0], output, write_checkpoint, network,
                                 inputs.paths)
-        except OptimizationError as exc:
+        except RunDivergedError as exc:
             display.close()
             _raise_keeping(exc, output, write_checkpoint, network, inputs.paths, options)
     _finish(request, options, saved, result, inputs, network, output, log)
@@ -281,13 +281,13 @@ def _interrupted(interrupt: Interrupted, latest, output: Path, write_checkpoint:
     return 128 + interrupt.signum
 
 
-def _raise_keeping(exc: OptimizationError, output: Path, write_checkpoint: Callable,
+def _raise_keeping(exc: RunDivergedError, output: Path, write_checkpoint: Callable,
                    network: Network, paths: Sequence[str], options: StyleOptions) -> NoReturn:
     """Raises `exc` again, its message saying where its last good iterate was kept (image and
     checkpoint, `_keep_partial`) when there is one past the start."""
-    if exc.last_good is not None and exc.last_good.iteration > 0:
+    if exc.run.iteration > 0:
         raise OptimizationError(_keep_partial(
-            exc.last_good, str(exc), output, write_checkpoint, network, paths,
+            exc.run, str(exc), output, write_checkpoint, network, paths,
             smaller_step(options))) from None
     raise exc
 

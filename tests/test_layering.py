@@ -52,6 +52,7 @@ LAYERS = {
     "jaxstyle.checks": RUN,
     "jaxstyle.problem": RUN,
     "jaxstyle.run_state": RUN,
+    "jaxstyle.layouts": RUN,
     "jaxstyle.stage_run": RUN,
     "jaxstyle.ahead": RUN,
     "jaxstyle.driver": RUN,

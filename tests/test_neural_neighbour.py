@@ -139,12 +139,16 @@ def test_refuses_masks(tiny16_weights):
                 content_mask=mask)
 
 
-def test_refuses_batches(tiny16_weights):
+def test_a_batch_gives_each_image_its_own_run(tiny16_weights):
     from jaxstyle import stylize_batch
 
-    options = StyleOptions(preset="neural-neighbour", size=48, iterations=1)
-    with pytest.raises(OptionsError, match="^preset: neural-neighbour does not run batches yet"):
-        stylize_batch([smooth_image(48, 48)], [smooth_image(40, 40)], tiny16_weights, options)
+    options = StyleOptions(preset="neural-neighbour", size=48, iterations=3,
+                           convolution="direct")
+    contents, styles = [smooth_image(48, 48, 0), smooth_image(48, 48, 3)], [smooth_image(40, 40)]
+    for content, result in zip(contents, stylize_batch(contents, styles, tiny16_weights, options)):
+        alone = stylize(content, styles, tiny16_weights, options)
+        np.testing.assert_allclose(result.image, alone.image, atol=1e-4)
+        assert result.evaluations == alone.evaluations
 
 
 def test_preset_composes_with_the_pyramid_variable(tiny16_weights):

@@ -205,7 +205,7 @@ def test_later_scales_are_prepared_in_the_background_without_changing_the_result
     # The 64 px scale's init and chunk were compiled by another thread than the run's.
     compiled_by = {thread for _, _, thread in COMPILED.log}
     assert len(compiled_by) == 2
-    def never(stages, devices):
+    def never(stages):
         return False
 
     monkeypatch.setattr(driver, "prepares_ahead", never)
