@@ -4,7 +4,9 @@ often the picture refreshes, the server's peak memory; optionally a screenshot o
 Starts ``jaxstyle studio`` (the default weights: the converted network found) with an empty XLA
 compilation cache, then through its API runs chelsea.jpg in the style of marbled.jpg three
 times at the same size: a first run, the same settings again, and the same with another style
-strength (half the default's). The first-picture and whole-run times are the server's own
+strength (half the default's); then coffee.jpg in the style of mosaic.jpg (a nearby shape: its
+coarse scale is in chelsea's shape bucket), and, in a new server with the compilation cache the
+first one filled, chelsea/marbled again (a person's next session). The first-picture and whole-run times are the server's own
 (from submission; the first picture comes after the first iteration); the refresh interval is
 the time between new pictures as a client that fetches each one sees it. Peak memory is the
 server process's VmHWM.
@@ -60,11 +62,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(client: httpx2.Client, options: dict, pid: int) -> dict:
-    """One run through the API, fetching each new picture as the page does; returns its
-    figures (``cores``: the CPU the server got, in cores, on a shared machine)."""
+def run(client: httpx2.Client, options: dict, pid: int,
+        pair: tuple[str, str] = ("chelsea", "marbled")) -> dict:
+    """One run of the studio's example images `pair` (content, style) through the API,
+    fetching each new picture as the page does; returns its figures (``cores``: the CPU the
+    server got, in cores, on a shared machine)."""
     cpu, wall = cpu_seconds(pid), time.perf_counter()
-    answer = client.post("/api/runs", json={"content": "chelsea", "styles": ["marbled"],
+    answer = client.post("/api/runs", json={"content": pair[0], "styles": [pair[1]],
                                             "options": options})
     answer.raise_for_status()
     job = answer.json()["job"]["job"]
@@ -123,26 +127,44 @@ def screenshot(url: str, path: Path, size: int) -> None:
         browser.close()
 
 
+def connect(url: str) -> httpx2.Client:
+    """A client of the studio at `url`, once it has opened its network."""
+    client = httpx2.Client(base_url=url, timeout=600)
+    while client.get("/api/state").json()["network"] is None:
+        time.sleep(0.2)
+    print(f"network: {client.get('/api/state').json()['network']}")
+    return client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--screenshot", type=Path, default=None)
     args = parser.parse_args()
+    options = {"size": args.size, "iterations": args.iterations}
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start_server(Path(tmp) / "cache", Path(tmp) / "run")
         try:
-            client = httpx2.Client(base_url=url, timeout=600)
-            while client.get("/api/state").json()["network"] is None:
-                time.sleep(0.2)
-            print(f"network: {client.get('/api/state').json()['network']}")
-            options = {"size": args.size, "iterations": args.iterations}
+            client = connect(url)
             pid = process.pid
             figures = [("first run (empty compilation cache)", run(client, options, pid)),
                        ("second run, same settings", run(client, options, pid)),
                        ("third run, another style strength", run(
                            client, {**options, "style_strength": BALANCED_STYLE_STRENGTH / 2},
-                           pid))]
+                           pid)),
+                       # 512x341 against chelsea's 451x300: the same coarse shape bucket.
+                       ("coffee/mosaic, a nearby shape", run(client, options, pid,
+                                                             ("coffee", "mosaic")))]
+            print(f"server peak memory (VmHWM): {peak_rss_mb(process.pid):.0f} MB")
+        finally:
+            process.terminate()
+            process.wait(30)
+        # A person's next session: a new server, the compilation cache the first one filled.
+        process, url = start_server(Path(tmp) / "cache", Path(tmp) / "run2")
+        try:
+            figures.append(("first run of a new server (warm cache)",
+                            run(connect(url), options, process.pid)))
             print(f"chelsea.jpg in the style of marbled.jpg at {args.size} px, "
                   f"{args.iterations} iterations a run, {os.cpu_count()} CPU cores, load average "
                   f"{os.getloadavg()[1]:.1f} over the last 5 minutes")
@@ -155,7 +177,6 @@ def main() -> None:
             if args.screenshot:
                 screenshot(url, args.screenshot, args.size)
                 print(f"wrote {args.screenshot}")
-            print(f"server peak memory (VmHWM): {peak_rss_mb(process.pid):.0f} MB")
         finally:
             process.terminate()
             process.wait(30)
