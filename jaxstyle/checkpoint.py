@@ -27,7 +27,8 @@ from jaxstyle.options import StyleOptions
 from jaxstyle.run_state import RunState
 
 FORMAT_NAME = "jaxstyle-checkpoint"
-FORMAT_VERSION = 5  # 4: the options in groups (`StyleOptions.to_dict`); 5: coarse scales in shape buckets
+# 4: the options in groups (`StyleOptions.to_dict`); 5: coarse scales in shape buckets.
+FORMAT_VERSION = 5
 
 
 @dataclass
