@@ -39,6 +39,7 @@ def _tinted(rgb, seed: int) -> np.ndarray:
 RED, BLUE = _tinted([0.9, 0.1, 0.1], 1), _tinted([0.1, 0.1, 0.9], 2)
 LEFT = np.zeros((32, 32), np.float32)
 LEFT[:, :16] = 1.0
+HALF = 1 - 0.5 * LEFT  # a content mask
 
 
 def _unit(a: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -140,6 +141,21 @@ def test_a_style_weighted_zero_leaves_the_run_of_the_others(tiny16_weights):
     assert mixed.image[..., 2].mean() > alone.image[..., 2].mean() + 0.05
 
 
+def test_a_batch_with_regions_gives_each_image_its_own_run(tiny16_weights):
+    from jaxstyle import stylize_batch
+
+    options = _options(iterations=3)
+    contents = [smooth_image(32, 32, 0), smooth_image(32, 32, 3)]
+    masks = [[LEFT, 1 - LEFT], [1 - LEFT, LEFT]]
+    halves = [HALF, 1 - 0.5 * (1 - LEFT)]
+    batch = stylize_batch(contents, [RED, BLUE], tiny16_weights, options, style_masks=masks,
+                          content_masks=halves)
+    for content, mask, half, result in zip(contents, masks, halves, batch):
+        alone = stylize(content, [RED, BLUE], tiny16_weights, options, style_masks=mask,
+                        content_mask=half)
+        np.testing.assert_allclose(result.image, alone.image, atol=1e-4)
+
+
 def test_content_mask_limits_alpha_and_the_content_term(tiny16_weights):
     params, pre = tiny16_weights.params, tiny16_weights.preprocessing
     options = _options(content_weight=1.0)
@@ -197,7 +213,6 @@ def few_samples(monkeypatch):
 
 RESUMED = dict(size=48, scales=(24, 48), iterations=6, progress_every=2, content_alpha=0.5)
 """Two scales of 6 iterations; the command line's flags say the same."""
-HALF = 1 - 0.5 * LEFT  # the content mask
 
 
 def test_resumed_run_is_the_uninterrupted_one_in_process(tiny16_weights, few_samples):
