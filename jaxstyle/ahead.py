@@ -34,7 +34,7 @@ def prepare_scales(walk: Walk, stage: Stage, images: list[ImageInputs],
         style = cache.get((stage.size, regions))
         scales.append(prepare_scale(image.content, styles, walk.weights, walk.options, stage,
                                     image.style_masks, image.content_mask,
-                                    style if share_style else None, image.previous))
+                                    style if share_style else None, image.previous, walk.key))
         cache[stage.size, regions] = scales[-1].style
     return scales
 

@@ -347,8 +347,8 @@ def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
         the output's longest side.
       weights: VGG weights from `jaxstyle.load_weights` or `jaxstyle.random_weights`.
       options: hyper-parameters; `StyleOptions()` by default.
-      key: where randomness enters (the noise start, sliced Wasserstein's redraws); default
-        ``jax.random.key(options.seed)``, which is what the command line makes of its seed.
+      key: where randomness enters (the noise start, sliced Wasserstein's redraws, the
+        neural-neighbour style samples); default ``jax.random.key(options.seed)``, the CLI's.
       init_image: start from this image instead of ``options.optimization.init``.
       style_masks: one mask image per style (float [H, W] or [H, W, 3], any size; white = this
         style applies there; None: everywhere), to paint different styles in different regions.

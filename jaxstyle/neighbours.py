@@ -21,6 +21,12 @@ Departures from the paper and its code (nkolkin13/NeuralNeighborStyleTransfer):
   loss uses the uncentred one), so that the two agree.
 - At most `STYLE_SAMPLES` style hypercolumns, drawn without replacement from a seeded key when
   the style has more (NNST searches them all), which bounds the search's cost.
+- NNST takes one style and no masks. Several styles are blended as a mixture: style i gives
+  its share of the hypercolumns searched (`style_hypercolumns`), the non-parametric analogue of
+  the weighted sum of Gram matrices (the Gram matrix of such a mixture). With regions, each
+  region's positions are matched against its own style only, each with its own centre, and the
+  term is their mask-weighted sum (`objective`). A content mask limits the content's share of
+  the search, and the optional content term, to where it is white.
 - No final per-layer pass and no rotated copies of the style. NNST's closing colour step is
   not part of the objective: it is ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`).
 """
@@ -35,8 +41,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxstyle.errors import count
 from jaxstyle.losses import PRECISIONS, LossConfig, LossWeights
 from jaxstyle.style_losses import masked
+from jaxstyle.targets import blend_shares, layer_masks
 from jaxstyle.terms import CONTENT_LOSSES, tv_loss
 from jaxstyle.vgg import vgg_features
 from jaxstyle.vgg_layers import depths_of
@@ -175,7 +183,8 @@ class NeighbourTargets(NamedTuple):
     """What the neural-neighbour `objective` needs besides the image and the network.
 
     Attributes:
-      style: the style's hypercolumns (`NeighbourStyle`).
+      style: the styles' hypercolumns (`NeighbourStyle`): one pool, or with regions one per
+        region.
       content_columns: float32 [N, D], the content's hypercolumns on the output's grid.
       content: ``{layer: float32 [h, w, C]}``, the content's activations at the content layers
         (for the optional content term).
@@ -183,13 +192,24 @@ class NeighbourTargets(NamedTuple):
         value recompiles nothing).
       weights: the terms' weights (`jaxstyle.losses.LossWeights`): ``style`` multiplies the
         neighbour term, ``content`` the content term, ``tv`` total variation.
+      style_masks: float32 [K, N], each region's mask on the grid, one per `style`; or None
+        (no regions).
+      style_weights: float32 [K], each region's term's multiplier; None without regions.
+      content_mask: float32 [N], where the content's share alpha applies, on the grid; or None
+        (everywhere).
+      content_layer_masks: ``{layer: float32 [h, w]}``, where the content term counts at each
+        content layer; or None (everywhere).
     """
 
-    style: NeighbourStyle
+    style: tuple[NeighbourStyle, ...]
     content_columns: jax.Array
     content: dict
     alpha: jax.Array
     weights: LossWeights
+    style_masks: jax.Array | None = None
+    style_weights: jax.Array | None = None
+    content_mask: jax.Array | None = None
+    content_layer_masks: dict | None = None
 
 
 def _features(params: dict, image: jax.Array, layers: tuple[str, ...], loss: LossConfig):
@@ -198,22 +218,63 @@ def _features(params: dict, image: jax.Array, layers: tuple[str, ...], loss: Los
 
 
 def style_hypercolumns(params: dict, styles: Sequence[jax.Array], config: NeighbourConfig,
-                       key: jax.Array, samples: int = STYLE_SAMPLES) -> NeighbourStyle:
+                       key: jax.Array, samples: int = STYLE_SAMPLES,
+                       shares: Sequence[float] | None = None) -> NeighbourStyle:
     """The hypercolumns of model-space style images [H_i, W_i, 3], pooled together, at most
-    `samples` of them drawn without replacement with `key` (all of them, in order, if fewer).
+    `samples` of them drawn without replacement (all of them, in order, where there are no
+    more than are wanted).
+
+    Args:
+      params: VGG parameters.
+      styles: the style images.
+      config: static, from the run's options.
+      key: where the draws come from (style i's, with `shares`, from ``fold_in(key, i)``).
+      samples: the most hypercolumns kept, >= 1.
+      shares: None pools every style's hypercolumns as they come (a larger style gives more);
+        else one share per style, >= 0 and not all 0 (normalised to sum 1): style i gives that
+        share of the pool, a mixture with those weights (`sample_counts`), and the centre is
+        the mixture's mean, the shares' weighted sum of each style's mean.
+
+    Returns:
+      The pool (`NeighbourStyle`).
 
     Raises:
-      ValueError: no styles, or `samples` under 1.
+      ValueError: no styles, `samples` under 1, or shares that do not fit the styles.
     """
     if not styles:
         raise ValueError("styles: at least one style image is needed")
     if samples < 1:
         raise ValueError(f"samples: must be >= 1, got {samples}")
-    columns = jnp.concatenate([_style_columns(params, s, config) for s in styles])
-    centre = jnp.mean(columns, axis=0)
-    if columns.shape[0] > samples:
-        columns = columns[jax.random.choice(key, columns.shape[0], (samples,), replace=False)]
-    return NeighbourStyle(columns, centre)
+    each = [_style_columns(params, s, config) for s in styles]
+    if shares is None:
+        columns = jnp.concatenate(each)
+        centre = jnp.mean(columns, axis=0)
+        if columns.shape[0] > samples:
+            columns = columns[jax.random.choice(key, columns.shape[0], (samples,),
+                                                replace=False)]
+        return NeighbourStyle(columns, centre)
+    shares = blend_shares(len(styles), shares)
+    counts = sample_counts([c.shape[0] for c in each], shares, samples)
+    centre = sum(float(share) * jnp.mean(c, axis=0) for share, c in zip(shares, each))
+    drawn = [c if n == c.shape[0] else
+             c[jax.random.choice(jax.random.fold_in(key, i), c.shape[0], (n,), replace=False)]
+             for i, (c, n) in enumerate(zip(each, counts)) if n > 0]
+    return NeighbourStyle(jnp.concatenate(drawn), centre)
+
+
+def sample_counts(sizes: Sequence[int], shares: Sequence[float], samples: int) -> list[int]:
+    """How many hypercolumns each style gives to a pool of at most `samples` in which style i
+    has share ``shares[i]`` (summing to 1): the largest pool whose every part fits in its
+    style's `sizes` [i], each part rounded (at least 1 for a share above 0).
+
+    >>> sample_counts([100, 300], [0.5, 0.5], 4096)
+    [100, 100]
+    """
+    if len(sizes) != len(shares):
+        raise ValueError(f"shares: {count(len(shares), 'share')} for {count(len(sizes), 'style')}")
+    pool = min([samples] + [size / share for size, share in zip(sizes, shares) if share > 0])
+    return [0 if share <= 0 else min(size, max(1, round(pool * share)))
+            for size, share in zip(sizes, shares)]
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -229,18 +290,83 @@ def _content_side(params: dict, content: jax.Array, config: NeighbourConfig):
             {name: feats[name] for name in config.loss.content_layers})
 
 
-def neighbour_targets(params: dict, content: jax.Array, style: NeighbourStyle,
-                      config: NeighbourConfig, alpha: float, weights: LossWeights
-                      ) -> NeighbourTargets:
+def neighbour_targets(params: dict, content: jax.Array, styles: Sequence[NeighbourStyle],
+                      config: NeighbourConfig, alpha: float, weights: LossWeights, *,
+                      style_masks: Sequence[jax.Array | None] | None = None,
+                      content_mask: jax.Array | None = None,
+                      blend_weights: Sequence[float] | None = None) -> NeighbourTargets:
     """The `objective`'s targets for a model-space content image [H, W, 3] (the output's size).
 
+    Args:
+      params: VGG parameters.
+      content: float32 [H, W, 3], model space.
+      styles: one pool (`style_hypercolumns`), or with `style_masks` one per region.
+      config: static, from the run's options.
+      alpha: the content's share of what matches are searched from, in [0, 1].
+      weights: the terms' weights.
+      style_masks: one float [H, W] in [0, 1] per style (None entries: everywhere), or None
+        for no regions.
+      content_mask: float [H, W] in [0, 1]: where the content counts (its share alpha of the
+        search, and the content term); elsewhere matches are searched from the output alone.
+      blend_weights: with `style_masks`, each region's term's multiplier (default 1 each).
+
     Raises:
-      ValueError: alpha outside [0, 1].
+      ValueError: alpha outside [0, 1], or masks that do not fit the styles or the content;
+        the message names the argument.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
+    regions = None if style_masks is None else len(style_masks)
+    if len(styles) != (regions or 1):
+        raise ValueError(f"styles: {count(len(styles), 'pool')} for "
+                         f"{count(regions, 'region') if regions else 'no regions'}")
+    hw = tuple(content.shape[:2])
+    masks = [("content_mask", content_mask), *(("style_masks", m) for m in style_masks or ())]
+    for name, mask in masks:
+        if mask is not None and tuple(mask.shape) != hw:
+            raise ValueError(f"{name}: shape {tuple(mask.shape)} differs from the content's {hw}")
     columns, content_feats = _content_side(params, content, config)
-    return NeighbourTargets(style, columns, content_feats, jnp.float32(alpha), weights)
+    targets = NeighbourTargets(tuple(styles), columns, content_feats, jnp.float32(alpha), weights)
+    grid = grid_shape(content.shape)
+    if style_masks is not None:
+        ones = jnp.ones(hw, jnp.float32)
+        shares = blend_shares(len(styles), blend_weights) * len(styles)
+        on_grid = [_on_grid(ones if m is None else m, grid) for m in style_masks]
+        targets = targets._replace(style_masks=jnp.stack(on_grid),
+                                   style_weights=jnp.asarray(shares))
+    if content_mask is not None:
+        shapes = {name: content_feats[name].shape[:2] for name in config.loss.content_layers}
+        targets = targets._replace(content_mask=_on_grid(content_mask, grid),
+                                   content_layer_masks=layer_masks(content_mask, shapes))
+    return targets
+
+
+def _on_grid(mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """A mask float [H, W] in [0, 1] area-resized to the hypercolumn grid, flat: float32 [N]."""
+    resized = jax.image.resize(jnp.asarray(mask, jnp.float32), grid, "linear", antialias=True)
+    return jnp.clip(resized, 0.0, 1.0).reshape(-1)
+
+
+def _matched_distances(columns: jax.Array, query: jax.Array, style: NeighbourStyle,
+                       chunk: int) -> jax.Array:
+    """d(h_i, s_m(i)) [N]: each hypercolumn's distance to the style hypercolumn nearest its
+    query."""
+    index = nearest_neighbours(query, style.columns, style.centre, chunk)
+    return centred_cosine_distance(columns, style.columns[index], style.centre)
+
+
+def _neighbour_term(columns: jax.Array, query: jax.Array, targets: NeighbourTargets,
+                    chunk: int) -> jax.Array:
+    """The unweighted neighbour term: the mean matched distance, or with regions
+    ``sum_k w_k sum_i m_k(i) d_k(i) / N``, region k matched against its own style only (a
+    partition of the picture into regions pulls each position as hard as one style would)."""
+    if targets.style_masks is None:
+        return jnp.mean(_matched_distances(columns, query, targets.style[0], chunk))
+    term = 0.0
+    for k, style in enumerate(targets.style):
+        distances = _matched_distances(columns, query, style, chunk)
+        term = term + targets.style_weights[k] * jnp.sum(targets.style_masks[k] * distances)
+    return term / columns.shape[0]
 
 
 def objective(image: jax.Array, params: dict, targets: NeighbourTargets,
@@ -249,9 +375,11 @@ def objective(image: jax.Array, params: dict, targets: NeighbourTargets,
 
     ``total = w_s mean_i d(h_i, s_m(i)) + w_c C + w_tv TV`` with h_i the image's hypercolumns,
     d the centred cosine distance, m(i) the style hypercolumn nearest (under d) to
-    ``alpha c_i + (1 - alpha) h_i`` (c_i the content's), searched without gradient, C the
-    content term of `jaxstyle.losses.objective` and TV its total variation, normalised as
-    ``config.loss.weight_normalization`` says.
+    ``alpha c_i + (1 - alpha) h_i`` (c_i the content's; alpha times the content mask there,
+    with one), searched without gradient, C the content term of `jaxstyle.losses.objective`
+    and TV its total variation, normalised as ``config.loss.weight_normalization`` says. With
+    regions, the style term is ``sum_k w_k mean_i m_k(i) d_k(i)``, m_k region k's mask and d_k
+    the distance to its own style's match.
 
     Args:
       image: float32 [H, W, 3] in the network's input space.
@@ -266,17 +394,18 @@ def objective(image: jax.Array, params: dict, targets: NeighbourTargets,
     w, loss = targets.weights, config.loss
     feats = _features(params, image, config.layers, loss)
     columns = hypercolumns(feats, config.columns, grid_shape(image.shape))
-    query = targets.alpha * targets.content_columns + (1.0 - targets.alpha) * columns
-    style = targets.style
-    index = nearest_neighbours(query, style.columns, style.centre, config.chunk)
-    matched = style.columns[index]
-    neighbour = w.style * jnp.mean(centred_cosine_distance(columns, matched, style.centre))
+    alpha = targets.alpha
+    if targets.content_mask is not None:
+        alpha = alpha * targets.content_mask[:, None]
+    query = alpha * targets.content_columns + (1.0 - alpha) * columns
+    neighbour = w.style * _neighbour_term(columns, query, targets, config.chunk)
     relative = loss.weight_normalization == "relative"
     content = 0.0
     for name in loss.content_layers:
-        term = CONTENT_LOSSES[loss.content_loss](feats[name], targets.content[name])
+        mask = targets.content_layer_masks and targets.content_layer_masks[name]
+        term = CONTENT_LOSSES[loss.content_loss](feats[name], targets.content[name], mask)
         if relative and loss.content_loss == "mse":
-            squared, area = masked(jnp.square(targets.content[name]), None)
+            squared, area = masked(jnp.square(targets.content[name]), mask)
             term = term / jnp.maximum(jnp.sum(squared) / (area * squared.shape[-1]), 1e-30)
         content = content + w.content * term / (len(loss.content_layers) if relative else 1)
     tv = w.tv * tv_loss(image)

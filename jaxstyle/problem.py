@@ -27,7 +27,7 @@ from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.resampling import resize
 from jaxstyle.stages import Stage
 from jaxstyle.steps import Loss
-from jaxstyle.targets import region_targets, style_target_list
+from jaxstyle.targets import blend_shares, region_targets, style_target_list
 from jaxstyle.tiling import tiled_style_target_list
 from jaxstyle.vgg import VGGWeights, transform_kernels
 
@@ -72,7 +72,8 @@ class Problem(NamedTuple):
 IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_reference")
 """The fields of `jaxstyle.losses.Targets` that are the content image's own."""
 
-NEIGHBOUR_IMAGE_TARGETS = ("content_columns", "content")
+NEIGHBOUR_IMAGE_TARGETS = ("content_columns", "content", "style_masks", "content_mask",
+                           "content_layer_masks")
 """The fields of `jaxstyle.neighbours.NeighbourTargets` that are the content image's own."""
 
 
@@ -80,20 +81,38 @@ class LuminanceStatic(NamedTuple):
     """`luminance_objective`'s static argument.
 
     Attributes:
-      config: the objective's `jaxstyle.losses.LossConfig`.
+      objective: the objective of the grey image, `jaxstyle.losses.objective` or
+        `jaxstyle.neighbours.objective`.
+      config: its static argument (`jaxstyle.losses.LossConfig`, or
+        `jaxstyle.neighbours.NeighbourConfig`).
       preprocessing: the network's, which maps the grey image into its input space.
     """
 
-    config: losses.LossConfig
+    objective: Callable
+    config: losses.LossConfig | neighbours.NeighbourConfig
     preprocessing: Preprocessing
 
 
-def luminance_objective(y: jax.Array, params: dict, targets: losses.Targets,
-                        static: LuminanceStatic) -> tuple:
-    """`losses.objective` of the grey image whose luminance is y [H, W, 1]: Gatys et al. 2017's
-    luminance-only transfer."""
-    return losses.objective(static.preprocessing.to_model(color.gray_rgb(y)), params, targets,
+def luminance_objective(y: jax.Array, params: dict, targets, static: LuminanceStatic) -> tuple:
+    """``static.objective`` of the grey image whose luminance is y [H, W, 1]: Gatys et al.
+    2017's luminance-only transfer."""
+    return static.objective(static.preprocessing.to_model(color.gray_rgb(y)), params, targets,
                             static.config)
+
+
+def objective_of(options: StyleOptions, weights: VGGWeights) -> tuple[Callable, object]:
+    """``(loss_fn, loss_static)`` of the run's objective of its variable: `losses.objective`,
+    or the neural-neighbour one (`neighbours.objective`) with its preset, of the luminance
+    with ``original_colors="luminance"`` (`luminance_objective`), else of the image."""
+    pre = weights.preprocessing
+    if options.preset == NEURAL_NEIGHBOUR:
+        loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
+    else:
+        loss_fn, loss_static = losses.objective, options.loss_config(
+            model_range=pre.model_range())
+    if options.objective.original_colors == "luminance":
+        return luminance_objective, LuminanceStatic(loss_fn, loss_static, pre)
+    return loss_fn, loss_static
 
 
 def _resized_mask(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -136,6 +155,7 @@ def prepare_scale(
     content_mask: jax.Array | None = None,
     style: tuple | None = None,
     previous: Sequence[tuple[jax.Array, jax.Array]] | None = None,
+    key: jax.Array | None = None,
 ) -> Scale:
     """Resizes and recolours the inputs for `stage`'s scale and computes the style targets.
 
@@ -152,16 +172,20 @@ def prepare_scale(
         style targets do not depend on the content: no colour matching, no luminance-only).
       previous: for video, ``(warped, weights)`` pairs: earlier stylized frames warped to this
         one, float [H, W, 3] RGB in [0, 1], with consistency weights float [H, W] in [0, 1].
+      key: the run's key (`jaxstyle.stylize`'s; default ``jax.random.key(options.seed)``), from
+        which the neural-neighbour objective's style samples are drawn.
     """
     config, pre = options.loss_config(), weights.preprocessing
     content_rgb = resize(content, *stage.size)
     content_in, style_rgbs = _recoloured(content_rgb, styles, options, stage)
     model_styles = [pre.to_model(s) for s in style_rgbs]
     regions = style_masks is not None
-    if options.preset == NEURAL_NEIGHBOUR:
-        _check_neighbour_inputs(style_masks, content_mask, previous)
+    if options.preset == NEURAL_NEIGHBOUR and previous:
+        raise OptionsError(f"previous: not with preset {NEURAL_NEIGHBOUR}: the temporal video "
+                           "term does not compose with it yet", options=("preset",))
     if style is None:
-        style = _style_targets(model_styles, weights, options, stage, config, regions)
+        key = jax.random.key(options.seed) if key is None else key
+        style = _style_targets(model_styles, weights, options, stage, config, regions, key)
     masks = None if style_masks is None else [
         None if m is None else _resized_mask(m, stage.size) for m in style_masks]
     cmask = None if content_mask is None else _resized_mask(content_mask, stage.size)
@@ -188,14 +212,11 @@ def _recoloured(content_rgb: jax.Array, styles: Sequence[jax.Array], options: St
 
 
 def _style_targets(model_styles: list, weights: VGGWeights, options: StyleOptions, stage: Stage,
-                   config, regions: bool) -> tuple:
+                   config, regions: bool, key: jax.Array) -> tuple:
     """`Scale.style` of the model-space style images at `stage`'s scale: the neural-neighbour
     objective's style samples, or the style targets (per tile of the scale when it is tiled)."""
     if options.preset == NEURAL_NEIGHBOUR:
-        # Seeded per scale: a run draws the same style samples every time.
-        key = jax.random.fold_in(jax.random.key(options.seed), stage.scale)
-        return neighbours.style_hypercolumns(weights.params, model_styles,
-                                             neighbour_config(options, weights), key)
+        return neighbour_styles(model_styles, weights, options, stage.scale, regions, key)
     if stage.tiles > 1:
         return tiled_style_target_list(weights.params, model_styles, config,
                                        options.objective.style_blend_weights, regions,
@@ -218,14 +239,24 @@ def _resized_previous(previous, options: StyleOptions, pre: Preprocessing,
     return tuple(scaled) or None
 
 
-def _check_neighbour_inputs(style_masks, content_mask, previous) -> None:
-    """Refuses, by name, the inputs the neural-neighbour objective does not take yet."""
-    for name, given in (("style_masks", style_masks is not None),
-                        ("content_mask", content_mask is not None), ("previous", bool(previous))):
-        if given:
-            what = "the temporal video term" if name == "previous" else "masks"
-            raise OptionsError(f"{name}: not with preset {NEURAL_NEIGHBOUR}: {what} do not "
-                               "compose with it yet", options=("preset",))
+def neighbour_styles(model_styles: list, weights: VGGWeights, options: StyleOptions,
+                     scale: int, regions: bool, key: jax.Array) -> tuple:
+    """The neural-neighbour objective's style side at a scale (`NeighbourTargets.style`): one
+    pool of every style's hypercolumns mixed by ``style_blend_weights`` (equal by default), or
+    with `regions` one pool per style. Drawn from `key` folded with the scale (and the style's
+    index), so a run, and a run resumed at any stage, draws the same samples every time."""
+    key = jax.random.fold_in(key, scale)
+    config = neighbour_config(options, weights)
+    samples = neighbours.STYLE_SAMPLES  # read here, at each call: tests lower it
+    if regions:
+        return tuple(neighbours.style_hypercolumns(weights.params, [s], config,
+                                                   jax.random.fold_in(key, i), samples)
+                     for i, s in enumerate(model_styles))
+    shares = None
+    if len(model_styles) > 1:  # one style: all of its hypercolumns, whatever its weight
+        shares = blend_shares(len(model_styles), options.objective.style_blend_weights)
+    return (neighbours.style_hypercolumns(weights.params, model_styles, config, key, samples,
+                                          shares),)
 
 
 def neighbour_config(options: StyleOptions, weights: VGGWeights) -> neighbours.NeighbourConfig:
@@ -241,30 +272,9 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     top, left, h, w = stage.window
     window = (slice(top, top + h), slice(left, left + w))
     pre = weights.preprocessing
-    config = options.loss_config(model_range=pre.model_range())
-    masks = None if scale.style_masks is None else [
-        None if m is None else m[window] for m in scale.style_masks]
-    cmask = None if scale.content_mask is None else scale.content_mask[window]
     start = jnp.asarray(canvas[window])
-    if options.preset == NEURAL_NEIGHBOUR:
-        static = neighbour_config(options, weights)
-        targets = neighbours.neighbour_targets(
-            weights.params, pre.to_model(scale.content_in[window]), scale.style, static,
-            options.objective.content_alpha, options.loss_weights())
-        problem = Problem(neighbours.objective, static, pre.to_model(start), targets,
-                          functools.partial(to_rgb, preprocessing=pre), pixel_units=False,
-                          image_shape=tuple(start.shape), image_targets=NEIGHBOUR_IMAGE_TARGETS)
-        return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
-    try:
-        targets = region_targets(
-            weights.params, pre.to_model(scale.content_in[window]), scale.styles, config, masks,
-            cmask, options.objective.style_blend_weights, scale.style,
-            weights=options.loss_weights())
-    except ValueError as exc:
-        raise JaxstyleError(str(exc)) from None
-    if scale.previous:
-        targets = targets._replace(previous=tuple((w[window], c[window])
-                                                  for w, c in scale.previous))
+    loss_fn, loss_static = objective_of(options, weights)
+    targets = _stage_targets(scale, window, weights, options)
     if options.objective.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
@@ -272,13 +282,42 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
             return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
 
-        problem = Problem(luminance_objective, LuminanceStatic(config, pre),
-                          color.luminance(start), targets, with_content_chroma, pixel_units=True)
+        problem = Problem(loss_fn, loss_static, color.luminance(start), targets,
+                          with_content_chroma, pixel_units=True)
     else:
-        problem = Problem(losses.objective, config, pre.to_model(start), targets,
+        problem = Problem(loss_fn, loss_static, pre.to_model(start), targets,
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
-    problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=IMAGE_TARGETS)
+    own = NEIGHBOUR_IMAGE_TARGETS if options.preset == NEURAL_NEIGHBOUR else IMAGE_TARGETS
+    problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=own)
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
+
+
+def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeights,
+                   options: StyleOptions):
+    """The objective's targets (`losses.Targets`, or `neighbours.NeighbourTargets` with the
+    neural-neighbour preset) for `scale`'s inputs cut to `window`."""
+    pre = weights.preprocessing
+    masks = None if scale.style_masks is None else [
+        None if m is None else m[window] for m in scale.style_masks]
+    cmask = None if scale.content_mask is None else scale.content_mask[window]
+    content = pre.to_model(scale.content_in[window])
+    objective = options.objective
+    try:
+        if options.preset == NEURAL_NEIGHBOUR:
+            return neighbours.neighbour_targets(
+                weights.params, content, scale.style, neighbour_config(options, weights),
+                objective.content_alpha, options.loss_weights(), style_masks=masks,
+                content_mask=cmask, blend_weights=objective.style_blend_weights)
+        config = options.loss_config(model_range=pre.model_range())
+        targets = region_targets(weights.params, content, scale.styles, config, masks, cmask,
+                                 objective.style_blend_weights, scale.style,
+                                 weights=options.loss_weights())
+    except ValueError as exc:
+        raise JaxstyleError(str(exc)) from None
+    if scale.previous:
+        targets = targets._replace(previous=tuple((w[window], c[window])
+                                                  for w, c in scale.previous))
+    return targets
 
 
 def banded(loss_fn: Callable, loss_static, image_shape: Sequence[int]) -> tuple:
@@ -358,12 +397,8 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
         like(stage.size) if content_mask else None,
         [(like(size), like(stage.size))] * previous or None)
     pre = weights.preprocessing
-    config = options.loss_config(model_range=pre.model_range())
     luminance = options.objective.original_colors == "luminance"
-    loss_fn, loss_static = ((luminance_objective, LuminanceStatic(config, pre)) if luminance
-                            else (losses.objective, config))
-    if options.preset == NEURAL_NEIGHBOUR:
-        loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
+    loss_fn, loss_static = objective_of(options, weights)
     params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
     if options.optimization.parametrization == "pyramid":
         loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
@@ -378,10 +413,10 @@ def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
     """The `Problem` of a run's first stage (all of a single-scale, untiled run): to inspect
     or optimize the objective yourself. Inputs as for `stylize`."""
     stage = check_inputs(jnp.shape(content), [jnp.shape(s) for s in styles], options)[0]
+    key = jax.random.key(options.seed) if key is None else key
     scale = prepare_scale(check_image(content, "content"),
                           [check_image(s, f"styles[{i}]") for i, s in enumerate(styles)],
-                          weights, options, stage)
-    key = jax.random.key(options.seed) if key is None else key
+                          weights, options, stage, key=key)
     return stage_problem(scale, start_canvas(scale.content_rgb, options, key), stage, weights,
                          options)
 

@@ -123,20 +123,22 @@ def test_alpha_changes_the_result(tiny16_weights):
     ({"temporal_weight": 30.0}, "temporal_weight"),
     ({"tile_size": 256}, "tile_size"),
     ({"style_loss": "mean_cov"}, "style_loss"),
-    ({"original_colors": "luminance"}, "original_colors"),
+    ({"style_layers": ("relu1_1",)}, "style_layers"),
+    ({"style_layer_weights": (1.0,) * 5}, "style_layer_weights"),
 ])
 def test_refuses_what_does_not_compose(changes, name):
     with pytest.raises(OptionsError, match=f"^{name}: not with preset neural-neighbour: "):
         StyleOptions(preset="neural-neighbour", **changes)
 
 
-def test_refuses_masks(tiny16_weights):
+def test_refuses_previous_frames(tiny16_weights):
+    # The temporal video term, given as stylize's previous frames rather than by its weight.
     options = StyleOptions(preset="neural-neighbour", size=48, iterations=1,
                            convolution="direct")
-    mask = np.ones((48, 48), np.float32)
-    with pytest.raises(JaxstyleError, match="^content_mask: not with preset neural-neighbour"):
+    frame = (smooth_image(48, 48, 3), np.ones((48, 48), np.float32))
+    with pytest.raises(JaxstyleError, match="^previous: not with preset neural-neighbour: "):
         stylize(smooth_image(48, 48), [smooth_image(40, 40)], tiny16_weights, options,
-                content_mask=mask)
+                previous=[frame])
 
 
 def test_a_batch_gives_each_image_its_own_run(tiny16_weights):
@@ -166,7 +168,7 @@ def test_style_term_at_alpha_0_is_the_mean_distance_to_the_nearest(tiny16_weight
     image, content, style_image = (pre.to_model(jnp.asarray(smooth_image(32, 40, seed=s)))
                                    for s in (3, 4, 5))
     style = style_hypercolumns(params, [style_image], config, jax.random.key(0))
-    targets = neighbour_targets(params, content, style, config, 0.0, options.loss_weights())
+    targets = neighbour_targets(params, content, [style], config, 0.0, options.loss_weights())
     _, parts = objective(image, params, targets, config)
     feats = vgg_features(params, image, config.columns)
     h = np.asarray(hypercolumns(feats, config.columns, grid_shape(image.shape)), np.float64)

@@ -322,6 +322,35 @@ def test_a_run_with_painted_regions_is_the_cli_run_with_those_masks(client, tiny
     assert (result != without).any(), "the masks changed nothing"
 
 
+def test_the_neural_neighbour_preset_is_offered_and_runs_with_a_region(client, tiny_weights,
+                                                                         tmp_path):
+    schema = client.get("/api/state").json()["form"]
+    fields = {f["name"]: f for f in schema["fields"]}
+    assert "neural-neighbour" in fields["preset"]["choices"]
+    assert (fields["content_alpha"]["min"], fields["content_alpha"]["max"]) == (0, 1)
+    assert "content_alpha" in schema["sweep"]["options"]
+    values = {"preset": "neural-neighbour", "size": 32, "iterations": 4, "progress_every": 2,
+              "stop_change": 0, "content_alpha": 0.5}
+    left = np.zeros((12, 16), np.float32)
+    left[:, :8] = 1.0
+    request = {**inputs(client), "options": values, "style_masks": [upload_mask(client, left)]}
+    job = start(client, "/api/runs", request)
+    record = follow(client, job)[-1]["record"]
+    assert record["status"] == "done", record
+    assert "--preset neural-neighbour" in record["command"]
+    assert "--content-alpha 0.5" in record["command"]
+
+    # Bit for bit `stylize` with the mask the command line reads from the run's file.
+    files = [tmp_path / name for name in ("c.png", "s.png", "m.png")]
+    files[0].write_bytes(png(smooth_image(24, 32, 0)))
+    files[1].write_bytes(png(smooth_image(30, 30, 1)))
+    files[2].write_bytes(client.get(f"/api/jobs/{job}/masks/style-mask-1.png").content)
+    alone = stylize(load_image(files[0]), [load_image(files[1])], tiny_weights,
+                    form.options_from_values(values), style_masks=[load_mask(files[2])])
+    result = np.asarray(Image.open(io.BytesIO(client.get(f"/api/jobs/{job}/image.png").content)))
+    np.testing.assert_array_equal(result, to_uint8(alone.image))
+
+
 @pytest.mark.slow
 def test_the_command_of_a_run_with_regions_makes_the_same_picture(client, tmp_path):
     request = {**inputs(client), "options": {**REGIONS, "iterations": 4}}

@@ -17,7 +17,7 @@ from jaxstyle.option_fields import RANGES
 from jaxstyle.options import OPTION_FIELDS, StyleOptions, parse_value, preset_values
 
 FORM_OPTIONS = ("preset", "size", "iterations", "style_strength", "style_weight",
-                "content_weight", "style_loss", "original_colors")
+                "content_weight", "style_loss", "original_colors", "content_alpha")
 """The options a person changes most, in the order the page shows them."""
 
 BLEND_OPTION = "style_blend_weights"
