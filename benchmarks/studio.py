@@ -7,9 +7,9 @@ times at the same size: a first run, the same settings again, and the same with 
 strength (half the default's); then coffee.jpg in the style of mosaic.jpg (a nearby shape: its
 coarse scale is in chelsea's shape bucket), and, in a new server with the compilation cache the
 first one filled, chelsea/marbled again (a person's next session). The first-picture and
-whole-run times are the server's own (from submission; the first picture comes after the first iteration); the refresh interval is
-the time between new pictures as a client that fetches each one sees it. Peak memory is the
-server process's VmHWM.
+whole-run times are the server's own (from submission; the first picture comes after the first
+iteration); the refresh interval is the time between new pictures as a client that fetches each
+one sees it. Peak memory is the server process's VmHWM.
 
     python benchmarks/studio.py                               # 384 px, 30 iterations a run
     python benchmarks/studio.py --screenshot docs/studio.png  # and a picture of the page
