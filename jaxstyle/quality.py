@@ -24,15 +24,15 @@ from jaxstyle.losses import LossConfig
 from jaxstyle.options import StyleOptions
 from jaxstyle.resampling import resize
 from jaxstyle.style_losses import (
-    StyleLoss,
+    QUANTILES,
     flat_features,
     gram_distance,
     gram_statistics,
+    positions_host,
     projection_directions,
-    sorted_matching_distance,
-    weighted_quantiles,
+    quantiles_host,
 )
-from jaxstyle.targets import content_targets, style_targets
+from jaxstyle.targets import blend_shares, content_targets
 from jaxstyle.vgg import VGGWeights, vgg_features
 
 SCORING_SEED = 0
@@ -48,25 +48,46 @@ def _score_directions(channels: int) -> jax.Array:
     return projection_directions(SCORING_SEED, channels, _BANK * channels)[:, :channels]
 
 
-def _sliced_statistics(features, mask=None):
-    flat, weights = flat_features(features, mask)
-    return {"quantiles": weighted_quantiles(flat @ _score_directions(flat.shape[1]), weights)}
+# The scores sort with NumPy outside any compiled function: a compiled function that sorts
+# through a host callback (as the run's losses do on CPUs) cannot be kept in JAX's persistent
+# compilation cache, and would compile again in every process, seconds of every picture. What
+# is compiled (the network, the Gram matrices, the projections) carries no callback.
 
 
-def _sliced_distance(features, target, mask=None):
-    flat, weights = flat_features(features, mask)
-    return sorted_matching_distance(flat @ _score_directions(flat.shape[1]), weights,
-                                    target["quantiles"])
+def _projected(features: jax.Array) -> jax.Array:
+    """Features [H, W, C] as samples [H*W, C] along the score's C directions."""
+    flat, _ = flat_features(features, None)
+    return flat @ _score_directions(flat.shape[1])
 
 
-# Both scores' style statistics as one StyleLoss, so that `style_targets` runs the network over
-# each style image once for the two (and blends them as a run does).
-_SCORES = StyleLoss(
-    "scores",
-    statistics=lambda f, mask=None: {"gram": gram_statistics(f, mask),
-                                     "sliced": _sliced_statistics(f, mask)},
-    distance=lambda f, target, mask=None: gram_distance(f, target["gram"], mask),
-)
+def _sliced_statistics(features) -> dict[str, np.ndarray]:
+    """The sliced score's statistics of features [H, W, C]: float32 [C, QUANTILES] quantiles
+    of the samples along each direction (`weighted_quantiles`'s, computed with NumPy)."""
+    return {"quantiles": _quantiles(np.asarray(_projected(features)))}
+
+
+def _quantiles(projected: np.ndarray) -> np.ndarray:
+    values = projected.T  # [C, N]
+    return quantiles_host(values, np.ones(values.shape[1], np.float32), QUANTILES, True)
+
+
+def _sliced_distance(features, target) -> float:
+    """`sorted_matching_distance` of features [H, W, C] along the score's directions to the
+    quantiles ``target["quantiles"]``, computed with NumPy."""
+    return _matching_distance(np.asarray(_projected(features)), target["quantiles"])
+
+
+def _matching_distance(projected: np.ndarray, quantiles: np.ndarray) -> float:
+    values = projected.T.astype(np.float32)  # [C, N]
+    k, n = values.shape
+    positions = positions_host(values, np.ones(n, np.float32))
+    levels = quantiles.shape[-1]
+    x = np.clip(positions * levels - 0.5, 0.0, levels - 1.0)
+    low = np.floor(x).astype(np.int32)
+    high = np.minimum(low + 1, levels - 1)
+    a = np.take_along_axis(quantiles, low, -1)
+    matched = a + (x - low) * (np.take_along_axis(quantiles, high, -1) - a)
+    return float(np.sum(np.square(values - matched), dtype=np.float64) / (n * k))
 
 
 class Quality(NamedTuple):
@@ -108,12 +129,44 @@ class Quality(NamedTuple):
         return self._asdict()
 
 
+@functools.partial(jax.jit, static_argnums=(2,))
+def _style_scores(params, image, config: LossConfig):
+    """A style image's Gram matrices and samples along the score's directions, per layer."""
+    feats = vgg_features(params, image, config.style_layers, config.pooling)
+    return {n: (gram_statistics(feats[n]), _projected(feats[n])) for n in config.style_layers}
+
+
 @functools.partial(jax.jit, static_argnums=(4,))
-def _distances(params, image, targets, content_features, config: LossConfig):
+def _image_scores(params, image, grams, content_features, config: LossConfig):
+    """An image's Gram distances to `grams`, its samples along the score's directions and its
+    content distances, per layer."""
     feats = vgg_features(params, image, config.layers, config.pooling)
-    gram = {n: gram_distance(feats[n], targets[n]["gram"]) for n in config.style_layers}
-    sw = {n: _sliced_distance(feats[n], targets[n]["sliced"]) for n in config.style_layers}
-    return gram, sw, _content(feats, content_features, config)
+    gram = {n: gram_distance(feats[n], grams[n]) for n in config.style_layers}
+    projected = {n: _projected(feats[n]) for n in config.style_layers}
+    return gram, projected, _content(feats, content_features, config)
+
+
+def _distances(params, image, targets, content_features, config: LossConfig):
+    """``(gram, sliced, content)`` distances of a model-space image, each ``{layer: float}``,
+    to the blended style `targets` (``{layer: (gram, quantiles)}``) and the photo's features."""
+    gram, projected, content = _image_scores(
+        params, image, {n: t[0] for n, t in targets.items()}, content_features, config)
+    sliced = {n: _matching_distance(np.asarray(projected[n]), targets[n][1])
+              for n in config.style_layers}
+    return ({n: float(v) for n, v in gram.items()}, sliced,
+            {n: float(v) for n, v in content.items()})
+
+
+def _style_targets(params, styles_model, config: LossConfig, blend_weights) -> dict:
+    """The styles' blended Gram matrices and quantile functions, ``{layer: (gram, quantiles)}``
+    (each statistic weighted by the style's share and summed, as `style_targets` blends)."""
+    targets = {}
+    for share, style in zip(blend_shares(len(styles_model), blend_weights), styles_model):
+        for n, (gram, projected) in _style_scores(params, style, config).items():
+            one = (np.asarray(gram) * share, _quantiles(np.asarray(projected)) * share)
+            targets[n] = one if n not in targets else (targets[n][0] + one[0],
+                                                       targets[n][1] + one[1])
+    return targets
 
 
 def _content(feats, content_features, config: LossConfig) -> dict:
@@ -154,19 +207,16 @@ def measure(
     style_hws = style_sizes((h, w), [jnp.shape(s) for s in styles], options)
     pre = weights.preprocessing
     # The run's layers and pooling, measured in float32 with the scores' own statistics.
-    config = options.loss_config().replace(style_loss=_SCORES, precision="float32",
-                                           convolution="direct")
+    config = options.loss_config().replace(precision="float32", convolution="direct")
     styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
                     for s, hw in zip(styles, style_hws)]
-    targets = style_targets(weights.params, styles_model, config,
-                            options.objective.style_blend_weights)
+    targets = _style_targets(weights.params, styles_model, config,
+                             options.objective.style_blend_weights)
     photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
     content_features = content_targets(weights.params, photo, config)
     out = _distances(weights.params, pre.to_model(image), targets, content_features, config)
     base = _distances(weights.params, photo, targets, content_features, config)
-    floats = [{k: float(v) for k, v in d.items()} for d in out]
-    ratio = [sum(o.values()) / max(sum(float(v) for v in b.values()), 1e-30)
-             for o, b in zip(floats[:2], base[:2])]
+    ratio = [sum(o.values()) / max(sum(b.values()), 1e-30) for o, b in zip(out[:2], base[:2])]
     references = {
         "flat grey": jnp.full((h, w, 3), 0.5, jnp.float32),
         "noise": jax.random.uniform(jax.random.key(SCORING_SEED), (h, w, 3)),
@@ -175,4 +225,4 @@ def measure(
         scores = _content_distances(weights.params, pre.to_model(picture), content_features,
                                     config)
         references[name] = float(np.mean([float(v) for v in scores.values()]))
-    return Quality(floats[0], floats[1], floats[2], ratio[0], ratio[1], references)
+    return Quality(out[0], out[1], out[2], ratio[0], ratio[1], references)

@@ -221,7 +221,7 @@ def _numpy_on_cpus(host: Callable, xla: Callable, values: jax.Array, weights: ja
     return jax.lax.platform_dependent(values, weights, cpu=cpu, default=xla)
 
 
-def _positions_host(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def positions_host(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """NumPy: each sample's position in (0, 1) in its row's weighted order; [K, N] -> [K, N].
 
     Tied values (ReLU zeros) may be ordered either way: their loss terms are the same whichever
@@ -254,7 +254,7 @@ def _positions(values: jax.Array, weights: jax.Array) -> jax.Array:
 
     def host(v, w):
         shape = jax.ShapeDtypeStruct(v.shape, jnp.float32)
-        return jax.pure_callback(lambda a, b: _positions_host(np.asarray(a), np.asarray(b)),
+        return jax.pure_callback(lambda a, b: positions_host(np.asarray(a), np.asarray(b)),
                                  shape, v, w, vmap_method="sequential")
 
     return _numpy_on_cpus(host, _positions_xla, values, weights)
@@ -272,7 +272,7 @@ def _quantile_at(quantiles: jax.Array, positions: jax.Array) -> jax.Array:
     return a + frac * (jnp.take_along_axis(quantiles, high, -1) - a)
 
 
-def _quantiles_host(values: np.ndarray, weights: np.ndarray, levels: int,
+def quantiles_host(values: np.ndarray, weights: np.ndarray, levels: int,
                     uniform: bool) -> np.ndarray:
     """NumPy: quantile functions [K, levels] of the rows of values [K, N] (see
     `weighted_quantiles`)."""
@@ -323,7 +323,7 @@ def weighted_quantiles(values: jax.Array, weights: jax.Array | None, levels: int
     def host(v, w):
         shape = jax.ShapeDtypeStruct((v.shape[0], levels), jnp.float32)
         return jax.pure_callback(
-            lambda a, b: _quantiles_host(np.asarray(a), np.asarray(b), levels, uniform),
+            lambda a, b: quantiles_host(np.asarray(a), np.asarray(b), levels, uniform),
             shape, v, w, vmap_method="sequential")
 
     xla = functools.partial(_quantiles_xla, levels=levels, uniform=uniform)

@@ -241,12 +241,12 @@ def test_the_xla_sort_path_for_gpus_agrees_with_the_numpy_one_for_cpus():
     for weights in (np.ones(400, np.float32), mask.astype(np.float32)):
         np.testing.assert_allclose(np.asarray(sl._positions_xla(jnp.asarray(values),
                                                                  jnp.asarray(weights))),
-                                   sl._positions_host(values, weights), rtol=1e-5, atol=1e-6)
+                                   sl.positions_host(values, weights), rtol=1e-5, atol=1e-6)
         for uniform in (True, False):
             if uniform and weights is mask:
                 continue
             xla = sl._quantiles_xla(jnp.asarray(values), jnp.asarray(weights), 64, uniform)
-            host = sl._quantiles_host(values, weights, 64, uniform)
+            host = sl.quantiles_host(values, weights, 64, uniform)
             np.testing.assert_allclose(np.asarray(xla), host, rtol=1e-5, atol=1e-5)
 
 
@@ -385,3 +385,26 @@ def test_the_quality_score_is_sliced_wasserstein_along_its_first_directions():
     assert scored["quantiles"].shape[0] == 16
     np.testing.assert_allclose(quality._sliced_distance(output, scored),
                                run_loss.distance(output, target), rtol=1e-5)
+
+
+def test_the_quality_scores_compile_without_host_callbacks(tiny_weights):
+    # A compiled function with a host callback is never written to JAX's persistent cache, so
+    # the quality line would compile again in every process: its sorting stays out of them.
+    from jaxstyle import StyleOptions, quality
+
+    config = StyleOptions(content_layers=("relu2_1",), style_layers=("relu1_1", "relu2_1")
+                          ).loss_config()
+    image = jnp.zeros((16, 16, 3))
+    grams = {n: jnp.zeros((c, c)) for n, c in (("relu1_1", 8), ("relu2_1", 16))}
+    content = {"relu2_1": jnp.zeros((8, 8, 16))}
+    for lowered in (quality._style_scores.lower(tiny_weights.params, image, config),
+                    quality._image_scores.lower(tiny_weights.params, image, grams, content,
+                                                config)):
+        assert "callback" not in lowered.as_text()
+    # The run's sliced loss, by contrast, sorts through a callback on CPUs (where it can).
+    from jaxstyle.cpu_pool import host_callbacks_safe
+    from jaxstyle.style_losses import sorted_matching_distance
+
+    text = jax.jit(sorted_matching_distance).lower(jnp.ones((5, 3)), None,
+                                                   jnp.ones((3, 4))).as_text()
+    assert ("callback" in text) == (jax.default_backend() == "cpu" and host_callbacks_safe())
