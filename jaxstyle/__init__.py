@@ -85,12 +85,13 @@ _WHERE = {
 
 SUBMODULES = ("ahead", "batch", "checkpoint", "checks", "choices", "color", "compilation_cache",
               "compiled", "download", "driver", "errors", "files", "flags", "frames", "images",
-              "info", "layouts", "lbfgs", "linesearch", "losses", "onnx_vgg", "optimize",
-              "option_fields", "option_groups", "options", "pickled_arrays", "preprocessing",
-              "presets", "problem", "pth", "quality", "resampling", "run_state", "runner",
-              "session", "sources", "stage_run", "stages", "steps", "style_losses", "sweeps",
-              "targets", "temporal", "terms", "tiling", "unpickler", "vgg", "vgg_formats",
-              "vgg_layers", "video", "weights", "winograd")
+              "info", "inputs", "layouts", "lbfgs", "linesearch", "locks", "losses", "onnx_vgg",
+              "optimize", "option_fields", "option_groups", "options", "outputs",
+              "pickled_arrays", "pipeline", "preprocessing", "presets", "problem", "pth",
+              "quality", "reports", "resampling", "run_state", "sources", "stage_run", "stages",
+              "steps", "style_losses", "stylize_command", "sweeps", "targets", "temporal",
+              "terminal", "terms", "tiling", "unpickler", "vgg", "vgg_formats", "vgg_layers",
+              "video", "weights", "winograd")
 """Every module of the package, reachable as ``jaxstyle.<name>`` without importing it first."""
 
 __all__ = sorted(_WHERE)

@@ -36,8 +36,8 @@ so that a torchvision VGG16 downloaded beside ``vgg16-keras`` (what the defaults
 does not change which weights a run that names none uses."""
 
 AUTO_CHECKPOINT_SECONDS = 120.0
-"""A run that checkpoints automatically (`jaxstyle.runner`) writes a checkpoint after this much
-running since the last one."""
+"""A run that checkpoints automatically (`jaxstyle.stylize_command`) writes a checkpoint after
+this much running since the last one."""
 
 NETWORK_TIMEOUT = 10.0
 """Seconds a download waits on the network before giving up."""

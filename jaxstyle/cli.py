@@ -84,49 +84,54 @@ def _logger(args):
     return lambda message: None if args.quiet else print(message, file=sys.stderr, flush=True)
 
 
-def _run_control(args) -> dict:
-    return dict(save_every=args.save_every, checkpoint_every=args.checkpoint_every,
-                report=args.report, max_pixels=args.max_pixels,
-                overwrite=getattr(args, "overwrite", False))
+def _terminal(args):
+    """The command line's transport: messages and a progress bar unless ``-q``, and SIGINT and
+    SIGTERM as stop requests (`jaxstyle.terminal.Terminal`)."""
+    from jaxstyle.terminal import Terminal
+
+    return Terminal(_logger(args), not args.quiet)
+
+
+def _request(kind, args, **given):
+    """A command's request (a NamedTuple) from the parsed flags of the same names."""
+    return kind(**{name: getattr(args, name) for name in kind._fields if hasattr(args, name)},
+                **given)
 
 
 def cmd_stylize(args) -> int:
-    from jaxstyle.session import Request, stylize_files
+    from jaxstyle.stylize_command import StylizeRequest, stylize_files
 
-    request = Request(args.content, args.styles, args.output, args.weights, args.init_image,
-                      args.style_masks, args.content_mask, args.resume, **_run_control(args))
-    return stylize_files(request, from_flags(vars(args)), _logger(args), not args.quiet)
+    return stylize_files(_request(StylizeRequest, args), from_flags(vars(args)), _terminal(args))
 
 
 def cmd_resume(args) -> int:
-    from jaxstyle.session import resume_request, stylize_files
+    from jaxstyle.stylize_command import resume_request, stylize_files
 
-    request, options = resume_request(args.checkpoint, output=args.output, **_run_control(args))
+    request, options = resume_request(args.checkpoint, output=args.output, **{
+        name: getattr(args, name) for name in ("save_every", "checkpoint_every", "report",
+                                                "max_pixels", "overwrite")})
     step = {k: getattr(args, k) for k in RESUMABLE_OPTIONS if getattr(args, k) is not None}
-    return stylize_files(request, options.replace(**step), _logger(args), not args.quiet)
+    return stylize_files(request, options.replace(**step), _terminal(args))
 
 
 def cmd_batch(args) -> int:
-    from jaxstyle.batch import Hosts, batch_files
+    from jaxstyle.batch import BatchRequest, Hosts, batch_files
 
     hosts = Hosts(args.coordinator, args.num_processes, args.process_id, args.coordinator_timeout)
-    return batch_files(args.contents, args.styles, args.output_dir, args.format,
-                       from_flags(vars(args)), _logger(args), args.weights, args.max_pixels,
-                       hosts, not args.quiet, args.overwrite)
+    return batch_files(_request(BatchRequest, args, hosts=hosts), from_flags(vars(args)),
+                       _terminal(args))
 
 
 def cmd_sweep(args) -> int:
-    from jaxstyle.sweeps import sweep_files
+    from jaxstyle.sweeps import SweepRequest, sweep_files
 
-    return sweep_files(args.content, args.styles, args.output, from_flags(vars(args)), args.vary,
-                       _logger(args), args.weights, args.max_pixels, not args.quiet)
+    return sweep_files(_request(SweepRequest, args), from_flags(vars(args)), _terminal(args))
 
 
 def cmd_video(args) -> int:
-    from jaxstyle.video import stylize_video
+    from jaxstyle.video import VideoRequest, video_files
 
-    return stylize_video(args.input, args.styles, args.output, from_flags(vars(args)),
-                         _logger(args), args.weights, not args.quiet, max_pixels=args.max_pixels)
+    return video_files(_request(VideoRequest, args), from_flags(vars(args)), _terminal(args))
 
 
 def cmd_studio(args) -> int:

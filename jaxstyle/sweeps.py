@@ -3,7 +3,9 @@
 Each cell of the grid is a full `stylize` run at low resolution with one combination of the
 values, scored by `jaxstyle.quality.measure`; the sheet puts the results side by side with each
 cell's settings and quality figures under it, so a user picks by looking and then renders the
-chosen settings at full size.
+chosen settings at full size. ``jaxstyle sweep`` (`sweep_files`) goes through the pipeline every
+command does (`jaxstyle.pipeline`): its sheet is locked while it runs, and a stop request ends
+it after the cell running, writing nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -22,11 +25,22 @@ from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.driver import stylize
 from jaxstyle.errors import count
 from jaxstyle.images import save_image
+from jaxstyle.inputs import Inputs, load_inputs
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.option_groups import VideoOptions
 from jaxstyle.options import StyleOptions, parse_value
+from jaxstyle.outputs import check_outputs
+from jaxstyle.pipeline import (
+    Command,
+    Interrupted,
+    Network,
+    Outcome,
+    Transport,
+    Watch,
+    exit_code,
+    run_command,
+)
 from jaxstyle.quality import Quality, measure
-from jaxstyle.runner import ProgressDisplay, check_outputs, load_inputs, open_network
 from jaxstyle.weights import VGGWeights
 
 _CAPTION_LINES = 3
@@ -171,36 +185,110 @@ def contact_sheet(cells: Sequence[Cell], columns: int) -> np.ndarray:
     return np.asarray(sheet, np.float32) / 255.0
 
 
+class SweepRequest(NamedTuple):
+    """A sweep's files and axes (the options that stay fixed are separate: `StyleOptions`).
 
-def sweep_files(content: str, styles: Sequence[str], output: str, options: StyleOptions,
-                vary: Sequence[str], log: Callable[[str], None], weights: str | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS, progress_bar: bool = True) -> int:
+    Attributes:
+      content: the content image's path.
+      styles: the style images' paths.
+      output: the contact sheet's path.
+      vary: one or two axes as ``--vary`` takes them (`parse_axis`).
+      weights: a weights file, 'random', or None to look for converted weights.
+      max_pixels: refuse input images larger than this.
+    """
+
+    content: str
+    styles: list[str]
+    output: str
+    vary: list[str]
+    weights: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def sweep_files(request: SweepRequest, options: StyleOptions, transport: Transport) -> int:
     """``jaxstyle sweep``: the contact sheet of `sweep` over the ``--vary`` axes, written to
-    `output`; returns the exit code.
+    the request's output; returns the exit code (0, or 128 + the signal that stopped it, with
+    nothing written).
 
     Raises:
-      JaxstyleError: bad input or axes (checked before any work).
+      JaxstyleError: bad input or axes (checked before any work), or an output another run
+        is writing.
     """
-    axes = [parse_axis(text) for text in vary]
-    runs = grid(options, axes)
-    inputs = load_inputs(styles, content, max_pixels=max_pixels)
-    (output,) = check_outputs([output], inputs.paths)
-    for run in runs:
-        check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], run)
-    network = open_network(weights, options.seed, log)
-    log(f"{count(len(runs), 'run')} of at most "
-        f"{count(options.optimization.iterations, 'iteration')} at {options.plan.size} px")
-    with ProgressDisplay(len(runs), unit="run", enabled=progress_bar) as display:
-        above = display.log(log)
+    return exit_code(run_command(SweepCommand.prepare(request, options), transport))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SweepCommand(Command):
+    """A sweep checked and loaded: ``jaxstyle sweep``'s (`prepare`), or the studio's.
+
+    Attributes:
+      inputs: the content and style images (and every input file).
+      axes: one or two ``(option, values)``.
+      output: where the contact sheet goes (locked while it runs: `Command.outputs`).
+    """
+
+    inputs: Inputs
+    axes: tuple[tuple[str, tuple], ...]
+    output: Path
+
+    @classmethod
+    def prepare(cls, request: SweepRequest, options: StyleOptions) -> SweepCommand:
+        """Reads the axes, loads the images and checks the output and every cell's options and
+        sizes, before any work.
+
+        Raises:
+          JaxstyleError: naming what is wrong.
+        """
+        axes = tuple(parse_axis(text) for text in request.vary)
+        runs = grid(options, axes)
+        inputs = load_inputs(request.styles, request.content, max_pixels=request.max_pixels)
+        (output,) = check_outputs([request.output], inputs.paths)
+        for run in runs:
+            check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], run)
+        return cls(options=options, outputs=(output,), weights=request.weights, inputs=inputs,
+                   axes=axes, output=output)
+
+    @property
+    def cells(self) -> int:
+        """How many cells the grid has."""
+        return len(grid(self.options, self.axes))
+
+    def progress(self) -> tuple[int | None, str, int]:
+        return self.cells, "run", 0
+
+    def start(self, network: Network, transport: Transport) -> SweepCommand:
+        transport.log(f"{count(self.cells, 'run')} of at most "
+                      f"{count(self.options.optimization.iterations, 'iteration')} at "
+                      f"{self.options.plan.size} px")
+        return dataclasses.replace(self, network=network)
+
+    def run(self, watch: Watch) -> list[Cell]:
+        """Runs the cells, showing each on `watch` as it is done; a stop request heard after a
+        cell (not the last) ends the sweep there (`Interrupted`, holding the cells done)."""
+        cells: list[Cell] = []
 
         def on_cell(index: int, total: int, cell: Cell) -> None:
-            settings = ", ".join(f"{k}={v}" for k, v in cell.settings.items())
-            above(f"[{index + 1}/{total}] {settings}: {cell.quality.summary()} "
-                  f"({cell.seconds:.0f} s)")
-            display.step()
+            cells.append(cell)
+            watch.cell(index, total, cell, lambda: self.sheet(cells))
+            if index + 1 < total and (stop := watch.requested()) is not None:
+                raise stop.at(list(cells))
 
-        cells = sweep(inputs.content, inputs.styles, network.weights, options, axes, on_cell)
-    save_image(output, contact_sheet(cells, columns=len(axes[-1][1])), inputs.paths,
-               network.label)
-    log(f"wrote {output}: {len(cells)} settings side by side")
-    return 0
+        sweep(self.inputs.content, self.inputs.styles, self.network.weights, self.options,
+              self.axes, on_cell)
+        return cells
+
+    def sheet(self, cells: Sequence[Cell]) -> np.ndarray:
+        """The contact sheet of `cells`, a row per value of the first axis."""
+        return contact_sheet(cells, columns=len(self.axes[-1][1]))
+
+    def stopped(self, stop: Interrupted, transport: Transport) -> Outcome:
+        """Writes nothing: a sheet of some cells is not the sweep asked for."""
+        transport.say(f"interrupted after {count(len(stop.reached), 'run')} of {self.cells}; "
+                      f"nothing written to {self.output}")
+        return Outcome("stopped", stop.signum, iteration=len(stop.reached))
+
+    def finish(self, cells: list[Cell], transport: Transport) -> Outcome:
+        sheet = self.sheet(cells)
+        save_image(self.output, sheet, self.inputs.paths, self.network.label)
+        transport.log(f"wrote {self.output}: {len(cells)} settings side by side")
+        return Outcome("done", image=sheet, iteration=len(cells))

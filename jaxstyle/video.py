@@ -10,15 +10,15 @@ continues at the first unfinished frame and ends with the same video as an unint
 (each frame is computed from the saved PNG of the frames before it, in both cases). A video
 output is encoded at the end (`jaxstyle.frames.encode`: H.264, the input's frame rate, its audio
 track copied untouched) and renamed into place, so nothing half-written ever carries the
-output's name.
+output's name. The rest is the pipeline every command goes through (`jaxstyle.pipeline`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,15 +42,20 @@ from jaxstyle.frames import (
     read_frames,
 )
 from jaxstyle.images import can_write_in, load_image, save_image
+from jaxstyle.inputs import Inputs, load_inputs
 from jaxstyle.options import StyleOptions
-from jaxstyle.runner import (
-    ProgressDisplay,
-    load_inputs,
-    locked,
-    open_network,
-    stop_requests,
+from jaxstyle.pipeline import (
+    Command,
+    Interrupted,
+    Network,
+    Outcome,
+    Transport,
+    Watch,
+    exit_code,
+    run_command,
 )
 from jaxstyle.stages import output_shape
+from jaxstyle.terminal import Terminal
 
 
 def work_folder(output: Path) -> Path:
@@ -136,6 +141,24 @@ def previous_frames(index: int, content: np.ndarray, contents: dict, stylized: d
     return list(zip(pairs, weights)), temporal.start_image(content, pairs[0], weights[0])
 
 
+class VideoRequest(NamedTuple):
+    """A video's files (the options are separate: `StyleOptions`).
+
+    Attributes:
+      input: a video file, or a folder of numbered frames.
+      styles: the style images' paths.
+      output: a video file (`jaxstyle.choices.VIDEO_SUFFIXES`) or a folder for PNG frames.
+      weights: a weights file, 'random', or None to look for converted weights.
+      max_pixels: refuse input frames and style images larger than this.
+    """
+
+    input: str
+    styles: list[str]
+    output: str
+    weights: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
 def stylize_video(input_path: str, styles: list[str], output: str, options: StyleOptions,
                   log: Callable[[str], None], weights_spec: str | None = None,
                   progress_bar: bool = True,
@@ -150,95 +173,134 @@ def stylize_video(input_path: str, styles: list[str], output: str, options: Styl
       JaxstyleError: bad input or output (checked before any work), or finished frames from a
         run with other inputs or options.
     """
-    try:
-        import av  # noqa: F401
-        import cv2  # noqa: F401
-    except ImportError:
-        raise VideoError("video needs PyAV and OpenCV: pip install 'jaxstyle[video]'") from None
-    source = open_source(input_path, max_pixels, log)
-    output = Path(output)
-    inside = source.path.resolve() in output.resolve().parents
-    if output.resolve() == source.path.resolve() or inside:
-        raise VideoError(f"{output}: refusing to write over the input {source.path}")
-    inputs = load_inputs(styles, others=[input_path, *map(str, source.files)],
-                         max_pixels=max_pixels)
-    if is_video_path(output):
-        check_video_output(output, source.path, inputs.paths)
-    elif output.suffix:
-        raise VideoError(f"{output}: unknown video extension; use one of "
-                         f"{', '.join(VIDEO_SUFFIXES)}, or a folder name for frames")
-    elif not output.parent.is_dir():
-        raise VideoError(f"{output}: folder {output.parent} does not exist")
-    check_inputs((*source.size, 3), [s.shape for s in inputs.styles], options)
-    with locked(output):
-        return _run(source, input_path, styles, output, inputs, options, log, weights_spec,
-                    progress_bar, on_frame)
+    request = VideoRequest(input_path, styles, output, weights_spec, max_pixels)
+    return video_files(request, options, Terminal(log, progress_bar), on_frame)
 
 
-def _run(source: FrameSource, input_path: str, styles: list[str], output: Path, inputs,
-         options: StyleOptions, log: Callable[[str], None], weights_spec: str | None,
-         progress_bar: bool, on_frame) -> int:
-    """`stylize_video` once its inputs are checked and its output locked."""
-    network = open_network(weights_spec, options.seed, log)
-    work = work_folder(output)
-    stamp = fingerprint(source, styles, options, network.weights)
-    record = work / WORK_RECORD
-    if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(stamp)):
-        raise VideoError(f"{work}: holds frames of a run with other inputs or options; delete "
-                         "it or run with the same ones")
-    if not record.is_file() and any(work.glob("frame_*.png")):
-        raise VideoError(f"{work}: already holds frames of a finished run; delete them or choose "
-                         "another folder")
-    try:
-        work.mkdir(exist_ok=True)
-        record.write_text(json.dumps(stamp))
-    except OSError as exc:
-        raise VideoError(f"{work}: cannot write there ({exc.strerror or exc})") from None
-    shape = output_shape(source.size, options.plan.size)
-    run = _Run(source, work, shape, inputs.styles, network.weights, options, network.label,
-               inputs.paths, on_frame, {})
-    total = (source.frames or None) if options.video.passes == 1 else None
-    with ProgressDisplay(total, unit="frame", enabled=progress_bar) as display, \
-            stop_requests(log) as stop:
-        walk = _single_pass if options.video.passes == 1 else _multi_pass
-        stopped, done = walk(run, display, stop)
-    if stopped:
-        print(f"interrupted; the finished frames are in {work}; run the same command again to "
-              "continue", file=sys.stderr, flush=True)
-        return 128 + stopped
-    frames = sorted(work.glob("frame_*.png"))
-    if is_video_path(output):
-        encode(frames, output, source.fps, None if source.files else source.path, log)
-        _remove_work(work)
-    else:
-        record.unlink()
-    log(f"wrote {output}: {count(len(frames), 'frame')} at {shape[1]}x{shape[0]}, "
-        f"{float(source.fps):g} fps, {count(done, 'frame')} stylized in this run")
-    return 0
+def video_files(request: VideoRequest, options: StyleOptions, transport: Transport,
+                on_frame: Callable[[int, float], None] | None = None) -> int:
+    """`stylize_video` with the request and the transport given (the command line's)."""
+    command = VideoCommand.prepare(request, options, transport.log)
+    return exit_code(run_command(dataclasses.replace(command, on_frame=on_frame), transport))
 
 
-class _Run(NamedTuple):
-    """What every frame of a video run shares."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoCommand(Command):
+    """``jaxstyle video`` checked and loaded (`prepare`).
+
+    Attributes:
+      source: the frames.
+      inputs: the style images (and every input file).
+      output: the video file or frame folder (locked while it runs: `Command.outputs`).
+      styles: the style images' paths, as the work folder's record names them.
+      on_frame: called with (frame index, seconds it took) after each frame stylized.
+      work: where finished frames wait; shape: the output frames' (H, W) (`start`).
+      style_cache: `stylize`'s cache of style targets, shared by every frame.
+    """
 
     source: FrameSource
-    work: Path
-    shape: tuple[int, int]
-    styles: list
-    weights: object
-    options: StyleOptions
-    label: str
-    inputs: list
-    on_frame: Callable[[int, float], None] | None
-    style_cache: dict
+    inputs: Inputs
+    output: Path
+    styles: tuple[str, ...]
+    on_frame: Callable[[int, float], None] | None = None
+    work: Path | None = None
+    shape: tuple[int, int] = (0, 0)
+    style_cache: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, request: VideoRequest, options: StyleOptions, log: Callable[[str], None]
+                ) -> VideoCommand:
+        """Opens the frames, loads the styles and checks the output, the options and the
+        sizes, before any work.
+
+        Raises:
+          JaxstyleError: naming what is wrong.
+        """
+        try:
+            import av  # noqa: F401
+            import cv2  # noqa: F401
+        except ImportError:
+            raise VideoError("video needs PyAV and OpenCV: pip install 'jaxstyle[video]'"
+                             ) from None
+        source = open_source(request.input, request.max_pixels, log)
+        output = Path(request.output)
+        inside = source.path.resolve() in output.resolve().parents
+        if output.resolve() == source.path.resolve() or inside:
+            raise VideoError(f"{output}: refusing to write over the input {source.path}")
+        inputs = load_inputs(request.styles, others=[request.input, *map(str, source.files)],
+                             max_pixels=request.max_pixels)
+        if is_video_path(output):
+            check_video_output(output, source.path, inputs.paths)
+        elif output.suffix:
+            raise VideoError(f"{output}: unknown video extension; use one of "
+                             f"{', '.join(VIDEO_SUFFIXES)}, or a folder name for frames")
+        elif not output.parent.is_dir():
+            raise VideoError(f"{output}: folder {output.parent} does not exist")
+        check_inputs((*source.size, 3), [s.shape for s in inputs.styles], options)
+        return cls(options=options, outputs=(output,), weights=request.weights, source=source,
+                   inputs=inputs, output=output, styles=tuple(request.styles))
+
+    def progress(self) -> tuple[int | None, str, int]:
+        single = self.options.video.passes == 1
+        return (self.source.frames or None) if single else None, "frame", 0
+
+    def start(self, network: Network, transport: Transport) -> VideoCommand:
+        """Takes the work folder: new, or an interrupted run's with the same inputs and
+        options (its finished frames are kept).
+
+        Raises:
+          VideoError: the folder holds another run's frames, or cannot be written.
+        """
+        work = work_folder(self.output)
+        stamp = fingerprint(self.source, list(self.styles), self.options, network.weights)
+        record = work / WORK_RECORD
+        if record.is_file() and json.loads(record.read_text()) != json.loads(json.dumps(stamp)):
+            raise VideoError(f"{work}: holds frames of a run with other inputs or options; "
+                             "delete it or run with the same ones")
+        if not record.is_file() and any(work.glob("frame_*.png")):
+            raise VideoError(f"{work}: already holds frames of a finished run; delete them or "
+                             "choose another folder")
+        try:
+            work.mkdir(exist_ok=True)
+            record.write_text(json.dumps(stamp))
+        except OSError as exc:
+            raise VideoError(f"{work}: cannot write there ({exc.strerror or exc})") from None
+        return dataclasses.replace(self, network=network, work=work,
+                                   shape=output_shape(self.source.size, self.options.plan.size))
+
+    def run(self, watch: Watch) -> int:
+        """Stylizes the frames not finished yet; returns how many. A stop request is heard
+        after each frame (a batch of frames in a multi-pass run)."""
+        return (_single_pass if self.options.video.passes == 1 else _multi_pass)(self, watch)
+
+    def stopped(self, stop: Interrupted, transport: Transport) -> Outcome:
+        transport.say(f"interrupted; the finished frames are in {self.work}; run the same "
+                      "command again to continue")
+        return Outcome("stopped", stop.signum)
+
+    def finish(self, done: int, transport: Transport) -> Outcome:
+        """Encodes a video output (and removes the work folder) or leaves the frames."""
+        frames = sorted(self.work.glob("frame_*.png"))
+        source = self.source
+        if is_video_path(self.output):
+            encode(frames, self.output, source.fps, None if source.files else source.path,
+                   transport.log)
+            _remove_work(self.work)
+        else:
+            (self.work / WORK_RECORD).unlink()
+        transport.log(f"wrote {self.output}: {count(len(frames), 'frame')} at "
+                      f"{self.shape[1]}x{self.shape[0]}, {float(source.fps):g} fps, "
+                      f"{count(done, 'frame')} stylized in this run")
+        return Outcome("done", iteration=done)
 
 
-def _content(run: _Run, frame: np.ndarray) -> np.ndarray:
+def _content(run: VideoCommand, frame: np.ndarray) -> np.ndarray:
     return np.asarray(frame) if frame.shape[:2] == run.shape else _resized(frame, run.shape)
 
 
-def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[int, int]:
+def _single_pass(run: VideoCommand, watch: Watch) -> int:
     """Frame after frame, each from the previous stylized frames (the paper's single pass).
-    Returns (the signal that stopped it or 0, frames stylized)."""
+    Returns the frames stylized."""
     options = run.options
     first_iterations = options.video.first_frame_iterations or 2 * options.optimization.iterations
     keep = max(options.video.temporal_frames)
@@ -257,32 +319,33 @@ def _single_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[
                 iterations=first_iterations if index == 0 else options.optimization.iterations,
                 **({} if start is None else {"coarsest": 0}))
             frame_started = time.perf_counter()
-            result = stylize(content, run.styles, run.weights, settings, init_image=start,
-                             previous=previous or None, style_cache=run.style_cache)
-            save_image(path, result.image, run.inputs, run.label)
+            result = stylize(content, run.inputs.styles, run.network.weights, settings,
+                             init_image=start, previous=previous or None,
+                             style_cache=run.style_cache)
+            save_image(path, result.image, run.inputs.paths, run.network.label)
             stylized[index] = load_image(path)  # what a resumed run would read back
             done += 1
             if run.on_frame is not None:
                 run.on_frame(index, time.perf_counter() - frame_started)
         for old in [k for k in contents if k <= index - keep]:
             del contents[old], stylized[old]
-        display.step()  # the bar shows the rate and the time left
-        if stop:
-            return stop[0], done
-    return 0, done
+        watch.step()  # the bar shows the rate and the time left
+        if (stop := watch.requested()) is not None:
+            raise stop
+    return done
 
 
 MULTI_PASS_BLEND = 0.5
 """Ruder et al.'s delta: how much of the warped neighbour a multi-pass frame starts from."""
 
 
-def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[int, int]:
+def _multi_pass(run: VideoCommand, watch: Watch) -> int:
     """``options.video.passes`` passes over all frames, alternating direction; within a pass every
     frame depends only on the pass before, so ``options.video.pass_batch`` frames at a time run as
     one batch sharded over all local devices. Pass 1 stylizes the frames independently; pass
     p starts each frame from a blend of its own previous-pass result and its neighbour's
     (the previous frame on forward passes, the next on backward ones) warped to it, and holds
-    it to that warp by the temporal loss. Returns (the stopping signal or 0, frames stylized).
+    it to that warp by the temporal loss. Returns the frames stylized.
     """
     options, work = run.options, run.work
     folder = work / "content"
@@ -291,18 +354,18 @@ def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[i
     for index, frame in enumerate(read_frames(run.source)):  # once: frames at the output size
         count_frames += 1
         if not frame_path(folder, index).is_file():
-            save_image(frame_path(folder, index), _content(run, frame), run.inputs)
+            save_image(frame_path(folder, index), _content(run, frame), run.inputs.paths)
     done = 0
     for number in range(options.video.passes):
         here = work / f"pass_{number + 1}"
         here.mkdir(exist_ok=True)
         before = work / f"pass_{number}"
         step = -1 if number % 2 else 1  # the neighbour: previous frame, then the next, ...
-        display.step(0, f"pass {number + 1}/{options.video.passes}")
+        watch.step(0, f"pass {number + 1}/{options.video.passes}")
         for first in range(0, count_frames, options.video.pass_batch):
             indices = range(first, min(count_frames, first + options.video.pass_batch))
             if all(frame_path(here, i).is_file() for i in indices):
-                display.step(len(indices))
+                watch.step(len(indices))
                 continue
             contents = [load_image(frame_path(folder, i)) for i in indices]
             inits, previous = None, None
@@ -312,24 +375,25 @@ def _multi_pass(run: _Run, display: ProgressDisplay, stop: list[int]) -> tuple[i
             started = time.perf_counter()
             # Later passes start from the pass before, at the full size: one scale (see above).
             settings = options if number == 0 else options.replace(coarsest=0)
-            results = stylize_batch(contents, run.styles, run.weights, settings,
+            results = stylize_batch(contents, run.inputs.styles, run.network.weights, settings,
                                     init_images=inits,
                                     previous=None if previous is None else list(previous),
                                     style_cache=run.style_cache)
             for i, result in zip(indices, results):
-                save_image(frame_path(here, i), result.image, run.inputs, run.label)
+                save_image(frame_path(here, i), result.image, run.inputs.paths,
+                           run.network.label)
                 if run.on_frame is not None:
                     run.on_frame(i, (time.perf_counter() - started) / len(indices))
             done += len(indices)
-            display.step(len(indices))
-            if stop:
-                return stop[0], done
+            watch.step(len(indices))
+            if (stop := watch.requested()) is not None:
+                raise stop
     for index in range(count_frames):
         shutil.copyfile(frame_path(here, index), frame_path(work, index))
     for number in range(options.video.passes):
         shutil.rmtree(work / f"pass_{number + 1}")
     shutil.rmtree(folder)
-    return 0, done
+    return done
 
 
 def _pass_targets(index: int, neighbour: int, count_frames: int, contents: Path, before: Path,

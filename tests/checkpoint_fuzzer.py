@@ -203,7 +203,7 @@ def _fuzz(seed_dir: str, cases: int, seed: int, keep: str) -> dict:
     from jaxstyle.checkpoint import differences, load_checkpoint
     from jaxstyle.errors import JaxstyleError
     from jaxstyle.run_state import restore_state
-    from jaxstyle.session import resume_request
+    from jaxstyle.stylize_command import resume_request
 
     originals = {p.name: load_checkpoint(p) for p in sorted(Path(seed_dir).glob("*.ckpt"))}
     seeds = {name: serialization.msgpack_restore(serialization.msgpack_restore(

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,64 @@ def test_sweep_writes_a_contact_sheet_of_every_combination(tmp_path, images, tin
         width, height = written.size
         assert "VGG19" in written.text["Description"]
     assert width >= 2 * 32 and height >= 2 * 24 + 2 * 3 * 12  # 2 x 2 cells with captions
+
+
+def test_a_second_sweep_on_a_running_sweeps_sheet_is_refused_by_name(tmp_path, images,
+                                                                     tiny_weights_file, capsys,
+                                                                     monkeypatch):
+    # A sweep holds its sheet's lock while it runs, as every command holds its outputs': a
+    # second sweep started during its first cell is refused before any work, naming the sheet.
+    from jaxstyle import sweeps
+    from jaxstyle.locks import lock_path
+
+    content, style = images
+    sheet = tmp_path / "sheet.png"
+    args = ["sweep", content, style, "-o", sheet, "--weights", tiny_weights_file, "--vary",
+            "style_weight=10,1000", "--size", 32, "--iterations", 2, *TINY_LAYER_FLAGS, "-q"]
+    second, stylize = [], sweeps.stylize
+
+    def start_another_then_stylize(*args_, **kwargs):
+        if not second:  # the first sweep's first cell is running (the second's runs none)
+            second.append(None)
+            second[0] = _run(capsys, *args)
+        return stylize(*args_, **kwargs)
+
+    monkeypatch.setattr(sweeps, "stylize", start_another_then_stylize)
+    code, err = _run(capsys, *args)
+    assert code == 0, err
+    (code, err), = second
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{sheet}: another jaxstyle run (pid {os.getpid()}) is writing it" in err
+    assert sheet.is_file() and not lock_path(sheet).exists()
+
+
+def test_a_stop_request_ends_a_sweep_after_its_cell_with_nothing_written(tmp_path, images,
+                                                                          tiny_weights_file,
+                                                                          capsys, monkeypatch):
+    # Ctrl-C during a cell: the cell finishes, the sweep ends there with 130, and neither a
+    # sheet of some cells nor a temporary or lock file is left.
+    from jaxstyle import sweeps
+
+    content, style = images
+    sheet = tmp_path / "sheet.png"
+    cells, stylize = [], sweeps.stylize
+
+    def stylize_then_interrupt(*args, **kwargs):
+        cells.append(kwargs)
+        result = stylize(*args, **kwargs)
+        if len(cells) == 1:  # once: a second SIGINT quits at once, as a second Ctrl-C does
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(sweeps, "stylize", stylize_then_interrupt)
+    code, err = _run(capsys, "sweep", content, style, "-o", sheet, "--weights",
+                     tiny_weights_file, "--vary", "style_weight=10,100,1000", "--size", 32,
+                     "--iterations", 2, *TINY_LAYER_FLAGS)
+    assert code == 128 + signal.SIGINT, err
+    assert len(cells) == 1 and "stopping after the current chunk" in err
+    assert err.count("] style_weight=") == 1  # the cell done was shown
+    assert err.rstrip().endswith(f"interrupted after 1 run of 3; nothing written to {sheet}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "style.jpg"]
 
 
 @pytest.mark.parametrize("vary, message", [

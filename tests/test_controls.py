@@ -257,7 +257,7 @@ def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys
 
     from jaxstyle import load_weights
     from jaxstyle.images import to_uint8
-    from jaxstyle.runner import load_inputs
+    from jaxstyle.inputs import load_inputs
 
     paths = {}
     for name, image in [("content", _midtones(30, 40, 0)), ("a", smooth_image(32, 32, 1)),

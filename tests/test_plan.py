@@ -147,7 +147,7 @@ def test_multi_scale_tiled_batch_equals_single_runs(tiny_weights):
 
 def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
         tmp_path, tiny_weights_file, monkeypatch, capsys):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
     from jaxstyle.cli import main
 
     content = write_image(tmp_path / "c.png", smooth_image(60, 80, 0))
@@ -157,19 +157,19 @@ def test_interrupted_multi_scale_tiled_cli_run_resumes_to_the_same_image(
             "--progress-every", "2", "--checkpoint-every", "2", *TINY_LAYER_FLAGS, "-q"]
     assert main(["stylize", *args, "-o", str(tmp_path / "reference.png")]) == 0
 
-    due = runner.Checkpointing.due
+    due = stylize_command.Checkpointing.due
 
     def stop_at_iteration_10(policy, iteration):  # in the second scale's first tiles
         if iteration == 10:
             os.kill(os.getpid(), signal.SIGINT)
         return due(policy, iteration)
 
-    monkeypatch.setattr(runner.Checkpointing, "due", stop_at_iteration_10)
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", stop_at_iteration_10)
     out = tmp_path / "out.png"
     assert main(["stylize", *args, "-o", str(out)]) == 128 + signal.SIGINT
     checkpoint = tmp_path / "out.png.ckpt"
     assert load_checkpoint(checkpoint).run.stage >= 1 and (tmp_path / "out.partial.png").exists()
-    monkeypatch.setattr(runner.Checkpointing, "due", due)
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", due)
     assert main(["resume", str(checkpoint), "-q"]) == 0, capsys.readouterr().err
     assert not checkpoint.exists() and not (tmp_path / "out.partial.png").exists()
     np.testing.assert_array_equal(np.asarray(Image.open(out)),

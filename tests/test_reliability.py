@@ -85,10 +85,10 @@ def _ckpt_run(capsys, files, out, *extra):
 
 def test_a_new_run_does_not_erase_an_unfinished_ones_checkpoint(tmp_path, files, capsys,
                                                                   monkeypatch):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
 
     out = tmp_path / "out.png"
-    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", lambda self, i: (
         os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
     code, _ = _ckpt_run(capsys, files, out)
     assert code == 128 + signal.SIGINT
@@ -104,7 +104,7 @@ def test_a_new_run_does_not_erase_an_unfinished_ones_checkpoint(tmp_path, files,
 
 
 def test_two_runs_on_one_output_are_refused_by_a_lock(tmp_path, files, capsys):
-    from jaxstyle.runner import lock_path, locked
+    from jaxstyle.locks import lock_path, locked
 
     out = tmp_path / "out.png"
     with locked(out):
@@ -122,27 +122,27 @@ def test_two_runs_on_one_output_are_refused_by_a_lock(tmp_path, files, capsys):
 def test_a_lock_whose_file_was_replaced_is_taken_on_the_new_file(tmp_path, monkeypatch):
     # A run that opened the lock file just before its holder finished (and removed it) locks a
     # file no longer at the path: it must lock the one there instead, or two runs would write.
-    from jaxstyle import runner
+    from jaxstyle import locks
 
     out = tmp_path / "out.png"
     real_open, opened = open, []
 
     def open_then_replace(path, *args, **kwargs):
         handle = real_open(path, *args, **kwargs)
-        if Path(path) == runner.lock_path(out):
+        if Path(path) == locks.lock_path(out):
             opened.append(path)
             if len(opened) == 1:
                 os.unlink(path)  # the holder finished between our open and our lock
         return handle
 
     monkeypatch.setattr("builtins.open", open_then_replace)
-    with runner.locked(out):
+    with locks.locked(out):
         assert len(opened) == 2  # it noticed, and locked the file now at the path
-        assert runner.lock_path(out).read_text() == f"pid {os.getpid()}"
+        assert locks.lock_path(out).read_text() == f"pid {os.getpid()}"
         with pytest.raises(JaxstyleError, match="is writing it"):
-            with runner.locked(out):
+            with locks.locked(out):
                 pass
-    assert not runner.lock_path(out).exists()
+    assert not locks.lock_path(out).exists()
 
 
 @pytest.mark.parametrize("name, extra, message", [
@@ -195,10 +195,10 @@ def test_after_a_nan_the_advised_resume_goes_on(tmp_path, files, capsys, monkeyp
 
 
 def test_checkpoints_carry_a_checksum(tmp_path, files, capsys, monkeypatch):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
 
     out = tmp_path / "out.png"
-    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", lambda self, i: (
         os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
     assert _ckpt_run(capsys, files, out)[0] == 128 + signal.SIGINT
     ckpt = tmp_path / "out.png.ckpt"
@@ -228,11 +228,11 @@ def test_a_first_checkpoint_on_a_full_disk_does_not_claim_a_previous_one(tmp_pat
 
 
 def test_another_style_file_is_named_as_another_file(tmp_path, files, capsys, monkeypatch):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
 
     content, style, weights = files
     out = tmp_path / "out.png"
-    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", lambda self, i: (
         os.kill(os.getpid(), signal.SIGINT) if i == 4 else None) or i % 2 == 0)
     assert _ckpt_run(capsys, files, out)[0] == 128 + signal.SIGINT
     monkeypatch.undo()
@@ -247,7 +247,7 @@ def test_another_style_file_is_named_as_another_file(tmp_path, files, capsys, mo
 
 def test_transparent_mask_areas_mean_no_style(tmp_path, files, capsys):
     from jaxstyle.images import load_mask
-    from jaxstyle.runner import load_inputs
+    from jaxstyle.inputs import load_inputs
 
     rgba = np.zeros((30, 40, 4), np.uint8)
     rgba[..., :3] = 255  # white everywhere ...
@@ -678,9 +678,9 @@ def test_small_usage_errors_name_what_is_wrong(tmp_path, files, capsys, args, me
 
 
 def _interrupt_at(monkeypatch, iteration):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
 
-    monkeypatch.setattr(runner.Checkpointing, "due", lambda self, i: (
+    monkeypatch.setattr(stylize_command.Checkpointing, "due", lambda self, i: (
         os.kill(os.getpid(), signal.SIGINT) if i == iteration else None) or i % 2 == 0)
 
 

@@ -248,14 +248,14 @@ def test_full_disk_while_checkpointing_keeps_previous_checkpoint(tmp_path, monke
 
 
 def test_checkpoint_policy(monkeypatch):
-    from jaxstyle import runner
+    from jaxstyle import stylize_command
 
     clock = [1000.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
-    every5, never, auto = (runner.Checkpointing(e) for e in (5, 0, None))
+    monkeypatch.setattr(stylize_command.time, "monotonic", lambda: clock[0])
+    every5, never, auto = (stylize_command.Checkpointing(e) for e in (5, 0, None))
     assert every5.due(10) and not every5.due(11) and every5.stops_at(10)
     assert not never.due(10) and not never.stops_at(10)
-    clock[0] += runner.AUTO_CHECKPOINT_SECONDS - 1
+    clock[0] += stylize_command.AUTO_CHECKPOINT_SECONDS - 1
     assert not auto.due(3)
     clock[0] += 2
     assert auto.due(3) and not auto.stops_at(3)  # by time: a chunk need not end for it

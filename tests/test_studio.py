@@ -127,7 +127,7 @@ def test_bad_options_name_their_field(client):
 
 def test_stop_then_continue_ends_where_the_uninterrupted_run_does(client, tiny_weights,
                                                                   tmp_path, monkeypatch):
-    from jaxstyle.studio import runner
+    from jaxstyle import pipeline
 
     calls = []  # (resume's iteration, the first iteration the callback saw) per stylize call
 
@@ -137,7 +137,7 @@ def test_stop_then_continue_ends_where_the_uninterrupted_run_does(client, tiny_w
         return stylize(*args, callback=lambda p: (seen.append(p.iteration), callback(p)),
                        resume=resume, **kwargs)
 
-    monkeypatch.setattr(runner, "stylize", watched)
+    monkeypatch.setattr(pipeline, "stylize", watched)
     request = {**inputs(client), "options": {**SMALL, "iterations": 40}}
     job = start(client, "/api/runs", request)
     client.post("/api/stop")  # before its first chunk ends: it stops after that chunk

@@ -23,7 +23,7 @@ import pytest
 from conftest import smooth_image
 from PIL import Image
 
-from jaxstyle.studio.runner import ANSWER_SECONDS
+from jaxstyle.studio.transport import ANSWER_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,10 +1,12 @@
 """``jaxstyle studio``: a local web page that drives `jaxstyle.stylize` and shows it working.
 
 `form` turns `StyleOptions` into the page's form and back; `store` owns the server's run folder
-(uploads, examples, results); `runner` is one run or sweep from arrays to files; `worker` runs
-them one at a time in one thread, keeping the network and compiled code warm; `guard` refuses
-requests that do not come from the page; `limits` bounds what a request may hold; `server` is
-the HTTP side (Starlette, server-sent events). Needs the ``studio`` extra.
+(uploads, examples, results); `commands` are a run and a sweep from arrays to files, through the
+pipeline every command goes through (`jaxstyle.pipeline`), and `transport` is what they show the
+page and how its Stop button stops them; `worker` runs them one at a time in one thread, keeping
+the network and compiled code warm; `guard` refuses requests that do not come from the page;
+`limits` bounds what a request may hold; `server` is the HTTP side (Starlette, server-sent
+events). Needs the ``studio`` extra.
 """
 
 DEFAULT_PORT = 8765

@@ -43,8 +43,9 @@ from starlette.staticfiles import StaticFiles
 from jaxstyle.choices import DEFAULT_MAX_PIXELS
 from jaxstyle.errors import ImageError, JaxstyleError
 from jaxstyle.option_fields import RANGES, OptionsError, Range
-from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits, runner
+from jaxstyle.studio import DEFAULT_PORT, DISK_BUDGET_MB, MAX_UPLOAD_MB, form, limits
 from jaxstyle.studio.allocator import limit_arenas
+from jaxstyle.studio.commands import REPORT, RESULT, SHEET
 from jaxstyle.studio.guard import Guard, cookie_name, is_loopback
 from jaxstyle.studio.jobs import Request as JobRequest
 from jaxstyle.studio.jobs import Snapshot
@@ -270,8 +271,8 @@ def create_app(config: StudioConfig) -> Guard:
         return folder.run_dir(record["id"]) / name
 
     async def result_image(request: Request) -> Response:
-        path = run_file(request, runner.SHEET)
-        path = path if path.is_file() else path.with_name(runner.RESULT)
+        path = run_file(request, SHEET)
+        path = path if path.is_file() else path.with_name(RESULT)
         name = f"jaxstyle-{request.path_params['job']}-{path.name}"
         if request.query_params.get("download"):
             return FileResponse(path, media_type="image/png", filename=name)
@@ -288,13 +289,13 @@ def create_app(config: StudioConfig) -> Guard:
                             filename=f"jaxstyle-{request.path_params['job']}-{name}")
 
     async def thumbnail(request: Request) -> Response:
-        path = run_file(request, runner.SHEET)
-        path = path if path.is_file() else path.with_name(runner.RESULT)
+        path = run_file(request, SHEET)
+        path = path if path.is_file() else path.with_name(RESULT)
         data = await run_in_threadpool(_thumbnail, path)
         return Response(data, media_type="image/png")
 
     async def report(request: Request) -> Response:
-        path = run_file(request, runner.REPORT)
+        path = run_file(request, REPORT)
         return FileResponse(path, media_type="application/json",
                             filename=f"jaxstyle-{request.path_params['job']}-report.json")
 

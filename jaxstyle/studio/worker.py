@@ -17,15 +17,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxstyle.checkpoint import RunState
-from jaxstyle.driver import StylizeProgress
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.images import load_mask
+from jaxstyle.inputs import Inputs
 from jaxstyle.options import StyleOptions
+from jaxstyle.pipeline import Network, Outcome, network_of, run_command
+from jaxstyle.run_state import RunState
 from jaxstyle.stages import continued
-from jaxstyle.studio import form, runner
-from jaxstyle.studio.jobs import Job, Request, after_chunk, thin_plot
+from jaxstyle.studio import form
+from jaxstyle.studio.commands import RESULT, SHEET, StudioRun, StudioSweep, save_masks
+from jaxstyle.studio.jobs import Job, Request, thin_plot
 from jaxstyle.studio.store import RunFolder
+from jaxstyle.studio.transport import PageTransport
 from jaxstyle.weights import resolve_weights, usage_line
 
 _STYLE_CACHES = 4  # style-target caches kept (one per set of styles and options)
@@ -219,10 +222,10 @@ class Worker:
                      message=message, frame=job.frame()[0], eta=0.0, record=record)
 
     def _start_run(self, job: Job, content: np.ndarray, styles: list[np.ndarray], inputs: dict,
-                   folder: Path) -> runner.Outcome:
+                   folder: Path) -> Outcome:
         request, options = job.request, job.request.options
         where = self.folder.relative(folder)
-        style_files, content_file = runner.save_masks(
+        style_files, content_file = save_masks(
             folder, None if request.style_masks is None else [
                 None if m is None else self.folder.load_mask(m) for m in request.style_masks],
             None if request.content_mask is None else self.folder.load_mask(request.content_mask))
@@ -232,7 +235,7 @@ class Worker:
                                                                    self.folder.max_pixels)
         inputs["command"] = form.command_line(
             options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
-            f"{where}/{runner.RESULT}", self._weights_arg(),
+            f"{where}/{RESULT}", self._weights_arg(),
             style_masks=[f"{where}/{n}" for n in style_files],
             content_mask=content_file and f"{where}/{content_file}")
         job.mask_files = {"style": list(style_files), "content": content_file}
@@ -244,34 +247,26 @@ class Worker:
             job.request = request._replace(resume=(request.resume[0], None))
             job.update(iteration=resume.iteration, plot=thin_plot(tuple(
                 (i + 1, v) for i, v in enumerate(resume.history.get("total", ())))))
-
-        def on_progress(p: StylizeProgress) -> None:
-            job.update(**after_chunk(job.snapshot, p, time.perf_counter() - job.submitted,
-                                     job.show(p.image()), job.stop.is_set()))
-
-        return runner.run(content, styles, self.network, options, folder,
-                          on_progress=on_progress, should_stop=job.stop.is_set, inputs=inputs,
-                          resume=resume, style_cache=self._style_cache(request),
-                          style_masks=style_masks or None, content_mask=content_mask)
+        images = Inputs(styles=styles, content=content, style_masks=style_masks or None,
+                        content_mask=content_mask)
+        run = StudioRun(options=options, inputs=images, folder=folder, fields=inputs,
+                        resume=resume, style_cache=self._style_cache(request))
+        return run_command(run, PageTransport(job, options.performance.progress_every),
+                           self._network())
 
     def _start_sweep(self, job: Job, content: np.ndarray, styles: list[np.ndarray],
-                     inputs: dict, folder: Path) -> runner.Outcome:
+                     inputs: dict, folder: Path) -> Outcome:
         request = job.request
         inputs["command"] = form.command_line(
             request.options, inputs["content"]["file"], [s["file"] for s in inputs["styles"]],
-            f"{self.folder.relative(folder)}/{runner.SHEET}", self._weights_arg(),
+            f"{self.folder.relative(folder)}/{SHEET}", self._weights_arg(),
             command="sweep", extra=[word for axis in request.axes for word in _vary(*axis)])
         job.update(status="running", total=math.prod(len(v) for _, v in request.axes),
                    message="the first cell is running")
-
-        def on_cell(index: int, count: int, cell, sheet: np.ndarray) -> None:
-            job.update(iteration=index + 1, total=count, frame=job.show(sheet),
-                       message=f"cell {index + 1} of {count}: {cell.quality.summary()}",
-                       first_frame=job.snapshot.first_frame or time.perf_counter() - job.submitted)
-
-        return runner.run_sweep(content, styles, self.network, request.options, request.axes,
-                                folder, on_cell=on_cell, should_stop=job.stop.is_set,
-                                inputs=inputs)
+        sweep = StudioSweep(options=request.options, inputs=Inputs(styles=styles, content=content),
+                            axes=request.axes, output=folder / SHEET, fields=inputs)
+        return run_command(sweep, PageTransport(job, request.options.performance.progress_every),
+                           self._network())
 
     def _finish(self, job: Job, state: RunState | None, **changes) -> None:
         """Keeps a job's history entry and state, then shows it finished with `changes` (so a
@@ -294,7 +289,7 @@ class Worker:
                 self._jobs.pop(run_id, None)
         job.update(**changes)
 
-    def _record(self, job: Job, outcome: runner.Outcome) -> dict:
+    def _record(self, job: Job, outcome: Outcome) -> dict:
         """The history entry of a finished job (what the page lists and reloads)."""
         request, report = job.request, outcome.report
         quality = report.get("quality")
@@ -330,6 +325,10 @@ class Worker:
             self.log(f"studio: cleared jax's compiled-code caches after {_GEOMETRIES} input "
                      "sizes")
         self._geometries.add(geometry)
+
+    def _network(self) -> Network:
+        """The network the worker keeps open, as the pipeline takes it."""
+        return network_of(self.network, self._weights_arg() or "")
 
     def _weights_arg(self) -> str | None:
         return None if self.weights_spec is None else str(self.weights_spec)
