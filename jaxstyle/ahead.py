@@ -82,6 +82,21 @@ class Ahead:
         future = self._futures.pop(size, None)
         return None if future is None else future.result()
 
+    def start_after_first_report(self, walk: Walk) -> Walk:
+        """`walk` whose callback starts this work once it has taken the stage's first
+        progress, so that a first picture (the studio's first preview) does not share the CPU
+        with the later scales' compiling; without a callback the work starts at once. Starting
+        is idempotent, and the results do not depend on when it starts."""
+        if walk.callback is None:
+            self.start()
+            return walk
+
+        def callback(progress) -> None:
+            walk.callback(progress)
+            self.start()
+
+        return walk._replace(callback=callback)
+
     def cancel(self) -> None:
         """Drops what has not started (what has runs to its end, unused)."""
         for future in self._futures.values():

@@ -255,13 +255,15 @@ def _walk_stages(walk: Walk, images: list[ImageInputs], styles: list[jax.Array],
         totals["targets"] += time.perf_counter() - started
         if ahead is not None:  # this scale compiled first, then the later ones behind it
             params = _compile_first(here, problems, share_style, params, totals)
-            ahead.start()
+            here = ahead.start_after_first_report(here)
         as_run = functools.partial(
             _progress, stage=stage, stages=stages, history=history,
             canvas=layout.join(canvases), problems=problems, layout=layout,
             overlap=here.options.plan.tile_overlap)
         pictures, finals, result = run_stage(here, problems, stage, resuming, share_style,
                                              params, as_run)
+        if ahead is not None:  # a stage that reported nothing: the next one waits for `ahead`
+            ahead.start()
         canvases = [picture if stage.tiles == 1 else paste(c, picture, stage.window,
                                                            options.plan.tile_overlap)
                     for c, picture in zip(canvases, pictures)]
