@@ -28,6 +28,21 @@ def pytest_configure(config):
     enable_compilation_cache()
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_compilation_cache_folder():
+    """Puts JAX's compilation cache folder back after a test that moved it: every command turns
+    the cache on in the folder $XDG_CACHE_HOME names, which test_cli's `jaxstyle info` test
+    points into its tmp_path. JAX's cache key holds the folder, so left moved, every later
+    compilation in the test process missed the cache (the modules after test_cli's in its
+    pytest-xdist worker took three to four times their CPU time)."""
+    import jax
+
+    folder = jax.config.jax_compilation_cache_dir
+    yield
+    if jax.config.jax_compilation_cache_dir != folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_compiled_code():
     """Drops JAX's compiled executables after each test module.
