@@ -59,17 +59,18 @@ def _content_distance(a, b):
 def test_a_short_stylization_takes_on_the_style_and_keeps_the_content(vgg16):
     content = load_image(EXAMPLES / "chelsea.jpg")
     style = load_image(EXAMPLES / "marbled.jpg")
-    result = stylize(content, [style], vgg16, StyleOptions(size=96, iterations=60))
+    result = stylize(content, [style], vgg16, StyleOptions(size=96, iterations=30))
     h, w = result.image.shape[:2]
     photo = np.asarray(resize(jnp.asarray(content), h, w))
     style_at_size = np.asarray(resize(jnp.asarray(style), *fit_longest_side(style.shape, 96)))
     layers = STYLE_LAYERS + ("relu4_2",)
     out, before = _features(vgg16, result.image, layers), _features(vgg16, photo, layers)
     target = _features(vgg16, style_at_size, STYLE_LAYERS)
-    # How far the Gram statistics moved toward the style's: measured 0.0036 (60 iterations).
+    # How far the Gram statistics moved toward the style's: measured 0.016 (30 iterations; 0.013
+    # after 60).
     ratio = _gram_distance(out, target) / _gram_distance(before, target)
     assert ratio < 0.05, ratio
-    # The content stays: the output's relu4_2 is closer to the photo's (measured 1.03, relative
+    # The content stays: the output's relu4_2 is closer to the photo's (measured 0.47, relative
     # squared distance) than uniform noise (1.27) or the style image itself (1.42) are.
     noise = np.random.default_rng(0).uniform(0, 1, photo.shape).astype(np.float32)
     plain_style = np.asarray(resize(jnp.asarray(style), h, w))
