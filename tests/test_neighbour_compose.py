@@ -19,8 +19,8 @@ from jaxstyle.cli import main
 from jaxstyle.color import rgb_to_ycbcr
 from jaxstyle.compiled import COMPILED
 from jaxstyle.problem import neighbour_config
-from jaxstyle.runner import ProgressDisplay
 from jaxstyle.sweeps import parse_axis, sweep
+from jaxstyle.terminal import ProgressDisplay
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import save_converted
 
