@@ -60,24 +60,16 @@ def _projected(features: jax.Array) -> jax.Array:
     return flat @ _score_directions(flat.shape[1])
 
 
-def _sliced_statistics(features) -> dict[str, np.ndarray]:
-    """The sliced score's statistics of features [H, W, C]: float32 [C, QUANTILES] quantiles
-    of the samples along each direction (`weighted_quantiles`'s, computed with NumPy)."""
-    return {"quantiles": _quantiles(np.asarray(_projected(features)))}
-
-
 def _quantiles(projected: np.ndarray) -> np.ndarray:
+    """The score's statistics of samples [N, C] along its directions (`_projected`): float32
+    [C, QUANTILES] quantiles (`weighted_quantiles`'s, computed with NumPy)."""
     values = projected.T  # [C, N]
     return quantiles_host(values, np.ones(values.shape[1], np.float32), QUANTILES, True)
 
 
-def _sliced_distance(features, target) -> float:
-    """`sorted_matching_distance` of features [H, W, C] along the score's directions to the
-    quantiles ``target["quantiles"]``, computed with NumPy."""
-    return _matching_distance(np.asarray(_projected(features)), target["quantiles"])
-
-
 def _matching_distance(projected: np.ndarray, quantiles: np.ndarray) -> float:
+    """`sorted_matching_distance` of samples [N, C] along the score's directions to the
+    quantiles [C, Q] (`_quantiles`), computed with NumPy."""
     values = projected.T.astype(np.float32)  # [C, N]
     k, n = values.shape
     positions = positions_host(values, np.ones(n, np.float32))

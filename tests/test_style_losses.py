@@ -386,9 +386,10 @@ def test_the_quality_score_is_sliced_wasserstein_along_its_first_directions():
     output = jax.random.uniform(jax.random.key(1), (9, 11, 16))
     run_loss = sliced_wasserstein(quality.SCORING_SEED)
     target = run_loss.prepare(run_loss.statistics(style))
-    scored = quality._sliced_statistics(style)
-    assert scored["quantiles"].shape[0] == 16
-    np.testing.assert_allclose(quality._sliced_distance(output, scored),
+    scored = quality._quantiles(np.asarray(quality._projected(style)))
+    assert scored.shape[0] == 16
+    np.testing.assert_allclose(quality._matching_distance(np.asarray(quality._projected(output)),
+                                                          scored),
                                run_loss.distance(output, target), rtol=1e-5)
 
 
