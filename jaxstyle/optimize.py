@@ -165,26 +165,34 @@ def minimize(
     x, state, compiled_chunk = _start(loss, x0, config, chunk, resume, cache)
     compile_seconds = cache.seconds_since(start)
     done, history, recent = _history_from(resume, state)
+    progress = lambda done, x, state: _progress(done, iterations, x, state, start, history)
     while done < iterations:
         n = _chunk_length(done, min(chunk, iterations - done), stop, chunk_ends)
         args = loss.args if loss.chunk_args is None else loss.chunk_args(done)
-        result = compiled_chunk(x, state, jnp.asarray(n), *args)
-        _wait_in_python(result.steps)
-        steps = int(result.steps)
-        x, state = result.x, result.state
-        for key, values in result.history.items():
-            history[key].extend(np.asarray(values[:steps]).tolist())
-        done += steps
-        if bool(result.diverged):
-            raise _diverged(result, done, _progress(done, iterations, x, state, start, history))
+        x, state, done = _run_chunk(compiled_chunk(x, state, jnp.asarray(n), *args), done,
+                                    history, progress)
         if callback is not None:
-            callback(_progress(done, iterations, x, state, start, history))
+            callback(progress(done, x, state))
         if stop and done % STALL_WINDOW == 0 and stop.met(
                 {k: [*recent.get(k, ()), *history[k]] for k in ("total", CHANGE)}):
             break
     total = time.perf_counter() - start
     return MinimizeResult(x, state, history, num_evaluations(state), compile_seconds,
                           total - compile_seconds)
+
+
+def _run_chunk(result, done: int, history: dict, progress: Callable[..., Progress]
+               ) -> tuple[jax.Array, LoopState, int]:
+    """Waits for one chunk's `result` and appends its iterations to `history`: the image,
+    state and iterations done after it. Raises `OptimizationError` (its last good image from
+    ``progress(done, x, state)``) if the chunk diverged."""
+    _wait_in_python(result.steps)
+    done += int(result.steps)
+    for key, values in result.history.items():
+        history[key].extend(np.asarray(values[:int(result.steps)]).tolist())
+    if bool(result.diverged):
+        raise _diverged(result, done, progress(done, result.x, result.state))
+    return result.x, result.state, done
 
 
 def _history_from(resume: Continuation | None, state) -> tuple[int, dict, dict]:
