@@ -211,6 +211,7 @@ def _happy_paths(tmp_path, weights, options, content, style, converted):
     }
 
 
+@pytest.mark.slow
 def test_every_exported_function_runs_on_tiny_inputs(tmp_path, tiny, converted):
     weights, options, content, style = tiny
     paths = _happy_paths(tmp_path, weights, options, content, style, converted)

@@ -106,6 +106,7 @@ def test_refused_batches_name_the_clash_and_leave_no_folder(tmp_path, photos, ti
     assert not fresh.exists()
 
 
+@pytest.mark.slow
 def test_memory_estimate_grows_with_size_and_refuses_what_cannot_fit(tiny_weights, tmp_path,
                                                                      tiny_weights_file, capsys):
     from jaxstyle import StyleOptions, stylize
@@ -189,6 +190,7 @@ def test_two_processes_share_the_images(tmp_path, photos, tiny_weights_file):
         assert np.abs(a - b).max() <= 1, name  # same computation, batched 2+1 instead of 3
 
 
+@pytest.mark.slow
 def test_a_batch_redraws_sliced_wasserstein_directions_as_single_runs_do(tiny_weights):
     from jaxstyle import StyleOptions, stylize
     from jaxstyle.driver import stylize_batch
@@ -216,6 +218,7 @@ def regions():
             [smooth_image(32, 32, 1), smooth_image(30, 30, 7)], mask)
 
 
+@pytest.mark.slow
 def test_a_batch_with_masks_gives_each_image_its_own_run(tiny_weights, regions):
     from jaxstyle import StyleOptions, stylize
     from jaxstyle.driver import stylize_batch

@@ -136,6 +136,7 @@ def test_mask_errors(tiny_weights):
                 content_mask=np.zeros((8, 8, 3)))
 
 
+@pytest.mark.slow
 def test_multiscale_starts_each_scale_from_the_previous_result(tiny_weights):
     # 32x40: the coarse scale's 16x20 is in its shape bucket already (`fit_bucket`).
     content, style = smooth_image(32, 40, 0), smooth_image(32, 32, 1)
@@ -249,6 +250,7 @@ def test_per_style_scales(tiny_weights):
         check_inputs((30, 40, 3), [(50, 50, 3)] * 2, StyleOptions(size=40, style_scales=(0.5,)))
 
 
+@pytest.mark.slow
 def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys):
     # Each flag must reach the run: the report's options are what the flags say, and the image
     # is the library's with those options and the same masks (a flag or mask dropped on the
@@ -298,6 +300,7 @@ def test_every_control_from_the_command_line(tmp_path, tiny_weights_file, capsys
     assert code == 2 and "2 masks for 1 style image" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bfloat16_network_keeps_losses_float32_and_close(tiny_weights):
     pre = tiny_weights.preprocessing
     content = pre.to_model(jnp.asarray(smooth_image(32, 32, 0)))

@@ -92,6 +92,7 @@ def test_each_region_is_matched_against_its_own_style_only(tiny16_weights):
                              style_masks=[left[:8]])
 
 
+@pytest.mark.slow
 def test_two_styles_in_two_regions_follow_the_masks(tiny16_weights):
     # The same pair with the masks swapped: each half takes the colour of the style painted
     # there (a run that pooled the styles would give both the same picture).
@@ -130,6 +131,7 @@ def test_blend_weights_set_each_styles_share_of_the_pool(tiny16_weights):
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_style_weighted_zero_leaves_the_run_of_the_others(tiny16_weights):
     content = smooth_image(32, 32, 0)
     alone = stylize(content, [RED], tiny16_weights, _options(iterations=4))
@@ -141,6 +143,7 @@ def test_a_style_weighted_zero_leaves_the_run_of_the_others(tiny16_weights):
     assert mixed.image[..., 2].mean() > alone.image[..., 2].mean() + 0.05
 
 
+@pytest.mark.slow
 def test_a_batch_with_regions_gives_each_image_its_own_run(tiny16_weights):
     from jaxstyle import stylize_batch
 
@@ -178,6 +181,7 @@ def test_content_mask_limits_alpha_and_the_content_term(tiny16_weights):
         np.testing.assert_allclose(everywhere[name], unmasked[name], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_luminance_only_keeps_the_photos_colours(tiny16_weights):
     content = smooth_image(32, 32, 0)
     result = stylize(content, [RED], tiny16_weights, _options(original_colors="luminance"))
@@ -215,6 +219,7 @@ RESUMED = dict(size=48, scales=(24, 48), iterations=6, progress_every=2, content
 """Two scales of 6 iterations; the command line's flags say the same."""
 
 
+@pytest.mark.slow
 def test_resumed_run_is_the_uninterrupted_one_in_process(tiny16_weights, few_samples):
     content, styles = smooth_image(40, 48, 0), [RED, BLUE]
     masks = dict(style_masks=[LEFT, 1 - LEFT], content_mask=HALF)
@@ -232,6 +237,7 @@ def test_resumed_run_is_the_uninterrupted_one_in_process(tiny16_weights, few_sam
         assert full.history == resumed.history
 
 
+@pytest.mark.slow
 def test_style_samples_come_from_the_runs_key(tiny16_weights, few_samples):
     # stylize's key, not only options.seed, decides the draws (the content start uses no key).
     content, run = smooth_image(40, 48, 0), lambda options, **key: stylize(
@@ -241,6 +247,7 @@ def test_style_samples_come_from_the_runs_key(tiny16_weights, few_samples):
     assert not np.array_equal(by_seed, run(_options(**RESUMED), key=jax.random.key(6)))
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_command_makes_the_same_picture(tmp_path, tiny16_weights,
                                                                 few_samples, monkeypatch):
     weights = save_converted(tiny16_weights, tmp_path / "tiny16.msgpack")

@@ -141,6 +141,7 @@ def test_refuses_previous_frames(tiny16_weights):
                 previous=[frame])
 
 
+@pytest.mark.slow
 def test_a_batch_gives_each_image_its_own_run(tiny16_weights):
     from jaxstyle import stylize_batch
 
@@ -153,6 +154,7 @@ def test_a_batch_gives_each_image_its_own_run(tiny16_weights):
         assert result.evaluations == alone.evaluations
 
 
+@pytest.mark.slow
 def test_preset_composes_with_the_pyramid_variable(tiny16_weights):
     result = _run(tiny16_weights, parametrization="pyramid")
     style = result.history["style"]
@@ -216,6 +218,7 @@ def test_preset_with_oklab_colors(tiny16_weights):
     assert result.image.min() >= 0.0 and result.image.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_optional_self_similarity_content_term(tiny16_weights):
     result = _run(tiny16_weights, content_weight=1.0, content_loss="self_similarity",
                   iterations=3)

@@ -215,6 +215,7 @@ def test_stylize_is_deterministic_and_reports(tiny_weights):
     assert not np.array_equal(a.image, other_seed.image)
 
 
+@pytest.mark.slow
 def test_stylize_init_image_and_adam(tiny_weights):
     content, style = smooth_image(20, 20, 0), smooth_image(20, 20, 1)
     init = np.zeros((10, 10, 3), np.float32)

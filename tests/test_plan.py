@@ -102,7 +102,14 @@ COMBINATIONS = {
 }
 
 
-@pytest.mark.parametrize("name", list(COMBINATIONS))
+QUICK_COMBINATIONS = {"coarse to fine", "scales+tiles", "tiles+swap+noise"}
+"""The quick suite's combinations (the default's schedule, scales with tiles, one tiled colour
+control); CI's slow run takes all of them (each compiles its own programs, 5-20 s of CPU)."""
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=() if name in QUICK_COMBINATIONS else pytest.mark.slow)
+    for name in COMBINATIONS])
 def test_combination_runs_and_resumes_bit_for_bit(name, tiny_weights, tmp_path):
     fields, extra, n_styles = COMBINATIONS[name]
     options = StyleOptions(iterations=4, progress_every=2, style_weight=1e4, **TINY_LAYERS,
@@ -128,6 +135,7 @@ def test_combination_runs_and_resumes_bit_for_bit(name, tiny_weights, tmp_path):
     assert full.history == resumed.history
 
 
+@pytest.mark.slow
 def test_multi_scale_tiled_batch_equals_single_runs(tiny_weights):
     # neural-style's default weights: with style_weight 1e4 unit L-BFGS steps amplify vmap's
     # float-level differences to 0.08 within 4 iterations at 40 px (measured), plans or not.

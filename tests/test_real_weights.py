@@ -56,6 +56,7 @@ def _content_distance(a, b):
     return float(jnp.mean((a["relu4_2"] - b["relu4_2"]) ** 2) / jnp.mean(b["relu4_2"] ** 2))
 
 
+@pytest.mark.slow
 def test_a_short_stylization_takes_on_the_style_and_keeps_the_content(vgg16):
     content = load_image(EXAMPLES / "chelsea.jpg")
     style = load_image(EXAMPLES / "marbled.jpg")

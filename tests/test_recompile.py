@@ -64,6 +64,7 @@ def test_a_weight_change_recompiles_nothing(tiny_weights, preset, regions, scale
         assert np.abs(image - first).max() > 0, f"{name}: the change changed nothing"
 
 
+@pytest.mark.slow
 def test_a_batch_with_another_strength_recompiles_nothing(tiny_weights):
     contents = [smooth_image(24, 32, 0), smooth_image(24, 32, 4)]
     styles = [smooth_image(32, 32, 1)]
@@ -75,6 +76,7 @@ def test_a_batch_with_another_strength_recompiles_nothing(tiny_weights):
     assert np.abs(again[0].image - first[0].image).max() > 0
 
 
+@pytest.mark.slow
 def test_a_picture_of_a_nearby_shape_compiles_only_its_last_scale(tiny_weights):
     """Coarse scales are in shape buckets (`jaxstyle.resampling.fit_bucket`): after a 60x90
     picture, one of 62x90 compiles the optimizer of its last scale only (its coarse scale is

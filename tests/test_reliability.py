@@ -383,6 +383,7 @@ def test_video_refuses_gaps_in_numbering(tmp_path, tiny_weights_file, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_video_takes_only_numbered_frames(tmp_path, tiny_weights_file, capsys):
     frames = _frames(tmp_path / "frames", [1, 2])
     write_image(frames / "cover.png", smooth_image(24, 32, 7))
@@ -398,6 +399,7 @@ def test_video_takes_only_numbered_frames(tmp_path, tiny_weights_file, capsys):
                                                                      "frame_00002.png"]
 
 
+@pytest.mark.slow
 def test_odd_sized_video_is_padded_to_what_players_decode(tmp_path, tiny_weights_file, capsys):
     import av
 

@@ -322,6 +322,7 @@ def test_a_run_with_painted_regions_is_the_cli_run_with_those_masks(client, tiny
     assert (result != without).any(), "the masks changed nothing"
 
 
+@pytest.mark.slow
 def test_the_neural_neighbour_preset_is_offered_and_runs_with_a_region(client, tiny_weights,
                                                                          tmp_path):
     schema = client.get("/api/state").json()["form"]
@@ -851,6 +852,7 @@ def test_evict_removes_the_oldest_runs_not_kept_until_the_budget_holds(tmp_path)
     assert RunFolder(tmp_path, 100, 100, run_budget=0).evict(keep={5}) == [1]
 
 
+@pytest.mark.slow
 def test_jax_caches_are_cleared_past_the_geometries_kept(client, monkeypatch):
     """jax's own jit caches keep the compiled code of at most `_GEOMETRIES` input geometries:
     a job bringing one more clears them first, and runs (and compiles) as before."""

@@ -172,9 +172,8 @@ def test_sliced_wasserstein_directions_change_between_chunks_and_with_the_seed(t
     assert redrawn_args((tiny_weights.params, targets), StyleOptions(), jax.random.key(0)) is None
 
 
-# The default preset in the quick suite; neural-style's (unit steps, no line search) in CI's.
-@pytest.mark.parametrize("preset", ["balanced", pytest.param("neural-style",
-                                                             marks=pytest.mark.slow)])
+@pytest.mark.slow  # every run compiles again per report period: 15 s of the quick suite's CPU
+@pytest.mark.parametrize("preset", ["balanced", "neural-style"])
 def test_how_often_progress_is_reported_never_changes_a_result(tiny_weights, preset):
     # It once also set sliced Wasserstein's redraw period (outputs differed by up to 0.146).
     content, style = smooth_image(24, 32, 0), smooth_image(30, 30, 1)
@@ -204,10 +203,9 @@ def test_quality_reads_against_the_photo(tiny_weights):
     assert "x the photo's (Gram)" in quality.summary()
 
 
-QUICK_PAIRS = {("masks", "sliced_wasserstein"), ("scales", "gram_histogram"),
-               ("tiles", "gram_histogram"), ("self_similarity", "sliced_wasserstein")}
-"""The quick suite's cases: each control with one of the two losses, each loss with two
-controls; CI's slow run takes the whole grid (each case compiles its own programs)."""
+QUICK_PAIRS = {("scales", "gram_histogram")}
+"""The quick suite's case (the default's coarse to fine with a sort in the loss); CI's slow run
+takes the whole grid (each case compiles its own programs, 6-12 s of CPU)."""
 
 
 @pytest.mark.parametrize("control, style_loss", [
@@ -270,6 +268,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_sorting_finishes_where_jaxlibs_cpu_pool_has_one_thread():
     # With PJRT_NPROC=1 NumPy's callback hangs for good on this operand (jax 0.10.2): XLA sorts.
     env = {**os.environ, "PJRT_NPROC": "1"}
@@ -308,6 +307,7 @@ sys.exit(status)
 """
 
 
+@pytest.mark.slow
 def test_the_command_line_in_a_process_whose_jax_has_one_thread_finishes(tmp_path,
                                                                          tiny_weights_file):
     # A test (or a notebook) calls main() after JAX started: the variable stays, XLA sorts.

@@ -49,6 +49,7 @@ def test_paste_feathers_linearly_towards_earlier_tiles():
     np.testing.assert_allclose(first[:12, :16], 1.0)
 
 
+@pytest.mark.slow
 def test_blending_introduces_no_seams(tiny_weights):
     # Tiles that really change the picture (each tile's run moves its pixels away from where its
     # neighbour left them): across either end of an overlap, what the run changed must change

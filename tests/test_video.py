@@ -118,6 +118,7 @@ def test_interrupted_video_resumes_to_the_same_frames(clip, tmp_path, tiny_weigh
     assert code == 2 and "already holds frames" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_multi_pass_runs_batches_and_resumes_to_the_same_frames(clip, tmp_path, tiny_weights_file,
                                                                monkeypatch, capsys):
     from jaxstyle import video

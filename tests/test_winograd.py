@@ -115,6 +115,7 @@ def test_vmap_and_validation(tiny_weights):
         loss_config(convolution="fft")
 
 
+@pytest.mark.slow
 def test_kernels_transformed_once_give_the_same_features_and_gradients():
     # What the optimizer's loop runs (`transform_kernels`, done once per stage) against the
     # kernels transformed inside every call: the same numbers, value and image gradient.
