@@ -7,6 +7,7 @@ the page is its `jaxstyle.studio.jobs.Snapshot` and newest picture.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -174,7 +175,10 @@ class Worker:
 
     def _loop(self) -> None:
         try:
-            self.network, _ = resolve_weights(self.weights_spec, StyleOptions().seed)
+            network, _ = resolve_weights(self.weights_spec, StyleOptions().seed)
+            # On the device once, for every job: from NumPy, each job converted the kernels
+            # again, with a small program per kernel shape (`jnp.asarray`) to look up.
+            self.network = dataclasses.replace(network, params=jax.device_put(network.params))
             self.log(usage_line(self.network))
         except Exception as exc:  # noqa: BLE001 -- shown on the page; the server keeps serving
             self.network_error = f"the network could not be loaded: {exc}"
