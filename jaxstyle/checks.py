@@ -77,15 +77,22 @@ def check_image(image, argument: str, channels: tuple[int, ...] = (3,)) -> jax.A
     if kind != "f":
         raise JaxstyleError(f"{argument}: expected float values in [0, 1] or uint8, got dtype "
                             f"{array.dtype}")
-    image = jnp.asarray(array, jnp.float32)
-    low, high = float(jnp.min(image)), float(jnp.max(image))
+    if isinstance(array, jax.Array):
+        image = jnp.asarray(array, jnp.float32)
+        low, high = float(jnp.min(image)), float(jnp.max(image))
+    else:  # on the host: no small program to look up or compile for each image's shape
+        image = np.asarray(array, np.float32)
+        low, high = float(image.min()), float(image.max())
     if not (np.isfinite(low) and np.isfinite(high)):
         raise JaxstyleError(f"{argument}: the image holds NaN or infinite values")
     if low < -1e-3 or high > 1 + 1e-3:
         hint = "; divide by 255" if high > 1.5 else ""
         raise JaxstyleError(f"{argument}: float values must be in [0, 1], got [{low:g}, "
                             f"{high:g}]{hint}")
-    return jnp.clip(image, 0.0, 1.0)
+    if isinstance(image, jax.Array):
+        return jnp.clip(image, 0.0, 1.0)
+    # Adding 0 makes -0.0 0.0, as jnp.clip does; every other value stays as it is.
+    return jax.device_put(np.clip(image, np.float32(0.0), np.float32(1.0)) + np.float32(0.0))
 
 
 def check_mask(mask, argument: str) -> jax.Array:

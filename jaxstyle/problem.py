@@ -282,14 +282,24 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
             ycbcr = jnp.concatenate([jnp.clip(y, 0.0, 1.0), chroma], axis=-1)
             return np.clip(np.asarray(color.ycbcr_to_rgb(ycbcr), np.float32), 0.0, 1.0)
 
-        problem = Problem(loss_fn, loss_static, color.luminance(start), targets,
-                          with_content_chroma, pixel_units=True)
+        problem = Problem(loss_fn, loss_static, start_variable(start, weights, options),
+                          targets, with_content_chroma, pixel_units=True)
     else:
-        problem = Problem(loss_fn, loss_static, pre.to_model(start), targets,
-                          functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
+        problem = Problem(loss_fn, loss_static, start_variable(start, weights, options),
+                          targets, functools.partial(to_rgb, preprocessing=pre),
+                          pixel_units=False)
     own = NEIGHBOUR_IMAGE_TARGETS if options.preset == NEURAL_NEIGHBOUR else IMAGE_TARGETS
     problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=own)
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
+
+
+def start_variable(start: jax.Array, weights: VGGWeights, options: StyleOptions) -> jax.Array:
+    """The variable a stage starting from the RGB picture `start` float32 [h, w, 3] optimizes:
+    its luminance [h, w, 1] with ``original_colors="luminance"``, else the picture in the
+    network's space [h, w, 3]."""
+    if options.objective.original_colors == "luminance":
+        return color.luminance(start)
+    return weights.preprocessing.to_model(start)
 
 
 def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeights,
@@ -366,7 +376,8 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     Args:
       masks, content_mask: whether the run has style masks (one per style) and a content mask.
       previous: how many earlier frames the temporal loss holds it to (video).
-      compile: False checks only what needs no compilation (the optimizer state's size); the
+      compile: False checks only what needs no compilation (the optimizer state's size, from
+        the variable's shape alone: no target or network is traced); the
         stage's own check (`jaxstyle.optimize.minimize`) then estimates the rest, when its
         code has been compiled anyway.
 
@@ -378,6 +389,14 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
     if limit == 0:
         return
     stage = max(stages, key=lambda s: s.window[2] * s.window[3])
+    pre = weights.preprocessing
+    luminance = options.objective.original_colors == "luminance"
+    config = options.optimizer_config(pre.model_range(), luminance)
+    chunk = options.performance.progress_every
+    if not compile:
+        check_memory(Loss(_state_only, None, ()), _variable_like(stage, weights, options),
+                     config, chunk, limit, compile=False)
+        return
 
     pixels = options.replace(parametrization="pixels")  # bands: see below
 
@@ -396,16 +415,33 @@ def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
         [like(stage.size)] * len(style_shapes) if masks else None,
         like(stage.size) if content_mask else None,
         [(like(size), like(stage.size))] * previous or None)
-    pre = weights.preprocessing
-    luminance = options.objective.original_colors == "luminance"
     loss_fn, loss_static = objective_of(options, weights)
     params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
     if options.optimization.parametrization == "pyramid":
         loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
         x0 = jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
-    check_memory(Loss(loss_fn, loss_static, (params, targets)), x0,
-                 options.optimizer_config(pre.model_range(), luminance),
-                 options.performance.progress_every, limit, compile=compile)
+    check_memory(Loss(loss_fn, loss_static, (params, targets)), x0, config, chunk, limit)
+
+
+def _state_only(x: jax.Array, static: None) -> tuple[jax.Array, dict]:
+    """A stand-in objective for the optimizer state's size alone: the state holds the variable,
+    its gradient and history, whatever the objective; only its scalar components (a few bytes)
+    are left out. Tracing the real objective and its targets at the largest stage cost seconds
+    (before a run's first picture) where the size needs none of it."""
+    return jnp.sum(x), {}
+
+
+def _variable_like(stage: Stage, weights: VGGWeights, options: StyleOptions
+                   ) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of `stage`'s variable (`Problem.x0`, or its pyramid's bands),
+    computing nothing."""
+    *_, h, w = stage.window
+    x0 = jax.eval_shape(lambda start: start_variable(start, weights, options),
+                        jax.ShapeDtypeStruct((h, w, 3), jnp.float32))
+    if options.optimization.parametrization == "pyramid":
+        shapes = pyramid.band_shapes(tuple(x0.shape))
+        return jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
+    return x0
 
 
 def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from conftest import TINY_LAYER_FLAGS, TINY_LAYERS, smooth_image, write_image
@@ -330,3 +331,37 @@ def test_a_diverging_batch_says_so_and_keeps_its_last_good_state(tiny_weights, r
     assert isinstance(caught.value.last_good, Progress)
     assert caught.value.run.iteration == 0 and caught.value.run.image().shape == (2, 24, 32, 3)
     np.testing.assert_allclose(caught.value.run.image()[1], contents[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [{}, {"original_colors": "luminance"},
+                                   {"parametrization": "pyramid"}])
+def test_the_uncompiled_memory_check_refuses_at_the_optimizer_states_size(tiny_weights, extra):
+    """Without compiling (multi-scale runs, batches), `check_plan_memory` takes the optimizer
+    state's size from the variable's shape alone, tracing neither the network nor the targets:
+    it lets a run through with a kilobyte more than the real state's size and refuses it with a
+    kilobyte less."""
+    from jaxstyle import StyleOptions
+    from jaxstyle.checks import check_inputs
+    from jaxstyle.compiled import state_like
+    from jaxstyle.errors import OutOfMemoryError
+    from jaxstyle.problem import check_plan_memory, prepare
+    from jaxstyle.steps import Loss
+
+    options = StyleOptions(size=32, **TINY_LAYERS, **extra)
+    content, style = smooth_image(32, 48, 0), smooth_image(32, 32, 1)
+    problem = prepare(content, [style], tiny_weights, options)
+    config = options.optimizer_config(tiny_weights.preprocessing.model_range(),
+                                      problem.pixel_units)
+    state = state_like(Loss(problem.loss_fn, problem.loss_static,
+                            (tiny_weights.params, problem.targets)), problem.x0, config,
+                       options.performance.progress_every)
+    real = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
+    stages = check_inputs(content.shape, [style.shape], options)
+
+    def check(limit: int) -> None:
+        check_plan_memory(stages, content.shape, [style.shape], tiny_weights,
+                          options.replace(memory_limit_gb=limit / 2**30), compile=False)
+
+    check(real + 1024)
+    with pytest.raises(OutOfMemoryError, match="optimizer state"):
+        check(real - 1024)
