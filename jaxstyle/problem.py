@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import color, losses, neighbours, pyramid
+from jaxstyle import color, losses, neighbour_layers, neighbours, pyramid
 from jaxstyle.checks import check_image, check_inputs, style_sizes
 from jaxstyle.choices import NEURAL_NEIGHBOUR
 from jaxstyle.compiled import check_memory
@@ -57,6 +57,9 @@ class Problem(NamedTuple):
       image_targets: the fields of `targets` that are the content image's own (a batch stacks
         them image by image, `jaxstyle.layouts`); the others are the styles', which the images
         of a batch share.
+      redraw: ``(targets, key) -> targets`` with the objective's random part drawn afresh
+        from `key` (the neural-neighbour last pass's subsamples, `neighbour_layers.draw`),
+        what the images share only; None: the style loss says (`jaxstyle.stage_run`).
     """
 
     loss_fn: Callable
@@ -67,6 +70,7 @@ class Problem(NamedTuple):
     pixel_units: bool
     image_shape: tuple[int, ...] = ()
     image_targets: tuple[str, ...] = ()
+    redraw: Callable | None = None
 
 
 IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_reference")
@@ -75,6 +79,8 @@ IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_re
 NEIGHBOUR_IMAGE_TARGETS = ("content_columns", "content", "style_masks", "content_mask",
                            "content_layer_masks")
 """The fields of `jaxstyle.neighbours.NeighbourTargets` that are the content image's own."""
+LAYER_IMAGE_TARGETS = ("content", "content_layer_masks")
+"""The fields of `jaxstyle.neighbour_layers.LayerTargets` that are the content image's own."""
 
 
 class LuminanceStatic(NamedTuple):
@@ -100,13 +106,16 @@ def luminance_objective(y: jax.Array, params: dict, targets, static: LuminanceSt
                             static.config)
 
 
-def objective_of(options: StyleOptions, weights: VGGWeights) -> tuple[Callable, object]:
+def objective_of(options: StyleOptions, weights: VGGWeights, final: bool = False
+                 ) -> tuple[Callable, object]:
     """``(loss_fn, loss_static)`` of the run's objective of its variable: `losses.objective`,
-    or the neural-neighbour one (`neighbours.objective`) with its preset, of the luminance
-    with ``original_colors="luminance"`` (`luminance_objective`), else of the image."""
+    or the neural-neighbour one (`neighbours.objective`, in its `final` pass
+    `neighbour_layers.objective`) with its preset, of the luminance with
+    ``original_colors="luminance"`` (`luminance_objective`), else of the image."""
     pre = weights.preprocessing
     if options.preset == NEURAL_NEIGHBOUR:
-        loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
+        loss_fn = neighbour_layers.objective if final else neighbours.objective
+        loss_static = neighbour_config(options, weights)
     else:
         loss_fn, loss_static = losses.objective, options.loss_config(
             model_range=pre.model_range())
@@ -215,6 +224,10 @@ def _style_targets(model_styles: list, weights: VGGWeights, options: StyleOption
                    config, regions: bool, key: jax.Array) -> tuple:
     """`Scale.style` of the model-space style images at `stage`'s scale: the neural-neighbour
     objective's style samples, or the style targets (per tile of the scale when it is tiled)."""
+    if stage.final:
+        return neighbour_layers.final_style(weights.params, model_styles[0],
+                                            neighbour_config(options, weights),
+                                            jax.random.fold_in(key, stage.scale))
     if options.preset == NEURAL_NEIGHBOUR:
         return neighbour_styles(model_styles, weights, options, stage.scale, regions, key)
     if stage.tiles > 1:
@@ -262,7 +275,8 @@ def neighbour_styles(model_styles: list, weights: VGGWeights, options: StyleOpti
 def neighbour_config(options: StyleOptions, weights: VGGWeights) -> neighbours.NeighbourConfig:
     """The neural-neighbour objective's static configuration for the network `weights` hold."""
     config = options.loss_config(model_range=weights.preprocessing.model_range())
-    return neighbours.NeighbourConfig(config, neighbours.hypercolumn_layers(weights.params))
+    return neighbours.NeighbourConfig(config, neighbours.hypercolumn_layers(weights.params),
+                                      rotations=options.objective.style_rotations)
 
 
 def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
@@ -273,8 +287,8 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     window = (slice(top, top + h), slice(left, left + w))
     pre = weights.preprocessing
     start = jnp.asarray(canvas[window])
-    loss_fn, loss_static = objective_of(options, weights)
-    targets = _stage_targets(scale, window, weights, options)
+    loss_fn, loss_static = objective_of(options, weights, stage.final)
+    targets = _stage_targets(scale, window, weights, options, stage.final)
     if options.objective.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
@@ -289,13 +303,23 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                           functools.partial(to_rgb, preprocessing=pre), pixel_units=False)
     own = NEIGHBOUR_IMAGE_TARGETS if options.preset == NEURAL_NEIGHBOUR else IMAGE_TARGETS
     problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=own)
+    if stage.final:
+        problem = problem._replace(image_targets=LAYER_IMAGE_TARGETS,
+                                   redraw=_layer_redraw(weights, options))
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
 
 
+def _layer_redraw(weights: VGGWeights, options: StyleOptions) -> Callable:
+    """`Problem.redraw` of the neural-neighbour last pass (`neighbour_layers.draw`)."""
+    config = neighbour_config(options, weights)
+    return lambda targets, key: neighbour_layers.draw(weights.params, targets, key, config)
+
+
 def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeights,
-                   options: StyleOptions):
+                   options: StyleOptions, final: bool = False):
     """The objective's targets (`losses.Targets`, or `neighbours.NeighbourTargets` with the
-    neural-neighbour preset) for `scale`'s inputs cut to `window`."""
+    neural-neighbour preset, `neighbour_layers.LayerTargets` in its `final` pass) for
+    `scale`'s inputs cut to `window`."""
     pre = weights.preprocessing
     masks = None if scale.style_masks is None else [
         None if m is None else m[window] for m in scale.style_masks]
@@ -303,6 +327,10 @@ def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeight
     content = pre.to_model(scale.content_in[window])
     objective = options.objective
     try:
+        if final:
+            return neighbour_layers.final_targets(
+                weights.params, content, scale.style, neighbour_config(options, weights),
+                options.loss_weights(), cmask)
         if options.preset == NEURAL_NEIGHBOUR:
             return neighbours.neighbour_targets(
                 weights.params, content, scale.style, neighbour_config(options, weights),

@@ -34,6 +34,7 @@ LAYERS = {
     "jaxstyle.targets": CORE,
     "jaxstyle.terms": CORE,
     "jaxstyle.neighbours": CORE,
+    "jaxstyle.neighbour_layers": CORE,
     "jaxstyle.tiling": CORE,
     "jaxstyle.color": CORE,
     "jaxstyle.pyramid": CORE,
