@@ -31,11 +31,11 @@ def prepare_scales(walk: Walk, stage: Stage, images: list[ImageInputs],
     scales = []
     for image in images:
         regions = image.style_masks is not None  # which style targets the image needs
-        style = cache.get((stage.size, regions))
+        style = cache.get((stage.size, stage.final, regions))
         scales.append(prepare_scale(image.content, styles, walk.weights, walk.options, stage,
                                     image.style_masks, image.content_mask,
                                     style if share_style else None, image.previous, walk.key))
-        cache[stage.size, regions] = scales[-1].style
+        cache[stage.size, stage.final, regions] = scales[-1].style
     return scales
 
 
@@ -47,8 +47,8 @@ class Ahead:
     the coarse scales, small and overhead-bound, leave a core for it. Every value is computed
     as the main thread would compute it, so results do not change."""
 
-    def __init__(self, jobs: list[tuple[tuple[int, int], Callable[[], tuple]]]):
-        self._futures = {size: concurrent.futures.Future() for size, _ in jobs}
+    def __init__(self, jobs: list[tuple[int, Callable[[], tuple]]]):
+        self._futures = {scale: concurrent.futures.Future() for scale, _ in jobs}
         # A daemon thread, so that a run that ends early (Ctrl-C, an error) is not held by it;
         # the process's exit waits for it (`_finish_preparing`).
         self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True,
@@ -68,8 +68,8 @@ class Ahead:
             self._thread.join()
 
     def _work(self, jobs) -> None:
-        for size, job in jobs:
-            future = self._futures[size]
+        for scale, job in jobs:
+            future = self._futures[scale]
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -77,9 +77,10 @@ class Ahead:
             except BaseException as exc:  # handed to whoever takes the scale
                 future.set_exception(exc)
 
-    def take(self, size: tuple[int, int]) -> tuple | None:
-        """``(scales, params)`` of the scale of `size`, waiting for it (None: not prepared)."""
-        future = self._futures.pop(size, None)
+    def take(self, scale: int) -> tuple | None:
+        """``(scales, params)`` of scale number `scale`, waiting for it (None: not
+        prepared)."""
+        future = self._futures.pop(scale, None)
         return None if future is None else future.result()
 
     def start_after_first_report(self, walk: Walk) -> Walk:
@@ -129,7 +130,7 @@ def prepare_later_scales(walk: Walk, stages: tuple[Stage, ...], images: list[Ima
     the scales are untiled; None when there is nothing to prepare."""
     if not prepares_ahead(stages):
         return None
-    later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size]
+    later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size or s.final]
     options, weights = walk.options, walk.weights
 
     def prepare(stage: Stage) -> tuple:
@@ -142,4 +143,4 @@ def prepare_later_scales(walk: Walk, stages: tuple[Stage, ...], images: list[Ima
         compile_stage(here, [problem] * len(scales), share_style, params)
         return scales, params
 
-    return Ahead([(s.size, functools.partial(prepare, s)) for s in later])
+    return Ahead([(s.scale, functools.partial(prepare, s)) for s in later])

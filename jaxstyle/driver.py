@@ -35,11 +35,11 @@ from jaxstyle.errors import JaxstyleError, RunDivergedError, count
 from jaxstyle.layouts import ONE_IMAGE, Layout, Sharded
 from jaxstyle.optimize import Progress
 from jaxstyle.options import StyleOptions
+from jaxstyle.plan_memory import check_plan_memory
 from jaxstyle.problem import (
     Problem,
     Scale,
     carried_canvas,
-    check_plan_memory,
     finish,
     network_params,
     stage_problem,
@@ -281,7 +281,7 @@ def _stage_scales(here: Walk, stage: Stage, ahead: Ahead | None, images: list[Im
                   styles: list[jax.Array], share_style: bool) -> tuple[list[Scale], dict | None]:
     """``(scales, params)`` of the scale `stage` starts: taken from `ahead` when it prepared
     them, else prepared here (params None: not yet made)."""
-    prepared = ahead and stage.tile == 0 and ahead.take(stage.size)
+    prepared = ahead and stage.tile == 0 and ahead.take(stage.scale)
     if prepared:
         return prepared
     return prepare_scales(here, stage, images, styles, share_style), None
@@ -381,7 +381,8 @@ def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
     styles = _checked_styles(styles)
     image = check_image_inputs(len(styles), content, init_image, style_masks, content_mask,
                                previous)
-    stages = check_inputs(image.content.shape, [s.shape for s in styles], options)
+    stages = check_inputs(image.content.shape, [s.shape for s in styles], options,
+                          image.style_masks is not None)
     walk = Walk(weights, options, jax.random.key(options.seed) if key is None else key,
                 callback, report_at, ONE_IMAGE, style_cache)
     started = time.perf_counter()  # the memory check compiles the run: count it as compiling
@@ -472,7 +473,8 @@ def _walk_groups(walk: Walk, images: list[ImageInputs], styles: list[jax.Array],
     groups: dict[tuple, list[int]] = {}
     plans = {}
     for index, image in enumerate(images):
-        stages = check_inputs(image.content.shape, [s.shape for s in styles], walk.options)
+        stages = check_inputs(image.content.shape, [s.shape for s in styles], walk.options,
+                              image.style_masks is not None)
         signature = (tuple(stage.size for stage in stages), image.controls())
         groups.setdefault(signature, []).append(index)
         plans[signature] = stages

@@ -27,8 +27,13 @@ Departures from the paper and its code (nkolkin13/NeuralNeighborStyleTransfer):
   region's positions are matched against its own style only, each with its own centre, and the
   term is their mask-weighted sum (`objective`). A content mask limits the content's share of
   the search, and the optional content term, to where it is white.
-- No final per-layer pass and no rotated copies of the style. NNST's closing colour step is
-  not part of the objective: it is ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`).
+- The style's rotated copies (90, 180, 270 degrees) are searched only with
+  ``style_rotations`` (NNST's default is on), and with them the pool keeps its cap of
+  `STYLE_SAMPLES`: the copies share it rather than quadrupling the search (`rotated`).
+- NNST-Opt's closing pass at the output's size, each layer matched on its own on random
+  subsamples, is ``final_pass`` (its iterations; off by default): `jaxstyle.neighbour_layers`
+  lists its own departures. NNST's closing colour step is not part of the objective: it is
+  ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`).
 """
 
 from __future__ import annotations
@@ -155,11 +160,14 @@ class NeighbourConfig:
         layers and style loss are not used).
       columns: the layers stacked into hypercolumns (`hypercolumn_layers`).
       chunk: output hypercolumns matched at once (`MATCH_CHUNK`).
+      rotations: whether the style images' copies rotated by 90, 180 and 270 degrees are
+        searched too (`rotated`).
     """
 
     loss: LossConfig
     columns: tuple[str, ...]
     chunk: int = MATCH_CHUNK
+    rotations: bool = False
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -212,7 +220,18 @@ class NeighbourTargets(NamedTuple):
     content_layer_masks: dict | None = None
 
 
-def _features(params: dict, image: jax.Array, layers: tuple[str, ...], loss: LossConfig):
+def rotated(image: jax.Array, rotations: bool) -> list[jax.Array]:
+    """``[image]``, or with `rotations` the image [H, W, C] and its copies rotated by 90, 180
+    and 270 degrees (NNST's rotations of the style: more hypercolumns to match, none of them
+    new to the style)."""
+    if not rotations:
+        return [image]
+    return [jnp.rot90(image, k, axes=(0, 1)) for k in range(4)]
+
+
+def features(params: dict, image: jax.Array, layers: tuple[str, ...], loss: LossConfig) -> dict:
+    """``{layer: activations}`` of a model-space image [H, W, 3] at `loss`'s precision,
+    pooling and convolution."""
     return vgg_features(params, image.astype(PRECISIONS[loss.precision]), layers, loss.pooling,
                         loss.convolution)
 
@@ -220,9 +239,9 @@ def _features(params: dict, image: jax.Array, layers: tuple[str, ...], loss: Los
 def style_hypercolumns(params: dict, styles: Sequence[jax.Array], config: NeighbourConfig,
                        key: jax.Array, samples: int = STYLE_SAMPLES,
                        shares: Sequence[float] | None = None) -> NeighbourStyle:
-    """The hypercolumns of model-space style images [H_i, W_i, 3], pooled together, at most
-    `samples` of them drawn without replacement (all of them, in order, where there are no
-    more than are wanted).
+    """The hypercolumns of model-space style images [H_i, W_i, 3] (and of their rotated copies
+    with ``config.rotations``), pooled together, at most `samples` of them drawn without
+    replacement (all of them, in order, where there are no more than are wanted).
 
     Args:
       params: VGG parameters.
@@ -245,7 +264,9 @@ def style_hypercolumns(params: dict, styles: Sequence[jax.Array], config: Neighb
         raise ValueError("styles: at least one style image is needed")
     if samples < 1:
         raise ValueError(f"samples: must be >= 1, got {samples}")
-    each = [_style_columns(params, s, config) for s in styles]
+    each = [_style_columns(params, s, config) if not config.rotations else
+            jnp.concatenate([_style_columns(params, r, config) for r in rotated(s, True)])
+            for s in styles]
     if shares is None:
         columns = jnp.concatenate(each)
         centre = jnp.mean(columns, axis=0)
@@ -279,13 +300,13 @@ def sample_counts(sizes: Sequence[int], shares: Sequence[float], samples: int) -
 
 @functools.partial(jax.jit, static_argnums=2)
 def _style_columns(params: dict, style: jax.Array, config: NeighbourConfig) -> jax.Array:
-    feats = _features(params, style, config.columns, config.loss)
+    feats = features(params, style, config.columns, config.loss)
     return hypercolumns(feats, config.columns, grid_shape(style.shape))
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _content_side(params: dict, content: jax.Array, config: NeighbourConfig):
-    feats = _features(params, content, config.layers, config.loss)
+    feats = features(params, content, config.layers, config.loss)
     return (hypercolumns(feats, config.columns, grid_shape(content.shape)),
             {name: feats[name] for name in config.loss.content_layers})
 
@@ -347,10 +368,11 @@ def _on_grid(mask: jax.Array, grid: tuple[int, int]) -> jax.Array:
     return jnp.clip(resized, 0.0, 1.0).reshape(-1)
 
 
-def _matched_distances(columns: jax.Array, query: jax.Array, style: NeighbourStyle,
+def matched_distances(columns: jax.Array, query: jax.Array, style: NeighbourStyle,
                        chunk: int) -> jax.Array:
-    """d(h_i, s_m(i)) [N]: each hypercolumn's distance to the style hypercolumn nearest its
-    query."""
+    """d(h_i, s_m(i)) [N]: each of the rows `columns` [N, D]'s distance to the row of
+    ``style.columns`` [M, D] nearest (under d, centred by ``style.centre``) to its `query`
+    [N, D], found `chunk` queries at a time without gradient."""
     index = nearest_neighbours(query, style.columns, style.centre, chunk)
     return centred_cosine_distance(columns, style.columns[index], style.centre)
 
@@ -361,10 +383,10 @@ def _neighbour_term(columns: jax.Array, query: jax.Array, targets: NeighbourTarg
     ``sum_k w_k sum_i m_k(i) d_k(i) / N``, region k matched against its own style only (a
     partition of the picture into regions pulls each position as hard as one style would)."""
     if targets.style_masks is None:
-        return jnp.mean(_matched_distances(columns, query, targets.style[0], chunk))
+        return jnp.mean(matched_distances(columns, query, targets.style[0], chunk))
     term = 0.0
     for k, style in enumerate(targets.style):
-        distances = _matched_distances(columns, query, style, chunk)
+        distances = matched_distances(columns, query, style, chunk)
         term = term + targets.style_weights[k] * jnp.sum(targets.style_masks[k] * distances)
     return term / columns.shape[0]
 
@@ -392,13 +414,24 @@ def objective(image: jax.Array, params: dict, targets: NeighbourTargets,
       scalars.
     """
     w, loss = targets.weights, config.loss
-    feats = _features(params, image, config.layers, loss)
+    feats = features(params, image, config.layers, loss)
     columns = hypercolumns(feats, config.columns, grid_shape(image.shape))
     alpha = targets.alpha
     if targets.content_mask is not None:
         alpha = alpha * targets.content_mask[:, None]
     query = alpha * targets.content_columns + (1.0 - alpha) * columns
     neighbour = w.style * _neighbour_term(columns, query, targets, config.chunk)
+    content, tv = content_and_tv(image, feats, targets, loss)
+    return neighbour + content + tv, {"content": content, "style": neighbour, "tv": tv}
+
+
+def content_and_tv(image: jax.Array, feats: dict, targets, loss: LossConfig
+                   ) -> tuple[jax.Array, jax.Array]:
+    """The weighted content and total-variation terms of a model-space image [H, W, 3] whose
+    activations are `feats`, as `jaxstyle.losses.objective` has them (normalised as
+    ``loss.weight_normalization`` says); `targets` has the fields ``weights``, ``content``
+    and ``content_layer_masks`` of `NeighbourTargets`."""
+    w = targets.weights
     relative = loss.weight_normalization == "relative"
     content = 0.0
     for name in loss.content_layers:
@@ -411,4 +444,4 @@ def objective(image: jax.Array, params: dict, targets: NeighbourTargets,
     tv = w.tv * tv_loss(image)
     if relative:  # the mean absolute neighbour difference, in pixel units
         tv = tv / (float(image.size) * loss.model_range)
-    return neighbour + content + tv, {"content": content, "style": neighbour, "tv": tv}
+    return content, tv

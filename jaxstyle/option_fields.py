@@ -97,6 +97,7 @@ _WEIGHT = Range(0, MAX_WEIGHT)
 RANGES = {
     "size": Range(0, MAX_SIDE),
     "iterations": Range(0, MAX_ITERATIONS),
+    "final_pass": Range(0, MAX_ITERATIONS),
     "style_strength": _WEIGHT,
     "content_weight": _WEIGHT,
     "style_weight": _WEIGHT,

@@ -104,7 +104,8 @@ class ObjectiveOptions(OptionGroup):
         10,
         "content and style",
         "with `style_loss` sliced_wasserstein: iterations between redraws of its random "
-        "directions (L-BFGS needs the objective fixed in between)",
+        "directions, and of `final_pass`'s subsamples (L-BFGS needs the objective fixed in "
+        "between)",
     )
     content_alpha: float = option(
         CONTENT_ALPHA,
@@ -112,6 +113,13 @@ class ObjectiveOptions(OptionGroup):
         "with `preset` neural-neighbour: the content's share, from 0 to 1, of the hypercolumns "
         "each output position's nearest style hypercolumn is searched for (the rest is the "
         "output's own): 1 keeps the most content, 0 gives the most style (NNST's alpha)",
+    )
+    style_rotations: bool = option(
+        False,
+        "content and style",
+        "with `preset` neural-neighbour: also search the hypercolumns of the style images "
+        "rotated by 90, 180 and 270 degrees (NNST's default), as many hypercolumns searched "
+        "in all",
     )
     histogram_weight: float = option(
         1.0,
@@ -269,6 +277,14 @@ class PlanOptions(OptionGroup):
         "coarse to fine without `scales`: the most iterations at `size` itself; each coarser "
         "scale may run twice as many as the next finer, and every scale at most `iterations` "
         "(0: `iterations` at every scale)",
+    )
+    final_pass: int = option(
+        0,
+        "scales and tiles",
+        "with `preset` neural-neighbour: iterations of a last pass at the output's size that "
+        "matches each layer's features on their own rather than as hypercolumns, on random "
+        "subsamples of positions redrawn every `redraw_every` iterations (NNST-Opt's last "
+        "pass); 0: none",
     )
     tile_size: int | None = option(
         None,

@@ -171,6 +171,11 @@ class StyleOptions:
             raise OptionsError(str(exc)) from None
         if self.preset == NEURAL_NEIGHBOUR:
             self._check_neighbour()
+        else:
+            for name, value in (("style_rotations", self.objective.style_rotations),
+                                ("final_pass", self.plan.final_pass)):
+                if value:
+                    raise OptionsError(f"{name}: only with preset {NEURAL_NEIGHBOUR}")
 
     def _check_neighbour(self) -> None:
         """Refuses, by name, what the neural-neighbour objective does not compose with yet."""

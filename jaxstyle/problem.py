@@ -8,7 +8,6 @@ The inputs are checked first (`jaxstyle.checks`).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -16,17 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle import color, losses, neighbours, pyramid
+from jaxstyle import color, losses, neighbour_layers, neighbours, pyramid
 from jaxstyle.checks import check_image, check_inputs, style_sizes
 from jaxstyle.choices import NEURAL_NEIGHBOUR
-from jaxstyle.compiled import check_memory
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.options import StyleOptions
 from jaxstyle.preprocessing import Preprocessing
 from jaxstyle.resampling import resize
 from jaxstyle.stages import Stage
-from jaxstyle.steps import Loss
 from jaxstyle.targets import blend_shares, region_targets, style_target_list
 from jaxstyle.tiling import tiled_style_target_list
 from jaxstyle.vgg import VGGWeights, transform_kernels
@@ -57,6 +54,9 @@ class Problem(NamedTuple):
       image_targets: the fields of `targets` that are the content image's own (a batch stacks
         them image by image, `jaxstyle.layouts`); the others are the styles', which the images
         of a batch share.
+      redraw: ``(targets, key) -> targets`` with the objective's random part drawn afresh
+        from `key` (the neural-neighbour last pass's subsamples, `neighbour_layers.draw`),
+        what the images share only; None: the style loss says (`jaxstyle.stage_run`).
     """
 
     loss_fn: Callable
@@ -67,6 +67,7 @@ class Problem(NamedTuple):
     pixel_units: bool
     image_shape: tuple[int, ...] = ()
     image_targets: tuple[str, ...] = ()
+    redraw: Callable | None = None
 
 
 IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_reference")
@@ -75,6 +76,8 @@ IMAGE_TARGETS = ("content", "style_masks", "content_mask", "previous", "style_re
 NEIGHBOUR_IMAGE_TARGETS = ("content_columns", "content", "style_masks", "content_mask",
                            "content_layer_masks")
 """The fields of `jaxstyle.neighbours.NeighbourTargets` that are the content image's own."""
+LAYER_IMAGE_TARGETS = ("content", "content_layer_masks")
+"""The fields of `jaxstyle.neighbour_layers.LayerTargets` that are the content image's own."""
 
 
 class LuminanceStatic(NamedTuple):
@@ -100,13 +103,16 @@ def luminance_objective(y: jax.Array, params: dict, targets, static: LuminanceSt
                             static.config)
 
 
-def objective_of(options: StyleOptions, weights: VGGWeights) -> tuple[Callable, object]:
+def objective_of(options: StyleOptions, weights: VGGWeights, final: bool = False
+                 ) -> tuple[Callable, object]:
     """``(loss_fn, loss_static)`` of the run's objective of its variable: `losses.objective`,
-    or the neural-neighbour one (`neighbours.objective`) with its preset, of the luminance
-    with ``original_colors="luminance"`` (`luminance_objective`), else of the image."""
+    or the neural-neighbour one (`neighbours.objective`, in its `final` pass
+    `neighbour_layers.objective`) with its preset, of the luminance with
+    ``original_colors="luminance"`` (`luminance_objective`), else of the image."""
     pre = weights.preprocessing
     if options.preset == NEURAL_NEIGHBOUR:
-        loss_fn, loss_static = neighbours.objective, neighbour_config(options, weights)
+        loss_fn = neighbour_layers.objective if final else neighbours.objective
+        loss_static = neighbour_config(options, weights)
     else:
         loss_fn, loss_static = losses.objective, options.loss_config(
             model_range=pre.model_range())
@@ -215,6 +221,10 @@ def _style_targets(model_styles: list, weights: VGGWeights, options: StyleOption
                    config, regions: bool, key: jax.Array) -> tuple:
     """`Scale.style` of the model-space style images at `stage`'s scale: the neural-neighbour
     objective's style samples, or the style targets (per tile of the scale when it is tiled)."""
+    if stage.final:
+        return neighbour_layers.final_style(weights.params, model_styles[0],
+                                            neighbour_config(options, weights),
+                                            jax.random.fold_in(key, stage.scale))
     if options.preset == NEURAL_NEIGHBOUR:
         return neighbour_styles(model_styles, weights, options, stage.scale, regions, key)
     if stage.tiles > 1:
@@ -262,7 +272,8 @@ def neighbour_styles(model_styles: list, weights: VGGWeights, options: StyleOpti
 def neighbour_config(options: StyleOptions, weights: VGGWeights) -> neighbours.NeighbourConfig:
     """The neural-neighbour objective's static configuration for the network `weights` hold."""
     config = options.loss_config(model_range=weights.preprocessing.model_range())
-    return neighbours.NeighbourConfig(config, neighbours.hypercolumn_layers(weights.params))
+    return neighbours.NeighbourConfig(config, neighbours.hypercolumn_layers(weights.params),
+                                      rotations=options.objective.style_rotations)
 
 
 def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWeights,
@@ -273,8 +284,8 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     window = (slice(top, top + h), slice(left, left + w))
     pre = weights.preprocessing
     start = jnp.asarray(canvas[window])
-    loss_fn, loss_static = objective_of(options, weights)
-    targets = _stage_targets(scale, window, weights, options)
+    loss_fn, loss_static = objective_of(options, weights, stage.final)
+    targets = _stage_targets(scale, window, weights, options, stage.final)
     if options.objective.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
@@ -290,6 +301,9 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                           pixel_units=False)
     own = NEIGHBOUR_IMAGE_TARGETS if options.preset == NEURAL_NEIGHBOUR else IMAGE_TARGETS
     problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=own)
+    if stage.final:
+        problem = problem._replace(image_targets=LAYER_IMAGE_TARGETS,
+                                   redraw=_layer_redraw(weights, options))
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem
 
 
@@ -302,10 +316,17 @@ def start_variable(start: jax.Array, weights: VGGWeights, options: StyleOptions)
     return weights.preprocessing.to_model(start)
 
 
+def _layer_redraw(weights: VGGWeights, options: StyleOptions) -> Callable:
+    """`Problem.redraw` of the neural-neighbour last pass (`neighbour_layers.draw`)."""
+    config = neighbour_config(options, weights)
+    return lambda targets, key: neighbour_layers.draw(weights.params, targets, key, config)
+
+
 def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeights,
-                   options: StyleOptions):
+                   options: StyleOptions, final: bool = False):
     """The objective's targets (`losses.Targets`, or `neighbours.NeighbourTargets` with the
-    neural-neighbour preset) for `scale`'s inputs cut to `window`."""
+    neural-neighbour preset, `neighbour_layers.LayerTargets` in its `final` pass) for
+    `scale`'s inputs cut to `window`."""
     pre = weights.preprocessing
     masks = None if scale.style_masks is None else [
         None if m is None else m[window] for m in scale.style_masks]
@@ -313,6 +334,10 @@ def _stage_targets(scale: Scale, window: tuple[slice, slice], weights: VGGWeight
     content = pre.to_model(scale.content_in[window])
     objective = options.objective
     try:
+        if final:
+            return neighbour_layers.final_targets(
+                weights.params, content, scale.style, neighbour_config(options, weights),
+                options.loss_weights(), cmask)
         if options.preset == NEURAL_NEIGHBOUR:
             return neighbours.neighbour_targets(
                 weights.params, content, scale.style, neighbour_config(options, weights),
@@ -361,87 +386,6 @@ def network_params(params: dict, options: StyleOptions, image_shape: Sequence[in
     config = options.loss_config()
     return transform_kernels(params, image_shape, config.layers, config.convolution,
                              losses.PRECISIONS[config.precision])
-
-
-def check_plan_memory(stages: Sequence[Stage], content_shape: tuple[int, ...],
-                      style_shapes: Sequence[tuple[int, ...]], weights: VGGWeights,
-                      options: StyleOptions, masks: bool = False, content_mask: bool = False,
-                      previous: int = 0, compile: bool = True) -> None:
-    """Refuses a run whose largest stage would not fit in memory
-    (``options.performance.memory_limit_gb``, default what the device has free), before any
-    target is computed: the stage's problem is built from shapes alone (`jax.eval_shape`) and
-    its compiled chunk's memory analysed; the compiled code is kept for the run
-    (`jaxstyle.compiled.COMPILED`).
-
-    Args:
-      masks, content_mask: whether the run has style masks (one per style) and a content mask.
-      previous: how many earlier frames the temporal loss holds it to (video).
-      compile: False checks only what needs no compilation (the optimizer state's size, from
-        the variable's shape alone: no target or network is traced); the
-        stage's own check (`jaxstyle.optimize.minimize`) then estimates the rest, when its
-        code has been compiled anyway.
-
-    Raises:
-      OutOfMemoryError: the estimate, its parts and what to change.
-    """
-    gb = options.performance.memory_limit_gb
-    limit = None if gb is None else int(gb * 2**30)
-    if limit == 0:
-        return
-    stage = max(stages, key=lambda s: s.window[2] * s.window[3])
-    pre = weights.preprocessing
-    luminance = options.objective.original_colors == "luminance"
-    config = options.optimizer_config(pre.model_range(), luminance)
-    chunk = options.performance.progress_every
-    if not compile:
-        check_memory(Loss(_state_only, None, ()), _variable_like(stage, weights, options),
-                     config, chunk, limit, compile=False)
-        return
-
-    pixels = options.replace(parametrization="pixels")  # bands: see below
-
-    def build(content, styles, style_masks, cmask, frames):
-        scale = prepare_scale(content, styles, weights, options, stage._replace(tiles=1),
-                              style_masks, cmask, previous=frames)
-        problem = stage_problem(scale, scale.content_rgb, stage, weights, pixels)
-        return problem.x0, problem.targets
-
-    def like(shape):
-        return jax.ShapeDtypeStruct(tuple(shape), jnp.float32)
-
-    size = (*stage.size, 3)
-    x0, targets = jax.eval_shape(
-        build, like(content_shape), [like(s) for s in style_shapes],
-        [like(stage.size)] * len(style_shapes) if masks else None,
-        like(stage.size) if content_mask else None,
-        [(like(size), like(stage.size))] * previous or None)
-    loss_fn, loss_static = objective_of(options, weights)
-    params = jax.eval_shape(lambda p: network_params(p, options, x0.shape), weights.params)
-    if options.optimization.parametrization == "pyramid":
-        loss_fn, loss_static, shapes = banded(loss_fn, loss_static, x0.shape)
-        x0 = jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
-    check_memory(Loss(loss_fn, loss_static, (params, targets)), x0, config, chunk, limit)
-
-
-def _state_only(x: jax.Array, static: None) -> tuple[jax.Array, dict]:
-    """A stand-in objective for the optimizer state's size alone: the state holds the variable,
-    its gradient and history, whatever the objective; only its scalar components (a few bytes)
-    are left out. Tracing the real objective and its targets at the largest stage cost seconds
-    (before a run's first picture) where the size needs none of it."""
-    return jnp.sum(x), {}
-
-
-def _variable_like(stage: Stage, weights: VGGWeights, options: StyleOptions
-                   ) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of `stage`'s variable (`Problem.x0`, or its pyramid's bands),
-    computing nothing."""
-    *_, h, w = stage.window
-    x0 = jax.eval_shape(lambda start: start_variable(start, weights, options),
-                        jax.ShapeDtypeStruct((h, w, 3), jnp.float32))
-    if options.optimization.parametrization == "pyramid":
-        shapes = pyramid.band_shapes(tuple(x0.shape))
-        return jax.ShapeDtypeStruct((sum(math.prod(s) for s in shapes),), x0.dtype)
-    return x0
 
 
 def prepare(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights,

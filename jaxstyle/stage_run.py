@@ -147,21 +147,24 @@ def stage_loss(layout: Layout, problems: list[Problem], params: dict, share_styl
     `redraw_key` (`redrawn_args`)."""
     loss, x0, place = layout.lay_out(problems, params, share_style)
     # Per-image style targets of a batch (colour-matched styles) keep their first draw.
-    chunk_args = redrawn_args(loss.args, options, redraw_key, place) if share_style else None
+    chunk_args = (redrawn_args(loss.args, options, redraw_key, place, problems[0].redraw)
+                  if share_style else None)
     return loss._replace(chunk_args=chunk_args), x0
 
 
 def redrawn_args(args: tuple, options: StyleOptions, key: jax.Array,
-                 place: Callable = lambda t: t) -> Callable[[int], tuple] | None:
-    """For a style loss with random parts (sliced Wasserstein's directions): the optimizer's
-    arguments for the chunk starting at an iteration, with the `Targets` among them (the one at
-    index 1) redrawn every ``options.objective.redraw_every`` iterations from `key` and that
-    period, so an interrupted and resumed run draws what the uninterrupted one drew. None
-    otherwise."""
-    config = options.loss_config()
-    if not config.style_loss.redraws:
-        return None
-    redraw = jax.jit(functools.partial(redraw_targets, config=config))
+                 place: Callable = lambda t: t, redraw: Callable | None = None
+                 ) -> Callable[[int], tuple] | None:
+    """For an objective with random parts (sliced Wasserstein's directions; `redraw`, the
+    problem's own, `Problem.redraw`): the optimizer's arguments for the chunk starting at an
+    iteration, with the targets among them (the ones at index 1) redrawn every
+    ``options.objective.redraw_every`` iterations from `key` and that period, so an
+    interrupted and resumed run draws what the uninterrupted one drew. None otherwise."""
+    if redraw is None:
+        config = options.loss_config()
+        if not config.style_loss.redraws:
+            return None
+        redraw = jax.jit(functools.partial(redraw_targets, config=config))
     return lambda iteration: (args[0], place(redraw(
         args[1], key=jax.random.fold_in(key, iteration // options.objective.redraw_every))),
         *args[2:])

@@ -29,6 +29,9 @@ class Stage(NamedTuple):
       coarse: whether a finer scale follows: then `size` and the style images' sizes are
         rounded to shape buckets (`jaxstyle.resampling.fit_bucket`), so that pictures of nearby
         shapes share what is compiled for a coarse scale.
+      final: whether this is the neural-neighbour route's last pass (``final_pass``): a scale
+        of its own after the last, at the same size, with another objective
+        (`jaxstyle.neighbour_layers`).
     """
 
     index: int
@@ -40,6 +43,7 @@ class Stage(NamedTuple):
     iterations: int
     offset: int
     coarse: bool = False
+    final: bool = False
 
 
 def output_shape(content_shape: tuple[int, ...], size: int | None) -> tuple[int, int]:
@@ -123,7 +127,8 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
 
     Every tile of a scale gets the scale's iteration count, so a scale of 6 tiles costs 6 times
     its iterations; `Stage.offset` counts them through the whole run. Every scale but the last
-    has a bucketed shape (`Stage.coarse`); the last is the output's exact shape.
+    has a bucketed shape (`Stage.coarse`); the last is the output's exact shape. With
+    ``final_pass`` one more stage follows the last at its size (`Stage.final`).
 
     Returns:
       The stages in the order they run: scales coarse to fine, tiles in raster order.
@@ -138,6 +143,10 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
             stages.append(Stage(len(stages), scale, shape, tile, len(parts), window, iterations,
                                 offset, coarse))
             offset += iterations
+    if options.plan.final_pass:  # only set with the neural-neighbour preset (`StyleOptions`)
+        last = stages[-1]
+        stages.append(last._replace(index=len(stages), scale=len(sizes),
+                                    iterations=options.plan.final_pass, offset=offset, final=True))
     return tuple(stages)
 
 
@@ -152,13 +161,16 @@ def continued(options: StyleOptions, content_shape: tuple[int, ...], stage_index
     ended in stage `stage_index` of the plan `options` make for `content_shape`.
 
     A single scale's ``iterations`` grows; a schedule of scales is written out (``scales``,
-    ``scale_iterations``) with the scale that ended growing, so every earlier stage keeps its
+    ``scale_iterations``) with the scale that ended growing (``final_pass`` grows when the run
+    ended in that pass), so every earlier stage keeps its
     place in the plan and a run resumed from the state continues bit for bit.
     """
+    stage = plan(content_shape, options)[stage_index]
+    if stage.final:
+        return options.replace(final_pass=iteration - stage.offset + more)
     sizes = scale_sizes(content_shape, options)
     if len(sizes) == 1:
         return options.replace(iterations=iteration + more)
-    stage = plan(content_shape, options)[stage_index]
     counts = [count for _, count in sizes]
     counts[stage.scale] = iteration - stage.offset + more
     return options.replace(scales=tuple(size for size, _ in sizes),

@@ -344,7 +344,8 @@ def test_the_uncompiled_memory_check_refuses_at_the_optimizer_states_size(tiny_w
     from jaxstyle.checks import check_inputs
     from jaxstyle.compiled import state_like
     from jaxstyle.errors import OutOfMemoryError
-    from jaxstyle.problem import check_plan_memory, prepare
+    from jaxstyle.plan_memory import check_plan_memory
+    from jaxstyle.problem import prepare
     from jaxstyle.steps import Loss
 
     options = StyleOptions(size=32, **TINY_LAYERS, **extra)
