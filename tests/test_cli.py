@@ -206,7 +206,7 @@ def test_resume_help_says_the_step_defaults_to_the_runs_own_and_video_names_ever
 def test_zero_iterations_say_nothing_was_optimized(tmp_path, images, tiny_weights_file, capsys):
     content, style = images
     code, err = _run(capsys, "stylize", content, style, "-o", tmp_path / "o.png", "--weights",
-                     tiny_weights_file, "--size", 64, "--iterations", 0)
+                     tiny_weights_file, "--size", 64, "--iterations", 0, *TINY_LAYER_FLAGS)
     assert code == 0, err
     assert "after 0 iterations (nothing optimized" in err
     assert "upscaled from the content's 40x30" in err  # 64 px from a 40 px photo

@@ -58,6 +58,7 @@ def test_rotations_pool_the_rotated_styles_hypercolumns(tiny16_weights):
     assert capped.columns.shape[0] == 48
 
 
+@pytest.mark.slow
 def test_rotations_reach_the_run(tiny16_weights):
     content, style = smooth_image(32, 32, 0), smooth_image(24, 32, 1)
     plain, turned = (stylize(content, [style], tiny16_weights, _options(style_rotations=r)).image
@@ -91,6 +92,7 @@ def _subsample_np(feature: np.ndarray, offset: np.ndarray, side: int) -> np.ndar
     return feature[a::s, b::s][:h, :w].reshape(-1, feature.shape[-1])
 
 
+@pytest.mark.slow
 def test_final_pass_term_is_the_mean_over_layers_of_the_nearest_distance(tiny16_weights):
     # A 96 x 128 picture: relu1 is read every 2nd row and column (128 // 64), deeper layers
     # whole; the style's drawn features are rows of its own (or its copies') features.
@@ -150,6 +152,7 @@ FINAL = dict(size=64, scales=(32, 64), iterations=6, progress_every=2, final_pas
 rotated copies' relu1 is read every 2nd row and column); the flags say the same."""
 
 
+@pytest.mark.slow
 def test_final_pass_runs_redraws_and_resumes_in_process(tiny16_weights):
     content, style = smooth_image(52, 64, 0), smooth_image(48, 64, 1)
     saved = {}
@@ -170,6 +173,7 @@ def test_final_pass_runs_redraws_and_resumes_in_process(tiny16_weights):
         assert full.history == resumed.history
 
 
+@pytest.mark.slow
 def test_a_batch_runs_the_last_pass_as_each_image_alone(tiny16_weights):
     contents, style = [smooth_image(52, 64, s) for s in (0, 2)], smooth_image(48, 64, 1)
     options = _options(**FINAL)
@@ -181,6 +185,7 @@ def test_a_batch_runs_the_last_pass_as_each_image_alone(tiny16_weights):
         assert gap.mean() < 1e-4 and gap.max() < 0.01
 
 
+@pytest.mark.slow
 def test_interrupted_in_the_last_pass_and_resumed_command_makes_the_same_picture(
         tmp_path, tiny16_weights, monkeypatch):
     weights = save_converted(tiny16_weights, tmp_path / "tiny16.msgpack")
