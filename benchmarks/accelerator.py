@@ -69,7 +69,7 @@ def largest_single_pass(content, style, weights, options, low: int, high: int) -
     """The largest output side (a multiple of 32 in [low, high]) whose estimated peak fits in
     the device's free memory, by bisection over XLA's memory analysis (nothing is allocated)."""
     from jaxstyle.errors import OutOfMemoryError
-    from jaxstyle.problem import check_plan_memory
+    from jaxstyle.plan_memory import check_plan_memory
     from jaxstyle.stages import plan
 
     def fits(side: int) -> bool:
