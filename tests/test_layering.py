@@ -99,6 +99,7 @@ LAYERS = {
     "jaxstyle.studio.commands": APP,
     "jaxstyle.studio.worker": APP,
     "jaxstyle.studio.server": APP,
+    "jaxstyle.studio.handlers": APP,
 }
 """Each module of the package and its layer: a module may import its own layer's modules and
 those below it, never one above."""
