@@ -111,6 +111,35 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def interrupted_and_resumed_equals_uninterrupted(command, tmp_path: Path, monkeypatch,
+                                                at: int) -> None:
+    """Runs ``jaxstyle`` with ``command(out)`` to reference.png, then to out.png stopped as
+    Ctrl-C would stop it once iteration `at` is shown, and asserts that the stop wrote no
+    output and that ``jaxstyle resume`` of its checkpoint ends on reference.png bit for bit."""
+    import signal
+
+    from PIL import Image
+
+    from jaxstyle.cli import main
+    from jaxstyle.terminal import ProgressDisplay
+
+    assert main(command("reference.png")) == 0
+    show = ProgressDisplay.show
+
+    def interrupt(self, progress, **kwargs):
+        show(self, progress, **kwargs)
+        if progress.iteration == at:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(ProgressDisplay, "show", interrupt)
+    assert main(command("out.png")) == 128 + signal.SIGINT
+    monkeypatch.setattr(ProgressDisplay, "show", show)
+    assert not (tmp_path / "out.png").exists()
+    assert main(["resume", str(tmp_path / "out.png.ckpt"), "-q"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")),
+                                  np.asarray(Image.open(tmp_path / "reference.png")))
+
+
 def he_params(widths, depths, seed: int = 0) -> dict:
     """`jaxstyle.init_params`' layout (traced by jax.eval_shape, not compiled) filled by NumPy:
     He-scaled kernels, zero biases. init_params compiles a forward pass of the whole network to

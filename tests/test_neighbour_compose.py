@@ -3,24 +3,20 @@ per region, several styles blended, a content mask, luminance-only transfer, a s
 alpha, and an interrupted run resumed bit for bit. What it refuses is in
 test_neural_neighbour.py."""
 
-import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image, write_image
-from PIL import Image
+from conftest import interrupted_and_resumed_equals_uninterrupted, smooth_image, write_image
 
 from jaxstyle import StyleOptions, stylize
 from jaxstyle import neighbours as nn
-from jaxstyle.cli import main
 from jaxstyle.color import rgb_to_ycbcr
 from jaxstyle.compiled import COMPILED
 from jaxstyle.problem import neighbour_config
 from jaxstyle.sweeps import parse_axis, sweep
-from jaxstyle.terminal import ProgressDisplay
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import save_converted
 
@@ -263,18 +259,4 @@ def test_interrupted_and_resumed_command_makes_the_same_picture(tmp_path, tiny16
                 "2", "--stop-change", "0", "--convolution", "direct", "--content-alpha", "0.5",
                 "--style-masks", left, right, "--content-mask", half, "-q"]
 
-    assert main(command("reference.png")) == 0
-    show = ProgressDisplay.show
-
-    def interrupt_at_8(self, progress, **kwargs):  # as Ctrl-C there would
-        show(self, progress, **kwargs)
-        if progress.iteration == 8:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(ProgressDisplay, "show", interrupt_at_8)
-    assert main(command("out.png")) == 128 + signal.SIGINT
-    monkeypatch.setattr(ProgressDisplay, "show", show)
-    assert not (tmp_path / "out.png").exists()
-    assert main(["resume", str(tmp_path / "out.png.ckpt"), "-q"]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")),
-                                  np.asarray(Image.open(tmp_path / "reference.png")))
+    interrupted_and_resumed_equals_uninterrupted(command, tmp_path, monkeypatch, at=8)

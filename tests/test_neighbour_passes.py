@@ -3,23 +3,19 @@ rotated copies searched too (``style_rotations``), and the last pass at the outp
 matches each layer on its own on random subsamples (``final_pass``,
 `jaxstyle.neighbour_layers`), with its redraws resumed bit for bit."""
 
-import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import smooth_image, write_image
-from PIL import Image
+from conftest import interrupted_and_resumed_equals_uninterrupted, smooth_image, write_image
 
 from jaxstyle import StyleOptions, stylize, stylize_batch
 from jaxstyle import neighbour_layers as nl
 from jaxstyle import neighbours as nn
-from jaxstyle.cli import main
 from jaxstyle.option_fields import OptionsError
 from jaxstyle.problem import neighbour_config
 from jaxstyle.stages import continued, plan
-from jaxstyle.terminal import ProgressDisplay
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import save_converted
 
@@ -200,21 +196,7 @@ def test_interrupted_in_the_last_pass_and_resumed_command_makes_the_same_picture
                 "--stop-change", "0", "--convolution", "direct", "--final-pass", "6",
                 "--redraw-every", "2", "--style-rotations", "-q"]
 
-    assert main(command("reference.png")) == 0
-    show = ProgressDisplay.show
-
-    def interrupt_at_14(self, progress, **kwargs):  # as Ctrl-C there would
-        show(self, progress, **kwargs)
-        if progress.iteration == 14:
-            signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(ProgressDisplay, "show", interrupt_at_14)
-    assert main(command("out.png")) == 128 + signal.SIGINT
-    monkeypatch.setattr(ProgressDisplay, "show", show)
-    assert not (tmp_path / "out.png").exists()
-    assert main(["resume", str(tmp_path / "out.png.ckpt"), "-q"]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")),
-                                  np.asarray(Image.open(tmp_path / "reference.png")))
+    interrupted_and_resumed_equals_uninterrupted(command, tmp_path, monkeypatch, at=14)
 
 
 def test_final_pass_refuses_several_styles_and_masks(tiny16_weights):

@@ -178,21 +178,20 @@ class Handlers:
             return error(str(exc), 409)
         return JSONResponse({"job": public(job.snapshot)}, 202)
 
-    async def start_run(self, request: Request) -> Response:
+    async def start(self, request: Request, kind: str) -> Response:
+        """A new job of `kind` ("run" or "sweep") from the request's JSON."""
         try:
             data = await read_json(request)
-            request_ = await run_in_threadpool(job_request, data, "run", self.folder)
-            return await self.submit(request_)
+            return await self.submit(await run_in_threadpool(job_request, data, kind,
+                                                             self.folder))
         except OptionsError as exc:
             return options_error(exc)
 
+    async def start_run(self, request: Request) -> Response:
+        return await self.start(request, "run")
+
     async def start_sweep(self, request: Request) -> Response:
-        try:
-            data = await read_json(request)
-            request_ = await run_in_threadpool(job_request, data, "sweep", self.folder)
-            return await self.submit(request_)
-        except OptionsError as exc:
-            return options_error(exc)
+        return await self.start(request, "sweep")
 
     async def check(self, request: Request) -> Response:
         values = (await read_json(request)).get("options") or {}
