@@ -117,7 +117,8 @@ def _reference_main(spec: dict) -> None:
 
 
 def timed(command: list[str], env: dict | None = None) -> dict:
-    """Runs `command` to its end: wall seconds, peak resident memory (MB), its output."""
+    """Runs `command` to its end: wall seconds, CPU seconds (user and system: less moved by
+    other work on the machine than the wall), peak resident memory (MB), its output."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=env)
@@ -126,7 +127,8 @@ def timed(command: list[str], env: dict | None = None) -> dict:
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{command[:3]} failed:\n{output[-2000:]}")
-    return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, "output": output}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+            "peak_mb": usage.ru_maxrss / 1024, "output": output}
 
 
 def run_reference(reference: Path, weights: str, content: Path, style: Path, size: int,

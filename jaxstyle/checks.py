@@ -248,17 +248,14 @@ def style_sizes(output_hw: tuple[int, int], style_shapes: Sequence[tuple[int, ..
             for shape, scale in zip(style_shapes, scales)]
 
 
-def check_inputs(
-    content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]], options: StyleOptions,
-    masks: bool = False,
-) -> tuple[Stage, ...]:
+def check_inputs(content_shape: tuple[int, ...], style_shapes: Sequence[tuple[int, ...]],
+                 options: StyleOptions) -> tuple[Stage, ...]:
     """Checks image counts and sizes against the options before any expensive work.
 
     Args:
       content_shape: the content image's shape [H, W, 3].
       style_shapes: each style image's shape.
       options: the run's options.
-      masks: whether the run has style masks.
 
     Returns:
       The run's plan (`jaxstyle.stages`).
@@ -267,7 +264,6 @@ def check_inputs(
       JaxstyleError: no style, blend weights that do not match, or a size (of a tile, a scale
         or a style image) too small for the deepest layer used; the last names the option that
         sets the size, and what to set it to, as ``size=21`` (`JaxstyleError.options`).
-      OptionsError: ``final_pass`` with several styles or style masks.
     """
     if not style_shapes:
         raise JaxstyleError("at least one style image is needed")
@@ -277,9 +273,6 @@ def check_inputs(
             f"style_blend_weights: {count(len(blend), 'weight')} for "
             f"{count(len(style_shapes), 'style image')}"
         )
-    if options.plan.final_pass and (len(style_shapes) > 1 or masks):
-        raise OptionsError("final_pass: not with several style images or style masks yet (its "
-                           "per-layer matching takes one style)")
     config = options.loss_config()
     stages = plan(content_shape, options)
     sizing = "scales" if options.plan.scales else "size"

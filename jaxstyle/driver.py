@@ -381,8 +381,7 @@ def stylize(content: jax.Array, styles: Sequence[jax.Array], weights: VGGWeights
     styles = _checked_styles(styles)
     image = check_image_inputs(len(styles), content, init_image, style_masks, content_mask,
                                previous)
-    stages = check_inputs(image.content.shape, [s.shape for s in styles], options,
-                          image.style_masks is not None)
+    stages = check_inputs(image.content.shape, [s.shape for s in styles], options)
     walk = Walk(weights, options, jax.random.key(options.seed) if key is None else key,
                 callback, report_at, ONE_IMAGE, style_cache)
     started = time.perf_counter()  # the memory check compiles the run: count it as compiling
@@ -473,8 +472,7 @@ def _walk_groups(walk: Walk, images: list[ImageInputs], styles: list[jax.Array],
     groups: dict[tuple, list[int]] = {}
     plans = {}
     for index, image in enumerate(images):
-        stages = check_inputs(image.content.shape, [s.shape for s in styles], walk.options,
-                              image.style_masks is not None)
+        stages = check_inputs(image.content.shape, [s.shape for s in styles], walk.options)
         signature = (tuple(stage.size for stage in stages), image.controls())
         groups.setdefault(signature, []).append(index)
         plans[signature] = stages

@@ -53,6 +53,11 @@ def option_flags(skip: tuple[str, ...] = (), defaults: dict | None = None,
         text = as_flags(meta["help"])
         if f.type == "bool":
             kwargs = {"action": "store_true", "help": text}
+        elif f.type == "bool | None":  # --x, --no-x, or neither: the preset's value
+            listed = ", ".join(f"{'on' if value else 'off'} for {name}"
+                               for name, value in preset_values(f.name).items())
+            kwargs = {"action": argparse.BooleanOptionalAction, "default": default,
+                      "help": f"{text} (default: set by --preset: {listed})"}
         else:
             # A help text that explains its default, or a None default, is not repeated.
             plain = "default" in text or default is None

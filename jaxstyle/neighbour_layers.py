@@ -24,7 +24,8 @@ Departures from NNST's code (nkolkin13/NeuralNeighborStyleTransfer, ``optimize_o
 - At layers of `SIDE` positions a side or fewer (relu4 at 512 px), NNST compares the style's
   features with a variable left over from the previous layer; here each layer is compared
   with its own.
-- One style and no regions (refused by name, ``final_pass``).
+- One style and no regions: with several styles or style masks the last pass matches
+  hypercolumns, as the scales before it (`jaxstyle.problem.layered`).
 """
 
 from __future__ import annotations

@@ -27,13 +27,13 @@ Departures from the paper and its code (nkolkin13/NeuralNeighborStyleTransfer):
   region's positions are matched against its own style only, each with its own centre, and the
   term is their mask-weighted sum (`objective`). A content mask limits the content's share of
   the search, and the optional content term, to where it is white.
-- The style's rotated copies (90, 180, 270 degrees) are searched only with
-  ``style_rotations`` (NNST's default is on), and with them the pool keeps its cap of
+- The style's rotated copies (90, 180, 270 degrees) are searched with ``style_rotations``
+  (on in the preset, as in NNST), and with them the pool keeps its cap of
   `STYLE_SAMPLES`: the copies share it rather than quadrupling the search (`rotated`).
 - NNST-Opt's closing pass at the output's size, each layer matched on its own on random
-  subsamples, is ``final_pass`` (its iterations; off by default): `jaxstyle.neighbour_layers`
+  subsamples, is ``final_pass`` (its iterations; the preset runs one): `jaxstyle.neighbour_layers`
   lists its own departures. NNST's closing colour step is not part of the objective: it is
-  ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`).
+  ``original_colors="oklab"`` (`jaxstyle.color.oklab_colors`), the preset's default.
 """
 
 from __future__ import annotations

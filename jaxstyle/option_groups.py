@@ -114,8 +114,8 @@ class ObjectiveOptions(OptionGroup):
         "each output position's nearest style hypercolumn is searched for (the rest is the "
         "output's own): 1 keeps the most content, 0 gives the most style (NNST's alpha)",
     )
-    style_rotations: bool = option(
-        False,
+    style_rotations: bool | None = option(
+        None,
         "content and style",
         "with `preset` neural-neighbour: also search the hypercolumns of the style images "
         "rotated by 90, 180 and 270 degrees (NNST's default), as many hypercolumns searched "
@@ -150,8 +150,8 @@ class ObjectiveOptions(OptionGroup):
         parse=parse_floats,
         metavar="S,S,...",
     )
-    original_colors: str = option(
-        "none",
+    original_colors: str | None = option(
+        None,
         "colour and regions",
         "keep the content's colours: 'luminance' optimizes luminance only (Gatys et al. "
         "2017); 'swap' replaces the result's chroma afterwards (neural-style); 'oklab' "
@@ -278,13 +278,14 @@ class PlanOptions(OptionGroup):
         "scale may run twice as many as the next finer, and every scale at most `iterations` "
         "(0: `iterations` at every scale)",
     )
-    final_pass: int = option(
-        0,
+    final_pass: int | None = option(
+        None,
         "scales and tiles",
         "with `preset` neural-neighbour: iterations of a last pass at the output's size that "
         "matches each layer's features on their own rather than as hypercolumns, on random "
         "subsamples of positions redrawn every `redraw_every` iterations (NNST-Opt's last "
-        "pass); 0: none",
+        "pass; with several style images or style masks it matches hypercolumns, as the "
+        "scales before it); 0: none",
     )
     tile_size: int | None = option(
         None,

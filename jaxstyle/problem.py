@@ -221,7 +221,7 @@ def _style_targets(model_styles: list, weights: VGGWeights, options: StyleOption
                    config, regions: bool, key: jax.Array) -> tuple:
     """`Scale.style` of the model-space style images at `stage`'s scale: the neural-neighbour
     objective's style samples, or the style targets (per tile of the scale when it is tiled)."""
-    if stage.final:
+    if layered(stage, len(model_styles), regions):
         return neighbour_layers.final_style(weights.params, model_styles[0],
                                             neighbour_config(options, weights),
                                             jax.random.fold_in(key, stage.scale))
@@ -247,6 +247,14 @@ def _resized_previous(previous, options: StyleOptions, pre: Preprocessing,
         weights = resize(jnp.asarray(weights, jnp.float32)[..., None], *size)[..., 0]
         scaled.append((pre.to_model(frame), jnp.clip(weights, 0.0, 1.0)))
     return tuple(scaled) or None
+
+
+def layered(stage: Stage, styles: int, regions: bool) -> bool:
+    """Whether `stage` matches each layer on its own (`neighbour_layers`): the neural-neighbour
+    route's last pass (`Stage.final`) with one style and no style masks. With several styles or
+    masks that pass matches hypercolumns, as the scales before it (its per-layer matching takes
+    one style: docs/guide/losses.md)."""
+    return stage.final and styles == 1 and not regions
 
 
 def neighbour_styles(model_styles: list, weights: VGGWeights, options: StyleOptions,
@@ -284,8 +292,9 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
     window = (slice(top, top + h), slice(left, left + w))
     pre = weights.preprocessing
     start = jnp.asarray(canvas[window])
-    loss_fn, loss_static = objective_of(options, weights, stage.final)
-    targets = _stage_targets(scale, window, weights, options, stage.final)
+    final = layered(stage, len(scale.styles), scale.style_masks is not None)
+    loss_fn, loss_static = objective_of(options, weights, final)
+    targets = _stage_targets(scale, window, weights, options, final)
     if options.objective.original_colors == "luminance":
         chroma = color.rgb_to_ycbcr(scale.content_rgb[window])[..., 1:]
 
@@ -301,7 +310,7 @@ def stage_problem(scale: Scale, canvas: np.ndarray, stage: Stage, weights: VGGWe
                           pixel_units=False)
     own = NEIGHBOUR_IMAGE_TARGETS if options.preset == NEURAL_NEIGHBOUR else IMAGE_TARGETS
     problem = problem._replace(image_shape=tuple(problem.x0.shape), image_targets=own)
-    if stage.final:
+    if final:
         problem = problem._replace(image_targets=LAYER_IMAGE_TARGETS,
                                    redraw=_layer_redraw(weights, options))
     return in_bands(problem) if options.optimization.parametrization == "pyramid" else problem

@@ -143,7 +143,7 @@ def plan(content_shape: tuple[int, ...], options: StyleOptions) -> tuple[Stage, 
             stages.append(Stage(len(stages), scale, shape, tile, len(parts), window, iterations,
                                 offset, coarse))
             offset += iterations
-    if options.plan.final_pass:  # only set with the neural-neighbour preset (`StyleOptions`)
+    if options.plan.final_pass:  # only with the neural-neighbour preset (`StyleOptions`)
         last = stages[-1]
         stages.append(last._replace(index=len(stages), scale=len(sizes),
                                     iterations=options.plan.final_pass, offset=offset, final=True))

@@ -229,8 +229,7 @@ class StylizeCommand(Command):
                                       request.save_every)
         except ImageError as exc:
             raise ImageError(f"{'-o' if named else 'the checkpoint names'} {exc}") from None
-        stages = check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], options,
-                              inputs.style_masks is not None)
+        stages = check_inputs(inputs.content.shape, [s.shape for s in inputs.styles], options)
         return cls(options=options, outputs=(output,), weights=request.weights, request=request,
                    inputs=inputs, output=output, stages=tuple(stages), saved=saved, named=named)
 

@@ -14,7 +14,7 @@ from jaxstyle import StyleOptions, stylize, stylize_batch
 from jaxstyle import neighbour_layers as nl
 from jaxstyle import neighbours as nn
 from jaxstyle.option_fields import OptionsError
-from jaxstyle.problem import neighbour_config
+from jaxstyle.problem import layered, neighbour_config
 from jaxstyle.stages import continued, plan
 from jaxstyle.vgg import vgg_features
 from jaxstyle.weights import save_converted
@@ -199,12 +199,37 @@ def test_interrupted_in_the_last_pass_and_resumed_command_makes_the_same_picture
     interrupted_and_resumed_equals_uninterrupted(command, tmp_path, monkeypatch, at=14)
 
 
-def test_final_pass_refuses_several_styles_and_masks(tiny16_weights):
+def test_final_pass_matches_hypercolumns_with_several_styles_or_masks(tiny16_weights):
+    """Its per-layer matching takes one style: with several, or with style masks, the last
+    pass runs its iterations on the hypercolumn objective of the scales before it."""
     content, style = smooth_image(32, 32, 0), smooth_image(24, 32, 1)
     options = _options(final_pass=2)
-    with pytest.raises(OptionsError, match="^final_pass: not with several style images or "
-                                           "style masks yet"):
-        stylize(content, [style, style], tiny16_weights, options)
-    with pytest.raises(OptionsError, match="^final_pass: not with several"):
-        stylize(content, [style], tiny16_weights, options,
-                style_masks=[np.ones((32, 32), np.float32)])
+    final = plan(content.shape, options)[-1]
+    assert final.final and layered(final, 1, False)
+    assert not layered(final, 2, False) and not layered(final, 1, True)
+    for styles, masks in (([style, style[::-1]], None), ([style], [np.ones((32, 32), np.float32)])):
+        result = stylize(content, styles, tiny16_weights, options, style_masks=masks)
+        assert len(result.history["style"]) == 4 + 2
+        assert np.isfinite(result.image).all()
+
+
+def test_rotations_flag_has_three_values(tmp_path, capsys):
+    """--style-rotations, --no-style-rotations, or neither (the preset's value); either on a
+    preset without neighbours is refused by name when it turns them on."""
+    from jaxstyle.cli import build_parser, main
+    from jaxstyle.flags import from_flags
+
+    base = ["stylize", "a.png", "b.png", "-o", "c.png", "--preset", "neural-neighbour"]
+    parse = build_parser().parse_args
+    for extra, expected in (([], True), (["--no-style-rotations"], False),
+                            (["--style-rotations"], True)):
+        assert from_flags(vars(parse(base + extra))).objective.style_rotations is expected
+    assert from_flags(vars(parse(base[:5] + ["--no-style-rotations"]))).objective.style_rotations \
+        is False
+    content = write_image(tmp_path / "a.png", smooth_image(32, 32, 0))
+    style = write_image(tmp_path / "b.png", smooth_image(32, 32, 1))
+    code = main(["stylize", str(content), str(style), "-o", str(tmp_path / "c.png"),
+                 "--style-rotations", "--weights", "random"])
+    err = capsys.readouterr().err
+    assert code != 0 and "--style-rotations: only with preset neural-neighbour" in err
+    assert not (tmp_path / "c.png").exists()

@@ -20,6 +20,7 @@ from jaxstyle.neighbours import (
     style_hypercolumns,
 )
 from jaxstyle.option_fields import OptionsError
+from jaxstyle.presets import NEIGHBOUR_FINAL_PASS
 from jaxstyle.problem import neighbour_config
 from jaxstyle.vgg import vgg_features
 
@@ -80,7 +81,7 @@ def test_hypercolumns_stack_layers_divided_by_width():
 
 
 def test_style_samples_are_capped_and_seeded(tiny16_weights):
-    options = StyleOptions(preset="neural-neighbour", convolution="direct")
+    options = StyleOptions(preset="neural-neighbour", convolution="direct", style_rotations=False)
     config = neighbour_config(options, tiny16_weights)
     style = jnp.asarray(tiny16_weights.preprocessing.to_model(jnp.asarray(smooth_image(40, 40))))
     whole = style_hypercolumns(tiny16_weights.params, [style], config, jax.random.key(0))
@@ -94,8 +95,10 @@ def test_style_samples_are_capped_and_seeded(tiny16_weights):
 
 
 def _run(weights, **changes):
+    """The preset at 48 px (one scale) for 12 iterations, without its last pass unless asked."""
     options = StyleOptions(**{"preset": "neural-neighbour", "size": 48, "iterations": 12,
-                              "stop_change": 0.0, "convolution": "direct", **changes})
+                              "stop_change": 0.0, "convolution": "direct", "final_pass": 0,
+                              **changes})
     content, style = smooth_image(48, 48, seed=1), smooth_image(40, 40, seed=2)
     return stylize(content, [style], weights, options)
 
@@ -105,6 +108,26 @@ def test_preset_runs_and_lowers_its_loss(tiny16_weights):
     style = result.history["style"]
     assert len(style) == 12
     assert style[-1] < 0.9 * style[0]
+    assert np.isfinite(result.image).all()
+
+
+def test_preset_is_nnst_opt_by_default(tiny16_weights):
+    """NNST-Opt's own defaults: rotations, a last pass of `NEIGHBOUR_FINAL_PASS` iterations
+    and the OkLab colour step; each one a flag turns off, and no other preset has them."""
+    options = StyleOptions(preset="neural-neighbour")
+    assert options.objective.style_rotations is True
+    assert options.objective.original_colors == "oklab"
+    assert options.plan.final_pass == NEIGHBOUR_FINAL_PASS
+    off = StyleOptions(preset="neural-neighbour", style_rotations=False, final_pass=0,
+                       original_colors="none")
+    assert (off.objective.style_rotations, off.plan.final_pass,
+            off.objective.original_colors) == (False, 0, "none")
+    for preset in ("balanced", "neural-style", "fast"):
+        other = StyleOptions(preset=preset)
+        assert (other.objective.style_rotations, other.plan.final_pass,
+                other.objective.original_colors) == (False, 0, "none")
+    result = _run(tiny16_weights, final_pass=None, size=32, iterations=4)
+    assert len(result.history["style"]) == 4 + NEIGHBOUR_FINAL_PASS
     assert np.isfinite(result.image).all()
 
 
@@ -212,8 +235,8 @@ def test_oklab_colors_keep_lightness_and_take_the_style_palette():
 
 
 def test_preset_with_oklab_colors(tiny16_weights):
-    result = _run(tiny16_weights, original_colors="oklab", iterations=2)
-    plain = _run(tiny16_weights, iterations=2)
+    result = _run(tiny16_weights, iterations=2)  # the preset's default
+    plain = _run(tiny16_weights, original_colors="none", iterations=2)
     assert np.abs(result.image - plain.image).mean() > 1e-3  # the step ran (finish)
     assert result.image.min() >= 0.0 and result.image.max() <= 1.0
 
