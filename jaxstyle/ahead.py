@@ -130,7 +130,11 @@ def prepare_later_scales(walk: Walk, stages: tuple[Stage, ...], images: list[Ima
     the scales are untiled; None when there is nothing to prepare."""
     if not prepares_ahead(stages):
         return None
-    later = [s for s in stages[1:] if s.tile == 0 and s.size != stages[0].size or s.final]
+    # Not the neural-neighbour route's last pass: prepared while the finest scale runs (its
+    # style's four rotated copies read at the full size), it raised the run's peak memory at
+    # 512 px from 2.6 to 3.7 GB; prepared in turn it costs seconds (docs/guide/losses.md).
+    later = [s for s in stages[1:]
+             if s.tile == 0 and s.size != stages[0].size and not s.final]
     options, weights = walk.options, walk.weights
 
     def prepare(stage: Stage) -> tuple:

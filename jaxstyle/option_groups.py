@@ -194,8 +194,7 @@ class OptimizationOptions(OptionGroup):
         f"L-BFGS step size (default {LBFGS_STEP:g}, neural-style's unit step) or Adam's "
         f"learning rate in pixel units of [0, 1] (default {ADAM_LEARNING_RATE:g})",
     )
-    lbfgs_history: int = option(100, "optimizer",
-                                 "L-BFGS history size (default: 100, neural-style's)")
+    lbfgs_history: int | None = option(None, "optimizer", "L-BFGS history size")
     lbfgs_linesearch: str | None = option(
         None,
         "optimizer",

@@ -20,7 +20,7 @@ from jaxstyle.neighbours import (
     style_hypercolumns,
 )
 from jaxstyle.option_fields import OptionsError
-from jaxstyle.presets import NEIGHBOUR_FINAL_PASS
+from jaxstyle.presets import NEIGHBOUR_FINAL_PASS, NEIGHBOUR_HISTORY
 from jaxstyle.problem import neighbour_config
 from jaxstyle.vgg import vgg_features
 
@@ -118,6 +118,8 @@ def test_preset_is_nnst_opt_by_default(tiny16_weights):
     assert options.objective.style_rotations is True
     assert options.objective.original_colors == "oklab"
     assert options.plan.final_pass == NEIGHBOUR_FINAL_PASS
+    assert options.optimization.lbfgs_history == NEIGHBOUR_HISTORY
+    assert options.performance.convolution == "direct"
     off = StyleOptions(preset="neural-neighbour", style_rotations=False, final_pass=0,
                        original_colors="none")
     assert (off.objective.style_rotations, off.plan.final_pass,
@@ -125,7 +127,8 @@ def test_preset_is_nnst_opt_by_default(tiny16_weights):
     for preset in ("balanced", "neural-style", "fast"):
         other = StyleOptions(preset=preset)
         assert (other.objective.style_rotations, other.plan.final_pass,
-                other.objective.original_colors) == (False, 0, "none")
+                other.objective.original_colors, other.optimization.lbfgs_history) == (
+                    False, 0, "none", 100)
     result = _run(tiny16_weights, final_pass=None, size=32, iterations=4)
     assert len(result.history["style"]) == 4 + NEIGHBOUR_FINAL_PASS
     assert np.isfinite(result.image).all()
