@@ -50,6 +50,7 @@ _SIMPLE_TYPES = {
     "float": float,
     "str": str,
     "bool": _parse_bool,
+    "bool | None": _parse_bool,
     "int | None": int,
     "float | None": float,
     "str | None": str,

@@ -444,7 +444,9 @@ def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarra
     content's chroma in the style's palette when it is 'oklab' (`jaxstyle.color.oklab_colors`)."""
     if options.objective.original_colors == "swap":
         return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
-    if options.objective.original_colors == "oklab":
-        return np.asarray(color.oklab_colors(jnp.asarray(canvas), scale.content_rgb,
-                                             list(scale.style_rgbs)), np.float32)
+    if options.objective.original_colors == "oklab":  # a style weighted 0 gives no colour
+        blend = options.objective.style_blend_weights or (1.0,) * len(scale.style_rgbs)
+        palette = [s for s, weight in zip(scale.style_rgbs, blend) if weight > 0]
+        return np.asarray(color.oklab_colors(jnp.asarray(canvas), scale.content_rgb, palette),
+                          np.float32)
     return np.asarray(canvas, np.float32)

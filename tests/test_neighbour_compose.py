@@ -22,10 +22,11 @@ from jaxstyle.weights import save_converted
 
 
 def _options(**changes) -> StyleOptions:
-    """The preset at 32 px for 12 iterations, without its last pass unless asked."""
+    """The preset at 32 px for 12 iterations, without its last pass or colour step unless
+    asked (several tests read the regions' colours)."""
     return StyleOptions(**{"preset": "neural-neighbour", "size": 32, "iterations": 12,
                            "stop_change": 0.0, "convolution": "direct", "final_pass": 0,
-                           **changes})
+                           "original_colors": "none", **changes})
 
 
 def _tinted(rgb, seed: int) -> np.ndarray:

