@@ -202,14 +202,18 @@ def test_interrupted_in_the_last_pass_and_resumed_command_makes_the_same_picture
     interrupted_and_resumed_equals_uninterrupted(command, tmp_path, monkeypatch, at=14)
 
 
-def test_final_pass_matches_hypercolumns_with_several_styles_or_masks(tiny16_weights):
+def test_final_pass_matches_hypercolumns_with_several_styles_or_masks():
     """Its per-layer matching takes one style: with several, or with style masks, the last
     pass runs its iterations on the hypercolumn objective of the scales before it."""
-    content, style = smooth_image(32, 32, 0), smooth_image(24, 32, 1)
-    options = _options(final_pass=2)
-    final = plan(content.shape, options)[-1]
+    final = plan((32, 32, 3), _options(final_pass=2))[-1]
     assert final.final and layered(final, 1, False)
     assert not layered(final, 2, False) and not layered(final, 1, True)
+
+
+@pytest.mark.slow
+def test_final_pass_runs_with_several_styles_or_masks(tiny16_weights):
+    content, style = smooth_image(32, 32, 0), smooth_image(24, 32, 1)
+    options = _options(final_pass=2)
     for styles, masks in (([style, style[::-1]], None), ([style], [np.ones((32, 32), np.float32)])):
         result = stylize(content, styles, tiny16_weights, options, style_masks=masks)
         assert len(result.history["style"]) == 4 + 2
