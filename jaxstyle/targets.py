@@ -183,10 +183,17 @@ def _with_style_reference(targets: Targets, feats: dict, config: LossConfig) -> 
     at each layer, the content features `feats` being the photo's. The relative objective's
     style term is the output's distance as a fraction of its layer-weighted sum (the quality
     figures' style ratio)."""
-    masks = targets.style_masks or [None] * len(targets.style)
-    return targets._replace(style_reference=jnp.stack([
-        style_distance(config, feats, target, mask)
-        for target, mask in zip(targets.style, masks)]))
+    masks = targets.style_masks or (None,) * len(targets.style)
+    return targets._replace(style_reference=_style_reference(
+        config, {n: feats[n] for n in config.style_layers}, targets.style, tuple(masks)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _style_reference(config: LossConfig, feats: dict, style: tuple, masks: tuple) -> jax.Array:
+    # One compiled call: op by op, each layer's few small operations were compiled and
+    # dispatched on their own, about a second of a run's start (the studio's first picture).
+    return jnp.stack([style_distance(config, feats, target, mask)
+                      for target, mask in zip(style, masks)])
 
 
 def redraw_targets(targets: Targets, config: LossConfig, key: jax.Array) -> Targets:
