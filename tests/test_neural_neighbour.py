@@ -112,7 +112,7 @@ def test_preset_runs_and_lowers_its_loss(tiny16_weights):
     assert np.isfinite(result.image).all()
 
 
-def test_preset_is_nnst_opt_by_default(tiny16_weights):
+def test_preset_is_nnst_opt_by_default():
     """NNST-Opt's own defaults: rotations, a last pass of `NEIGHBOUR_FINAL_PASS` iterations
     and the OkLab colour step; each one a flag turns off, and no other preset has them."""
     options = StyleOptions(preset="neural-neighbour")
@@ -130,7 +130,12 @@ def test_preset_is_nnst_opt_by_default(tiny16_weights):
         assert (other.objective.style_rotations, other.plan.final_pass,
                 other.objective.original_colors, other.optimization.lbfgs_history) == (
                     False, 0, "none", 100)
-    # The preset's rotations and colours, with a short last pass (50 cost 30 s here).
+
+
+@pytest.mark.slow
+def test_preset_runs_with_its_rotations_colours_and_last_pass(tiny16_weights):
+    # A short last pass (50 cost 30 s here). Slow: compiling its stages from an empty cache
+    # took 29 s of a fresh clone's quick suite (308 s on two cores).
     result = _run(tiny16_weights, final_pass=3, style_rotations=None, size=32, iterations=4)
     assert len(result.history["style"]) == 4 + 3
     assert np.isfinite(result.image).all()
