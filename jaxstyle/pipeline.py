@@ -14,6 +14,7 @@ video's frames, the studio's folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +22,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxstyle.ahead import Ahead
 from jaxstyle.driver import StylizeProgress, StylizeResult, stylize
 from jaxstyle.images import save_image
 from jaxstyle.inputs import Inputs
 from jaxstyle.locks import all_locked
 from jaxstyle.options import StyleOptions
-from jaxstyle.quality import Quality, measure
+from jaxstyle.quality import Quality, measure, scorer
 from jaxstyle.reports import output_label, run_report, summary_line
 from jaxstyle.run_state import RunState
+from jaxstyle.stages import output_shape
 from jaxstyle.weights import VGGWeights, resolve_weights, usage_line
 
 Log = Callable[[str], None]
@@ -256,10 +259,21 @@ def chunk_callback(watch: Watch, *, what: str = "loss", own: Own | None = None
     return callback
 
 
+def scoring_ahead(inputs: Inputs, network: Network, options: StyleOptions) -> Ahead:
+    """The quality line's preparation for a run's output (`jaxstyle.quality.scorer`: the
+    styles' and the photo's own scores), as a background job for `stylize_watched` to start
+    after the run's first progress and `finish_image` to take: made while the run optimizes,
+    it leaves only the output's own scores for the end (at 256 px, seconds of every picture
+    from an empty compilation cache)."""
+    shape = output_shape(inputs.content.shape, options.plan.size)
+    return Ahead([(0, functools.partial(scorer, network.weights, shape, inputs.content,
+                                        inputs.styles, options))])
+
+
 def stylize_watched(inputs: Inputs, network: Network, options: StyleOptions, watch: Watch, *,
                     own: Own | None = None, ends: Callable[[int], bool] | None = None,
-                    resume: RunState | None = None, style_cache: dict | None = None
-                    ) -> StylizeResult:
+                    resume: RunState | None = None, style_cache: dict | None = None,
+                    scoring: Ahead | None = None) -> StylizeResult:
     """The run step of one image: `jaxstyle.stylize` on `inputs` (content, styles, start
     image, masks) with `chunk_callback`.
 
@@ -268,6 +282,8 @@ def stylize_watched(inputs: Inputs, network: Network, options: StyleOptions, wat
       ends: iterations after which the command needs a chunk to end (to checkpoint, to save a
         picture), besides those the transport wants (`Watch.report_at`).
       resume: continue from this state; style_cache: `stylize`'s.
+      scoring: `scoring_ahead`'s job, started after the first chunk (once the first scale's
+        compiling, which the run waits for, is done).
 
     Raises:
       Interrupted: a stop request, after a chunk; ``reached`` is that chunk's progress.
@@ -275,10 +291,17 @@ def stylize_watched(inputs: Inputs, network: Network, options: StyleOptions, wat
     def report_at(iteration: int) -> bool:
         return (ends is not None and ends(iteration)) or watch.report_at(iteration)
 
+    def after_chunk(p: StylizeProgress, stopping: bool) -> None:
+        if scoring is not None and not stopping:
+            scoring.start()
+        if own is not None:
+            own(p, stopping)
+
     return stylize(inputs.content, inputs.styles, network.weights, options,
                    init_image=inputs.init_image, style_masks=inputs.style_masks,
-                   content_mask=inputs.content_mask, callback=chunk_callback(watch, own=own),
-                   report_at=report_at, resume=resume, style_cache=style_cache)
+                   content_mask=inputs.content_mask,
+                   callback=chunk_callback(watch, own=after_chunk), report_at=report_at,
+                   resume=resume, style_cache=style_cache)
 
 
 class Reached(NamedTuple):
@@ -301,7 +324,8 @@ class Reached(NamedTuple):
 
 def finish_image(output: Path, reached: StylizeResult | Reached, content: np.ndarray,
                  inputs: Inputs, options: StyleOptions, network: Network, log: Log | None, *,
-                 ran: int | None = None, fields: dict | None = None) -> tuple[Quality, dict]:
+                 ran: int | None = None, fields: dict | None = None,
+                 scoring: Ahead | None = None) -> tuple[Quality, dict]:
     """The finish and report steps of one image: writes `reached` to `output`, measures its
     quality, logs its summary and quality lines (if `log`: a finished result's), and makes its
     JSON report (the caller writes it where it goes).
@@ -312,12 +336,13 @@ def finish_image(output: Path, reached: StylizeResult | Reached, content: np.nda
       ran: iterations run by this process (default: all of its history); the time per
         iteration is the optimizer's time over these.
       fields: what the command adds to the report (its inputs, a resume point, a status).
+      scoring: `scoring_ahead`'s job for this run (taken, and started if it was not), or None.
 
     Returns:
       Its `Quality`, and its report.
     """
     save_image(output, reached.image, inputs.paths, network.label)
-    quality = measure(network.weights, reached.image, content, inputs.styles, options)
+    quality = _measure(reached.image, content, inputs, options, network, scoring)
     done = len(reached.history.get("total", ()))  # a scale that stopped early ran fewer
     timings = dict(reached.timings)
     if "optimize" in timings:
@@ -331,3 +356,15 @@ def finish_image(output: Path, reached: StylizeResult | Reached, content: np.nda
                          for size, n, seconds in reached.scales]
     return quality, run_report(network.weights, options, reached.losses, reached.evaluations,
                                timings, quality, reached.history, **details)
+
+
+def _measure(image: np.ndarray, content: np.ndarray, inputs: Inputs, options: StyleOptions,
+             network: Network, scoring: Ahead | None) -> Quality:
+    """`jaxstyle.quality.measure`, from `scoring`'s preparation when it has one for an output
+    of this shape (the same figures)."""
+    if scoring is not None:
+        scoring.start()
+        prepared = scoring.take(0)
+        if prepared is not None and prepared.shape == image.shape[:2]:
+            return prepared.measure(image)
+    return measure(network.weights, image, content, inputs.styles, options)

@@ -174,6 +174,75 @@ def _content_distances(params, image, content_features, config: LossConfig):
     return _content(feats, content_features, config)
 
 
+class Scorer(NamedTuple):
+    """What scoring an output against its photo and styles needs besides the output
+    (`scorer`): everything `measure` computes from the inputs alone, so that a run can have it
+    made while it optimizes and score its result at once (`Scorer.measure`).
+
+    Attributes:
+      weights: the network it measures with.
+      shape: the output's (H, W); `measure` takes images of this size only.
+      config: the run's layers and pooling, measured in float32 with the direct convolution.
+      targets: the blended styles' ``{layer: (gram, quantiles)}``.
+      content_features: the photo's features at the output's size.
+      photo: the photo's own ``(gram, sliced, content)`` distances, the ratios' denominators.
+      references: `Quality.content_references`.
+    """
+
+    weights: VGGWeights
+    shape: tuple[int, int]
+    config: LossConfig
+    targets: dict
+    content_features: dict
+    photo: tuple
+    references: dict
+
+    def measure(self, image: np.ndarray | jax.Array) -> Quality:
+        """The `Quality` of an output of `shape`, float [H, W, 3] RGB in [0, 1]."""
+        image = jnp.asarray(image, jnp.float32)
+        if tuple(image.shape[:2]) != self.shape:
+            raise ValueError(f"image: {image.shape[0]}x{image.shape[1]}, scored at "
+                             f"{self.shape[0]}x{self.shape[1]}")
+        out = _distances(self.weights.params, self.weights.preprocessing.to_model(image),
+                         self.targets, self.content_features, self.config)
+        ratio = [sum(o.values()) / max(sum(b.values()), 1e-30)
+                 for o, b in zip(out[:2], self.photo[:2])]
+        return Quality(out[0], out[1], out[2], ratio[0], ratio[1], dict(self.references))
+
+
+def scorer(
+    weights: VGGWeights,
+    shape: tuple[int, int],
+    content: np.ndarray | jax.Array,
+    styles: Sequence[np.ndarray | jax.Array],
+    options: StyleOptions | None = None,
+) -> Scorer:
+    """Scores outputs of `shape` (H, W) against `content` and `styles`, as `measure`'s
+    arguments are (`Scorer.measure`)."""
+    options = options or StyleOptions()
+    h, w = shape
+    style_hws = style_sizes((h, w), [jnp.shape(s) for s in styles], options)
+    pre = weights.preprocessing
+    # The run's layers and pooling, measured in float32 with the scores' own statistics.
+    config = options.loss_config().replace(precision="float32", convolution="direct")
+    styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
+                    for s, hw in zip(styles, style_hws)]
+    targets = _style_targets(weights.params, styles_model, config,
+                             options.objective.style_blend_weights)
+    photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
+    content_features = content_targets(weights.params, photo, config)
+    base = _distances(weights.params, photo, targets, content_features, config)
+    references = {
+        "flat grey": jnp.full((h, w, 3), 0.5, jnp.float32),
+        "noise": jax.random.uniform(jax.random.key(SCORING_SEED), (h, w, 3)),
+    }
+    for name, picture in references.items():
+        scores = _content_distances(weights.params, pre.to_model(picture), content_features,
+                                    config)
+        references[name] = float(np.mean([float(v) for v in scores.values()]))
+    return Scorer(weights, (h, w), config, targets, content_features, base, references)
+
+
 def measure(
     weights: VGGWeights,
     image: np.ndarray | jax.Array,
@@ -193,28 +262,5 @@ def measure(
     Returns:
       A `Quality`.
     """
-    options = options or StyleOptions()
-    image = jnp.asarray(image, jnp.float32)
-    h, w = image.shape[:2]
-    style_hws = style_sizes((h, w), [jnp.shape(s) for s in styles], options)
-    pre = weights.preprocessing
-    # The run's layers and pooling, measured in float32 with the scores' own statistics.
-    config = options.loss_config().replace(precision="float32", convolution="direct")
-    styles_model = [pre.to_model(resize(jnp.asarray(s, jnp.float32), *hw))
-                    for s, hw in zip(styles, style_hws)]
-    targets = _style_targets(weights.params, styles_model, config,
-                             options.objective.style_blend_weights)
-    photo = pre.to_model(resize(jnp.asarray(content, jnp.float32), h, w))
-    content_features = content_targets(weights.params, photo, config)
-    out = _distances(weights.params, pre.to_model(image), targets, content_features, config)
-    base = _distances(weights.params, photo, targets, content_features, config)
-    ratio = [sum(o.values()) / max(sum(b.values()), 1e-30) for o, b in zip(out[:2], base[:2])]
-    references = {
-        "flat grey": jnp.full((h, w, 3), 0.5, jnp.float32),
-        "noise": jax.random.uniform(jax.random.key(SCORING_SEED), (h, w, 3)),
-    }
-    for name, picture in references.items():
-        scores = _content_distances(weights.params, pre.to_model(picture), content_features,
-                                    config)
-        references[name] = float(np.mean([float(v) for v in scores.values()]))
-    return Quality(out[0], out[1], out[2], ratio[0], ratio[1], references)
+    shape = tuple(jnp.shape(image)[:2])
+    return scorer(weights, shape, content, styles, options).measure(image)

@@ -48,6 +48,7 @@ from jaxstyle.pipeline import (
     exit_code,
     finish_image,
     run_command,
+    scoring_ahead,
     stylize_watched,
 )
 from jaxstyle.reports import write_report
@@ -270,12 +271,19 @@ class StylizeCommand(Command):
         def ends(i: int) -> bool:
             return bool(request.save_every and i % request.save_every == 0) or policy.stops_at(i)
 
+        scoring = scoring_ahead(self.inputs, self.network, self.options)
         try:
-            return stylize_watched(self.inputs, self.network, self.options, watch, own=own,
-                                   ends=ends, resume=self.saved.run if self.saved else None)
+            result = stylize_watched(self.inputs, self.network, self.options, watch, own=own,
+                                     ends=ends, resume=self.saved.run if self.saved else None,
+                                     scoring=scoring)
         except RunDivergedError as exc:
+            scoring.cancel()
             watch.close()
             self._raise_keeping(exc)
+        except BaseException:
+            scoring.cancel()  # a stopped run is not scored: what has not started never will
+            raise
+        return result, scoring
 
     def stopped(self, stop: Interrupted, transport: Transport) -> Outcome:
         """Keeps the newest picture and the checkpoint (`_keep_partial`) and says where they
@@ -288,13 +296,15 @@ class StylizeCommand(Command):
         """Writes the finished image, its summary and report (`finish_image`), and removes
         the checkpoint and the partial picture."""
         saved, output = self.saved, self.output
+        result, scoring = result
         earlier = len(saved.run.history.get("total", ())) if saved else 0
         _, report = finish_image(
             output, result, self.inputs.content, self.inputs, self.options, self.network,
             transport.log, ran=len(result.history.get("total", ())) - earlier, fields={
                 **{k: v for k, v in self.request._asdict().items() if k in (
                     "content", "styles", "init_image", "style_masks", "content_mask")},
-                "resumed_from_iteration": saved.run.iteration if saved else None})
+                "resumed_from_iteration": saved.run.iteration if saved else None},
+            scoring=scoring)
         if self.request.report:
             write_report(self.request.report, report)
         ckpt = checkpoint_path(output)

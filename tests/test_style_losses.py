@@ -187,7 +187,7 @@ def test_how_often_progress_is_reported_never_changes_a_result(tiny_weights, pre
 
 
 def test_quality_reads_against_the_photo(tiny_weights):
-    from jaxstyle.quality import measure
+    from jaxstyle.quality import measure, scorer
 
     content, style = smooth_image(32, 40, 0), smooth_image(30, 30, 1)
     options = StyleOptions(size=40, **TINY_LAYERS)
@@ -201,6 +201,31 @@ def test_quality_reads_against_the_photo(tiny_weights):
     quality = measure(tiny_weights, result.image, content, [style], options)
     assert quality.style_gram_ratio < 0.5 and quality.content["relu2_1"] > 0
     assert "x the photo's (Gram)" in quality.summary()
+    # Made before the output exists (as a run makes it while it optimizes), the same figures.
+    early = scorer(tiny_weights, result.image.shape[:2], content, [style], options)
+    assert early.measure(result.image) == quality
+    with pytest.raises(ValueError, match="^image: 8x8, scored at 32x40$"):
+        early.measure(np.zeros((8, 8, 3), np.float32))
+
+
+def test_the_quality_line_prepared_during_the_run_reads_the_same(tiny_weights, tmp_path):
+    from jaxstyle.inputs import Inputs
+    from jaxstyle.pipeline import finish_image, network_of, scoring_ahead
+
+    content, style = smooth_image(32, 40, 0), smooth_image(30, 30, 1)
+    options = StyleOptions(size=40, iterations=3, **TINY_LAYERS)
+    inputs, network = Inputs(styles=[style], content=content), network_of(tiny_weights, "tiny")
+    result = stylize(content, [style], tiny_weights, options)
+    alone, _ = finish_image(tmp_path / "a.png", result, content, inputs, options, network, None)
+    scoring = scoring_ahead(inputs, network, options)
+    scoring.start()  # the run's first progress starts it
+    ahead, _ = finish_image(tmp_path / "b.png", result, content, inputs, options, network, None,
+                            scoring=scoring)
+    assert ahead == alone
+    # A job for another output shape (a run stopped at a coarser scale) is not used.
+    other = scoring_ahead(inputs, network, options.replace(size=20))
+    assert finish_image(tmp_path / "c.png", result, content, inputs, options, network, None,
+                        scoring=other)[0] == alone
 
 
 QUICK_PAIRS = {("scales", "gram_histogram")}
