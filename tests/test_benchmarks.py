@@ -150,6 +150,22 @@ def test_xla_options_benchmark_compares_the_options_and_their_gradients():
 
 
 @pytest.mark.slow
+def test_first_picture_times_each_step_before_it(tiny_weights_file):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "first_picture.py"), "--size", "160",
+         "--weights", str(tiny_weights_file)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = re.fullmatch(r"first picture at 160 px after ([\d.]+) s: stage_scales ([\d.]+) s, "
+                         r"stage_problem ([\d.]+) s, compile_first ([\d.]+) s, run_stage "
+                         r"([\d.]+) s, the rest \(checks, memory, plan\) (-?[\d.]+) s\n",
+                         done.stdout)
+    assert steps, done.stdout
+    total, *parts = map(float, steps.groups())
+    # Two scales at 160 px (80, then 160): the first compiled before the later is prepared.
+    assert all(p > 0 for p in parts[:4]) and sum(parts) == pytest.approx(total, abs=0.03)
+
+
+@pytest.mark.slow
 def test_time_to_picture_reports_each_pairs_scales_time_and_quality(tiny_weights_file, tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "time_to_picture.py"), "--size", "96",
