@@ -1,5 +1,6 @@
 """A run's scales prepared: each image's inputs at a scale (`prepare_scales`), and the later
-scales of a run prepared in a background thread while the current one runs (`Ahead`).
+scales of a run (or other work a run will need) prepared in a background thread while the
+current one runs (`Ahead`).
 
 The preparation reads the run's `jaxstyle.stage_run.Walk` as the driver (`jaxstyle.driver`)
 does, so a scale prepared ahead is the one the driver would have prepared.
@@ -40,9 +41,11 @@ def prepare_scales(walk: Walk, stage: Stage, images: list[ImageInputs],
 
 
 class Ahead:
-    """A run's later scales prepared in a background thread while the current scale runs: their
-    inputs and targets (`prepare_scales`), network parameters, and compiled init and chunk (in
-    `COMPILED`, where `minimize` finds them). A new shape costs seconds of compilation per scale
+    """Jobs run one after another in a background thread while a run optimizes, each taken by
+    its number (`take`): the quality line's preparation (`jaxstyle.pipeline.scoring_ahead`),
+    and a run's later scales, prepared while the current scale runs: their inputs and targets
+    (`prepare_scales`), network parameters, and compiled init and chunk (in `COMPILED`, where
+    `minimize` finds them). A new shape costs seconds of compilation per scale
     (tens at 512 px and more from an empty cache) that would otherwise come between two scales;
     the coarse scales, small and overhead-bound, leave a core for it. Every value is computed
     as the main thread would compute it, so results do not change."""

@@ -14,8 +14,8 @@ video's frames, the studio's folder.
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
