@@ -445,8 +445,8 @@ def finish(canvas: np.ndarray, scale: Scale, options: StyleOptions) -> np.ndarra
     if options.objective.original_colors == "swap":
         return np.asarray(color.swap_chroma(jnp.asarray(canvas), scale.content_rgb), np.float32)
     if options.objective.original_colors == "oklab":  # a style weighted 0 gives no colour
-        blend = options.objective.style_blend_weights or (1.0,) * len(scale.style_rgbs)
-        palette = [s for s, weight in zip(scale.style_rgbs, blend) if weight > 0]
+        shares = blend_shares(len(scale.style_rgbs), options.objective.style_blend_weights)
+        palette = [s for s, share in zip(scale.style_rgbs, shares) if share > 0]
         return np.asarray(color.oklab_colors(jnp.asarray(canvas), scale.content_rgb, palette),
                           np.float32)
     return np.asarray(canvas, np.float32)

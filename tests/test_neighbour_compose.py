@@ -133,10 +133,13 @@ def test_blend_weights_set_each_styles_share_of_the_pool(tiny16_weights):
 @pytest.mark.slow
 def test_a_style_weighted_zero_leaves_the_run_of_the_others(tiny16_weights):
     content = smooth_image(32, 32, 0)
-    alone = stylize(content, [RED], tiny16_weights, _options(iterations=4))
-    weighted = stylize(content, [RED, BLUE], tiny16_weights,
-                       _options(iterations=4, style_blend_weights=(1.0, 0.0)))
-    np.testing.assert_array_equal(alone.image, weighted.image)
+    for colors in ("none", "oklab"):  # nor the OkLab step's palette
+        alone = stylize(content, [RED], tiny16_weights,
+                        _options(iterations=4, original_colors=colors))
+        weighted = stylize(content, [RED, BLUE], tiny16_weights,
+                           _options(iterations=4, style_blend_weights=(1.0, 0.0),
+                                    original_colors=colors))
+        np.testing.assert_array_equal(alone.image, weighted.image)
     mixed = stylize(content, [RED, BLUE], tiny16_weights,
                     _options(iterations=4, style_blend_weights=(1.0, 1.0)))
     assert mixed.image[..., 2].mean() > alone.image[..., 2].mean() + 0.05
