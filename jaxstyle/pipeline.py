@@ -283,7 +283,8 @@ def stylize_watched(inputs: Inputs, network: Network, options: StyleOptions, wat
         picture), besides those the transport wants (`Watch.report_at`).
       resume: continue from this state; style_cache: `stylize`'s.
       scoring: `scoring_ahead`'s job, started after the first chunk (once the first scale's
-        compiling, which the run waits for, is done).
+        compiling, which the run waits for, is done); a run that raises drops it if it has
+        not started (a stopped or failed run is not scored).
 
     Raises:
       Interrupted: a stop request, after a chunk; ``reached`` is that chunk's progress.
@@ -297,11 +298,16 @@ def stylize_watched(inputs: Inputs, network: Network, options: StyleOptions, wat
         if own is not None:
             own(p, stopping)
 
-    return stylize(inputs.content, inputs.styles, network.weights, options,
-                   init_image=inputs.init_image, style_masks=inputs.style_masks,
-                   content_mask=inputs.content_mask,
-                   callback=chunk_callback(watch, own=after_chunk), report_at=report_at,
-                   resume=resume, style_cache=style_cache)
+    try:
+        return stylize(inputs.content, inputs.styles, network.weights, options,
+                       init_image=inputs.init_image, style_masks=inputs.style_masks,
+                       content_mask=inputs.content_mask,
+                       callback=chunk_callback(watch, own=after_chunk), report_at=report_at,
+                       resume=resume, style_cache=style_cache)
+    except BaseException:
+        if scoring is not None:
+            scoring.cancel()
+        raise
 
 
 class Reached(NamedTuple):

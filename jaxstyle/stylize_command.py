@@ -277,12 +277,8 @@ class StylizeCommand(Command):
                                      ends=ends, resume=self.saved.run if self.saved else None,
                                      scoring=scoring)
         except RunDivergedError as exc:
-            scoring.cancel()
             watch.close()
             self._raise_keeping(exc)
-        except BaseException:
-            scoring.cancel()  # a stopped run is not scored: what has not started never will
-            raise
         return result, scoring
 
     def stopped(self, stop: Interrupted, transport: Transport) -> Outcome:
